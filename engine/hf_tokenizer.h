@@ -1,0 +1,19 @@
+/* hf_tokenizer.h - a Hugging Face tokenizer.json (byte-level BPE, as DeepSeek V3/V4 ship
+ * it) written as llama.cpp-style `tokenizer.ggml.*` GGUF metadata, with the chat
+ * template and special-token ids from tokenizer_config.json / config.json. */
+#ifndef DS4_HF_TOKENIZER_H
+#define DS4_HF_TOKENIZER_H
+
+#include <stdint.h>
+
+#include "gguf.h"
+
+/* Token types as llama.cpp stores them in tokenizer.ggml.token_type. */
+enum { DS4_TOKEN_NORMAL = 1, DS4_TOKEN_CONTROL = 3, DS4_TOKEN_USER_DEFINED = 4, DS4_TOKEN_UNUSED = 5 };
+
+/* Reads DIR/tokenizer.json (and DIR/tokenizer_config.json if present) and adds the
+ * metadata to w. The token list is padded with "[PADn]" entries up to n_vocab.
+ * Returns 1 when written, 0 when DIR has no tokenizer.json, -1 on error. */
+int ds4_tokenizer_to_gguf(const char *dir, gguf_writer *w, uint32_t n_vocab, int64_t bos_id, int64_t eos_id);
+
+#endif

@@ -1,0 +1,236 @@
+/* quants.c - see quants.h. */
+#include "quants.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cpu.h"
+#include "numeric.h"
+#include "util.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+static const ggml_type_info type_table[GGML_TYPE_COUNT] = {
+    [GGML_TYPE_F32] = {"f32", 1, 4, true},
+    [GGML_TYPE_F16] = {"f16", 1, 2, true},
+    [GGML_TYPE_Q4_0] = {"q4_0", 32, 18, false},
+    [GGML_TYPE_Q4_1] = {"q4_1", 32, 20, false},
+    [GGML_TYPE_Q5_0] = {"q5_0", 32, 22, false},
+    [GGML_TYPE_Q5_1] = {"q5_1", 32, 24, false},
+    [GGML_TYPE_Q8_0] = {"q8_0", 32, 34, true},
+    [GGML_TYPE_Q8_1] = {"q8_1", 32, 36, false},
+    [GGML_TYPE_Q2_K] = {"q2_K", 256, 84, false},
+    [GGML_TYPE_Q3_K] = {"q3_K", 256, 110, false},
+    [GGML_TYPE_Q4_K] = {"q4_K", 256, 144, false},
+    [GGML_TYPE_Q5_K] = {"q5_K", 256, 176, false},
+    [GGML_TYPE_Q6_K] = {"q6_K", 256, 210, false},
+    [GGML_TYPE_Q8_K] = {"q8_K", 256, 292, false},
+    [GGML_TYPE_IQ2_XXS] = {"iq2_xxs", 256, 66, false},
+    [GGML_TYPE_IQ2_XS] = {"iq2_xs", 256, 74, false},
+    [GGML_TYPE_IQ3_XXS] = {"iq3_xxs", 256, 98, false},
+    [GGML_TYPE_IQ1_S] = {"iq1_s", 256, 50, false},
+    [GGML_TYPE_IQ4_NL] = {"iq4_nl", 32, 18, false},
+    [GGML_TYPE_IQ3_S] = {"iq3_s", 256, 110, false},
+    [GGML_TYPE_IQ2_S] = {"iq2_s", 256, 82, false},
+    [GGML_TYPE_IQ4_XS] = {"iq4_xs", 256, 136, false},
+    [GGML_TYPE_I8] = {"i8", 1, 1, false},
+    [GGML_TYPE_I16] = {"i16", 1, 2, false},
+    [GGML_TYPE_I32] = {"i32", 1, 4, false},
+    [GGML_TYPE_I64] = {"i64", 1, 8, false},
+    [GGML_TYPE_F64] = {"f64", 1, 8, false},
+    [GGML_TYPE_IQ1_M] = {"iq1_m", 256, 56, false},
+    [GGML_TYPE_BF16] = {"bf16", 1, 2, true},
+    [GGML_TYPE_TQ1_0] = {"tq1_0", 256, 54, false},
+    [GGML_TYPE_TQ2_0] = {"tq2_0", 256, 66, false},
+    [GGML_TYPE_MXFP4] = {"mxfp4", 32, 17, false},
+};
+
+const ggml_type_info *ggml_type_get(uint32_t type) {
+    if (type >= GGML_TYPE_COUNT || !type_table[type].name) return NULL;
+    return &type_table[type];
+}
+
+const char *ggml_type_name(uint32_t type) {
+    const ggml_type_info *t = ggml_type_get(type);
+    if (t) return t->name;
+    static _Thread_local char buf[32];
+    snprintf(buf, sizeof buf, "type#%u", type);
+    return buf;
+}
+
+int ggml_type_from_name(const char *name) {
+    for (int i = 0; i < GGML_TYPE_COUNT; i++)
+        if (type_table[i].name && !strcasecmp(type_table[i].name, name)) return i;
+    return -1;
+}
+
+uint64_t ggml_row_size(uint32_t type, uint64_t n) {
+    const ggml_type_info *t = ggml_type_get(type);
+    if (!t || n % t->block) return 0;
+    return n / t->block * t->bytes;
+}
+
+/* ---- Q8_0 ---- */
+
+void quantize_row_q8_0_scalar(const float *x, block_q8_0 *y, int64_t n) {
+    for (int64_t b = 0; b < n / QK8_0; b++) {
+        const float *v = x + b * QK8_0;
+        float amax = 0.0f;
+        for (int j = 0; j < QK8_0; j++) amax = fmaxf(amax, fabsf(v[j]));
+        const float d = amax / 127.0f;
+        const float id = d ? 1.0f / d : 0.0f;
+        y[b].d = ds4_f32_to_f16(d);
+        for (int j = 0; j < QK8_0; j++) y[b].qs[j] = (int8_t)roundf(v[j] * id);
+    }
+}
+
+#if defined(__x86_64__)
+/* roundf() semantics (ties away from zero) in AVX2, so the bytes match ggml's reference. */
+__attribute__((target("avx2,fma,f16c"))) static void quantize_row_q8_0_avx2(const float *x,
+                                                                            block_q8_0 *y,
+                                                                            int64_t n) {
+    const __m256 sign_mask = _mm256_set1_ps(-0.0f);
+    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+    for (int64_t b = 0; b < n / QK8_0; b++) {
+        const float *v = x + b * QK8_0;
+        __m256 m = _mm256_setzero_ps();
+        for (int j = 0; j < QK8_0; j += 8)
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign_mask, _mm256_loadu_ps(v + j)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        const float d = amax / 127.0f;
+        const float id = d ? 1.0f / d : 0.0f;
+        y[b].d = ds4_f32_to_f16(d);
+        const __m256 vid = _mm256_set1_ps(id);
+        for (int j = 0; j < QK8_0; j += 8) {
+            __m256 s = _mm256_mul_ps(_mm256_loadu_ps(v + j), vid);
+            __m256 a = _mm256_andnot_ps(sign_mask, s);
+            __m256 t = _mm256_round_ps(a, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            __m256 up = _mm256_cmp_ps(_mm256_sub_ps(a, t), half, _CMP_GE_OQ);
+            t = _mm256_add_ps(t, _mm256_and_ps(up, one));
+            t = _mm256_or_ps(t, _mm256_and_ps(s, sign_mask));
+            __m256i q = _mm256_cvtps_epi32(t);
+            __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+            __m128i w = _mm_packs_epi32(lo, hi);
+            __m128i bytes = _mm_packs_epi16(w, w);
+            _mm_storel_epi64((__m128i *)(y[b].qs + j), bytes);
+        }
+    }
+}
+
+__attribute__((target("avx2,f16c"))) static void f32_to_f16_row_f16c(const float *x, uint16_t *y,
+                                                                    int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) y[i] = ds4_f32_to_f16(x[i]);
+}
+
+__attribute__((target("avx2,f16c"))) static void f16_to_f32_row_f16c(const uint16_t *x, float *y,
+                                                                    int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+    for (; i < n; i++) y[i] = ds4_f16_to_f32(x[i]);
+}
+#endif
+
+void quantize_row_q8_0(const float *x, block_q8_0 *y, int64_t n) {
+#if defined(__x86_64__)
+    if (ds4_cpu_detect() >= DS4_CPU_AVX2) {
+        quantize_row_q8_0_avx2(x, y, n);
+        return;
+    }
+#endif
+    quantize_row_q8_0_scalar(x, y, n);
+}
+
+void ds4_f32_to_f16_row_scalar(const float *x, uint16_t *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = ds4_f32_to_f16(x[i]);
+}
+
+void ds4_f16_to_f32_row_scalar(const uint16_t *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = ds4_f16_to_f32(x[i]);
+}
+
+void ds4_f32_to_f16_row(const float *x, uint16_t *y, int64_t n) {
+#if defined(__x86_64__)
+    if (ds4_cpu_detect() >= DS4_CPU_AVX2) {
+        f32_to_f16_row_f16c(x, y, n);
+        return;
+    }
+#endif
+    ds4_f32_to_f16_row_scalar(x, y, n);
+}
+
+void ds4_f16_to_f32_row(const uint16_t *x, float *y, int64_t n) {
+#if defined(__x86_64__)
+    if (ds4_cpu_detect() >= DS4_CPU_AVX2) {
+        f16_to_f32_row_f16c(x, y, n);
+        return;
+    }
+#endif
+    ds4_f16_to_f32_row_scalar(x, y, n);
+}
+
+/* Rows in a mapped file need not be aligned for their element type: go through memcpy. */
+int ggml_row_to_f32(uint32_t type, const void *src, float *dst, int64_t n) {
+    const uint8_t *s = src;
+    switch (type) {
+    case GGML_TYPE_F32:
+        memcpy(dst, s, (size_t)n * 4);
+        return 0;
+    case GGML_TYPE_F16:
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, s + 2 * i, 2);
+            dst[i] = ds4_f16_to_f32(h);
+        }
+        return 0;
+    case GGML_TYPE_BF16:
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, s + 2 * i, 2);
+            dst[i] = ds4_bf16_to_f32(h);
+        }
+        return 0;
+    case GGML_TYPE_Q8_0:
+        for (int64_t b = 0; b < n / QK8_0; b++) {
+            block_q8_0 blk;
+            memcpy(&blk, s + b * sizeof blk, sizeof blk);
+            const float d = ds4_f16_to_f32(blk.d);
+            for (int j = 0; j < QK8_0; j++) dst[b * QK8_0 + j] = d * (float)blk.qs[j];
+        }
+        return 0;
+    default:
+        return ds4_fail("cannot convert %s to f32 yet", ggml_type_name(type));
+    }
+}
+
+int ggml_row_from_f32(uint32_t type, const float *src, void *dst, int64_t n) {
+    switch (type) {
+    case GGML_TYPE_F32:
+        memcpy(dst, src, (size_t)n * 4);
+        return 0;
+    case GGML_TYPE_F16:
+        ds4_f32_to_f16_row(src, dst, n);
+        return 0;
+    case GGML_TYPE_BF16: {
+        uint16_t *d = dst;
+        for (int64_t i = 0; i < n; i++) d[i] = ds4_f32_to_bf16(src[i]);
+        return 0;
+    }
+    case GGML_TYPE_Q8_0:
+        if (n % QK8_0) return ds4_fail("q8_0 rows need a multiple of 32 values, got %lld", (long long)n);
+        quantize_row_q8_0(src, dst, n);
+        return 0;
+    default:
+        return ds4_fail("cannot write %s tensors yet", ggml_type_name(type));
+    }
+}

@@ -1,0 +1,389 @@
+/* util.c - see util.h. */
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static _Thread_local char error_buf[DS4_ERROR_MAX];
+
+int ds4_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(error_buf, sizeof error_buf, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+void ds4_error_prefix(const char *prefix) {
+    char tmp[DS4_ERROR_MAX];
+    size_t n = strlen(prefix);
+    if (n > DS4_ERROR_MAX / 2) n = DS4_ERROR_MAX / 2;
+    memcpy(tmp, prefix, n);
+    memcpy(tmp + n, ": ", 2);
+    size_t rest = strnlen(error_buf, DS4_ERROR_MAX - n - 3);
+    memcpy(tmp + n + 2, error_buf, rest);
+    tmp[n + 2 + rest] = 0;
+    memcpy(error_buf, tmp, sizeof error_buf);
+}
+
+const char *ds4_error(void) { return error_buf[0] ? error_buf : "unknown error"; }
+
+void *ds4_malloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) ds4_fail("out of memory allocating %zu bytes", n);
+    return p;
+}
+
+void *ds4_calloc(size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) ds4_fail("out of memory allocating %zu x %zu bytes", n, size);
+    return p;
+}
+
+void *ds4_realloc(void *p, size_t n) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) ds4_fail("out of memory allocating %zu bytes", n);
+    return q;
+}
+
+char *ds4_strndup(const char *s, size_t n) {
+    char *p = ds4_malloc(n + 1);
+    if (!p) return NULL;
+    memcpy(p, s, n);
+    p[n] = 0;
+    return p;
+}
+
+/* ---- arena ---- */
+
+struct ds4_arena_block {
+    ds4_arena_block *next;
+    size_t used, cap;
+    _Alignas(16) uint8_t data[];
+};
+
+void *ds4_arena_alloc(ds4_arena *a, size_t n) {
+    n = ds4_align_up(n ? n : 1, 16);
+    ds4_arena_block *b = a->head;
+    if (!b || b->cap - b->used < n) {
+        size_t cap = n > 65536 ? n : 65536;
+        b = ds4_malloc(sizeof *b + cap);
+        if (!b) return NULL;
+        b->used = 0;
+        b->cap = cap;
+        b->next = a->head;
+        a->head = b;
+    }
+    void *p = b->data + b->used;
+    b->used += n;
+    return p;
+}
+
+char *ds4_arena_strndup(ds4_arena *a, const char *s, size_t n) {
+    char *p = ds4_arena_alloc(a, n + 1);
+    if (!p) return NULL;
+    memcpy(p, s, n);
+    p[n] = 0;
+    return p;
+}
+
+void ds4_arena_free(ds4_arena *a) {
+    while (a->head) {
+        ds4_arena_block *next = a->head->next;
+        free(a->head);
+        a->head = next;
+    }
+}
+
+/* ---- string map (FNV-1a, linear probing, load factor <= 1/2) ---- */
+
+static uint64_t hash_bytes(const char *s, size_t n) {
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ULL;
+    return h;
+}
+
+int ds4_strmap_init(ds4_strmap *m, size_t expected) {
+    size_t cap = 16;
+    while (cap < expected * 2 + 1) cap *= 2;
+    memset(m, 0, sizeof *m);
+    m->cap = cap;
+    m->keys = ds4_calloc(cap, sizeof *m->keys);
+    m->lens = ds4_calloc(cap, sizeof *m->lens);
+    m->vals = ds4_calloc(cap, sizeof *m->vals);
+    if (!m->keys || !m->lens || !m->vals) {
+        ds4_strmap_free(m);
+        return -1;
+    }
+    return 0;
+}
+
+static size_t strmap_slot(const ds4_strmap *m, const char *key, size_t len) {
+    size_t i = hash_bytes(key, len) & (m->cap - 1);
+    while (m->keys[i] && !(m->lens[i] == len && memcmp(m->keys[i], key, len) == 0))
+        i = (i + 1) & (m->cap - 1);
+    return i;
+}
+
+static int strmap_grow(ds4_strmap *m) {
+    ds4_strmap bigger;
+    if (ds4_strmap_init(&bigger, m->cap) < 0) return -1;
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->keys[i]) ds4_strmap_put(&bigger, m->keys[i], m->lens[i], m->vals[i]);
+    ds4_strmap_free(m);
+    *m = bigger;
+    return 0;
+}
+
+int ds4_strmap_put(ds4_strmap *m, const char *key, size_t len, uint64_t val) {
+    if ((m->count + 1) * 2 > m->cap && strmap_grow(m) < 0) return -1;
+    size_t i = strmap_slot(m, key, len);
+    if (m->keys[i]) return 0;
+    m->keys[i] = key;
+    m->lens[i] = len;
+    m->vals[i] = val;
+    m->count++;
+    return 1;
+}
+
+bool ds4_strmap_get(const ds4_strmap *m, const char *key, size_t len, uint64_t *val) {
+    if (!m->cap) return false;
+    size_t i = strmap_slot(m, key, len);
+    if (!m->keys[i]) return false;
+    if (val) *val = m->vals[i];
+    return true;
+}
+
+void ds4_strmap_free(ds4_strmap *m) {
+    free(m->keys);
+    free(m->lens);
+    free(m->vals);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---- buffers and files ---- */
+
+int ds4_buf_append(ds4_buf *b, const void *p, size_t n) {
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n) cap *= 2;
+        uint8_t *d = ds4_realloc(b->data, cap);
+        if (!d) return -1;
+        b->data = d;
+        b->cap = cap;
+    }
+    if (n) memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+void ds4_buf_free(ds4_buf *b) {
+    free(b->data);
+    memset(b, 0, sizeof *b);
+}
+
+void ds4_problem(ds4_problems *p, const char *fmt, ...) {
+    if (++p->count > DS4_PROBLEMS_SHOWN) return;
+    char line[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (p->msg.len) ds4_buf_append(&p->msg, "; ", 2);
+    ds4_buf_append(&p->msg, line, n < (int)sizeof line ? (size_t)n : sizeof line - 1);
+}
+
+int ds4_problems_report(ds4_problems *p, const char *what) {
+    int rc = 0;
+    if (p->count) {
+        ds4_buf_append(&p->msg, "", 1);
+        rc = ds4_fail("%d problem%s with %s: %s%s", p->count, p->count > 1 ? "s" : "", what,
+                      p->msg.data ? (char *)p->msg.data : "", p->count > DS4_PROBLEMS_SHOWN ? "; ..." : "");
+    }
+    ds4_buf_free(&p->msg);
+    return rc;
+}
+
+char *ds4_read_file(const char *path, size_t *len_out) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        ds4_fail("%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    ds4_buf b = {0};
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        if (ds4_buf_append(&b, chunk, n) < 0) break;
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || ds4_buf_append(&b, "", 1) < 0) {
+        if (bad) ds4_fail("%s: read error", path);
+        ds4_buf_free(&b);
+        return NULL;
+    }
+    if (len_out) *len_out = b.len - 1;
+    return (char *)b.data;
+}
+
+int ds4_mmap_open(ds4_mmap *m, const char *path) {
+    memset(m, 0, sizeof *m);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return ds4_fail("%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return ds4_fail("%s: not a regular file", path);
+    }
+    m->size = (size_t)st.st_size;
+    if (m->size == 0) {
+        close(fd);
+        m->data = (const uint8_t *)"";
+        return 0;
+    }
+    void *p = mmap(NULL, m->size, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) return ds4_fail("%s: mmap failed: %s", path, strerror(errno));
+    m->data = p;
+    return 0;
+}
+
+void ds4_mmap_close(ds4_mmap *m) {
+    if (m->size) munmap((void *)m->data, m->size);
+    memset(m, 0, sizeof *m);
+}
+
+/* Temporary files still open, so a signal handler can remove them. Fixed-size so the
+ * handler touches no allocator. */
+#define MAX_OPEN_OUTFILES 16
+static ds4_outfile *volatile open_outfiles[MAX_OPEN_OUTFILES];
+
+static void track_outfile(ds4_outfile *f, bool add) {
+    for (int i = 0; i < MAX_OPEN_OUTFILES; i++) {
+        if (add && !open_outfiles[i]) { open_outfiles[i] = f; return; }
+        if (!add && open_outfiles[i] == f) { open_outfiles[i] = NULL; return; }
+    }
+}
+
+int ds4_outfile_open(ds4_outfile *f, const char *path) {
+    memset(f, 0, sizeof *f);
+    f->fd = -1;
+    size_t n = strlen(path);
+    f->path = ds4_strndup(path, n);
+    f->tmp_path = ds4_malloc(n + 32);
+    if (!f->path || !f->tmp_path) goto fail;
+    snprintf(f->tmp_path, n + 32, "%s.tmp.%ld", path, (long)getpid());
+    f->fd = open(f->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (f->fd < 0) {
+        ds4_fail("%s: cannot create: %s", f->tmp_path, strerror(errno));
+        goto fail;
+    }
+    track_outfile(f, true);
+    return 0;
+fail:
+    free(f->path);
+    free(f->tmp_path);
+    memset(f, 0, sizeof *f);
+    f->fd = -1;
+    return -1;
+}
+
+int ds4_outfile_write(ds4_outfile *f, const void *p, size_t n) {
+    const uint8_t *s = p;
+    while (n) {
+        ssize_t w = write(f->fd, s, n > (1u << 30) ? (1u << 30) : n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0)
+            return ds4_fail("%s: write failed: %s", f->path, w < 0 ? strerror(errno) : "no space");
+        s += w;
+        n -= (size_t)w;
+        f->written += (uint64_t)w;
+    }
+    return 0;
+}
+
+static void outfile_release(ds4_outfile *f) {
+    track_outfile(f, false);
+    if (f->fd >= 0) close(f->fd);
+    free(f->path);
+    free(f->tmp_path);
+    memset(f, 0, sizeof *f);
+    f->fd = -1;
+}
+
+int ds4_outfile_commit(ds4_outfile *f) {
+    if (fsync(f->fd) < 0) {
+        ds4_fail("%s: fsync failed: %s", f->path, strerror(errno));
+        ds4_outfile_abort(f);
+        return -1;
+    }
+    if (rename(f->tmp_path, f->path) < 0) {
+        ds4_fail("%s: rename failed: %s", f->path, strerror(errno));
+        ds4_outfile_abort(f);
+        return -1;
+    }
+    char *dir = ds4_strndup(f->path, strlen(f->path));
+    if (dir) {
+        int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+        free(dir);
+    }
+    outfile_release(f);
+    return 0;
+}
+
+void ds4_outfile_abort(ds4_outfile *f) {
+    if (f->tmp_path) unlink(f->tmp_path);
+    outfile_release(f);
+}
+
+void ds4_outfile_abort_all_signal_safe(void) {
+    for (int i = 0; i < MAX_OPEN_OUTFILES; i++) {
+        ds4_outfile *f = open_outfiles[i];
+        if (f && f->tmp_path) unlink(f->tmp_path);
+    }
+}
+
+static void cleanup_and_exit(int sig) {
+    ds4_outfile_abort_all_signal_safe();
+    static const char msg[] = "\ninterrupted: partial output removed\n";
+    ssize_t ignored = write(2, msg, sizeof msg - 1);
+    (void)ignored;
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+void ds4_install_cleanup_handlers(void) {
+    signal(SIGINT, cleanup_and_exit);
+    signal(SIGTERM, cleanup_and_exit);
+    signal(SIGHUP, cleanup_and_exit);
+}
+
+double ds4_time_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int ds4_cpu_count(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
