@@ -75,11 +75,7 @@ build/tests/%-san: tests/fuzz/%.c tests/fuzz/driver.c build/libds4-san.a
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE) $(WARN) $(SAN_FLAGS) $< tests/fuzz/driver.c build/libds4-san.a $(LDLIBS) -o $@
 
-build/tests/ds4-quant-san: tools/quantize/ds4-quant.c build/libds4-san.a
-	@mkdir -p $(dir $@)
-	$(CC) $(BASE) $(WARN) $(SAN_FLAGS) $< build/libds4-san.a $(LDLIBS) -o $@
-
-TEST_BINS := build/tests/unit build/tests/unit-san $(FUZZ_NAMES:%=build/tests/%-san) build/tests/ds4-quant-san
+TEST_BINS := build/tests/unit build/tests/unit-san $(FUZZ_NAMES:%=build/tests/%-san)
 
 test: deps all $(TEST_BINS)
 	@sh tests/run.sh

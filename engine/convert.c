@@ -478,62 +478,14 @@ static int file_type_of(uint32_t type) {
 }
 
 static int write_metadata(converter *cv, gguf_writer *w) {
-    const ds4_config *c = &cv->hf.cfg;
     const char *base = strrchr(cv->opts->in_dir, '/');
     base = base && base[1] ? base + 1 : cv->opts->in_dir;
-    uint32_t ratios[DS4_MAX_LAYERS];
-    for (uint32_t i = 0; i < c->n_layer; i++) ratios[i] = c->compress_ratio[i];
-#define K(k) DS4_ARCH "." k
-    int rc = 0;
-    rc |= gguf_writer_kv_str(w, "general.architecture", DS4_ARCH);
-    rc |= gguf_writer_kv_str(w, "general.name", base);
-    rc |= gguf_writer_kv_u32(w, "general.file_type", (uint32_t)file_type_of(cv->opts->type));
-    rc |= gguf_writer_kv_u32(w, "general.quantization_version", 2);
-    rc |= gguf_writer_kv_u32(w, K("block_count"), c->n_layer);
-    rc |= gguf_writer_kv_u32(w, K("context_length"), (uint32_t)c->context_length);
-    rc |= gguf_writer_kv_u32(w, K("embedding_length"), c->n_embd);
-    rc |= gguf_writer_kv_u32(w, K("embedding_length_out"), c->n_embd * c->hc_mult);
-    rc |= gguf_writer_kv_u32(w, K("vocab_size"), c->n_vocab);
-    rc |= gguf_writer_kv_u32(w, K("attention.head_count"), c->n_head);
-    rc |= gguf_writer_kv_u32(w, K("attention.head_count_kv"), c->n_head_kv);
-    rc |= gguf_writer_kv_u32(w, K("attention.key_length"), c->head_dim);
-    rc |= gguf_writer_kv_u32(w, K("attention.value_length"), c->value_dim);
-    rc |= gguf_writer_kv_u32(w, K("attention.q_lora_rank"), c->q_lora_rank);
-    rc |= gguf_writer_kv_f32(w, K("attention.layer_norm_rms_epsilon"), c->rms_eps);
-    rc |= gguf_writer_kv_u32(w, K("attention.sliding_window"), c->sliding_window);
-    rc |= gguf_writer_kv_u32(w, K("attention.output_group_count"), c->o_groups);
-    rc |= gguf_writer_kv_u32(w, K("attention.output_lora_rank"), c->o_lora_rank);
-    rc |= gguf_writer_kv_arr(w, K("attention.compress_ratios"), GGUF_TYPE_UINT32, ratios, c->n_layer);
-    rc |= gguf_writer_kv_f32(w, K("attention.compress_rope_freq_base"), c->compress_rope_base);
-    rc |= gguf_writer_kv_u32(w, K("attention.indexer.head_count"), c->indexer_heads);
-    rc |= gguf_writer_kv_u32(w, K("attention.indexer.key_length"), c->indexer_dim);
-    rc |= gguf_writer_kv_u32(w, K("attention.indexer.top_k"), c->indexer_topk);
-    rc |= gguf_writer_kv_u32(w, K("rope.dimension_count"), c->rope_dim);
-    rc |= gguf_writer_kv_f32(w, K("rope.freq_base"), c->rope_base);
-    if (c->rope_orig_ctx) {
-        rc |= gguf_writer_kv_str(w, K("rope.scaling.type"), "yarn");
-        rc |= gguf_writer_kv_f32(w, K("rope.scaling.factor"), c->rope_scale);
-        rc |= gguf_writer_kv_u32(w, K("rope.scaling.original_context_length"), c->rope_orig_ctx);
-        rc |= gguf_writer_kv_f32(w, K("rope.scaling.yarn_beta_fast"), c->yarn_beta_fast);
-        rc |= gguf_writer_kv_f32(w, K("rope.scaling.yarn_beta_slow"), c->yarn_beta_slow);
-    }
-    rc |= gguf_writer_kv_u32(w, K("expert_count"), c->n_expert);
-    rc |= gguf_writer_kv_u32(w, K("expert_used_count"), c->n_expert_used);
-    rc |= gguf_writer_kv_u32(w, K("expert_shared_count"), c->n_expert_shared);
-    rc |= gguf_writer_kv_u32(w, K("expert_feed_forward_length"), c->expert_ff);
-    rc |= gguf_writer_kv_f32(w, K("expert_weights_scale"), c->expert_weights_scale);
-    rc |= gguf_writer_kv_bool(w, K("expert_weights_norm"), c->expert_weights_norm);
-    rc |= gguf_writer_kv_u32(w, K("expert_gating_func"), c->gating_func);
-    rc |= gguf_writer_kv_u32(w, K("expert_group_count"), 1);
-    rc |= gguf_writer_kv_u32(w, K("expert_group_used_count"), 1);
-    rc |= gguf_writer_kv_u32(w, K("hash_layer_count"), c->n_hash_layers);
-    rc |= gguf_writer_kv_arr(w, K("swiglu_clamp_exp"), GGUF_TYPE_FLOAT32, c->swiglu_limit, c->n_layer);
-    rc |= gguf_writer_kv_arr(w, K("swiglu_clamp_shexp"), GGUF_TYPE_FLOAT32, c->swiglu_limit_shared, c->n_layer);
-    rc |= gguf_writer_kv_u32(w, K("hyper_connection.count"), c->hc_mult);
-    rc |= gguf_writer_kv_u32(w, K("hyper_connection.sinkhorn_iterations"), c->hc_sinkhorn_iters);
-    rc |= gguf_writer_kv_f32(w, K("hyper_connection.epsilon"), c->hc_eps);
-#undef K
-    return rc ? -1 : 0;
+    if (gguf_writer_kv_str(w, "general.architecture", DS4_ARCH) < 0 ||
+        gguf_writer_kv_str(w, "general.name", base) < 0 ||
+        gguf_writer_kv_u32(w, "general.file_type", (uint32_t)file_type_of(cv->opts->type)) < 0 ||
+        gguf_writer_kv_u32(w, "general.quantization_version", 2) < 0)
+        return -1;
+    return ds4_config_to_gguf(&cv->hf.cfg, w);
 }
 
 /* ---- driver ---- */

@@ -270,9 +270,11 @@ static int parse(gguf_file *f) {
         return -1;
     size_t left = f->size - ps.pos;
     if (f->n_kv > left / 13)
-        return ds4_fail("metadata count %llu exceeds what the file can hold", (unsigned long long)f->n_kv);
+        return ds4_fail("metadata count %llu exceeds what the file can hold (truncated or corrupt)",
+                        (unsigned long long)f->n_kv);
     if (f->n_tensors > left / 32)
-        return ds4_fail("tensor count %llu exceeds what the file can hold", (unsigned long long)f->n_tensors);
+        return ds4_fail("tensor count %llu exceeds what the file can hold (truncated or corrupt)",
+                        (unsigned long long)f->n_tensors);
     f->kv = ds4_calloc(f->n_kv, sizeof *f->kv);
     f->tensors = ds4_calloc(f->n_tensors, sizeof *f->tensors);
     if (!f->kv || !f->tensors) return -1;

@@ -309,6 +309,58 @@ int ds4_config_from_gguf(const gguf_file *f, ds4_config *c) {
     return ds4_config_check(c);
 }
 
+/* ---- writing ---- */
+
+int ds4_config_to_gguf(const ds4_config *c, gguf_writer *w) {
+    uint32_t ratios[DS4_MAX_LAYERS];
+    for (uint32_t i = 0; i < c->n_layer; i++) ratios[i] = c->compress_ratio[i];
+    int rc = 0;
+    rc |= gguf_writer_kv_u32(w, KEY("block_count"), c->n_layer);
+    rc |= gguf_writer_kv_u32(w, KEY("context_length"), (uint32_t)c->context_length);
+    rc |= gguf_writer_kv_u32(w, KEY("embedding_length"), c->n_embd);
+    rc |= gguf_writer_kv_u32(w, KEY("embedding_length_out"), c->n_embd * c->hc_mult);
+    rc |= gguf_writer_kv_u32(w, KEY("vocab_size"), c->n_vocab);
+    rc |= gguf_writer_kv_u32(w, KEY("attention.head_count"), c->n_head);
+    rc |= gguf_writer_kv_u32(w, KEY("attention.head_count_kv"), c->n_head_kv);
+    rc |= gguf_writer_kv_u32(w, KEY("attention.key_length"), c->head_dim);
+    rc |= gguf_writer_kv_u32(w, KEY("attention.value_length"), c->value_dim);
+    rc |= gguf_writer_kv_u32(w, KEY("attention.q_lora_rank"), c->q_lora_rank);
+    rc |= gguf_writer_kv_f32(w, KEY("attention.layer_norm_rms_epsilon"), c->rms_eps);
+    rc |= gguf_writer_kv_u32(w, KEY("attention.sliding_window"), c->sliding_window);
+    rc |= gguf_writer_kv_u32(w, KEY("attention.output_group_count"), c->o_groups);
+    rc |= gguf_writer_kv_u32(w, KEY("attention.output_lora_rank"), c->o_lora_rank);
+    rc |= gguf_writer_kv_arr(w, KEY("attention.compress_ratios"), GGUF_TYPE_UINT32, ratios, c->n_layer);
+    rc |= gguf_writer_kv_f32(w, KEY("attention.compress_rope_freq_base"), c->compress_rope_base);
+    rc |= gguf_writer_kv_u32(w, KEY("attention.indexer.head_count"), c->indexer_heads);
+    rc |= gguf_writer_kv_u32(w, KEY("attention.indexer.key_length"), c->indexer_dim);
+    rc |= gguf_writer_kv_u32(w, KEY("attention.indexer.top_k"), c->indexer_topk);
+    rc |= gguf_writer_kv_u32(w, KEY("rope.dimension_count"), c->rope_dim);
+    rc |= gguf_writer_kv_f32(w, KEY("rope.freq_base"), c->rope_base);
+    if (c->rope_orig_ctx) {
+        rc |= gguf_writer_kv_str(w, KEY("rope.scaling.type"), "yarn");
+        rc |= gguf_writer_kv_f32(w, KEY("rope.scaling.factor"), c->rope_scale);
+        rc |= gguf_writer_kv_u32(w, KEY("rope.scaling.original_context_length"), c->rope_orig_ctx);
+        rc |= gguf_writer_kv_f32(w, KEY("rope.scaling.yarn_beta_fast"), c->yarn_beta_fast);
+        rc |= gguf_writer_kv_f32(w, KEY("rope.scaling.yarn_beta_slow"), c->yarn_beta_slow);
+    }
+    rc |= gguf_writer_kv_u32(w, KEY("expert_count"), c->n_expert);
+    rc |= gguf_writer_kv_u32(w, KEY("expert_used_count"), c->n_expert_used);
+    rc |= gguf_writer_kv_u32(w, KEY("expert_shared_count"), c->n_expert_shared);
+    rc |= gguf_writer_kv_u32(w, KEY("expert_feed_forward_length"), c->expert_ff);
+    rc |= gguf_writer_kv_f32(w, KEY("expert_weights_scale"), c->expert_weights_scale);
+    rc |= gguf_writer_kv_bool(w, KEY("expert_weights_norm"), c->expert_weights_norm);
+    rc |= gguf_writer_kv_u32(w, KEY("expert_gating_func"), c->gating_func);
+    rc |= gguf_writer_kv_u32(w, KEY("expert_group_count"), 1);
+    rc |= gguf_writer_kv_u32(w, KEY("expert_group_used_count"), 1);
+    rc |= gguf_writer_kv_u32(w, KEY("hash_layer_count"), c->n_hash_layers);
+    rc |= gguf_writer_kv_arr(w, KEY("swiglu_clamp_exp"), GGUF_TYPE_FLOAT32, c->swiglu_limit, c->n_layer);
+    rc |= gguf_writer_kv_arr(w, KEY("swiglu_clamp_shexp"), GGUF_TYPE_FLOAT32, c->swiglu_limit_shared, c->n_layer);
+    rc |= gguf_writer_kv_u32(w, KEY("hyper_connection.count"), c->hc_mult);
+    rc |= gguf_writer_kv_u32(w, KEY("hyper_connection.sinkhorn_iterations"), c->hc_sinkhorn_iters);
+    rc |= gguf_writer_kv_f32(w, KEY("hyper_connection.epsilon"), c->hc_eps);
+    return rc ? -1 : 0;
+}
+
 /* ---- loading and validation ---- */
 
 static bool type_allowed(ds4_tensor_class cls, uint32_t type) {

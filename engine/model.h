@@ -86,6 +86,8 @@ int ds4_expected_tensors(const ds4_config *c, ds4_tensor_spec **specs, size_t *n
 
 /* Read and check the hyper-parameters of a deepseek4 GGUF. */
 int ds4_config_from_gguf(const gguf_file *f, ds4_config *c);
+/* Write the config as deepseek4.* metadata (the inverse of ds4_config_from_gguf). */
+int ds4_config_to_gguf(const ds4_config *c, gguf_writer *w);
 /* Consistency checks shared by the loader and the converter. */
 int ds4_config_check(const ds4_config *c);
 

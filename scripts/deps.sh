@@ -1,7 +1,10 @@
 #!/bin/sh
-# Install the Debian packages ds4 builds against, if any are missing.
-# A fast no-op when everything is present; needs root (or sudo) otherwise.
+# Install what ds4 builds and tests against, if anything is missing: Debian packages
+# (compiler, libraries) and, for the GGUF interop test, Hugging Face's GGUF parser from
+# npm into tests/interop/node_modules. A fast no-op when everything is present; needs
+# root (or sudo) when a Debian package is missing.
 set -e
+cd "$(dirname "$0")/.."
 PKGS="gcc make pkg-config libzstd-dev libcsv-dev libjson-c-dev libgsl-dev libpcre2-dev"
 
 missing=""
@@ -12,7 +15,19 @@ for p in $PKGS; do
         *) missing="$missing $p" ;;
     esac
 done
-[ -z "$missing" ] && exit 0
+command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
+
+install_npm_packages() {
+    [ -d tests/interop/node_modules/@huggingface/gguf ] && return 0
+    echo "deps: installing tests/interop npm packages"
+    (cd tests/interop && npm ci --no-audit --no-fund --silent) ||
+        echo "deps: warning: npm install failed; the GGUF interop test will be skipped" >&2
+}
+
+if [ -z "$missing" ]; then
+    install_npm_packages
+    exit 0
+fi
 
 echo "deps: installing:$missing"
 if [ "$(id -u)" -eq 0 ]; then
@@ -27,3 +42,4 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -q --no-install-recommends $missing
+install_npm_packages

@@ -1,0 +1,81 @@
+#!/bin/sh
+# Command-line tests: help, argument errors, error lines on bad files, conversion and
+# inspection end to end. Prints "N passed, N failed".
+cd "$(dirname "$0")/.." || exit 2
+BIN=bin
+T=$(mktemp -d "${TMPDIR:-/tmp}/ds4-cli-XXXXXX")
+trap 'rm -rf "$T"' EXIT
+pass=0
+fail=0
+
+ok() { pass=$((pass + 1)); echo "ok   cli/$1"; }
+bad() { fail=$((fail + 1)); echo "FAIL cli/$1"; [ -f "$T/err" ] && sed 's/^/    /' "$T/err" | head -5; }
+
+# expect NAME STATUS COMMAND...: runs it, checks the exit status
+expect() {
+    name=$1 want=$2
+    shift 2
+    "$@" >"$T/out" 2>"$T/err"
+    got=$?
+    if [ "$got" -eq "$want" ]; then ok "$name"; else echo "    exit $got, wanted $want" >>"$T/err"; bad "$name"; fi
+}
+# one_line NAME PATTERN: stderr of the last command is exactly one line matching PATTERN
+one_line() {
+    if [ "$(wc -l <"$T/err")" -eq 1 ] && grep -q "$2" "$T/err"; then ok "$1"; else bad "$1"; fi
+}
+has() { if grep -q "$2" "$3"; then ok "$1"; else bad "$1"; fi; }
+
+expect gguf_help 0 $BIN/ds4-gguf --help
+has gguf_help_text "ds4-gguf info" "$T/out"
+expect quant_help 0 $BIN/ds4-quant --help
+has quant_help_text "ds4-quant convert" "$T/out"
+expect quant_convert_help 0 $BIN/ds4-quant convert --help
+expect gguf_no_args 2 $BIN/ds4-gguf
+expect gguf_unknown_command 2 $BIN/ds4-gguf frobnicate
+expect quant_missing_out 2 $BIN/ds4-quant convert --in vectors/models/tiny-a
+expect quant_bad_type 2 $BIN/ds4-quant convert --in x --out y --type q4_k
+one_line quant_bad_type_message "type must be f32, f16, bf16 or q8_0"
+expect quant_bad_threads 2 $BIN/ds4-quant convert --in x --out y --threads 0
+
+expect convert_tiny_a 0 $BIN/ds4-quant convert --in vectors/models/tiny-a --out "$T/a.gguf" --type q8_0 --threads 2
+has convert_summary "layers: swa swa csa/4 hca/8 csa/4 hca/8" "$T/out"
+expect check_converted 0 $BIN/ds4-gguf check "$T/a.gguf"
+expect info_converted 0 $BIN/ds4-gguf info "$T/a.gguf"
+has info_lists_metadata "deepseek4.attention.compress_ratios = \[0, 0, 4, 8, 4, 8\]" "$T/out"
+has info_lists_tensors "blk.5.ffn_down_exps.weight *q8_0 *\[32, 64, 8\]" "$T/out"
+expect diff_same 0 $BIN/ds4-gguf diff "$T/a.gguf" "$T/a.gguf"
+expect convert_tiny_b 0 $BIN/ds4-quant convert --quiet --in vectors/models/tiny-b --out "$T/b.gguf" --type bf16
+expect diff_other 1 $BIN/ds4-gguf diff "$T/a.gguf" "$T/b.gguf"
+has diff_reports_metadata "metadata deepseek4.block_count: 6 vs 4" "$T/out"
+
+printf 'this is not a gguf file at all' >"$T/junk.gguf"
+expect info_junk 2 $BIN/ds4-gguf info "$T/junk.gguf"
+one_line info_junk_message "junk.gguf: not a GGUF file"
+head -c 5000 "$T/a.gguf" >"$T/cut.gguf"
+head -c 200000 "$T/a.gguf" >"$T/cut2.gguf"
+expect check_truncated 1 $BIN/ds4-gguf check "$T/cut.gguf"
+one_line check_truncated_message "cut.gguf: .*truncated"
+expect check_truncated_data 1 $BIN/ds4-gguf check "$T/cut2.gguf"
+one_line check_truncated_data_message "cut2.gguf: .*lies outside the file"
+expect info_missing 2 $BIN/ds4-gguf info "$T/nope.gguf"
+one_line info_missing_message "nope.gguf: cannot open"
+expect convert_missing_dir 1 $BIN/ds4-quant convert --in "$T/nodir" --out "$T/x.gguf"
+one_line convert_missing_dir_message "nodir/config.json: cannot open"
+expect convert_unwritable 1 $BIN/ds4-quant convert --in vectors/models/tiny-a --out "$T/no/such/dir/x.gguf"
+one_line convert_unwritable_message "cannot create"
+if ls "$T"/no* "$T"/x.gguf* >/dev/null 2>&1; then bad convert_leaves_nothing; else ok convert_leaves_nothing; fi
+
+# The files must read the same in Hugging Face's independent GGUF parser (npm).
+skipped=0
+for f in "$T/a.gguf" "$T/b.gguf" build/tests/corpus/gguf/sample.gguf; do
+    name=interop_$(basename "$f" .gguf)
+    sh tests/interop/compare.sh "$f" 2>"$T/err"
+    case $? in
+        0) ok "$name" ;;
+        77) skipped=$((skipped + 1)); echo "skip cli/$name (node or tests/interop/node_modules missing: make deps)" ;;
+        *) bad "$name" ;;
+    esac
+done
+
+echo "cli: $pass passed, $fail failed, $skipped skipped"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,39 @@
+#!/bin/sh
+# Runs every test stage and prints the overall "N passed, N failed" line last:
+#   unit tests (plain build), unit tests (ASan+UBSan), CLI tests,
+#   fuzzing of the GGUF and safetensors parsers (ASan+UBSan, 100k inputs each).
+cd "$(dirname "$0")/.." || exit 2
+FUZZ_N=${DS4_FUZZ_ITERATIONS:-100000}
+total_pass=0
+total_fail=0
+
+# stage NAME COMMAND...: run, echo the output, add up its "N passed, N failed" line
+stage() {
+    name=$1
+    shift
+    echo "== $name"
+    out=$("$@" 2>&1)
+    status=$?
+    printf '%s\n' "$out"
+    line=$(printf '%s\n' "$out" | grep -E '[0-9]+ passed, [0-9]+ failed' | tail -n 1)
+    if [ -n "$line" ]; then
+        p=$(echo "$line" | awk '{for (i = 2; i <= NF; i++) if ($i ~ /^passed/) print $(i - 1)}')
+        f=$(echo "$line" | awk '{for (i = 2; i <= NF; i++) if ($i ~ /^failed/) print $(i - 1)}')
+    elif [ $status -eq 0 ]; then p=1 f=0
+    else p=0 f=1
+    fi
+    # a stage that crashed after its summary still fails
+    if [ $status -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    total_pass=$((total_pass + p))
+    total_fail=$((total_fail + f))
+}
+
+mkdir -p build/tests/corpus
+stage "unit tests" build/tests/unit
+stage "unit tests under ASan+UBSan" build/tests/unit-san
+stage "command-line tests" sh tests/cli.sh
+stage "fuzz gguf (ASan+UBSan)" build/tests/fuzz_gguf-san -n "$FUZZ_N" build/tests/corpus/gguf/sample.gguf build/tests/corpus/gguf/micro-model.gguf
+stage "fuzz safetensors (ASan+UBSan)" build/tests/fuzz_safetensors-san -n "$FUZZ_N" build/tests/corpus/safetensors/sample.safetensors
+
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" -eq 0 ]

@@ -1,0 +1,28 @@
+/* test.h - a tiny unit-test harness: each suite is an array of {name, fn}; CHECK
+ * records a failure with file and line and returns from the test. main.c runs every
+ * suite (or those named on the command line) and prints "N passed, N failed". */
+#ifndef DS4_TEST_H
+#define DS4_TEST_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+typedef struct { const char *name; void (*fn)(void); } test_case;
+
+void test_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void test_skip(const char *why);
+const char *test_tmpdir(void);      /* a fresh directory for this run */
+const char *test_shared_dir(void);  /* ../shared beside the checkout, or $DS4_SHARED; NULL if absent */
+
+#define CHECK(cond)                                                       \
+    do {                                                                  \
+        if (!(cond)) { test_fail(__FILE__, __LINE__, "%s", #cond); return; } \
+    } while (0)
+#define CHECKF(cond, ...)                                                 \
+    do {                                                                  \
+        if (!(cond)) { test_fail(__FILE__, __LINE__, __VA_ARGS__); return; } \
+    } while (0)
+
+extern const test_case numeric_tests[], quant_tests[], gguf_tests[], safetensors_tests[], convert_tests[];
+
+#endif
