@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "gguf.h"
 #include "hf_config.h"
@@ -440,6 +442,22 @@ static void convert_rows(void *arg, uint64_t begin, uint64_t end, int thread) {
     }
 }
 
+/* Source pages are read once: drop them from this process once a tensor is written, so
+ * converting a checkpoint larger than memory keeps the resident set small. */
+static void release_sources(const plan_item *it) {
+    const long page = sysconf(_SC_PAGESIZE);
+    for (uint32_t i = 0; i < it->n_src; i++) {
+        const st_tensor *parts[2] = {it->src[i].w, it->src[i].scale};
+        for (int k = 0; k < 2; k++) {
+            if (!parts[k] || !parts[k]->nbytes) continue;
+            uintptr_t a = (uintptr_t)parts[k]->data, b = a + parts[k]->nbytes;
+            a = (a + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page;
+            b = b / (uintptr_t)page * (uintptr_t)page;
+            if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+        }
+    }
+}
+
 static int write_tensor(converter *cv, gguf_writer *w, const plan_item *it, ds4_progress *prog, int n_threads) {
     const uint64_t rows = it->spec.ne[1] * it->spec.ne[2] * it->spec.ne[3];
     const uint64_t row_bytes = it->out_type == GGML_TYPE_I32 ? it->spec.ne[0] * 4
@@ -462,6 +480,7 @@ static int write_tensor(converter *cv, gguf_writer *w, const plan_item *it, ds4_
     }
     pthread_mutex_destroy(&job.lock);
     free(buf);
+    release_sources(it);
     return rc;
 }
 

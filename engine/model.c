@@ -289,6 +289,14 @@ int ds4_config_from_gguf(const gguf_file *f, ds4_config *c) {
     if (c->gating_func != DS4_GATING_SQRT_SOFTPLUS && c->gating_func != DS4_GATING_SOFTMAX &&
         c->gating_func != DS4_GATING_SIGMOID)
         return ds4_fail("unsupported expert_gating_func %u", c->gating_func);
+    /* llama.cpp counts its next-token-prediction blocks in block_count; ds4 does not. */
+    uint32_t nextn = 0;
+    if (opt_u32(f, KEY("nextn_predict_layers"), &nextn, 0) < 0) return -1;
+    if (nextn && nextn < c->n_layer) {
+        char name[GGUF_MAX_NAME];
+        snprintf(name, sizeof name, "blk.%u.nextn.eh_proj.weight", c->n_layer - 1);
+        if (gguf_find_tensor(f, name)) c->n_layer -= nextn;
+    }
     if (c->n_layer == 0 || c->n_layer > DS4_MAX_LAYERS)
         return ds4_fail("block_count %u is out of range (1..%d)", c->n_layer, DS4_MAX_LAYERS);
 

@@ -45,7 +45,7 @@ static const ggml_type_info type_table[GGML_TYPE_COUNT] = {
     [GGML_TYPE_BF16] = {"bf16", 1, 2, true},
     [GGML_TYPE_TQ1_0] = {"tq1_0", 256, 54, false},
     [GGML_TYPE_TQ2_0] = {"tq2_0", 256, 66, false},
-    [GGML_TYPE_MXFP4] = {"mxfp4", 32, 17, false},
+    [GGML_TYPE_MXFP4] = {"mxfp4", 32, 17, true},
 };
 
 const ggml_type_info *ggml_type_get(uint32_t type) {
@@ -206,6 +206,17 @@ int ggml_row_to_f32(uint32_t type, const void *src, float *dst, int64_t n) {
             memcpy(&blk, s + b * sizeof blk, sizeof blk);
             const float d = ds4_f16_to_f32(blk.d);
             for (int j = 0; j < QK8_0; j++) dst[b * QK8_0 + j] = d * (float)blk.qs[j];
+        }
+        return 0;
+    case GGML_TYPE_MXFP4:
+        /* u8 E8M0 scale, then 16 bytes: low nibbles are elements 0-15, high nibbles 16-31 */
+        for (int64_t b = 0; b < n / 32; b++) {
+            const uint8_t *blk = s + b * 17;
+            const float d = ds4_e8m0_to_f32(blk[0]);
+            for (int j = 0; j < 16; j++) {
+                dst[b * 32 + j] = ds4_fp4_e2m1_to_f32(blk[1 + j] & 15) * d;
+                dst[b * 32 + 16 + j] = ds4_fp4_e2m1_to_f32(blk[1 + j] >> 4) * d;
+            }
         }
         return 0;
     default:

@@ -321,6 +321,41 @@ static void tokenizer_json_is_written(void) {
     gguf_close(f);
 }
 
+/* A deepseek4 GGUF with zero weights for config `c`; with `mtp`, llama.cpp's layout of
+ * the next-token-prediction head: one more block, counted in block_count. */
+static int write_micro_model(const char *path, const ds4_config *c, bool mtp) {
+    gguf_writer *w = gguf_writer_open(path);
+    ds4_config written = *c;
+    if (mtp) written.n_layer++;
+    if (!w || gguf_writer_kv_str(w, "general.architecture", DS4_ARCH) < 0 || ds4_config_to_gguf(&written, w) < 0 ||
+        (mtp && gguf_writer_kv_u32(w, DS4_ARCH ".nextn_predict_layers", 1) < 0)) {
+        if (w) gguf_writer_abort(w);
+        return -1;
+    }
+    ds4_tensor_spec *specs;
+    size_t n;
+    if (ds4_expected_tensors(c, &specs, &n) < 0) return -1;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        uint32_t type = ds4_role_class(specs[i].role) == DS4_CLASS_INDEX ? GGML_TYPE_I32 : GGML_TYPE_F32;
+        rc = gguf_writer_add_tensor(w, specs[i].name, type, specs[i].n_dims, specs[i].ne);
+    }
+    char mtp_name[GGUF_MAX_NAME];
+    snprintf(mtp_name, sizeof mtp_name, "blk.%u.nextn.eh_proj.weight", c->n_layer);
+    const uint64_t ne[2] = {2ull * c->n_embd, c->n_embd};
+    if (mtp && rc == 0) rc = gguf_writer_add_tensor(w, mtp_name, GGML_TYPE_F32, 2, ne);
+    static uint8_t zeros[1 << 16];
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = gguf_writer_write(w, zeros, 4 * specs[i].ne[0] * specs[i].ne[1] * specs[i].ne[2]);
+    if (mtp && rc == 0) rc = gguf_writer_write(w, zeros, 4 * ne[0] * ne[1]);
+    free(specs);
+    if (rc < 0) {
+        gguf_writer_abort(w);
+        return -1;
+    }
+    return gguf_writer_finish(w);
+}
+
 /* A hand-made config survives metadata writing and reading field by field; the model
  * file (zero weights) becomes a fuzzing seed small enough to mutate quickly. */
 static void config_metadata_round_trips(void) {
@@ -338,20 +373,7 @@ static void config_metadata_round_trips(void) {
     mkdir("build/tests/corpus", 0755);
     mkdir("build/tests/corpus/gguf", 0755);
     const char *path = "build/tests/corpus/gguf/micro-model.gguf";
-    gguf_writer *w = gguf_writer_open(path);
-    CHECK(w && gguf_writer_kv_str(w, "general.architecture", DS4_ARCH) == 0 && ds4_config_to_gguf(&c, w) == 0);
-    ds4_tensor_spec *specs;
-    size_t n;
-    CHECK(ds4_expected_tensors(&c, &specs, &n) == 0);
-    for (size_t i = 0; i < n; i++) {
-        uint32_t type = ds4_role_class(specs[i].role) == DS4_CLASS_INDEX ? GGML_TYPE_I32 : GGML_TYPE_F32;
-        CHECK(gguf_writer_add_tensor(w, specs[i].name, type, specs[i].n_dims, specs[i].ne) == 0);
-    }
-    static uint8_t zeros[1 << 16];
-    for (size_t i = 0; i < n; i++)
-        CHECK(gguf_writer_write(w, zeros, 4 * specs[i].ne[0] * specs[i].ne[1] * specs[i].ne[2]) == 0);
-    free(specs);
-    CHECKF(gguf_writer_finish(w) == 0, "%s", ds4_error());
+    CHECKF(write_micro_model(path, &c, false) == 0, "%s", ds4_error());
     ds4_model *m = ds4_model_load(path);
     CHECKF(m, "%s", ds4_error());
     const ds4_config *r = &m->cfg;
@@ -365,6 +387,14 @@ static void config_metadata_round_trips(void) {
         CHECKF(r->kind[i] == c.kind[i] && r->compress_ratio[i] == c.compress_ratio[i], "layer %d kind", i);
         CHECK(r->swiglu_limit[i] == c.swiglu_limit[i] && r->swiglu_limit_shared[i] == c.swiglu_limit_shared[i]);
     }
+    CHECK(m->n_mtp_tensors == 0);
+    ds4_model_free(m);
+    /* llama.cpp's MTP block: counted in block_count, recognised and set aside. */
+    const char *mtp = out_path("micro-mtp.gguf");
+    CHECKF(write_micro_model(mtp, &c, true) == 0, "%s", ds4_error());
+    m = ds4_model_load(mtp);
+    CHECKF(m, "%s", ds4_error());
+    CHECK(m->cfg.n_layer == 4 && m->n_mtp_tensors == 1);
     ds4_model_free(m);
 }
 

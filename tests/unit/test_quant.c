@@ -66,6 +66,25 @@ static void q8_0_bit_identical_to_ggml(void) {
     CHECKF(bad == 0, "%d q8_0 rows differ from ggml (bytes or dequantized values)", bad);
 }
 
+static void check_dequant_set(uint32_t nrows, uint32_t ncols, uint32_t row_bytes, const float *src,
+                              const uint8_t *q, const float *deq, int *bad) {
+    (void)src;
+    float *back = malloc(ncols * sizeof *back);
+    for (uint32_t r = 0; r < nrows; r++) {
+        ggml_row_to_f32(GGML_TYPE_MXFP4, q + (size_t)r * row_bytes, back, ncols);
+        *bad += memcmp(back, deq + (size_t)r * ncols, ncols * 4) != 0;
+    }
+    free(back);
+}
+
+/* llama.cpp's GGUFs carry the official FP4 experts as MXFP4: reading them must match ggml. */
+static void mxfp4_dequantizes_like_ggml(void) {
+    int bad = 0, sets = for_each_golden(GGML_TYPE_MXFP4, check_dequant_set, &bad);
+    if (sets == -1) { test_skip("shared/golden/quant-ggml.bin not found (set DS4_SHARED)"); return; }
+    CHECKF(sets > 0, "golden file has no mxfp4 sets");
+    CHECKF(bad == 0, "%d mxfp4 rows dequantize differently from ggml", bad);
+}
+
 static void q8_0_simd_matches_scalar(void) {
     enum { N = 32 * 512 };
     float *x = malloc(N * sizeof *x);
@@ -97,6 +116,7 @@ static void type_table(void) {
 
 const test_case quant_tests[] = {
     {"q8_0_bit_identical_to_ggml", q8_0_bit_identical_to_ggml},
+    {"mxfp4_dequantizes_like_ggml", mxfp4_dequantizes_like_ggml},
     {"q8_0_simd_matches_scalar", q8_0_simd_matches_scalar},
     {"type_table", type_table},
     {0, 0},
