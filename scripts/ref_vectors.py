@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Reference logit vectors for the committed synthetic models, in the JSONL format of
+FORMATS.md, from Hugging Face transformers' DeepseekV4ForCausalLM in float32 (eager
+attention, TF32 off; a CUDA GPU when present).
+
+For each model and prompt (random token ids after BOS; lengths chosen so that the sliding
+window, CSA top-k selection and several HCA entries are all active) it writes one case:
+  prompt_ids, top-20 logprobs at every prompt position, full logits at a few positions
+  (raw f32 files beside the JSONL), and a greedy continuation with the top-20 at each step.
+It also checks that HF's cached decode agrees with a full forward over the same tokens and
+records the largest difference in the case ("hf_decode_vs_full_max_abs").
+
+Usage: python3 scripts/ref_vectors.py [--models vectors/models] [--out vectors/ref]
+"""
+import argparse
+import json
+import os
+
+import torch
+from transformers import DeepseekV4ForCausalLM
+
+# Prompt lengths per model: short, past the window, several compressed entries, long.
+CASES = {
+    "tiny-a": [5, 40, 333, 2600],
+    "tiny-b": [5, 150, 700, 2600],
+}
+GREEDY = 16
+TOP = 20
+
+
+def top_list(logits):
+    lp = torch.log_softmax(logits.double(), dim=-1)
+    vals, ids = lp.topk(TOP, dim=-1)
+    return [[[int(i), float(f"{v:.7g}")] for i, v in zip(r_ids.tolist(), r_vals.tolist())]
+            for r_ids, r_vals in zip(ids, vals)]
+
+
+@torch.no_grad()
+def run_case(model, name, n, seed, out_dir, device):
+    vocab = model.config.vocab_size
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.cat([torch.tensor([0]), torch.randint(2, vocab, (n - 1,), generator=gen)])
+    x = ids[None].to(device)
+
+    out = model(x, use_cache=True)
+    logits = out.logits[0].float()
+    past = out.past_key_values
+    greedy, steps = [], []
+    step_logits = logits[-1]
+    for _ in range(GREEDY):
+        steps.append(step_logits)
+        nxt = int(step_logits.argmax())
+        greedy.append(nxt)
+        o = model(torch.tensor([[nxt]], device=device), past_key_values=past, use_cache=True)
+        past = o.past_key_values
+        step_logits = o.logits[0, -1].float()
+
+    # HF's own consistency: cached decode vs one full forward over prompt + continuation.
+    full = model(torch.cat([x, torch.tensor([greedy], device=device)], dim=1), use_cache=False).logits[0].float()
+    decode_vs_full = max((full[n - 1 + i] - steps[i]).abs().max().item() for i in range(GREEDY))
+    prompt_vs_full = (full[:n] - logits).abs().max().item()
+
+    positions = sorted({n // 2, n - 1})
+    case = f"{name}-{n}"
+    raw = os.path.join(out_dir, f"{case}.f32")
+    logits[positions].cpu().numpy().astype("<f4").tofile(raw)
+    return {
+        "id": f"{name}/{case}", "model": f"vectors/models/{name}",
+        "source": "transformers 5.17 fp32 eager, " + ("cuda" if device == "cuda" else "cpu"),
+        "prompt_ids": ids.tolist(),
+        "top": top_list(logits),
+        "full_logits": {"positions": positions, "file": f"{case}.f32"},
+        "greedy": greedy,
+        "greedy_top": top_list(torch.stack(steps)),
+        "logit_std": round(logits.std().item(), 4),
+        "hf_decode_vs_full_max_abs": decode_vs_full,
+        "hf_prompt_cached_vs_uncached_max_abs": prompt_vs_full,
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="vectors/models")
+    ap.add_argument("--out", default="vectors/ref")
+    ap.add_argument("--only", action="append")
+    args = ap.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    os.makedirs(args.out, exist_ok=True)
+    for name, lengths in CASES.items():
+        if args.only and name not in args.only:
+            continue
+        model = DeepseekV4ForCausalLM.from_pretrained(
+            os.path.join(args.models, name), dtype=torch.float32, attn_implementation="eager").to(device).eval()
+        with open(os.path.join(args.out, f"{name}.jsonl"), "w") as f:
+            for k, n in enumerate(lengths):
+                case = run_case(model, name, n, 1000 + 17 * k + n, args.out, device)
+                f.write(json.dumps(case, separators=(",", ":")) + "\n")
+                print(f"{case['id']}: logit std {case['logit_std']}, greedy {case['greedy'][:6]}..., "
+                      f"HF decode vs full {case['hf_decode_vs_full_max_abs']:.3g}, "
+                      f"cached vs uncached prompt {case['hf_prompt_cached_vs_uncached_max_abs']:.3g}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
