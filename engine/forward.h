@@ -1,0 +1,32 @@
+/* forward.h - the DeepSeek-V4 forward pass on the CPU: token embedding, the
+ * hyper-connection residual streams, attention (sliding window, CSA with its lightning
+ * indexer, HCA), the MoE feed-forward and the hyper-head, over a per-sequence KV state.
+ *
+ * Tokens may be fed in chunks of any size: a chunk is computed as a batch for the
+ * matrix products, then token by token for the state updates and attention, so chunked
+ * prefill, token-by-token decode and one full pass give the same logits. */
+#ifndef DS4_FORWARD_H
+#define DS4_FORWARD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "model.h"
+
+typedef struct ds4_ctx ds4_ctx;
+
+ds4_ctx *ds4_ctx_new(const ds4_model *m, int n_threads);
+void ds4_ctx_free(ds4_ctx *c);
+/* Forget the sequence (positions restart at 0). */
+void ds4_ctx_reset(ds4_ctx *c);
+
+/* Feed n tokens at the current position. logits (may be NULL) receives n_vocab floats
+ * per token when all_logits, else only for the last token. Token ids outside the
+ * vocabulary are an error and leave the state untouched. */
+int ds4_eval(ds4_ctx *c, const int32_t *tokens, int n, float *logits, bool all_logits);
+
+uint64_t ds4_ctx_pos(const ds4_ctx *c);
+uint32_t ds4_ctx_vocab(const ds4_ctx *c);
+uint64_t ds4_ctx_kv_bytes(const ds4_ctx *c);
+
+#endif

@@ -1,0 +1,118 @@
+/* ops.c - see ops.h. */
+#include "ops.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quants.h"
+#include "threads.h"
+
+typedef struct {
+    const gguf_tensor *W;
+    uint64_t row0;
+    const float *x;
+    uint64_t ldx;
+    int T;
+    float *y;
+    uint64_t ldy;
+} matmul_job;
+
+static void matmul_rows(void *arg, uint64_t begin, uint64_t end, int thread) {
+    (void)thread;
+    const matmul_job *j = arg;
+    const uint64_t n = j->W->ne[0], row_bytes = ggml_row_size(j->W->type, n);
+    const bool direct = j->W->type == GGML_TYPE_F32;
+    float *tmp = direct ? NULL : malloc(n * sizeof *tmp);
+    for (uint64_t o = begin; o < end; o++) {
+        const uint8_t *src = (const uint8_t *)j->W->data + (j->row0 + o) * row_bytes;
+        const float *w = (const float *)(const void *)src;
+        if (!direct) {
+            ggml_row_to_f32(j->W->type, src, tmp, (int64_t)n);
+            w = tmp;
+        }
+        for (int t = 0; t < j->T; t++) {
+            const float *x = j->x + (uint64_t)t * j->ldx;
+            float s = 0.0f;
+            for (uint64_t i = 0; i < n; i++) s += w[i] * x[i];
+            j->y[(uint64_t)t * j->ldy + o] = s;
+        }
+    }
+    free(tmp);
+}
+
+void ds4_matmul(const gguf_tensor *W, uint64_t row0, uint64_t n_out, const float *x, uint64_t ldx, int T,
+                float *y, uint64_t ldy, int n_threads) {
+    matmul_job j = {W, row0, x, ldx, T, y, ldy};
+    /* Threads only pay off on enough work. */
+    uint64_t work = n_out * W->ne[0] * (uint64_t)T;
+    ds4_parallel_for(work < (1u << 16) ? 1 : n_threads, n_out, matmul_rows, &j);
+}
+
+void ds4_tensor_row(const gguf_tensor *W, uint64_t r, float *out) {
+    const uint64_t n = W->ne[0];
+    ggml_row_to_f32(W->type, (const uint8_t *)W->data + r * ggml_row_size(W->type, n), out, (int64_t)n);
+}
+
+float *ds4_tensor_f32(const gguf_tensor *W) {
+    const uint64_t rows = W->ne[1] * W->ne[2] * W->ne[3];
+    float *out = ds4_malloc(gguf_tensor_nelements(W) * sizeof *out);
+    if (!out) return NULL;
+    for (uint64_t r = 0; r < rows; r++) ds4_tensor_row(W, r, out + r * W->ne[0]);
+    return out;
+}
+
+void ds4_rmsnorm(float *x, int n, const float *weight, float eps) {
+    float ss = 0.0f;
+    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    const float scale = 1.0f / sqrtf(ss / (float)n + eps);
+    for (int i = 0; i < n; i++) x[i] = weight ? weight[i] * (x[i] * scale) : x[i] * scale;
+}
+
+void ds4_softmax(float *x, int n) {
+    float m = -INFINITY, s = 0.0f;
+    for (int i = 0; i < n; i++) m = fmaxf(m, x[i]);
+    for (int i = 0; i < n; i++) s += (x[i] = expf(x[i] - m));
+    for (int i = 0; i < n; i++) x[i] /= s;
+}
+
+float ds4_silu(float x) { return x / (1.0f + expf(-x)); }
+float ds4_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+/* torch.nn.functional.softplus with beta 1 and threshold 20 */
+float ds4_softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+
+void ds4_rope_freqs(float *inv_freq, int dim, float base, float factor, uint32_t orig_ctx, float beta_fast,
+                    float beta_slow) {
+    const int half = dim / 2;
+    for (int i = 0; i < half; i++) {
+        float pos_freq = powf(base, (float)(2 * i) / (float)dim);
+        inv_freq[i] = 1.0f / pos_freq;
+    }
+    if (!(factor > 1.0f) || orig_ctx == 0) return;
+    /* YaRN: interpolate the low frequencies, keep the high ones, ramp in between. */
+    const double two_pi = 2.0 * M_PI;
+    double low = floor(dim * log(orig_ctx / (beta_fast * two_pi)) / (2 * log(base)));
+    double high = ceil(dim * log(orig_ctx / (beta_slow * two_pi)) / (2 * log(base)));
+    if (low < 0) low = 0;
+    if (high > dim - 1) high = dim - 1;
+    if (low == high) high += 0.001;
+    for (int i = 0; i < half; i++) {
+        float ramp = ((float)i - (float)low) / (float)(high - low);
+        ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
+        float extrapolation = 1.0f - ramp;
+        float pos_freq = powf(base, (float)(2 * i) / (float)dim);
+        float interp = 1.0f / (factor * pos_freq), extrap = 1.0f / pos_freq;
+        inv_freq[i] = interp * (1.0f - extrapolation) + extrap * extrapolation;
+    }
+}
+
+void ds4_rope_apply(float *x, int n, int dim, const float *inv_freq, int64_t pos, int sign) {
+    float *r = x + (n - dim);
+    for (int i = 0; i < dim / 2; i++) {
+        const float angle = (float)pos * inv_freq[i];
+        const float c = cosf(angle), s = sign * sinf(angle);
+        const float a = r[2 * i], b = r[2 * i + 1];
+        r[2 * i] = a * c - b * s;
+        r[2 * i + 1] = b * c + a * s;
+    }
+}

@@ -1,0 +1,36 @@
+/* ops.h - the numeric building blocks of the forward pass, in F32: matrix products
+ * against GGUF weight tensors of any readable type (threaded over output rows), RMS
+ * norms, softmax, activations and the interleaved partial RoPE of DeepSeek V4 (with
+ * YaRN for the compressed layers). Plain C loops: the reference that faster kernels
+ * are tested against. */
+#ifndef DS4_OPS_H
+#define DS4_OPS_H
+
+#include <stdint.h>
+
+#include "gguf.h"
+
+/* y[t*ldy + o] = sum_i W[row0 + o][i] * x[t*ldx + i] for o < n_out, t < T.
+ * W's rows hold ne[0] values; any type ggml_row_to_f32 reads. */
+void ds4_matmul(const gguf_tensor *W, uint64_t row0, uint64_t n_out, const float *x, uint64_t ldx, int T,
+                float *y, uint64_t ldy, int n_threads);
+
+/* Row r of a weight tensor as F32 (embedding lookup, small parameter tables). */
+void ds4_tensor_row(const gguf_tensor *W, uint64_t r, float *out);
+/* The whole tensor as a freshly allocated F32 array (for small tensors); NULL on error. */
+float *ds4_tensor_f32(const gguf_tensor *W);
+
+void ds4_rmsnorm(float *x, int n, const float *weight, float eps); /* weight may be NULL */
+void ds4_softmax(float *x, int n);
+float ds4_silu(float x);
+float ds4_sigmoid(float x);
+float ds4_softplus(float x);
+
+/* RoPE frequencies for a rotary dimension `dim` (even): plain, or YaRN when factor > 1
+ * and orig_ctx > 0, computed as transformers does (float32 throughout). */
+void ds4_rope_freqs(float *inv_freq, int dim, float base, float factor, uint32_t orig_ctx, float beta_fast,
+                    float beta_slow);
+/* Rotate the trailing `dim` values of x (length n) by position pos; sign -1 undoes it. */
+void ds4_rope_apply(float *x, int n, int dim, const float *inv_freq, int64_t pos, int sign);
+
+#endif
