@@ -16,12 +16,12 @@ BASE    += -march=x86-64-v2 -mtune=generic
 endif
 CFLAGS  ?= -O2
 ALL_CFLAGS = $(BASE) $(WARN) $(CFLAGS)
-LDLIBS  := -ljson-c -lm -lpthread
+LDLIBS  := -ljson-c -lgsl -lgslcblas -lm -lpthread
 
 SAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 ENGINE_SRC := $(wildcard engine/*.c)
-TOOLS      := ds4-gguf ds4-quant
+TOOLS      := ds4-gguf ds4-quant ds4-logitcheck ds4
 TEST_SRC   := $(wildcard tests/unit/*.c)
 FUZZ_NAMES := fuzz_gguf fuzz_safetensors
 
@@ -58,6 +58,14 @@ bin/ds4-gguf: tools/gguf/ds4-gguf.c build/libds4.a
 	$(CC) $(ALL_CFLAGS) $< build/libds4.a $(LDLIBS) -o $@
 
 bin/ds4-quant: tools/quantize/ds4-quant.c build/libds4.a
+	@mkdir -p bin
+	$(CC) $(ALL_CFLAGS) $< build/libds4.a $(LDLIBS) -o $@
+
+bin/ds4-logitcheck: tools/logitcheck/ds4-logitcheck.c build/libds4.a
+	@mkdir -p bin
+	$(CC) $(ALL_CFLAGS) $< build/libds4.a $(LDLIBS) -o $@
+
+bin/ds4: tools/ds4/ds4.c build/libds4.a
 	@mkdir -p bin
 	$(CC) $(ALL_CFLAGS) $< build/libds4.a $(LDLIBS) -o $@
 

@@ -1,13 +1,19 @@
 #!/bin/sh
 # The main job on the built-in synthetic model: convert the Flash-shaped test checkpoint
-# (vectors/models/tiny-b, transformers layout, BF16, sharded) to a Q8_0 GGUF, then list
-# and check it. Later stages (bench, logitcheck) extend this script.
+# (vectors/models/tiny-b: transformers layout, BF16, sharded) to GGUF, list it, check its
+# logits against the reference vectors from transformers, and generate a few tokens.
 set -e
 cd "$(dirname "$0")/.."
 mkdir -p build/demo
-OUT=build/demo/tiny-b-q8_0.gguf
+OUT=build/demo/tiny-b-f32.gguf
 echo "== converting vectors/models/tiny-b to $OUT"
-bin/ds4-quant convert --in vectors/models/tiny-b --out "$OUT" --type q8_0
+bin/ds4-quant convert --in vectors/models/tiny-b --out "$OUT" --type f32
 echo
 echo "== ds4-gguf info $OUT (metadata; tensor table omitted)"
 bin/ds4-gguf info --no-tensors "$OUT"
+echo
+echo "== ds4-logitcheck: our logits vs transformers fp32 (vectors/ref/tiny-b.jsonl)"
+bin/ds4-logitcheck --model "$OUT" --vectors vectors/ref/tiny-b.jsonl --max-dlogit 1e-3 --require-greedy
+echo
+echo "== ds4 run: 12 greedy tokens after a 5-token prompt"
+bin/ds4 run --model "$OUT" --prompt-ids 0,17,300,42,999 -n 12

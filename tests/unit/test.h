@@ -23,6 +23,7 @@ const char *test_shared_dir(void);  /* ../shared beside the checkout, or $DS4_SH
         if (!(cond)) { test_fail(__FILE__, __LINE__, __VA_ARGS__); return; } \
     } while (0)
 
-extern const test_case numeric_tests[], quant_tests[], gguf_tests[], safetensors_tests[], convert_tests[];
+extern const test_case numeric_tests[], quant_tests[], gguf_tests[], safetensors_tests[], convert_tests[],
+    forward_tests[];
 
 #endif

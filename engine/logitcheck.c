@@ -1,0 +1,289 @@
+/* logitcheck.c - see logitcheck.h. */
+#include "logitcheck.h"
+
+#include <dirent.h>
+#include <gsl/gsl_statistics_double.h>
+#include <json-c/json.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "util.h"
+
+#define MAX_TOP 64
+
+typedef struct { int32_t id[MAX_TOP]; double lp[MAX_TOP]; int n; } ref_top;
+
+typedef struct {
+    double kl_sum, kl_max, dlp_max, overlap_sum, spearman_sum;
+    int n, top1;
+} accum;
+
+static int parse_top(json_object *row, ref_top *t, const char *where) {
+    if (!json_object_is_type(row, json_type_array)) return ds4_fail("%s: a top list is not an array", where);
+    t->n = (int)json_object_array_length(row);
+    if (t->n < 1 || t->n > MAX_TOP) return ds4_fail("%s: a top list has %d entries (1..%d)", where, t->n, MAX_TOP);
+    for (int k = 0; k < t->n; k++) {
+        json_object *pair = json_object_array_get_idx(row, k);
+        if (!json_object_is_type(pair, json_type_array) || json_object_array_length(pair) != 2)
+            return ds4_fail("%s: top entries must be [id, logprob]", where);
+        t->id[k] = json_object_get_int(json_object_array_get_idx(pair, 0));
+        t->lp[k] = json_object_get_double(json_object_array_get_idx(pair, 1));
+    }
+    return 0;
+}
+
+/* Compare one of our distributions (raw logits) with a reference top list. */
+static int compare(const float *logits, uint32_t V, const ref_top *ref, accum *a, const char *where) {
+    double mx = -INFINITY, sum = 0.0;
+    uint32_t arg = 0;
+    for (uint32_t v = 0; v < V; v++)
+        if (logits[v] > mx) mx = logits[v], arg = v;
+    for (uint32_t v = 0; v < V; v++) sum += exp((double)logits[v] - mx);
+    const double lse = mx + log(sum);
+    double ours[MAX_TOP], p_ref[MAX_TOP], p_ours[MAX_TOP], zr = 0, zo = 0;
+    for (int k = 0; k < ref->n; k++) {
+        if (ref->id[k] < 0 || (uint32_t)ref->id[k] >= V)
+            return ds4_fail("%s: reference token id %d is outside the vocabulary", where, ref->id[k]);
+        ours[k] = logits[ref->id[k]] - lse;
+        a->dlp_max = fmax(a->dlp_max, fabs(ours[k] - ref->lp[k]));
+        zr += (p_ref[k] = exp(ref->lp[k]));
+        zo += (p_ours[k] = exp(ours[k]));
+    }
+    /* KL between the two distributions restricted (and renormalised) to the support. */
+    double kl = 0;
+    for (int k = 0; k < ref->n; k++) {
+        double p = p_ref[k] / zr, q = p_ours[k] / zo;
+        if (p > 0) kl += p * (log(p) - log(q));
+    }
+    kl = kl > 0 ? kl : 0;
+    a->kl_sum += kl;
+    a->kl_max = fmax(a->kl_max, kl);
+    a->top1 += (int32_t)arg == ref->id[0];
+    /* A reference id is in our top-n if fewer than n tokens have a higher logit. */
+    int in_ours = 0;
+    for (int k = 0; k < ref->n; k++) {
+        int above = 0;
+        for (uint32_t v = 0; v < V && above < ref->n; v++) above += logits[v] > logits[ref->id[k]];
+        in_ours += above < ref->n;
+    }
+    a->overlap_sum += (double)in_ours / ref->n;
+    double work[2 * MAX_TOP];
+    a->spearman_sum += ref->n > 1 ? gsl_stats_spearman(ref->lp, 1, ours, 1, (size_t)ref->n, work) : 1.0;
+    a->n++;
+    return 0;
+}
+
+static json_object *field(json_object *o, const char *k) {
+    json_object *v;
+    return json_object_object_get_ex(o, k, &v) ? v : NULL;
+}
+
+/* Full-logit comparison at the stored positions (raw little-endian f32, V per position). */
+static int compare_full(json_object *full, const char *dir, const float *logits, int n_prompt, uint32_t V,
+                        ds4_lc_case *cs) {
+    json_object *pos = field(full, "positions"), *file = field(full, "file");
+    if (!pos || !file || !json_object_is_type(pos, json_type_array))
+        return ds4_fail("%s: full_logits needs positions and file", cs->id);
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, json_object_get_string(file));
+    size_t len;
+    char *raw = ds4_read_file(path, &len);
+    if (!raw) return -1;
+    const int np = (int)json_object_array_length(pos);
+    int rc = 0;
+    if (len != (size_t)np * V * sizeof(float)) {
+        rc = ds4_fail("%s: %zu bytes, expected %d positions x %u logits", path, len, np, V);
+    }
+    double sum = 0;
+    for (int k = 0; k < np && rc == 0; k++) {
+        int p = json_object_get_int(json_object_array_get_idx(pos, k));
+        if (p < 0 || p >= n_prompt) {
+            rc = ds4_fail("%s: full-logit position %d is outside the prompt", cs->id, p);
+            break;
+        }
+        for (uint32_t v = 0; v < V; v++) {
+            float ref;
+            memcpy(&ref, raw + ((size_t)k * V + v) * sizeof(float), sizeof ref);
+            double d = fabs((double)logits[(size_t)p * V + v] - ref);
+            cs->max_dlogit = fmax(cs->max_dlogit, d);
+            sum += d;
+        }
+        cs->full_positions++;
+    }
+    if (cs->full_positions) cs->mean_dlogit = sum / ((double)cs->full_positions * V);
+    free(raw);
+    return rc;
+}
+
+static int run_case(ds4_ctx *ctx, json_object *o, const char *dir, ds4_lc_case *cs) {
+    const uint32_t V = ds4_ctx_vocab(ctx);
+    json_object *ids = field(o, "prompt_ids"), *top = field(o, "top"), *greedy = field(o, "greedy");
+    json_object *gtop = field(o, "greedy_top"), *full = field(o, "full_logits"), *id = field(o, "id");
+    snprintf(cs->id, sizeof cs->id, "%s", id ? json_object_get_string(id) : "?");
+    if (!ids || !json_object_is_type(ids, json_type_array) || json_object_array_length(ids) == 0)
+        return ds4_fail("%s: needs a non-empty prompt_ids array (text prompts need the tokenizer)", cs->id);
+    if (!top || !json_object_is_type(top, json_type_array) || json_object_array_length(top) != json_object_array_length(ids))
+        return ds4_fail("%s: needs one top list per prompt position", cs->id);
+    const int n = (int)json_object_array_length(ids);
+    int32_t *tok = ds4_malloc((size_t)n * sizeof *tok);
+    float *logits = ds4_malloc((size_t)n * V * sizeof *logits);
+    int rc = -1;
+    accum a = {0};
+    ref_top ref;
+    if (!tok || !logits) goto done;
+    for (int i = 0; i < n; i++) tok[i] = json_object_get_int(json_object_array_get_idx(ids, i));
+    cs->n_prompt = n;
+
+    ds4_ctx_reset(ctx);
+    double t0 = ds4_time_now();
+    if (ds4_eval(ctx, tok, n, logits, true) < 0) {
+        ds4_error_prefix(cs->id);
+        goto done;
+    }
+    cs->prefill_seconds = ds4_time_now() - t0;
+    for (int i = 0; i < n; i++)
+        if (parse_top(json_object_array_get_idx(top, i), &ref, cs->id) < 0 ||
+            compare(logits + (size_t)i * V, V, &ref, &a, cs->id) < 0)
+            goto done;
+    if (full && compare_full(full, dir, logits, n, V, cs) < 0) goto done;
+
+    /* Greedy continuation: our own choices, compared step by step while they agree. */
+    const int g = greedy && json_object_is_type(greedy, json_type_array) ? (int)json_object_array_length(greedy) : 0;
+    cs->greedy_len = g;
+    float *step = logits + (size_t)(n - 1) * V;
+    t0 = ds4_time_now();
+    for (int i = 0; i < g; i++) {
+        if (gtop && i < (int)json_object_array_length(gtop) && i > 0) {
+            if (parse_top(json_object_array_get_idx(gtop, i), &ref, cs->id) < 0 || compare(step, V, &ref, &a, cs->id) < 0)
+                goto done;
+        }
+        int32_t best = 0;
+        for (uint32_t v = 1; v < V; v++)
+            if (step[v] > step[best]) best = (int32_t)v;
+        if (best != json_object_get_int(json_object_array_get_idx(greedy, i))) break;
+        cs->greedy_match++;
+        if (i + 1 < g && ds4_eval(ctx, &best, 1, logits, false) < 0) goto done;
+        step = logits;
+    }
+    cs->decode_seconds = ds4_time_now() - t0;
+    cs->n_positions = a.n;
+    cs->kl_mean = a.n ? a.kl_sum / a.n : 0;
+    cs->kl_max = a.kl_max;
+    cs->max_dlogprob = a.dlp_max;
+    cs->top1 = a.n ? (double)a.top1 / a.n : 0;
+    cs->overlap = a.n ? a.overlap_sum / a.n : 0;
+    cs->spearman = a.n ? a.spearman_sum / a.n : 0;
+    rc = 0;
+done:
+    free(tok);
+    free(logits);
+    return rc;
+}
+
+static int run_file(ds4_ctx *ctx, const char *path, ds4_lc_report *r) {
+    char *text = ds4_read_file(path, NULL);
+    if (!text) return -1;
+    char *dir = ds4_strndup(path, strlen(path));
+    char *slash = dir ? strrchr(dir, '/') : NULL;
+    if (slash) *slash = 0;
+    else if (dir) strcpy(dir, ".");
+    int rc = 0, line_no = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line && rc == 0; line = strtok_r(NULL, "\n", &save)) {
+        line_no++;
+        if (!*line) continue;
+        json_object *o = json_tokener_parse(line);
+        if (!o || !json_object_is_type(o, json_type_object)) {
+            rc = ds4_fail("%s:%d: not a JSON object", path, line_no);
+        } else {
+            ds4_lc_case *cases = ds4_realloc(r->cases, (size_t)(r->n_cases + 1) * sizeof *cases);
+            if (!cases) rc = -1;
+            else {
+                r->cases = cases;
+                memset(&cases[r->n_cases], 0, sizeof cases[0]);
+                rc = run_case(ctx, o, dir ? dir : ".", &cases[r->n_cases]);
+                if (rc == 0) r->n_cases++;
+            }
+        }
+        if (o) json_object_put(o);
+    }
+    free(dir);
+    free(text);
+    return rc;
+}
+
+static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+int ds4_logitcheck_path(ds4_ctx *ctx, const char *path, ds4_lc_report *r) {
+    struct stat st;
+    if (stat(path, &st) < 0) return ds4_fail("%s: no such file or directory", path);
+    if (!S_ISDIR(st.st_mode)) return run_file(ctx, path, r);
+    DIR *d = opendir(path);
+    if (!d) return ds4_fail("%s: cannot open directory", path);
+    char **names = NULL;
+    int n = 0, rc = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len < 7 || strcmp(e->d_name + len - 6, ".jsonl")) continue;
+        char **p = ds4_realloc(names, (size_t)(n + 1) * sizeof *names);
+        if (!p) { rc = -1; break; }
+        names = p;
+        names[n++] = ds4_strndup(e->d_name, len);
+    }
+    closedir(d);
+    if (rc == 0 && n == 0) rc = ds4_fail("%s: no .jsonl vector files", path);
+    if (names) qsort(names, (size_t)n, sizeof *names, cmp_names);
+    for (int i = 0; i < n && rc == 0; i++) {
+        char file[PATH_MAX];
+        snprintf(file, sizeof file, "%s/%s", path, names[i]);
+        rc = run_file(ctx, file, r);
+    }
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+    return rc;
+}
+
+void ds4_lc_report_free(ds4_lc_report *r) {
+    free(r->cases);
+    r->cases = NULL;
+    r->n_cases = 0;
+}
+
+ds4_lc_case ds4_lc_overall(const ds4_lc_report *r) {
+    ds4_lc_case o = {0};
+    snprintf(o.id, sizeof o.id, "overall");
+    double wsum = 0, full_sum = 0;
+    for (int i = 0; i < r->n_cases; i++) {
+        const ds4_lc_case *c = &r->cases[i];
+        double w = c->n_positions;
+        o.n_prompt += c->n_prompt;
+        o.n_positions += c->n_positions;
+        o.full_positions += c->full_positions;
+        o.max_dlogit = fmax(o.max_dlogit, c->max_dlogit);
+        o.max_dlogprob = fmax(o.max_dlogprob, c->max_dlogprob);
+        o.kl_max = fmax(o.kl_max, c->kl_max);
+        o.kl_mean += c->kl_mean * w;
+        o.top1 += c->top1 * w;
+        o.overlap += c->overlap * w;
+        o.spearman += c->spearman * w;
+        full_sum += c->mean_dlogit * c->full_positions;
+        wsum += w;
+        o.greedy_len += c->greedy_len;
+        o.greedy_match += c->greedy_match;
+        o.prefill_seconds += c->prefill_seconds;
+        o.decode_seconds += c->decode_seconds;
+    }
+    if (wsum > 0) {
+        o.kl_mean /= wsum;
+        o.top1 /= wsum;
+        o.overlap /= wsum;
+        o.spearman /= wsum;
+    }
+    if (o.full_positions) o.mean_dlogit = full_sum / o.full_positions;
+    return o;
+}

@@ -1,0 +1,43 @@
+/* logitcheck.h - compare this engine's logits with reference vectors (the JSONL format
+ * of FORMATS.md): teacher-forced over each case's prompt, then a greedy continuation.
+ * Statistics per case: |delta logit| where full logits are stored, KL(ref||ours) over
+ * the reference top-k support, top-1 agreement, top-k overlap, Spearman rank
+ * correlation (GSL), and where our greedy continuation first leaves the reference's. */
+#ifndef DS4_LOGITCHECK_H
+#define DS4_LOGITCHECK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "forward.h"
+
+typedef struct {
+    char id[160];
+    int n_prompt;
+    int n_positions;            /* distributions compared (prompt + matching greedy steps) */
+    int full_positions;         /* positions with full reference logits */
+    double max_dlogit, mean_dlogit;
+    double max_dlogprob;        /* over the reference top-k support */
+    double kl_mean, kl_max;
+    double top1;                /* fraction of positions whose argmax agrees */
+    double overlap;             /* mean fraction of the reference top-k in ours */
+    double spearman;            /* mean rank correlation over the top-k support */
+    int greedy_len, greedy_match; /* reference continuation length, agreeing prefix */
+    double prefill_seconds, decode_seconds;
+} ds4_lc_case;
+
+typedef struct {
+    ds4_lc_case *cases;
+    int n_cases;
+} ds4_lc_report;
+
+/* Run every case of a .jsonl file (or every .jsonl file of a directory, sorted) whose
+ * "model" matches nothing in particular: the caller picks the vectors for its model.
+ * Appends to report. Returns -1 on unreadable or malformed vectors. */
+int ds4_logitcheck_path(ds4_ctx *ctx, const char *path, ds4_lc_report *report);
+void ds4_lc_report_free(ds4_lc_report *r);
+
+/* Aggregate over all cases (max of maxima, means of means weighted by positions). */
+ds4_lc_case ds4_lc_overall(const ds4_lc_report *r);
+
+#endif

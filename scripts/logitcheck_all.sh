@@ -1,0 +1,21 @@
+#!/bin/sh
+# Measure every committed test model in every convert type against its reference vectors
+# and write results/logitcheck.csv (one row per case and an overall row per run).
+set -e
+cd "$(dirname "$0")/.."
+D=build/results
+mkdir -p "$D"
+out=results/logitcheck.csv
+first=1
+for model in tiny-a tiny-b; do
+    for type in f32 bf16 f16 q8_0; do
+        gguf="$D/$model-$type.gguf"
+        bin/ds4-quant convert --quiet --in "vectors/models/$model" --out "$gguf" --type "$type"
+        bin/ds4-logitcheck --model "$gguf" --vectors "vectors/ref/$model.jsonl" --csv "$D/$model-$type.csv" \
+            --quiet || true
+        if [ $first = 1 ]; then head -n 1 "$D/$model-$type.csv" >"$out.tmp"; first=0; fi
+        tail -n +2 "$D/$model-$type.csv" | sed "s|^$D/||" >>"$out.tmp"
+    done
+done
+mv "$out.tmp" "$out"
+echo "wrote $out"

@@ -1,0 +1,29 @@
+#!/bin/sh
+# Every committed test model against its committed reference vectors (transformers fp32):
+# F32 and BF16 GGUFs, both checkpoint layouts, at the strict tolerance of the forward-pass
+# acceptance: max |dlogit| <= 1e-3, top-1 100%, greedy continuations identical.
+# Prints "N passed, N failed".
+cd "$(dirname "$0")/.." || exit 2
+D=build/tests/models
+mkdir -p "$D"
+pass=0
+fail=0
+check() { # check NAME MODEL_DIR TYPE VECTORS
+    out="$D/$1.gguf"
+    if ! bin/ds4-quant convert --quiet --in "$2" --out "$out" --type "$3" --threads 2; then
+        fail=$((fail + 1)); echo "FAIL logitcheck/$1 (conversion)"; return
+    fi
+    if bin/ds4-logitcheck --model "$out" --vectors "$4" --threads 2 --max-dlogit 1e-3 --min-top1 1 \
+        --max-kl 1e-6 --require-greedy --quiet; then
+        pass=$((pass + 1)); echo "ok   logitcheck/$1"
+    else
+        fail=$((fail + 1)); echo "FAIL logitcheck/$1"
+    fi
+}
+check tiny-a-f32 vectors/models/tiny-a f32 vectors/ref/tiny-a.jsonl
+check tiny-a-release-f32 vectors/models/tiny-a-official f32 vectors/ref/tiny-a.jsonl
+check tiny-a-release-bf16 vectors/models/tiny-a-official bf16 vectors/ref/tiny-a.jsonl
+check tiny-b-f32 vectors/models/tiny-b f32 vectors/ref/tiny-b.jsonl
+check tiny-b-bf16 vectors/models/tiny-b bf16 vectors/ref/tiny-b.jsonl
+echo "logitcheck: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]

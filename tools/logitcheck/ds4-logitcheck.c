@@ -1,0 +1,167 @@
+/* ds4-logitcheck - run reference vectors through the engine and judge the logits. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "forward.h"
+#include "logitcheck.h"
+#include "model.h"
+#include "util.h"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: ds4-logitcheck --model M.gguf --vectors DIR|FILE [--vectors ...] [--threads N]\n"
+            "                      [--csv out.csv] [--json out.json] [--max-dlogit X] [--max-kl X]\n"
+            "                      [--min-top1 F] [--require-greedy] [--quiet]\n"
+            "\n"
+            "Teacher-forces every case's prompt, then continues greedily, and compares each\n"
+            "distribution with the reference (JSONL vectors, FORMATS.md). Reports per case and\n"
+            "overall: max and mean |dlogit| (where full logits are stored), KL(ref||ours) mean\n"
+            "and max over the reference top-k, top-1 agreement, top-k overlap, Spearman rank\n"
+            "correlation and the greedy prefix that agrees. Exit 0 only if every threshold\n"
+            "holds (defaults: --max-kl 1e-3 --min-top1 0.99; --max-dlogit and\n"
+            "--require-greedy are off unless given). Exit 2 on unreadable input.\n");
+}
+
+static double number(const char *flag, const char *v) {
+    char *end;
+    double x = v ? strtod(v, &end) : 0;
+    if (!v || *end || x < 0) {
+        fprintf(stderr, "ds4-logitcheck: %s wants a non-negative number\n", flag);
+        exit(2);
+    }
+    return x;
+}
+
+static int write_csv(const char *path, const char *model, const ds4_lc_report *r) {
+    ds4_outfile f;
+    if (ds4_outfile_open(&f, path) < 0) return -1;
+    ds4_buf b = {0};
+    char line[1024];
+    int n = snprintf(line, sizeof line,
+                     "model,case,prompt_tokens,positions,max_dlogit,mean_dlogit,max_dlogprob,kl_mean,kl_max,top1,"
+                     "topk_overlap,spearman,greedy_len,greedy_match,prefill_tps,decode_tps\n");
+    ds4_buf_append(&b, line, (size_t)n);
+    ds4_lc_case all = ds4_lc_overall(r);
+    for (int i = 0; i <= r->n_cases; i++) {
+        const ds4_lc_case *c = i < r->n_cases ? &r->cases[i] : &all;
+        n = snprintf(line, sizeof line, "%s,%s,%d,%d,%.6g,%.6g,%.6g,%.6g,%.6g,%.6f,%.6f,%.6f,%d,%d,%.2f,%.2f\n", model,
+                     c->id, c->n_prompt, c->n_positions, c->max_dlogit, c->mean_dlogit, c->max_dlogprob, c->kl_mean,
+                     c->kl_max, c->top1, c->overlap, c->spearman, c->greedy_len, c->greedy_match,
+                     c->prefill_seconds > 0 ? c->n_prompt / c->prefill_seconds : 0,
+                     c->decode_seconds > 0 ? c->greedy_match / c->decode_seconds : 0);
+        ds4_buf_append(&b, line, (size_t)n);
+    }
+    int rc = ds4_outfile_write(&f, b.data, b.len);
+    ds4_buf_free(&b);
+    if (rc < 0) {
+        ds4_outfile_abort(&f);
+        return -1;
+    }
+    return ds4_outfile_commit(&f);
+}
+
+static int write_json(const char *path, const char *model, const ds4_lc_report *r, bool pass) {
+    ds4_outfile f;
+    if (ds4_outfile_open(&f, path) < 0) return -1;
+    ds4_buf b = {0};
+    char line[1024];
+    int n = snprintf(line, sizeof line, "{\"model\":\"%s\",\"pass\":%s,\"cases\":[", model, pass ? "true" : "false");
+    ds4_buf_append(&b, line, (size_t)n);
+    ds4_lc_case all = ds4_lc_overall(r);
+    for (int i = 0; i <= r->n_cases; i++) {
+        const ds4_lc_case *c = i < r->n_cases ? &r->cases[i] : &all;
+        if (i == r->n_cases) ds4_buf_append(&b, "],\"overall\":", 12);
+        else if (i) ds4_buf_append(&b, ",", 1);
+        n = snprintf(line, sizeof line,
+                     "{\"id\":\"%s\",\"prompt_tokens\":%d,\"positions\":%d,\"max_dlogit\":%.6g,\"mean_dlogit\":%.6g,"
+                     "\"max_dlogprob\":%.6g,\"kl_mean\":%.6g,\"kl_max\":%.6g,\"top1\":%.6f,\"topk_overlap\":%.6f,"
+                     "\"spearman\":%.6f,\"greedy_len\":%d,\"greedy_match\":%d}",
+                     c->id, c->n_prompt, c->n_positions, c->max_dlogit, c->mean_dlogit, c->max_dlogprob, c->kl_mean,
+                     c->kl_max, c->top1, c->overlap, c->spearman, c->greedy_len, c->greedy_match);
+        ds4_buf_append(&b, line, (size_t)n);
+    }
+    ds4_buf_append(&b, "}\n", 2);
+    int rc = ds4_outfile_write(&f, b.data, b.len);
+    ds4_buf_free(&b);
+    if (rc < 0) {
+        ds4_outfile_abort(&f);
+        return -1;
+    }
+    return ds4_outfile_commit(&f);
+}
+
+static void print_row(const ds4_lc_case *c) {
+    char dl[32] = "-";
+    if (c->full_positions) snprintf(dl, sizeof dl, "%.2e", c->max_dlogit);
+    printf("%-26s %6d %11s %10.2e %10.2e %10.2e %7.2f%% %7.2f%% %8.5f %4d/%-4d\n", c->id, c->n_prompt, dl,
+           c->max_dlogprob, c->kl_mean, c->kl_max, 100 * c->top1, 100 * c->overlap, c->spearman, c->greedy_match,
+           c->greedy_len);
+}
+
+int main(int argc, char **argv) {
+    const char *model_path = NULL, *csv = NULL, *json = NULL, *vectors[64];
+    int n_vectors = 0, threads = 0;
+    double max_dlogit = -1, max_kl = 1e-3, min_top1 = 0.99;
+    bool require_greedy = false, quiet = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
+        if (!strcmp(a, "--require-greedy")) { require_greedy = true; continue; }
+        if (!strcmp(a, "--quiet")) { quiet = true; continue; }
+        if (!v) { fprintf(stderr, "ds4-logitcheck: %s needs a value\n", a); return 2; }
+        i++;
+        if (!strcmp(a, "--model")) model_path = v;
+        else if (!strcmp(a, "--vectors") && n_vectors < 64) vectors[n_vectors++] = v;
+        else if (!strcmp(a, "--threads")) threads = (int)number(a, v);
+        else if (!strcmp(a, "--csv")) csv = v;
+        else if (!strcmp(a, "--json")) json = v;
+        else if (!strcmp(a, "--max-dlogit")) max_dlogit = number(a, v);
+        else if (!strcmp(a, "--max-kl")) max_kl = number(a, v);
+        else if (!strcmp(a, "--min-top1")) min_top1 = number(a, v);
+        else { fprintf(stderr, "ds4-logitcheck: unknown option '%s'\n", a); usage(stderr); return 2; }
+    }
+    if (!model_path || !n_vectors) {
+        fprintf(stderr, "ds4-logitcheck: --model and --vectors are required\n");
+        return 2;
+    }
+    ds4_model *m = ds4_model_load(model_path);
+    if (!m) {
+        fprintf(stderr, "ds4-logitcheck: %s\n", ds4_error());
+        return 2;
+    }
+    ds4_ctx *ctx = ds4_ctx_new(m, threads > 0 ? threads : ds4_cpu_count());
+    ds4_lc_report r = {0};
+    int rc = ctx ? 0 : -1;
+    for (int i = 0; i < n_vectors && rc == 0; i++) rc = ds4_logitcheck_path(ctx, vectors[i], &r);
+    if (rc < 0) {
+        fprintf(stderr, "ds4-logitcheck: %s\n", ds4_error());
+        ds4_lc_report_free(&r);
+        ds4_ctx_free(ctx);
+        ds4_model_free(m);
+        return 2;
+    }
+    ds4_lc_case all = ds4_lc_overall(&r);
+    bool pass = all.kl_max <= max_kl && all.top1 >= min_top1 && (max_dlogit < 0 || all.max_dlogit <= max_dlogit) &&
+                (!require_greedy || all.greedy_match == all.greedy_len);
+    if (!quiet) {
+        printf("model %s, %d cases\n", model_path, r.n_cases);
+        printf("%-26s %6s %11s %10s %10s %10s %8s %8s %8s %9s\n", "case", "prompt", "max|dlogit|", "max|dlogp|",
+               "KL mean", "KL max", "top1", "top20", "spearman", "greedy");
+        for (int i = 0; i < r.n_cases; i++) print_row(&r.cases[i]);
+        print_row(&all);
+    }
+    printf("%s: KL max %.3g (<= %g), top-1 %.2f%% (>= %.2f%%)", pass ? "PASS" : "FAIL", all.kl_max, max_kl,
+           100 * all.top1, 100 * min_top1);
+    if (max_dlogit >= 0) printf(", max|dlogit| %.3g (<= %g)", all.max_dlogit, max_dlogit);
+    if (require_greedy) printf(", greedy %d/%d", all.greedy_match, all.greedy_len);
+    printf("\n");
+    if ((csv && write_csv(csv, model_path, &r) < 0) || (json && write_json(json, model_path, &r, pass) < 0)) {
+        fprintf(stderr, "ds4-logitcheck: %s\n", ds4_error());
+        rc = -1;
+    }
+    ds4_lc_report_free(&r);
+    ds4_ctx_free(ctx);
+    ds4_model_free(m);
+    return rc < 0 ? 2 : pass ? 0 : 1;
+}
