@@ -551,7 +551,7 @@ int ds4_convert(const ds4_convert_opts *opts, ds4_convert_stats *stats) {
     int n_threads = opts->n_threads > 0 ? opts->n_threads : ds4_cpu_count();
 
     if (!(w = gguf_writer_open(opts->out_path)) || write_metadata(&cv, w) < 0) goto done;
-    int tok = ds4_tokenizer_to_gguf(opts->in_dir, w, cv.hf.cfg.n_vocab, cv.hf.bos_id, cv.hf.eos_id);
+    int tok = ds4_tokenizer_to_gguf(opts->in_dir, w, cv.hf.cfg.n_vocab, cv.hf.bos_id, cv.hf.eos_id, opts->added_tokens);
     if (tok < 0) goto done;
     stats->tokenizer = tok > 0;
     uint64_t total = 0;

@@ -18,6 +18,7 @@ typedef struct {
     uint32_t type;  /* ggml type of the weight matrices: F32, F16, BF16 or Q8_0 */
     int n_threads;  /* 0: all cores */
     bool progress;  /* draw a progress line on a terminal */
+    const char *added_tokens; /* JSON overlay of added tokens for the tokenizer, or NULL */
 } ds4_convert_opts;
 
 typedef struct {

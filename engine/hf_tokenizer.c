@@ -124,6 +124,32 @@ done:
     return rc;
 }
 
+int ds4_vocab_add_tokens(ds4_vocab_data *v, const char *path) {
+    json_object *root = parse_json_file(path);
+    if (!root) return -1;
+    int rc = 0;
+    if (!json_object_is_type(root, json_type_array)) rc = ds4_fail("%s: expected a JSON array of tokens", path);
+    for (size_t i = 0; rc == 0 && i < json_object_array_length(root); i++) {
+        json_object *t = json_object_array_get_idx(root, i), *id = member(t, "id"), *content = member(t, "content");
+        if (!id || !json_object_is_type(id, json_type_int) || !content || !json_object_is_type(content, json_type_string)) {
+            rc = ds4_fail("%s: entry %zu needs an integer id and a content string", path, i);
+            break;
+        }
+        int64_t k = json_object_get_int64(id);
+        if (k < 0 || k >= (int64_t)v->n) {
+            rc = ds4_fail("%s: token id %lld is outside the vocabulary of %u", path, (long long)k, v->n);
+            break;
+        }
+        char *text = strdup(json_object_get_string(content));
+        if (!text) { rc = ds4_fail("out of memory"); break; }
+        free(v->tokens[k]);
+        v->tokens[k] = text;
+        v->types[k] = json_object_get_boolean(member(t, "special")) ? DS4_TOKEN_CONTROL : DS4_TOKEN_USER_DEFINED;
+    }
+    json_object_put(root);
+    return rc;
+}
+
 int ds4_vocab_write_gguf(const ds4_vocab_data *v, gguf_writer *w) {
     if (gguf_writer_kv_str(w, "tokenizer.ggml.model", "gpt2") < 0 ||
         gguf_writer_kv_str(w, "tokenizer.ggml.pre", "deepseek-v3") < 0 ||
@@ -134,13 +160,18 @@ int ds4_vocab_write_gguf(const ds4_vocab_data *v, gguf_writer *w) {
     return 0;
 }
 
-int ds4_tokenizer_to_gguf(const char *dir, gguf_writer *w, uint32_t n_vocab, int64_t bos_id, int64_t eos_id) {
+int ds4_tokenizer_to_gguf(const char *dir, gguf_writer *w, uint32_t n_vocab, int64_t bos_id, int64_t eos_id,
+                          const char *overlay) {
     char path[PATH_MAX], cfg_path[PATH_MAX];
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     if (access(path, R_OK) != 0) return 0;
     snprintf(cfg_path, sizeof cfg_path, "%s/tokenizer_config.json", dir);
     ds4_vocab_data v;
     if (ds4_vocab_from_json(path, n_vocab, &v) < 0) return -1;
+    if (overlay && ds4_vocab_add_tokens(&v, overlay) < 0) {
+        ds4_vocab_data_free(&v);
+        return -1;
+    }
     json_object *cfg = access(cfg_path, R_OK) == 0 ? parse_json_file(cfg_path) : NULL;
     int rc = -1;
     if (v.n != n_vocab) {

@@ -25,12 +25,17 @@ typedef struct {
 /* Load PATH (a tokenizer.json); n_min pads the vocabulary up to at least that size. */
 int ds4_vocab_from_json(const char *path, uint32_t n_min, ds4_vocab_data *out);
 void ds4_vocab_data_free(ds4_vocab_data *v);
+/* Apply a JSON list of added tokens ({"id", "content", "special"}, tokenizer.json's
+ * added_tokens form) on top of v, replacing what those ids held: how DeepSeek V4's
+ * single-token markers (<think>, </think>, ｜DSML｜, ...) go onto V3's vocabulary. */
+int ds4_vocab_add_tokens(ds4_vocab_data *v, const char *overlay_path);
 /* tokenizer.ggml.{model,pre,tokens,token_type,merges} for v. */
 int ds4_vocab_write_gguf(const ds4_vocab_data *v, gguf_writer *w);
 
-/* Reads DIR/tokenizer.json (and DIR/tokenizer_config.json if present) and adds the
- * metadata to w. The token list is padded with "[PADn]" entries up to n_vocab.
+/* Reads DIR/tokenizer.json (and DIR/tokenizer_config.json if present), applies the
+ * added-tokens overlay if not NULL, and adds the metadata to w. The token list is padded with "[PADn]" entries up to n_vocab.
  * Returns 1 when written, 0 when DIR has no tokenizer.json, -1 on error. */
-int ds4_tokenizer_to_gguf(const char *dir, gguf_writer *w, uint32_t n_vocab, int64_t bos_id, int64_t eos_id);
+int ds4_tokenizer_to_gguf(const char *dir, gguf_writer *w, uint32_t n_vocab, int64_t bos_id, int64_t eos_id,
+                          const char *overlay);
 
 #endif

@@ -27,6 +27,7 @@ struct ds4_tokenizer {
     size_t n_merges;
     int32_t *added;      /* ids of added tokens, longest text first */
     size_t n_added;
+    bool starts_added[256]; /* some added token begins with this byte */
     pcre2_code *re[3];
     int32_t bos, eos;
     char byte_char[256][3]; /* byte -> its byte-level character (UTF-8, NUL-terminated) */
@@ -113,6 +114,7 @@ ds4_tokenizer *ds4_tokenizer_from_vocab(const ds4_vocab_data *v, int32_t bos, in
         if (ds4_strmap_put(&t->merges, t->merge_keys[i], strlen(t->merge_keys[i]), i) < 0) goto fail;
     }
     qsort_r(t->added, t->n_added, sizeof *t->added, cmp_added_len, t);
+    for (size_t a = 0; a < t->n_added; a++) t->starts_added[(unsigned char)t->bytes[t->added[a]][0]] = true;
     for (int k = 0; k < 3; k++) {
         int err;
         PCRE2_SIZE off;
@@ -144,9 +146,13 @@ void ds4_tokenizer_free(ds4_tokenizer *t) {
     free(t);
 }
 
-ds4_tokenizer *ds4_tokenizer_from_json(const char *path) {
+ds4_tokenizer *ds4_tokenizer_from_json(const char *path, const char *overlay) {
     ds4_vocab_data v;
     if (ds4_vocab_from_json(path, 0, &v) < 0) return NULL;
+    if (overlay && ds4_vocab_add_tokens(&v, overlay) < 0) {
+        ds4_vocab_data_free(&v);
+        return NULL;
+    }
     ds4_tokenizer *t = ds4_tokenizer_from_vocab(&v, -1, -1);
     if (t) {
         t->bos = ds4_token_id(t, "<\xef\xbd\x9c" "begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>");
@@ -317,7 +323,7 @@ int ds4_tokenize(const ds4_tokenizer *t, const char *text, size_t len, bool pars
     size_t seg = 0, i = 0;
     while (i < len) {
         int32_t hit = -1;
-        if (parse_special)
+        if (parse_special && t->starts_added[(unsigned char)text[i]])
             for (size_t a = 0; a < t->n_added && hit < 0; a++) {
                 int32_t id = t->added[a];
                 if (t->n_bytes[id] <= len - i && !memcmp(text + i, t->bytes[id], t->n_bytes[id])) hit = id;

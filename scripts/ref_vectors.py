@@ -23,6 +23,7 @@ from transformers import DeepseekV4ForCausalLM
 CASES = {
     "tiny-a": [5, 40, 333, 2600],
     "tiny-b": [5, 150, 700, 2600],
+    "tiny-v": [5, 64, 600],
 }
 GREEDY = 16
 TOP = 20

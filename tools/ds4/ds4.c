@@ -4,20 +4,210 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat.h"
 #include "forward.h"
 #include "model.h"
 #include "sampler.h"
+#include "tokenizer.h"
 #include "util.h"
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: ds4 run --model M.gguf --prompt-ids ID,ID,... [-n N] [--temp T] [--top-p P]\n"
-            "               [--seed S] [--threads N]\n"
+            "usage: ds4 run --model M.gguf (--prompt TEXT | --prompt-ids ID,ID,...) [--chat] [--think]\n"
+            "               [-n N] [--temp T] [--top-p P] [--seed S] [--threads N]\n"
+            "       ds4 tokenize (--model M.gguf | --tokenizer tokenizer.json [--add-tokens F.json])\n"
+            "               [--chat] [--think] [--count] [--no-special] FILE|-\n"
+            "       ds4 detokenize (--model M.gguf | --tokenizer ...) [--show-special] FILE|-\n"
             "\n"
-            "  run   feed the prompt and generate N tokens (default 16): greedy when --temp is 0\n"
-            "        (the default), else temperature + top-p sampling, reproducible with --seed.\n"
-            "        Prints the generated ids and the prefill / decode speed.\n"
-            "        (Text prompts, --prompt TEXT, arrive with the tokenizer.)\n");
+            "  run         feed the prompt and generate N tokens (default 16): greedy when --temp\n"
+            "              is 0 (the default), else temperature + top-p sampling, reproducible\n"
+            "              with --seed. --chat wraps the prompt as one user message of the V4 chat\n"
+            "              format (--think: thinking mode). Text is printed as it is generated;\n"
+            "              ids for --prompt-ids. Speeds go to stderr.\n"
+            "  tokenize    print the token ids of the text (or with --count only their number).\n"
+            "              Special tokens written in the text are parsed unless --no-special.\n"
+            "  detokenize  read ids (comma or space separated) and print their text.\n"
+            "       ds4 tokenize (--model M.gguf | --tokenizer ...) --bench CORPUS.jsonl [--csv OUT]\n"
+            "              single-thread throughput (MB/s, best of 5) over the \"text\" of each line.\n");
+}
+
+/* Tokenizer from --model's GGUF or from a tokenizer.json (+ overlay). */
+static ds4_tokenizer *open_tokenizer(const char *model, const char *json, const char *overlay, ds4_model **m) {
+    if (json) return ds4_tokenizer_from_json(json, overlay);
+    if (!model) {
+        ds4_fail("give --model or --tokenizer");
+        return NULL;
+    }
+    gguf_file *f = gguf_open(model);
+    if (!f) return NULL;
+    ds4_tokenizer *t = ds4_tokenizer_from_gguf(f);
+    if (m && t) *m = ds4_model_from_gguf(f);
+    else gguf_close(f);
+    return t;
+}
+
+/* Render text as one user message with the generation prompt. */
+static int chat_wrap(const char *text, bool think, ds4_buf *out) {
+    json_object *msgs = json_object_new_array(), *msg = json_object_new_object();
+    json_object_object_add(msg, "role", json_object_new_string("user"));
+    json_object_object_add(msg, "content", json_object_new_string(text));
+    json_object_array_add(msgs, msg);
+    ds4_chat_opts o = {.thinking = think, .add_generation_prompt = true};
+    int rc = ds4_chat_render(msgs, &o, out);
+    json_object_put(msgs);
+    return rc;
+}
+
+/* Text to ids: plain text gets BOS and literal content; chat prompts parse their markers. */
+static int encode_prompt(const ds4_tokenizer *t, const char *text, bool chat, bool think, bool bos, int32_t **ids,
+                         size_t *n) {
+    if (chat) {
+        ds4_buf b = {0};
+        int rc = chat_wrap(text, think, &b);
+        if (rc == 0) rc = ds4_tokenize(t, (const char *)b.data, b.len, true, ids, n);
+        ds4_buf_free(&b);
+        return rc;
+    }
+    if (bos && ds4_tokenizer_bos(t) >= 0) {
+        int32_t first = ds4_tokenizer_bos(t);
+        *ids = malloc(sizeof **ids);
+        if (!*ids) return ds4_fail("out of memory");
+        (*ids)[0] = first;
+        *n = 1;
+    }
+    return ds4_tokenize(t, text, strlen(text), false, ids, n);
+}
+
+static char *read_input(const char *path) {
+    if (strcmp(path, "-")) return ds4_read_file(path, NULL);
+    ds4_buf b = {0};
+    char chunk[65536];
+    size_t got;
+    while ((got = fread(chunk, 1, sizeof chunk, stdin)) > 0) ds4_buf_append(&b, chunk, got);
+    ds4_buf_append(&b, "", 1);
+    return (char *)b.data;
+}
+
+/* Tokenize every "text" of a JSONL corpus 5 times; report the best MB/s (and to CSV). */
+static int bench(const ds4_tokenizer *t, const char *corpus, const char *csv) {
+    char *all = ds4_read_file(corpus, NULL);
+    if (!all) return -1;
+    json_object **texts = NULL;
+    size_t n = 0, bytes = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(all, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        json_object *o = json_tokener_parse(line), *tx;
+        if (o && json_object_object_get_ex(o, "text", &tx) && json_object_is_type(tx, json_type_string)) {
+            json_object **p = realloc(texts, (n + 1) * sizeof *texts);
+            if (!p) break;
+            texts = p;
+            texts[n++] = o;
+            bytes += (size_t)json_object_get_string_len(tx);
+        } else if (o) {
+            json_object_put(o);
+        }
+    }
+    free(all);
+    double best = 1e30;
+    size_t tokens = 0;
+    int rc = 0;
+    for (int r = 0; r < 5 && rc == 0; r++) {
+        double t0 = ds4_time_now();
+        tokens = 0;
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            json_object *tx;
+            json_object_object_get_ex(texts[i], "text", &tx);
+            int32_t *ids = NULL;
+            size_t k = 0;
+            rc = ds4_tokenize(t, json_object_get_string(tx), (size_t)json_object_get_string_len(tx), true, &ids, &k);
+            tokens += k;
+            free(ids);
+        }
+        double dt = ds4_time_now() - t0;
+        if (dt < best) best = dt;
+    }
+    for (size_t i = 0; i < n; i++) json_object_put(texts[i]);
+    free(texts);
+    if (rc < 0) return -1;
+    printf("ds4 tokenizer: %zu lines, %zu bytes, %zu tokens, %.3f ms, %.2f MB/s (single thread, best of 5)\n", n, bytes,
+           tokens, best * 1e3, bytes / best / 1e6);
+    if (csv) {
+        FILE *f = fopen(csv, "a");
+        if (!f) return ds4_fail("%s: cannot open for appending", csv);
+        fprintf(f, "ds4,%zu,%zu,%zu,%.6f,%.3f\n", n, bytes, tokens, best, bytes / best / 1e6);
+        fclose(f);
+    }
+    return 0;
+}
+
+static int cmd_tokenize(int argc, char **argv, bool decode) {
+    const char *model = NULL, *json = NULL, *overlay = NULL, *input = NULL, *bench_corpus = NULL, *csv = NULL;
+    bool chat = false, think = false, count = false, no_special = false, show_special = false;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
+        else if (!strcmp(a, "--chat")) chat = true;
+        else if (!strcmp(a, "--think")) think = true;
+        else if (!strcmp(a, "--count")) count = true;
+        else if (!strcmp(a, "--no-special")) no_special = true;
+        else if (!strcmp(a, "--show-special")) show_special = true;
+        else if ((!strcmp(a, "--model") || !strcmp(a, "--tokenizer") || !strcmp(a, "--add-tokens") ||
+                  !strcmp(a, "--bench") || !strcmp(a, "--csv")) && v) {
+            if (!strcmp(a, "--model")) model = v;
+            else if (!strcmp(a, "--tokenizer")) json = v;
+            else if (!strcmp(a, "--bench")) bench_corpus = v;
+            else if (!strcmp(a, "--csv")) csv = v;
+            else overlay = v;
+            i++;
+        } else if (a[0] != '-' || !strcmp(a, "-")) input = a;
+        else { fprintf(stderr, "ds4: unknown option '%s'\n", a); return 2; }
+    }
+    if (!input && !bench_corpus) { fprintf(stderr, "ds4: give a FILE or - for stdin\n"); return 2; }
+    ds4_tokenizer *t = open_tokenizer(model, json, overlay, NULL);
+    if (bench_corpus) {
+        int brc = t ? bench(t, bench_corpus, csv) : -1;
+        if (brc < 0) fprintf(stderr, "ds4: %s\n", ds4_error());
+        ds4_tokenizer_free(t);
+        return brc < 0 ? 1 : 0;
+    }
+    char *text = t ? read_input(input) : NULL;
+    int rc = t && text ? 0 : -1;
+    if (rc == 0 && decode) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        for (char *p = text; *p && rc == 0;) {
+            while (*p == ',' || *p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
+            if (!*p) break;
+            char *end;
+            long id = strtol(p, &end, 10);
+            if (end == p) { rc = ds4_fail("not a token id: '%.20s'", p); break; }
+            int32_t *q = realloc(ids, (n + 1) * sizeof *ids);
+            if (!q) { rc = ds4_fail("out of memory"); break; }
+            ids = q;
+            ids[n++] = (int32_t)id;
+            p = end;
+        }
+        ds4_buf out = {0};
+        if (rc == 0) rc = ds4_detokenize(t, ids, n, show_special, &out);
+        if (rc == 0) fwrite(out.data, 1, out.len, stdout);
+        ds4_buf_free(&out);
+        free(ids);
+    } else if (rc == 0) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        if (chat) rc = encode_prompt(t, text, true, think, false, &ids, &n);
+        else rc = ds4_tokenize(t, text, strlen(text), !no_special, &ids, &n);
+        if (rc == 0 && count) printf("%zu\n", n);
+        else if (rc == 0) {
+            for (size_t i = 0; i < n; i++) printf("%s%d", i ? " " : "", ids[i]);
+            printf("\n");
+        }
+        free(ids);
+    }
+    if (rc < 0) fprintf(stderr, "ds4: %s\n", ds4_error());
+    free(text);
+    ds4_tokenizer_free(t);
+    return rc < 0 ? 1 : 0;
 }
 
 static int parse_ids(const char *s, int32_t **out, int *n) {
@@ -52,18 +242,21 @@ static double number(const char *flag, const char *v) {
 }
 
 static int cmd_run(int argc, char **argv) {
-    const char *model_path = NULL, *ids_text = NULL;
+    const char *model_path = NULL, *ids_text = NULL, *prompt = NULL;
+    bool chat = false, think = false;
     int n_gen = 16, threads = 0;
     float temp = 0, top_p = 1;
     uint64_t seed = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
+        if (!strcmp(a, "--chat")) { chat = true; continue; }
+        if (!strcmp(a, "--think")) { think = true; continue; }
         if (!v) { fprintf(stderr, "ds4: %s needs a value\n", a); return 2; }
         i++;
         if (!strcmp(a, "--model")) model_path = v;
         else if (!strcmp(a, "--prompt-ids")) ids_text = v;
-        else if (!strcmp(a, "--prompt")) { fprintf(stderr, "ds4: text prompts need the tokenizer, which this build does not have yet; use --prompt-ids\n"); return 2; }
+        else if (!strcmp(a, "--prompt")) prompt = v;
         else if (!strcmp(a, "-n")) n_gen = (int)number(a, v);
         else if (!strcmp(a, "--temp")) temp = (float)number(a, v);
         else if (!strcmp(a, "--top-p")) top_p = (float)number(a, v);
@@ -71,20 +264,33 @@ static int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--threads")) threads = (int)number(a, v);
         else { fprintf(stderr, "ds4: unknown option '%s'\n", a); return 2; }
     }
-    if (!model_path || !ids_text) {
-        fprintf(stderr, "ds4: run needs --model and --prompt-ids\n");
+    if (!model_path || !!ids_text == !!prompt) {
+        fprintf(stderr, "ds4: run needs --model and one of --prompt or --prompt-ids\n");
         return 2;
     }
-    int32_t *ids;
-    int n;
-    if (parse_ids(ids_text, &ids, &n) < 0) {
+    int32_t *ids = NULL;
+    int n = 0;
+    if (ids_text && parse_ids(ids_text, &ids, &n) < 0) {
         fprintf(stderr, "ds4: --prompt-ids wants comma-separated token ids\n");
         return 2;
     }
     ds4_model *m = ds4_model_load(model_path);
     if (!m) {
         fprintf(stderr, "ds4: %s\n", ds4_error());
+        free(ids);
         return 1;
+    }
+    ds4_tokenizer *tok = NULL;
+    if (prompt) {
+        size_t nn = 0;
+        tok = ds4_tokenizer_from_gguf(m->gguf);
+        if (!tok || encode_prompt(tok, prompt, chat, think, true, &ids, &nn) < 0) {
+            fprintf(stderr, "ds4: %s\n", ds4_error());
+            ds4_tokenizer_free(tok);
+            ds4_model_free(m);
+            return 1;
+        }
+        n = (int)nn;
     }
     ds4_ctx *ctx = ds4_ctx_new(m, threads > 0 ? threads : ds4_cpu_count());
     const uint32_t V = m->cfg.n_vocab;
@@ -96,20 +302,35 @@ static int cmd_run(int argc, char **argv) {
     double t0 = ds4_time_now(), t1 = t0;
     if (rc == 0) rc = ds4_eval(ctx, ids, n, logits, false);
     t1 = ds4_time_now();
+    ds4_buf pending = {0}; /* bytes of a character not yet complete */
+    int generated = 0;
     for (int i = 0; i < n_gen && rc == 0; i++) {
-        int32_t tok = ds4_sample(&s, logits, V, probs, idx);
-        printf("%s%d", i ? "," : "", tok);
+        int32_t next = ds4_sample(&s, logits, V, probs, idx);
+        generated++;
+        if (tok) {
+            if (next == ds4_tokenizer_eos(tok)) break;
+            rc = ds4_detokenize(tok, &next, 1, false, &pending);
+            size_t ready = ds4_utf8_complete((const char *)pending.data, pending.len);
+            fwrite(pending.data, 1, ready, stdout);
+            memmove(pending.data, pending.data + ready, pending.len - ready);
+            pending.len -= ready;
+        } else {
+            printf("%s%d", i ? "," : "", next);
+        }
         fflush(stdout);
-        if (i + 1 < n_gen) rc = ds4_eval(ctx, &tok, 1, logits, false);
+        if (rc == 0 && i + 1 < n_gen) rc = ds4_eval(ctx, &next, 1, logits, false);
     }
+    fwrite(pending.data, 1, pending.len, stdout);
+    ds4_buf_free(&pending);
     double t2 = ds4_time_now();
     if (rc < 0) fprintf(stderr, "\nds4: %s\n", ds4_error());
     else
         fprintf(stderr, "\nprefill %d tokens %.1f tok/s, decode %d tokens %.1f tok/s, KV state %.1f KiB\n", n,
-                n / (t1 - t0), n_gen, n_gen > 0 ? n_gen / (t2 - t1) : 0.0, ds4_ctx_kv_bytes(ctx) / 1024.0);
+                n / (t1 - t0), generated, generated > 0 ? generated / (t2 - t1) : 0.0, ds4_ctx_kv_bytes(ctx) / 1024.0);
     printf("\n");
     free(ids); free(logits); free(probs); free(idx);
     ds4_ctx_free(ctx);
+    ds4_tokenizer_free(tok);
     ds4_model_free(m);
     return rc < 0 ? 1 : 0;
 }
@@ -120,6 +341,8 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "run")) return cmd_run(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "tokenize")) return cmd_tokenize(argc - 2, argv + 2, false);
+    if (!strcmp(argv[1], "detokenize")) return cmd_tokenize(argc - 2, argv + 2, true);
     fprintf(stderr, "ds4: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

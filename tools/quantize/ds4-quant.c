@@ -12,7 +12,7 @@
 static void usage(FILE *out) {
     fprintf(out,
             "usage: ds4-quant convert --in DIR --out FILE.gguf [--type f32|f16|bf16|q8_0]\n"
-            "                         [--threads N] [--quiet]\n"
+            "                         [--threads N] [--add-tokens FILE.json] [--quiet]\n"
             "\n"
             "  convert   DeepSeek-V4 checkpoint directory (config.json + safetensors, single\n"
             "            or sharded; transformers or DeepSeek release names; F32/F16/BF16,\n"
@@ -21,7 +21,9 @@ static void usage(FILE *out) {
             "            the routing table i32, and under q8_0 the small sensitive\n"
             "            matrices (hyper-connections, compressors, router) f16.\n"
             "            --threads defaults to all cores. The output appears only when\n"
-            "            complete; an interrupted run leaves nothing behind.\n");
+            "            complete; an interrupted run leaves nothing behind.\n"
+            "            --add-tokens applies a JSON list of added tokens ({id, content,\n"
+            "            special}) on top of tokenizer.json (V4's markers on V3's vocabulary).\n");
 }
 
 static int cmd_convert(int argc, char **argv) {
@@ -34,6 +36,7 @@ static int cmd_convert(int argc, char **argv) {
         i++;
         if (!strcmp(a, "--in")) o.in_dir = v;
         else if (!strcmp(a, "--out")) o.out_path = v;
+        else if (!strcmp(a, "--add-tokens")) o.added_tokens = v;
         else if (!strcmp(a, "--threads")) {
             char *end;
             long n = strtol(v, &end, 10);
