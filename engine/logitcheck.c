@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "chat.h"
 #include "util.h"
 
 #define MAX_TOP 64
@@ -119,54 +120,173 @@ static int compare_full(json_object *full, const char *dir, const float *logits,
     return rc;
 }
 
-static int run_case(ds4_ctx *ctx, json_object *o, const char *dir, ds4_lc_case *cs) {
+/* ---- what a case asks for, whatever its source format ---- */
+
+typedef struct {
+    int32_t *prompt;
+    size_t n_prompt;
+    json_object *prompt_top;  /* per prompt position (our JSONL), or NULL */
+    int32_t *cont;            /* reference continuation */
+    ref_top *cont_top;        /* per continuation step, or NULL */
+    size_t n_cont;
+    json_object *full;        /* full_logits, or NULL */
+} case_spec;
+
+static void spec_free(case_spec *s) {
+    free(s->prompt);
+    free(s->cont);
+    free(s->cont_top);
+}
+
+static int append_id(int32_t **ids, size_t *n, int32_t id) {
+    int32_t *p = realloc(*ids, (*n + 1) * sizeof *p);
+    if (!p) return ds4_fail("out of memory");
+    *ids = p;
+    p[(*n)++] = id;
+    return 0;
+}
+
+/* The prompt: token ids, or text (BOS + literal text), or chat messages (+ "think"). */
+static int resolve_prompt(const ds4_tokenizer *tok, json_object *o, case_spec *s, const char *id) {
+    json_object *ids = field(o, "prompt_ids"), *text = field(o, "prompt"), *msgs = field(o, "messages");
+    if (ids) {
+        if (!json_object_is_type(ids, json_type_array) || json_object_array_length(ids) == 0)
+            return ds4_fail("%s: prompt_ids must be a non-empty array", id);
+        for (size_t i = 0; i < json_object_array_length(ids); i++)
+            if (append_id(&s->prompt, &s->n_prompt, json_object_get_int(json_object_array_get_idx(ids, i))) < 0) return -1;
+        return 0;
+    }
+    if (!text && !msgs) return ds4_fail("%s: needs prompt_ids, prompt or messages", id);
+    if (!tok) return ds4_fail("%s: a text prompt needs a model with a tokenizer", id);
+    if (text) {
+        if (ds4_tokenizer_bos(tok) >= 0 && append_id(&s->prompt, &s->n_prompt, ds4_tokenizer_bos(tok)) < 0) return -1;
+        return ds4_tokenize(tok, json_object_get_string(text), (size_t)json_object_get_string_len(text), false,
+                            &s->prompt, &s->n_prompt);
+    }
+    json_object *think = field(o, "think");
+    ds4_chat_opts co = {.thinking = think && json_object_get_boolean(think), .add_generation_prompt = true};
+    ds4_buf b = {0};
+    int rc = ds4_chat_render(msgs, &co, &b);
+    if (rc == 0) rc = ds4_tokenize(tok, (const char *)b.data, b.len, true, &s->prompt, &s->n_prompt);
+    ds4_buf_free(&b);
+    if (rc < 0) ds4_error_prefix(id);
+    return rc;
+}
+
+/* A token of an API response ("token" text, optional "bytes") as an id. */
+static int api_token(const ds4_tokenizer *tok, json_object *t, int32_t *out, const char *id) {
+    json_object *bytes = field(t, "bytes"), *text = field(t, "token");
+    char buf[1024];
+    size_t n = 0;
+    if (bytes && json_object_is_type(bytes, json_type_array)) {
+        for (size_t i = 0; i < json_object_array_length(bytes) && n < sizeof buf; i++)
+            buf[n++] = (char)json_object_get_int(json_object_array_get_idx(bytes, i));
+    } else if (text && json_object_is_type(text, json_type_string)) {
+        n = (size_t)json_object_get_string_len(text);
+        if (n > sizeof buf) n = sizeof buf;
+        memcpy(buf, json_object_get_string(text), n);
+    }
+    *out = ds4_token_from_bytes(tok, buf, n);
+    if (*out < 0) return ds4_fail("%s: API token '%.*s' is not a token of this vocabulary", id, (int)(n > 40 ? 40 : n), buf);
+    return 0;
+}
+
+/* DeepSeek API (OpenAI chat completions) response: choices[0].logprobs.content[]. */
+static int resolve_api(const ds4_tokenizer *tok, json_object *resp, case_spec *s, const char *id) {
+    json_object *choices = field(resp, "choices");
+    json_object *content = field(field(json_object_array_get_idx(choices, 0), "logprobs"), "content");
+    if (!content || !json_object_is_type(content, json_type_array))
+        return ds4_fail("%s: response has no choices[0].logprobs.content (request logprobs and top_logprobs)", id);
+    if (!tok) return ds4_fail("%s: API responses need a model with a tokenizer", id);
+    size_t n = json_object_array_length(content);
+    s->cont_top = ds4_calloc(n ? n : 1, sizeof *s->cont_top);
+    if (!s->cont_top) return -1;
+    for (size_t i = 0; i < n; i++) {
+        json_object *step = json_object_array_get_idx(content, i), *tops = field(step, "top_logprobs");
+        int32_t chosen;
+        if (api_token(tok, step, &chosen, id) < 0 || append_id(&s->cont, &s->n_cont, chosen) < 0) return -1;
+        ref_top *rt = &s->cont_top[i];
+        size_t k = tops && json_object_is_type(tops, json_type_array) ? json_object_array_length(tops) : 0;
+        if (k == 0) {
+            rt->id[0] = chosen;
+            rt->lp[0] = json_object_get_double(field(step, "logprob"));
+            rt->n = 1;
+        }
+        for (size_t j = 0; j < k && j < MAX_TOP; j++) {
+            json_object *e = json_object_array_get_idx(tops, j);
+            if (api_token(tok, e, &rt->id[j], id) < 0) return -1;
+            rt->lp[j] = json_object_get_double(field(e, "logprob"));
+            rt->n++;
+        }
+    }
+    return 0;
+}
+
+static int resolve_case(const ds4_tokenizer *tok, json_object *o, case_spec *s, const char *id) {
+    if (resolve_prompt(tok, o, s, id) < 0) return -1;
+    json_object *resp = field(o, "response");
+    if (resp) return resolve_api(tok, resp, s, id);
+    s->prompt_top = field(o, "top");
+    s->full = field(o, "full_logits");
+    if (s->prompt_top && (!json_object_is_type(s->prompt_top, json_type_array) ||
+                          json_object_array_length(s->prompt_top) != s->n_prompt))
+        return ds4_fail("%s: needs one top list per prompt position", id);
+    json_object *greedy = field(o, "greedy"), *gtop = field(o, "greedy_top");
+    size_t g = greedy && json_object_is_type(greedy, json_type_array) ? json_object_array_length(greedy) : 0;
+    if (g && !(s->cont_top = ds4_calloc(g, sizeof *s->cont_top))) return -1;
+    for (size_t i = 0; i < g; i++) {
+        if (append_id(&s->cont, &s->n_cont, json_object_get_int(json_object_array_get_idx(greedy, i))) < 0) return -1;
+        if (gtop && i < json_object_array_length(gtop) &&
+            parse_top(json_object_array_get_idx(gtop, i), &s->cont_top[i], id) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int run_case(ds4_ctx *ctx, const ds4_tokenizer *tok, json_object *o, const char *dir, ds4_lc_case *cs) {
     const uint32_t V = ds4_ctx_vocab(ctx);
-    json_object *ids = field(o, "prompt_ids"), *top = field(o, "top"), *greedy = field(o, "greedy");
-    json_object *gtop = field(o, "greedy_top"), *full = field(o, "full_logits"), *id = field(o, "id");
+    json_object *id = field(o, "id");
     snprintf(cs->id, sizeof cs->id, "%s", id ? json_object_get_string(id) : "?");
-    if (!ids || !json_object_is_type(ids, json_type_array) || json_object_array_length(ids) == 0)
-        return ds4_fail("%s: needs a non-empty prompt_ids array (text prompts need the tokenizer)", cs->id);
-    if (!top || !json_object_is_type(top, json_type_array) || json_object_array_length(top) != json_object_array_length(ids))
-        return ds4_fail("%s: needs one top list per prompt position", cs->id);
-    const int n = (int)json_object_array_length(ids);
-    int32_t *tok = ds4_malloc((size_t)n * sizeof *tok);
-    float *logits = ds4_malloc((size_t)n * V * sizeof *logits);
-    int rc = -1;
+    case_spec sp = {0};
+    float *logits = NULL;
     accum a = {0};
     ref_top ref;
-    if (!tok || !logits) goto done;
-    for (int i = 0; i < n; i++) tok[i] = json_object_get_int(json_object_array_get_idx(ids, i));
+    int rc = -1;
+    if (resolve_case(tok, o, &sp, cs->id) < 0) goto done;
+    const int n = (int)sp.n_prompt;
+    if (!(logits = ds4_malloc((size_t)n * V * sizeof *logits))) goto done;
     cs->n_prompt = n;
 
     ds4_ctx_reset(ctx);
     double t0 = ds4_time_now();
-    if (ds4_eval(ctx, tok, n, logits, true) < 0) {
+    if (ds4_eval(ctx, sp.prompt, n, logits, true) < 0) {
         ds4_error_prefix(cs->id);
         goto done;
     }
     cs->prefill_seconds = ds4_time_now() - t0;
-    for (int i = 0; i < n; i++)
-        if (parse_top(json_object_array_get_idx(top, i), &ref, cs->id) < 0 ||
+    for (int i = 0; sp.prompt_top && i < n; i++)
+        if (parse_top(json_object_array_get_idx(sp.prompt_top, i), &ref, cs->id) < 0 ||
             compare(logits + (size_t)i * V, V, &ref, &a, cs->id) < 0)
             goto done;
-    if (full && compare_full(full, dir, logits, n, V, cs) < 0) goto done;
+    if (sp.full && compare_full(sp.full, dir, logits, n, V, cs) < 0) goto done;
 
-    /* Greedy continuation: our own choices, compared step by step while they agree. */
-    const int g = greedy && json_object_is_type(greedy, json_type_array) ? (int)json_object_array_length(greedy) : 0;
-    cs->greedy_len = g;
+    /* The continuation, teacher-forced along the reference tokens: every step's
+     * distribution is compared; greedy agreement is the prefix where our argmax is the
+     * reference's token. The first step's distribution is the last prompt position's. */
+    cs->greedy_len = (int)sp.n_cont;
     float *step = logits + (size_t)(n - 1) * V;
+    bool agreeing = true;
     t0 = ds4_time_now();
-    for (int i = 0; i < g; i++) {
-        if (gtop && i < (int)json_object_array_length(gtop) && i > 0) {
-            if (parse_top(json_object_array_get_idx(gtop, i), &ref, cs->id) < 0 || compare(step, V, &ref, &a, cs->id) < 0)
-                goto done;
-        }
+    for (size_t i = 0; i < sp.n_cont; i++) {
+        if (sp.cont_top && sp.cont_top[i].n && (i > 0 || !sp.prompt_top) &&
+            compare(step, V, &sp.cont_top[i], &a, cs->id) < 0)
+            goto done;
         int32_t best = 0;
         for (uint32_t v = 1; v < V; v++)
             if (step[v] > step[best]) best = (int32_t)v;
-        if (best != json_object_get_int(json_object_array_get_idx(greedy, i))) break;
-        cs->greedy_match++;
-        if (i + 1 < g && ds4_eval(ctx, &best, 1, logits, false) < 0) goto done;
+        agreeing = agreeing && best == sp.cont[i];
+        cs->greedy_match += agreeing;
+        if (i + 1 < sp.n_cont && ds4_eval(ctx, &sp.cont[i], 1, logits, false) < 0) goto done;
         step = logits;
     }
     cs->decode_seconds = ds4_time_now() - t0;
@@ -179,12 +299,12 @@ static int run_case(ds4_ctx *ctx, json_object *o, const char *dir, ds4_lc_case *
     cs->spearman = a.n ? a.spearman_sum / a.n : 0;
     rc = 0;
 done:
-    free(tok);
+    spec_free(&sp);
     free(logits);
     return rc;
 }
 
-static int run_file(ds4_ctx *ctx, const char *path, ds4_lc_report *r) {
+static int run_file(ds4_ctx *ctx, const ds4_tokenizer *tok, const char *path, ds4_lc_report *r) {
     char *text = ds4_read_file(path, NULL);
     if (!text) return -1;
     char *dir = ds4_strndup(path, strlen(path));
@@ -205,7 +325,7 @@ static int run_file(ds4_ctx *ctx, const char *path, ds4_lc_report *r) {
             else {
                 r->cases = cases;
                 memset(&cases[r->n_cases], 0, sizeof cases[0]);
-                rc = run_case(ctx, o, dir ? dir : ".", &cases[r->n_cases]);
+                rc = run_case(ctx, tok, o, dir ? dir : ".", &cases[r->n_cases]);
                 if (rc == 0) r->n_cases++;
             }
         }
@@ -218,10 +338,10 @@ static int run_file(ds4_ctx *ctx, const char *path, ds4_lc_report *r) {
 
 static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-int ds4_logitcheck_path(ds4_ctx *ctx, const char *path, ds4_lc_report *r) {
+int ds4_logitcheck_path(ds4_ctx *ctx, const ds4_tokenizer *tok, const char *path, ds4_lc_report *r) {
     struct stat st;
     if (stat(path, &st) < 0) return ds4_fail("%s: no such file or directory", path);
-    if (!S_ISDIR(st.st_mode)) return run_file(ctx, path, r);
+    if (!S_ISDIR(st.st_mode)) return run_file(ctx, tok, path, r);
     DIR *d = opendir(path);
     if (!d) return ds4_fail("%s: cannot open directory", path);
     char **names = NULL;
@@ -241,7 +361,7 @@ int ds4_logitcheck_path(ds4_ctx *ctx, const char *path, ds4_lc_report *r) {
     for (int i = 0; i < n && rc == 0; i++) {
         char file[PATH_MAX];
         snprintf(file, sizeof file, "%s/%s", path, names[i]);
-        rc = run_file(ctx, file, r);
+        rc = run_file(ctx, tok, file, r);
     }
     for (int i = 0; i < n; i++) free(names[i]);
     free(names);

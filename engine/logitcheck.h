@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "forward.h"
+#include "tokenizer.h"
 
 typedef struct {
     char id[160];
@@ -31,10 +32,13 @@ typedef struct {
     int n_cases;
 } ds4_lc_report;
 
-/* Run every case of a .jsonl file (or every .jsonl file of a directory, sorted) whose
- * "model" matches nothing in particular: the caller picks the vectors for its model.
+/* Run every case of a .jsonl file (or every .jsonl file of a directory, sorted); the
+ * caller picks vectors made for its model. A case is our JSONL format (prompt_ids, or a
+ * text "prompt", or chat "messages" with "think"; top, full_logits, greedy, greedy_top)
+ * or a DeepSeek API capture: {"id", "messages", "think": false, "response": <chat
+ * completion with logprobs and top_logprobs>}. Text needs tok (may be NULL otherwise).
  * Appends to report. Returns -1 on unreadable or malformed vectors. */
-int ds4_logitcheck_path(ds4_ctx *ctx, const char *path, ds4_lc_report *report);
+int ds4_logitcheck_path(ds4_ctx *ctx, const ds4_tokenizer *tok, const char *path, ds4_lc_report *report);
 void ds4_lc_report_free(ds4_lc_report *r);
 
 /* Aggregate over all cases (max of maxima, means of means weighted by positions). */

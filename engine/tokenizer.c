@@ -375,6 +375,22 @@ int32_t ds4_token_id(const ds4_tokenizer *t, const char *text) {
     return ds4_strmap_get(&t->vocab, text, strlen(text), &id) ? (int32_t)id : -1;
 }
 
+int32_t ds4_token_from_bytes(const ds4_tokenizer *t, const char *bytes, size_t len) {
+    char *s = malloc(len * 2 + 1);
+    if (!s) return -1;
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        const char *c = t->byte_char[(unsigned char)bytes[i]];
+        size_t l = strlen(c);
+        memcpy(s + o, c, l);
+        o += l;
+    }
+    uint64_t id;
+    bool found = ds4_strmap_get(&t->vocab, s, o, &id) || ds4_strmap_get(&t->vocab, bytes, len, &id);
+    free(s);
+    return found ? (int32_t)id : -1;
+}
+
 uint32_t ds4_tokenizer_size(const ds4_tokenizer *t) { return t->n; }
 int32_t ds4_tokenizer_bos(const ds4_tokenizer *t) { return t->bos; }
 int32_t ds4_tokenizer_eos(const ds4_tokenizer *t) { return t->eos; }

@@ -37,6 +37,9 @@ int ds4_detokenize(const ds4_tokenizer *t, const int32_t *ids, size_t n, bool sh
 size_t ds4_utf8_complete(const char *buf, size_t len);
 
 int32_t ds4_token_id(const ds4_tokenizer *t, const char *text); /* exact token text, -1 if none */
+/* The token whose bytes are exactly these (an ordinary token via its byte-level text,
+ * else an added token's text); -1 if none. */
+int32_t ds4_token_from_bytes(const ds4_tokenizer *t, const char *bytes, size_t len);
 uint32_t ds4_tokenizer_size(const ds4_tokenizer *t);
 int32_t ds4_tokenizer_bos(const ds4_tokenizer *t);
 int32_t ds4_tokenizer_eos(const ds4_tokenizer *t);

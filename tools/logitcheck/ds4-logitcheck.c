@@ -15,7 +15,8 @@ static void usage(FILE *out) {
             "                      [--min-top1 F] [--require-greedy] [--quiet]\n"
             "\n"
             "Teacher-forces every case's prompt, then continues greedily, and compares each\n"
-            "distribution with the reference (JSONL vectors, FORMATS.md). Reports per case and\n"
+            "distribution with the reference (JSONL vectors of FORMATS.md, or DeepSeek API\n"
+            "captures made by scripts/capture_api_vectors.sh). Reports per case and\n"
             "overall: max and mean |dlogit| (where full logits are stored), KL(ref||ours) mean\n"
             "and max over the reference top-k, top-1 agreement, top-k overlap, Spearman rank\n"
             "correlation and the greedy prefix that agrees. Exit 0 only if every threshold\n"
@@ -131,12 +132,15 @@ int main(int argc, char **argv) {
         return 2;
     }
     ds4_ctx *ctx = ds4_ctx_new(m, threads > 0 ? threads : ds4_cpu_count());
+    /* Text prompts and API captures need the model's tokenizer; id vectors do not. */
+    ds4_tokenizer *tok = gguf_get(m->gguf, "tokenizer.ggml.model") ? ds4_tokenizer_from_gguf(m->gguf) : NULL;
     ds4_lc_report r = {0};
     int rc = ctx ? 0 : -1;
-    for (int i = 0; i < n_vectors && rc == 0; i++) rc = ds4_logitcheck_path(ctx, vectors[i], &r);
+    for (int i = 0; i < n_vectors && rc == 0; i++) rc = ds4_logitcheck_path(ctx, tok, vectors[i], &r);
     if (rc < 0) {
         fprintf(stderr, "ds4-logitcheck: %s\n", ds4_error());
         ds4_lc_report_free(&r);
+        ds4_tokenizer_free(tok);
         ds4_ctx_free(ctx);
         ds4_model_free(m);
         return 2;
@@ -161,6 +165,7 @@ int main(int argc, char **argv) {
         rc = -1;
     }
     ds4_lc_report_free(&r);
+    ds4_tokenizer_free(tok);
     ds4_ctx_free(ctx);
     ds4_model_free(m);
     return rc < 0 ? 2 : pass ? 0 : 1;
