@@ -7,7 +7,7 @@ D=build/results
 mkdir -p "$D"
 out=results/logitcheck.csv
 first=1
-for model in tiny-a tiny-b tiny-v; do
+for model in tiny-a tiny-b tiny-v tiny-q; do
     for type in f32 bf16 f16 q8_0; do
         gguf="$D/$model-$type.gguf"
         bin/ds4-quant convert --quiet --in "vectors/models/$model" --out "$gguf" --type "$type"

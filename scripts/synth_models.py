@@ -82,13 +82,36 @@ CONFIGS = {
             max_position_embeddings=4096, swiglu_limit=10.0, routed_scaling_factor=1.5,
             num_nextn_predict_layers=1, tie_word_embeddings=False, bos_token_id=0, eos_token_id=1),
         dtype=torch.bfloat16, shard=None, official=False, seed=4242),
+    # tiny-q: for quantization checks: every row holds whole Q8_0 blocks (hidden 128,
+    # experts 64), routers with wider score gaps and moderate experts, and an indexer top-k
+    # that keeps every entry of the reference prompts, to cut the discrete choices that small
+    # weight errors can flip (some routing flips remain: see README).
+    "tiny-q": dict(
+        cfg=dict(
+            vocab_size=512, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=1, head_dim=32, partial_rotary_factor=0.25, q_lora_rank=64,
+            o_groups=2, o_lora_rank=32, layer_types=[SWA, SWA, CSA, HCA],
+            compress_rates={CSA: 4, HCA: 16}, sliding_window=32, index_n_heads=4,
+            index_head_dim=32, index_topk=128, n_routed_experts=4, num_experts_per_tok=2,
+            n_shared_experts=1, moe_intermediate_size=64,
+            mlp_layer_types=["hash_moe"] + ["moe"] * 3, hc_mult=4, hc_sinkhorn_iters=20,
+            rope_theta=10000.0, compress_rope_theta=160000.0,
+            rope_parameters={"rope_type": "yarn", "factor": 4.0,
+                             "original_max_position_embeddings": 256,
+                             "beta_fast": 32.0, "beta_slow": 1.0},
+            max_position_embeddings=4096, swiglu_limit=10.0, routed_scaling_factor=1.5,
+            num_nextn_predict_layers=1, tie_word_embeddings=False),
+        dtype=torch.float32, shard=None, official=False, seed=777,
+        init={"router": 6.0, "gate_up": 1.0}),
 }
 
 FP4_VALUES = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
 
 
-def randomize(model, cfg, gen):
-    """Give every parameter and persistent buffer a non-trivial random value."""
+def randomize(model, cfg, gen, init=None):
+    """Give every parameter and persistent buffer a non-trivial random value. `init`
+    overrides the scale of the routers ("router") and of the experts' gate/up ("gate_up")."""
+    init = init or {}
     def randn(shape):
         return torch.randn(shape, generator=gen)
 
@@ -121,7 +144,9 @@ def randomize(model, cfg, gen):
             val = 1.0 + 0.25 * randn(shape)
         elif name.endswith("experts.gate_up_proj"):
             # Larger than 1/sqrt(D) so that some pre-activations pass swiglu_limit.
-            val = randn(shape) * (4.0 / math.sqrt(shape[2]))
+            val = randn(shape) * (init.get("gate_up", 4.0) / math.sqrt(shape[2]))
+        elif name.endswith("mlp.gate.weight"):
+            val = randn(shape) * (init.get("router", 1.0) / math.sqrt(shape[1]))
         elif name.endswith("experts.down_proj"):
             val = randn(shape) / math.sqrt(shape[2])
         elif t.dim() == 2:
@@ -320,7 +345,7 @@ def build(name, spec, out_root, device):
     cfg = DeepseekV4Config(**spec["cfg"])
     torch.manual_seed(spec["seed"])
     model = DeepseekV4ForCausalLM(cfg).float().eval()
-    randomize(model, cfg, gen)
+    randomize(model, cfg, gen, spec.get("init"))
     if spec["official"]:
         round_to_official_grid(model)
     # Round to the storage dtype while the model stays float32: casting the whole module

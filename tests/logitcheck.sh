@@ -26,5 +26,6 @@ check tiny-a-release-bf16 vectors/models/tiny-a-official bf16 vectors/ref/tiny-a
 check tiny-b-f32 vectors/models/tiny-b f32 vectors/ref/tiny-b.jsonl
 check tiny-b-bf16 vectors/models/tiny-b bf16 vectors/ref/tiny-b.jsonl
 check tiny-v-f32 vectors/models/tiny-v f32 vectors/ref/tiny-v.jsonl
+check tiny-q-f32 vectors/models/tiny-q f32 vectors/ref/tiny-q.jsonl
 echo "logitcheck: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
