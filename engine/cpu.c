@@ -1,17 +1,30 @@
 /* cpu.c - see cpu.h. */
 #include "cpu.h"
 
+#include <stdbool.h>
+
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
+#if defined(__x86_64__)
+/* F16C through CPUID (leaf 1, ECX bit 29): not every compiler's builtin knows it. */
+static bool has_f16c(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+#endif
 
 static ds4_cpu_level hardware_level(void) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c") &&
+        __builtin_cpu_supports("avx512vl") && has_f16c() &&
         __builtin_cpu_supports("fma"))
         return DS4_CPU_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
+    if (__builtin_cpu_supports("avx2") && has_f16c() &&
         __builtin_cpu_supports("fma"))
         return DS4_CPU_AVX2;
 #endif

@@ -102,6 +102,9 @@ static int rd_array(parser *ps, gguf_value *v, const char *what) {
             return ds4_fail("%s: array of %llu %s elements exceeds the file (%zu bytes left)", what,
                             (unsigned long long)n, gguf_types[et].name, left);
         v->arr.data = ps->p + ps->pos;
+        if (et == GGUF_TYPE_BOOL)
+            for (uint64_t i = 0; i < n; i++)
+                if (ps->p[ps->pos + i] > 1) return ds4_fail("%s: bool array element %llu is not 0 or 1", what, (unsigned long long)i);
         ps->pos += n * es;
         return 0;
     }

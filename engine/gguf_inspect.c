@@ -44,7 +44,7 @@ static void emit_value(sbuf *s, const gguf_value *v, size_t max_items) {
     case GGUF_TYPE_INT64: emit(s, "%lld", (long long)v->i64); break;
     case GGUF_TYPE_FLOAT32: emit(s, "%.9g", v->f32); break;
     case GGUF_TYPE_FLOAT64: emit(s, "%.17g", v->f64); break;
-    case GGUF_TYPE_BOOL: emit(s, v->b ? "true" : "false"); break;
+    case GGUF_TYPE_BOOL: emit(s, v->u8 ? "true" : "false"); break;
     case GGUF_TYPE_STRING: emit_str(s, v->str); break;
     case GGUF_TYPE_ARRAY: {
         emit(s, "[");

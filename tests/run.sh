@@ -2,7 +2,8 @@
 # Runs every test stage and prints the overall "N passed, N failed" line last:
 #   unit tests (plain build), unit tests (ASan+UBSan), CLI tests, ds4-logitcheck on
 #   every committed test model against its reference vectors,
-#   fuzzing of the GGUF and safetensors parsers (ASan+UBSan, 100k inputs each).
+#   fuzzing of the GGUF (with tokenizer metadata), safetensors and chat parsers
+#   (ASan+UBSan, 100k inputs each).
 cd "$(dirname "$0")/.." || exit 2
 FUZZ_N=${DS4_FUZZ_ITERATIONS:-100000}
 total_pass=0
@@ -34,8 +35,11 @@ stage "unit tests" build/tests/unit
 stage "unit tests under ASan+UBSan" build/tests/unit-san
 stage "command-line tests" sh tests/cli.sh
 stage "logitcheck against the reference vectors" sh tests/logitcheck.sh
-stage "fuzz gguf (ASan+UBSan)" build/tests/fuzz_gguf-san -n "$FUZZ_N" build/tests/corpus/gguf/sample.gguf build/tests/corpus/gguf/micro-model.gguf
+stage "fuzz gguf (ASan+UBSan)" build/tests/fuzz_gguf-san -n "$FUZZ_N" build/tests/corpus/gguf/sample.gguf \
+    build/tests/corpus/gguf/micro-model.gguf build/tests/corpus/gguf/tokenizer.gguf
 stage "fuzz safetensors (ASan+UBSan)" build/tests/fuzz_safetensors-san -n "$FUZZ_N" build/tests/corpus/safetensors/sample.safetensors
+stage "fuzz chat output parsing and rendering (ASan+UBSan)" build/tests/fuzz_chat-san -n "$FUZZ_N" \
+    tests/fuzz/seeds/chat-reply.txt tests/fuzz/seeds/chat-messages.json
 
 echo "$total_pass passed, $total_fail failed"
 [ "$total_fail" -eq 0 ]

@@ -6,6 +6,7 @@
 
 #include "gguf.h"
 #include "model.h"
+#include "tokenizer.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -29,6 +30,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (t->size) sink ^= ((const uint8_t *)t->data)[0] ^ ((const uint8_t *)t->data)[t->size - 1];
     }
     (void)sink;
+    /* A tokenizer in the metadata must load or be refused cleanly, then tokenize. */
+    if (gguf_get(f, "tokenizer.ggml.model")) {
+        ds4_tokenizer *t = ds4_tokenizer_from_gguf(f);
+        if (t) {
+            static const char sample[] = "Hello <think>wor\xffld</think> 12345 \xe4\xbd\xa0\xe5\xa5\xbd";
+            int32_t *ids = NULL;
+            size_t n = 0;
+            if (ds4_tokenize(t, sample, sizeof sample - 1, true, &ids, &n) == 0) {
+                ds4_buf out = {0};
+                ds4_detokenize(t, ids, n, true, &out);
+                ds4_buf_free(&out);
+            }
+            free(ids);
+            ds4_tokenizer_free(t);
+        } else {
+            check_error_line();
+        }
+    }
     ds4_model *m = ds4_model_from_gguf(f); /* takes f */
     if (!m) check_error_line();
     ds4_model_free(m);

@@ -5,6 +5,7 @@
 #include <json-c/json.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "chat.h"
@@ -131,6 +132,14 @@ static void small_bpe(void) {
     free(ids);
     CHECK(ds4_tokenizer_size(t) == 11 && ds4_tokenizer_bos(t) == 0);
     ds4_tokenizer_free(t);
+    /* its GGUF form seeds the fuzzing of tokenizer metadata */
+    ds4_vocab_data v;
+    CHECK(ds4_vocab_from_json("tests/data/tokenizer/tokenizer.json", 0, &v) == 0);
+    mkdir("build/tests/corpus", 0755);
+    mkdir("build/tests/corpus/gguf", 0755);
+    gguf_writer *w = gguf_writer_open("build/tests/corpus/gguf/tokenizer.gguf");
+    CHECK(w && ds4_vocab_write_gguf(&v, w) == 0 && gguf_writer_finish(w) == 0);
+    ds4_vocab_data_free(&v);
 }
 
 /* DeepSeek's API counts a 17-token user sentence as 21 prompt tokens without thinking:
