@@ -48,12 +48,7 @@ typedef struct {
 /* A printable, truncated rendering of untrusted bytes, for error messages. */
 static const char *printable(const char *s, uint64_t len) {
     static _Thread_local char buf[72];
-    size_t o = 0;
-    for (uint64_t i = 0; i < len && o < 60; i++)
-        buf[o++] = isprint((unsigned char)s[i]) ? s[i] : '?';
-    if (len > 60) { memcpy(buf + o, "...", 3); o += 3; }
-    buf[o] = 0;
-    return buf;
+    return ds4_printable(buf, sizeof buf, s, len);
 }
 
 static int need(parser *ps, uint64_t n, const char *what) {

@@ -56,6 +56,14 @@ static int cmp_span(const void *a, const void *b) {
     return x->begin < y->begin ? -1 : x->begin > y->begin;
 }
 
+/* Tensor names come from the file: print them safely. */
+static const char *safe(const char *name) {
+    static _Thread_local char buf[2][96];
+    static _Thread_local int which;
+    which ^= 1;
+    return ds4_printable(buf[which], sizeof buf[which], name, strlen(name));
+}
+
 static int add_tensor(st_model *m, const char *name, const st_tensor *t) {
     if (m->n_tensors % 256 == 0) {
         st_tensor *p = ds4_realloc(m->tensors, (m->n_tensors + 256) * sizeof *p);
@@ -68,7 +76,7 @@ static int add_tensor(st_model *m, const char *name, const st_tensor *t) {
     if (!dst->name) return -1;
     int r = ds4_strmap_put(&m->index, dst->name, strlen(dst->name), m->n_tensors);
     if (r < 0) return -1;
-    if (r == 0) return ds4_fail("tensor '%s' appears twice", name);
+    if (r == 0) return ds4_fail("tensor '%s' appears twice", safe(name));
     m->n_tensors++;
     return 0;
 }
@@ -122,7 +130,7 @@ static int parse_shard(st_model *m, uint32_t file, const uint8_t *base, size_t s
             json_object_object_foreach(val, mk, mv) {
                 (void)mk;
                 if (!json_object_is_type(mv, json_type_string)) {
-                    rc = ds4_fail("__metadata__ value of '%.60s' is not a string", mk);
+                    rc = ds4_fail("__metadata__ value of '%s' is not a string", safe(mk));
                     break;
                 }
             }
@@ -134,41 +142,41 @@ static int parse_shard(st_model *m, uint32_t file, const uint8_t *base, size_t s
         if (!json_object_is_type(val, json_type_object) ||
             !json_object_object_get_ex(val, "dtype", &jd) || !json_object_object_get_ex(val, "shape", &js) ||
             !json_object_object_get_ex(val, "data_offsets", &jo)) {
-            rc = ds4_fail("tensor '%.80s': entry needs dtype, shape and data_offsets", key);
+            rc = ds4_fail("tensor '%s': entry needs dtype, shape and data_offsets", safe(key));
             break;
         }
         if (!json_object_is_type(jd, json_type_string) || dtype_from_name(json_object_get_string(jd), &t.dtype) < 0) {
-            rc = ds4_fail("tensor '%.80s': unsupported dtype %.40s", key, json_object_to_json_string(jd));
+            rc = ds4_fail("tensor '%s': unsupported dtype %.40s", safe(key), json_object_to_json_string(jd));
             break;
         }
         if (!json_object_is_type(js, json_type_array) || json_object_array_length(js) > ST_MAX_DIMS) {
-            rc = ds4_fail("tensor '%.80s': shape must be an array of at most %d integers", key, ST_MAX_DIMS);
+            rc = ds4_fail("tensor '%s': shape must be an array of at most %d integers", safe(key), ST_MAX_DIMS);
             break;
         }
         t.n_dims = (uint32_t)json_object_array_length(js);
         uint64_t nel = 1;
         for (uint32_t d = 0; d < t.n_dims && rc == 0; d++) {
             if (json_u64(json_object_array_get_idx(js, d), &t.shape[d]) < 0)
-                rc = ds4_fail("tensor '%.80s': shape[%u] is not a non-negative integer", key, d);
+                rc = ds4_fail("tensor '%s': shape[%u] is not a non-negative integer", safe(key), d);
             else if (!ds4_mul_ok(nel, t.shape[d], &nel))
-                rc = ds4_fail("tensor '%.80s': shape overflows", key);
+                rc = ds4_fail("tensor '%s': shape overflows", safe(key));
         }
         if (rc < 0) break;
         uint64_t begin, end, want;
         if (!json_object_is_type(jo, json_type_array) || json_object_array_length(jo) != 2 ||
             json_u64(json_object_array_get_idx(jo, 0), &begin) < 0 ||
             json_u64(json_object_array_get_idx(jo, 1), &end) < 0 || begin > end) {
-            rc = ds4_fail("tensor '%.80s': data_offsets must be [begin, end] with begin <= end", key);
+            rc = ds4_fail("tensor '%s': data_offsets must be [begin, end] with begin <= end", safe(key));
             break;
         }
         if (!ds4_mul_ok(nel, dtypes[t.dtype].size, &want) || end - begin != want) {
-            rc = ds4_fail("tensor '%.80s': %llu bytes of data but shape and dtype need %llu", key,
+            rc = ds4_fail("tensor '%s': %llu bytes of data but shape and dtype need %llu", safe(key),
                           (unsigned long long)(end - begin), (unsigned long long)want);
             break;
         }
         if (end > data_size) {
-            rc = ds4_fail("tensor '%.80s': data [%llu, %llu) lies outside the file (data section %llu bytes)",
-                          key, (unsigned long long)begin, (unsigned long long)end, (unsigned long long)data_size);
+            rc = ds4_fail("tensor '%s': data [%llu, %llu) lies outside the file (data section %llu bytes)",
+                          safe(key), (unsigned long long)begin, (unsigned long long)end, (unsigned long long)data_size);
             break;
         }
         t.nbytes = want;
@@ -180,7 +188,7 @@ static int parse_shard(st_model *m, uint32_t file, const uint8_t *base, size_t s
         qsort(spans, ns, sizeof *spans, cmp_span);
         for (size_t i = 1; i < ns && rc == 0; i++)
             if (spans[i - 1].end > spans[i].begin && spans[i].end > spans[i].begin)
-                rc = ds4_fail("tensors '%.80s' and '%.80s' overlap", spans[i - 1].name, spans[i].name);
+                rc = ds4_fail("tensors '%s' and '%s' overlap", safe(spans[i - 1].name), safe(spans[i].name));
     }
     free(spans);
     json_object_put(root);
@@ -246,7 +254,7 @@ static int shards_from_index(st_model *m, const char *dir, const char *index_pat
     json_object_object_foreach(wm, tname, fobj) {
         const char *file = json_object_is_type(fobj, json_type_string) ? json_object_get_string(fobj) : NULL;
         if (!file || !file[0] || strchr(file, '/') || !strcmp(file, "..") || !strcmp(file, ".")) {
-            rc = ds4_fail("%s: tensor '%.80s' maps to an invalid shard name", index_path, tname);
+            rc = ds4_fail("%s: tensor '%s' maps to an invalid shard name", index_path, safe(tname));
             break;
         }
         bool seen = false;
@@ -269,7 +277,7 @@ static int shards_from_index(st_model *m, const char *dir, const char *index_pat
         json_object_object_foreach(wm, tname2, fobj2) {
             (void)fobj2;
             if (!st_find(m, tname2)) {
-                rc = ds4_fail("%s: tensor '%.80s' is listed but missing from its shard", index_path, tname2);
+                rc = ds4_fail("%s: tensor '%s' is listed but missing from its shard", index_path, safe(tname2));
                 break;
             }
         }

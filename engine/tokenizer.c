@@ -187,6 +187,10 @@ ds4_tokenizer *ds4_tokenizer_from_gguf(const gguf_file *f) {
     }
     ds4_vocab_data v = {0};
     ds4_tokenizer *t = NULL;
+    if (toks->arr.n == 0 || toks->arr.n > (1u << 24)) {
+        ds4_fail("%s: tokenizer.ggml.tokens has %llu entries", f->path, (unsigned long long)toks->arr.n);
+        return NULL;
+    }
     v.n = (uint32_t)toks->arr.n;
     v.tokens = ds4_calloc(v.n, sizeof *v.tokens);
     v.types = ds4_calloc(v.n, sizeof *v.types);
@@ -194,7 +198,11 @@ ds4_tokenizer *ds4_tokenizer_from_gguf(const gguf_file *f) {
     if (!v.tokens || !v.types || !v.merges) goto done;
     for (uint32_t i = 0; i < v.n; i++) {
         const gguf_str *s = &toks->arr.items[i].str;
-        if (memchr(s->ptr, 0, s->len) || !(v.tokens[i] = ds4_strndup(s->ptr, s->len))) goto done;
+        if (memchr(s->ptr, 0, s->len)) {
+            ds4_fail("%s: token %u contains a NUL byte", f->path, i);
+            goto done;
+        }
+        if (!(v.tokens[i] = ds4_strndup(s->ptr, s->len))) goto done;
         uint64_t ty = DS4_TOKEN_NORMAL;
         if (types && !gguf_arr_u64(types, i, &ty)) ty = DS4_TOKEN_NORMAL;
         v.types[i] = (int32_t)ty;
@@ -208,6 +216,7 @@ ds4_tokenizer *ds4_tokenizer_from_gguf(const gguf_file *f) {
     gguf_get_u64(f, "tokenizer.ggml.bos_token_id", &bos);
     gguf_get_u64(f, "tokenizer.ggml.eos_token_id", &eos);
     t = ds4_tokenizer_from_vocab(&v, bos < v.n ? (int32_t)bos : -1, eos < v.n ? (int32_t)eos : -1);
+    if (!t) ds4_error_prefix(f->path);
 done:
     ds4_vocab_data_free(&v);
     return t;

@@ -38,6 +38,14 @@ void ds4_error_prefix(const char *prefix) {
 
 const char *ds4_error(void) { return error_buf[0] ? error_buf : "unknown error"; }
 
+const char *ds4_printable(char *buf, size_t cap, const char *s, size_t n) {
+    size_t o = 0, keep = cap > 4 ? cap - 4 : 0;
+    for (size_t i = 0; i < n && o < keep; i++) buf[o++] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+    if (o < n && cap >= 4) memcpy(buf + o, "...", 3), o += 3;
+    if (cap) buf[o < cap ? o : cap - 1] = 0;
+    return buf;
+}
+
 void *ds4_malloc(size_t n) {
     void *p = malloc(n ? n : 1);
     if (!p) ds4_fail("out of memory allocating %zu bytes", n);

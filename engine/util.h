@@ -20,6 +20,10 @@ int ds4_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void ds4_error_prefix(const char *prefix);
 const char *ds4_error(void);
 
+/* Untrusted text (names from a file) made safe for a one-line message: non-printable
+ * bytes become '?', long text is cut with "...". Writes into buf and returns it. */
+const char *ds4_printable(char *buf, size_t cap, const char *s, size_t n);
+
 /* Overflow-checked size arithmetic: return false on overflow. */
 static inline bool ds4_mul_ok(uint64_t a, uint64_t b, uint64_t *out) {
     return !__builtin_mul_overflow(a, b, out);

@@ -91,6 +91,10 @@ static void rejects_hostile_headers(void) {
     EXPECT("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
            "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 16, "overlap");
     EXPECT("{\"__metadata__\":{\"x\":1}}", 0, "not a string");
+    /* names come from the file: a newline in one must not break the one-line error */
+    const char *e = raw_error("{\"a\\nb\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                              "\"c\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 16);
+    CHECKF(e && strstr(e, "a?b") && !strchr(e, '\n'), "%s", e ? e : "(accepted)");
     EXPECT("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 4, "at most 8");
 }
 
