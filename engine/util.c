@@ -358,6 +358,16 @@ void ds4_outfile_abort(ds4_outfile *f) {
     outfile_release(f);
 }
 
+int ds4_write_file_atomic(const char *path, const void *data, size_t len) {
+    ds4_outfile f;
+    if (ds4_outfile_open(&f, path) < 0) return -1;
+    if (ds4_outfile_write(&f, data, len) < 0) {
+        ds4_outfile_abort(&f);
+        return -1;
+    }
+    return ds4_outfile_commit(&f);
+}
+
 void ds4_outfile_abort_all_signal_safe(void) {
     for (int i = 0; i < MAX_OPEN_OUTFILES; i++) {
         ds4_outfile *f = open_outfiles[i];

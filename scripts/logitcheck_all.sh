@@ -14,7 +14,7 @@ for model in tiny-a tiny-b tiny-v tiny-q; do
         bin/ds4-logitcheck --model "$gguf" --vectors "vectors/ref/$model.jsonl" --csv "$D/$model-$type.csv" \
             --quiet || true
         if [ $first = 1 ]; then head -n 1 "$D/$model-$type.csv" >"$out.tmp"; first=0; fi
-        tail -n +2 "$D/$model-$type.csv" | sed "s|^$D/||" >>"$out.tmp"
+        tail -n +2 "$D/$model-$type.csv" | sed "s|^\"$D/|\"|" >>"$out.tmp"
     done
 done
 mv "$out.tmp" "$out"

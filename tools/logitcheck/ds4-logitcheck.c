@@ -1,4 +1,6 @@
 /* ds4-logitcheck - run reference vectors through the engine and judge the logits. */
+#include <csv.h>
+#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,9 +36,17 @@ static double number(const char *flag, const char *v) {
     return x;
 }
 
+/* A CSV field, quoted by libcsv when it needs to be. */
+static void csv_field(ds4_buf *b, const char *s) {
+    size_t need = csv_write(NULL, 0, s, strlen(s));
+    char *q = malloc(need);
+    if (!q) return;
+    csv_write(q, need, s, strlen(s));
+    ds4_buf_append(b, q, need);
+    free(q);
+}
+
 static int write_csv(const char *path, const char *model, const ds4_lc_report *r) {
-    ds4_outfile f;
-    if (ds4_outfile_open(&f, path) < 0) return -1;
     ds4_buf b = {0};
     char line[1024];
     int n = snprintf(line, sizeof line,
@@ -46,50 +56,55 @@ static int write_csv(const char *path, const char *model, const ds4_lc_report *r
     ds4_lc_case all = ds4_lc_overall(r);
     for (int i = 0; i <= r->n_cases; i++) {
         const ds4_lc_case *c = i < r->n_cases ? &r->cases[i] : &all;
-        n = snprintf(line, sizeof line, "%s,%s,%d,%d,%.6g,%.6g,%.6g,%.6g,%.6g,%.6f,%.6f,%.6f,%d,%d,%.2f,%.2f\n", model,
-                     c->id, c->n_prompt, c->n_positions, c->max_dlogit, c->mean_dlogit, c->max_dlogprob, c->kl_mean,
-                     c->kl_max, c->top1, c->overlap, c->spearman, c->greedy_len, c->greedy_match,
+        csv_field(&b, model);
+        ds4_buf_append(&b, ",", 1);
+        csv_field(&b, c->id);
+        n = snprintf(line, sizeof line, ",%d,%d,%.6g,%.6g,%.6g,%.6g,%.6g,%.6f,%.6f,%.6f,%d,%d,%.2f,%.2f\n", c->n_prompt,
+                     c->n_positions, c->max_dlogit, c->mean_dlogit, c->max_dlogprob, c->kl_mean, c->kl_max, c->top1,
+                     c->overlap, c->spearman, c->greedy_len, c->greedy_match,
                      c->prefill_seconds > 0 ? c->n_prompt / c->prefill_seconds : 0,
                      c->decode_seconds > 0 ? c->greedy_match / c->decode_seconds : 0);
         ds4_buf_append(&b, line, (size_t)n);
     }
-    int rc = ds4_outfile_write(&f, b.data, b.len);
+    int rc = ds4_write_file_atomic(path, b.data, b.len);
     ds4_buf_free(&b);
-    if (rc < 0) {
-        ds4_outfile_abort(&f);
-        return -1;
-    }
-    return ds4_outfile_commit(&f);
+    return rc;
+}
+
+static json_object *case_json(const ds4_lc_case *c) {
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "id", json_object_new_string(c->id));
+    json_object_object_add(o, "prompt_tokens", json_object_new_int(c->n_prompt));
+    json_object_object_add(o, "positions", json_object_new_int(c->n_positions));
+    json_object_object_add(o, "max_dlogit", json_object_new_double(c->max_dlogit));
+    json_object_object_add(o, "mean_dlogit", json_object_new_double(c->mean_dlogit));
+    json_object_object_add(o, "max_dlogprob", json_object_new_double(c->max_dlogprob));
+    json_object_object_add(o, "kl_mean", json_object_new_double(c->kl_mean));
+    json_object_object_add(o, "kl_max", json_object_new_double(c->kl_max));
+    json_object_object_add(o, "top1", json_object_new_double(c->top1));
+    json_object_object_add(o, "topk_overlap", json_object_new_double(c->overlap));
+    json_object_object_add(o, "spearman", json_object_new_double(c->spearman));
+    json_object_object_add(o, "greedy_len", json_object_new_int(c->greedy_len));
+    json_object_object_add(o, "greedy_match", json_object_new_int(c->greedy_match));
+    return o;
 }
 
 static int write_json(const char *path, const char *model, const ds4_lc_report *r, bool pass) {
-    ds4_outfile f;
-    if (ds4_outfile_open(&f, path) < 0) return -1;
-    ds4_buf b = {0};
-    char line[1024];
-    int n = snprintf(line, sizeof line, "{\"model\":\"%s\",\"pass\":%s,\"cases\":[", model, pass ? "true" : "false");
-    ds4_buf_append(&b, line, (size_t)n);
+    json_object *root = json_object_new_object(), *cases = json_object_new_array();
+    json_object_object_add(root, "model", json_object_new_string(model));
+    json_object_object_add(root, "pass", json_object_new_boolean(pass));
+    for (int i = 0; i < r->n_cases; i++) json_object_array_add(cases, case_json(&r->cases[i]));
+    json_object_object_add(root, "cases", cases);
     ds4_lc_case all = ds4_lc_overall(r);
-    for (int i = 0; i <= r->n_cases; i++) {
-        const ds4_lc_case *c = i < r->n_cases ? &r->cases[i] : &all;
-        if (i == r->n_cases) ds4_buf_append(&b, "],\"overall\":", 12);
-        else if (i) ds4_buf_append(&b, ",", 1);
-        n = snprintf(line, sizeof line,
-                     "{\"id\":\"%s\",\"prompt_tokens\":%d,\"positions\":%d,\"max_dlogit\":%.6g,\"mean_dlogit\":%.6g,"
-                     "\"max_dlogprob\":%.6g,\"kl_mean\":%.6g,\"kl_max\":%.6g,\"top1\":%.6f,\"topk_overlap\":%.6f,"
-                     "\"spearman\":%.6f,\"greedy_len\":%d,\"greedy_match\":%d}",
-                     c->id, c->n_prompt, c->n_positions, c->max_dlogit, c->mean_dlogit, c->max_dlogprob, c->kl_mean,
-                     c->kl_max, c->top1, c->overlap, c->spearman, c->greedy_len, c->greedy_match);
-        ds4_buf_append(&b, line, (size_t)n);
-    }
-    ds4_buf_append(&b, "}\n", 2);
-    int rc = ds4_outfile_write(&f, b.data, b.len);
+    json_object_object_add(root, "overall", case_json(&all));
+    const char *text = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY);
+    ds4_buf b = {0};
+    ds4_buf_append(&b, text, strlen(text));
+    ds4_buf_append(&b, "\n", 1);
+    json_object_put(root);
+    int rc = ds4_write_file_atomic(path, b.data, b.len);
     ds4_buf_free(&b);
-    if (rc < 0) {
-        ds4_outfile_abort(&f);
-        return -1;
-    }
-    return ds4_outfile_commit(&f);
+    return rc;
 }
 
 static void print_row(const ds4_lc_case *c) {
