@@ -16,19 +16,19 @@
 static const ggml_type_info type_table[GGML_TYPE_COUNT] = {
     [GGML_TYPE_F32] = {"f32", 1, 4, true},
     [GGML_TYPE_F16] = {"f16", 1, 2, true},
-    [GGML_TYPE_Q4_0] = {"q4_0", 32, 18, false},
+    [GGML_TYPE_Q4_0] = {"q4_0", 32, 18, true},
     [GGML_TYPE_Q4_1] = {"q4_1", 32, 20, false},
     [GGML_TYPE_Q5_0] = {"q5_0", 32, 22, false},
     [GGML_TYPE_Q5_1] = {"q5_1", 32, 24, false},
     [GGML_TYPE_Q8_0] = {"q8_0", 32, 34, true},
     [GGML_TYPE_Q8_1] = {"q8_1", 32, 36, false},
-    [GGML_TYPE_Q2_K] = {"q2_K", 256, 84, false},
-    [GGML_TYPE_Q3_K] = {"q3_K", 256, 110, false},
-    [GGML_TYPE_Q4_K] = {"q4_K", 256, 144, false},
-    [GGML_TYPE_Q5_K] = {"q5_K", 256, 176, false},
-    [GGML_TYPE_Q6_K] = {"q6_K", 256, 210, false},
+    [GGML_TYPE_Q2_K] = {"q2_K", 256, 84, true},
+    [GGML_TYPE_Q3_K] = {"q3_K", 256, 110, true},
+    [GGML_TYPE_Q4_K] = {"q4_K", 256, 144, true},
+    [GGML_TYPE_Q5_K] = {"q5_K", 256, 176, true},
+    [GGML_TYPE_Q6_K] = {"q6_K", 256, 210, true},
     [GGML_TYPE_Q8_K] = {"q8_K", 256, 292, false},
-    [GGML_TYPE_IQ2_XXS] = {"iq2_xxs", 256, 66, false},
+    [GGML_TYPE_IQ2_XXS] = {"iq2_xxs", 256, 66, true},
     [GGML_TYPE_IQ2_XS] = {"iq2_xs", 256, 74, false},
     [GGML_TYPE_IQ3_XXS] = {"iq3_xxs", 256, 98, false},
     [GGML_TYPE_IQ1_S] = {"iq1_s", 256, 50, false},
@@ -220,6 +220,7 @@ int ggml_row_to_f32(uint32_t type, const void *src, float *dst, int64_t n) {
         }
         return 0;
     default:
+        if (ds4_dequant_blocks(type, s, dst, n) == 0) return 0;
         return ds4_fail("cannot convert %s to f32 yet", ggml_type_name(type));
     }
 }

@@ -53,6 +53,9 @@ int ggml_row_to_f32(uint32_t type, const void *src, float *dst, int64_t n);
 /* Convert n floats to a row of `type`; supported: F32, F16, BF16, Q8_0. */
 int ggml_row_from_f32(uint32_t type, const float *src, void *dst, int64_t n);
 
+/* Blocks of Q4_0, Q2_K..Q6_K or IQ2_XXS to F32 (dequant.c); -1 for other types. */
+int ds4_dequant_blocks(uint32_t type, const uint8_t *src, float *dst, int64_t n);
+
 /* F32 <-> F16 rows; the dispatching versions use F16C where present. */
 void ds4_f32_to_f16_row(const float *x, uint16_t *y, int64_t n);
 void ds4_f16_to_f32_row(const uint16_t *x, float *y, int64_t n);

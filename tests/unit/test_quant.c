@@ -66,23 +66,32 @@ static void q8_0_bit_identical_to_ggml(void) {
     CHECKF(bad == 0, "%d q8_0 rows differ from ggml (bytes or dequantized values)", bad);
 }
 
+static uint32_t dequant_type;
+
 static void check_dequant_set(uint32_t nrows, uint32_t ncols, uint32_t row_bytes, const float *src,
                               const uint8_t *q, const float *deq, int *bad) {
     (void)src;
     float *back = malloc(ncols * sizeof *back);
     for (uint32_t r = 0; r < nrows; r++) {
-        ggml_row_to_f32(GGML_TYPE_MXFP4, q + (size_t)r * row_bytes, back, ncols);
-        *bad += memcmp(back, deq + (size_t)r * ncols, ncols * 4) != 0;
+        *bad += ggml_row_to_f32(dequant_type, q + (size_t)r * row_bytes, back, ncols) != 0 ||
+                memcmp(back, deq + (size_t)r * ncols, ncols * 4) != 0;
     }
     free(back);
 }
 
-/* llama.cpp's GGUFs carry the official FP4 experts as MXFP4: reading them must match ggml. */
-static void mxfp4_dequantizes_like_ggml(void) {
-    int bad = 0, sets = for_each_golden(GGML_TYPE_MXFP4, check_dequant_set, &bad);
-    if (sets == -1) { test_skip("shared/golden/quant-ggml.bin not found (set DS4_SHARED)"); return; }
-    CHECKF(sets > 0, "golden file has no mxfp4 sets");
-    CHECKF(bad == 0, "%d mxfp4 rows dequantize differently from ggml", bad);
+/* Every block type this build reads (llama.cpp's MXFP4 experts, ds4's IQ2_XXS and Q2_K,
+ * the K-quants of q4-class files) must give ggml's dequantized values exactly. */
+static void dequantizes_like_ggml(void) {
+    const uint32_t types[] = {GGML_TYPE_MXFP4, GGML_TYPE_Q4_0, GGML_TYPE_Q2_K, GGML_TYPE_Q3_K, GGML_TYPE_Q4_K,
+                              GGML_TYPE_Q5_K, GGML_TYPE_Q6_K, GGML_TYPE_IQ2_XXS};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        int bad = 0;
+        dequant_type = types[i];
+        int sets = for_each_golden(types[i], check_dequant_set, &bad);
+        if (sets == -1) { test_skip("shared/golden/quant-ggml.bin not found (set DS4_SHARED)"); return; }
+        CHECKF(sets > 0, "golden file has no %s sets", ggml_type_name(types[i]));
+        CHECKF(bad == 0, "%d %s rows dequantize differently from ggml", bad, ggml_type_name(types[i]));
+    }
 }
 
 static void q8_0_simd_matches_scalar(void) {
@@ -116,7 +125,7 @@ static void type_table(void) {
 
 const test_case quant_tests[] = {
     {"q8_0_bit_identical_to_ggml", q8_0_bit_identical_to_ggml},
-    {"mxfp4_dequantizes_like_ggml", mxfp4_dequantizes_like_ggml},
+    {"dequantizes_like_ggml", dequantizes_like_ggml},
     {"q8_0_simd_matches_scalar", q8_0_simd_matches_scalar},
     {"type_table", type_table},
     {0, 0},
