@@ -371,9 +371,20 @@ static bool plan_experts(converter *cv, plan_item *it, const char *what) {
     return bind_source(cv, it->src, name, E * it->stride, cols, what);
 }
 
+/* transformers sizes the shared expert at moe_intermediate_size whatever
+ * n_shared_experts says, where DeepSeek's code and llama.cpp use n_shared x that: follow
+ * the checkpoint, and describe it in llama.cpp's terms. */
+static void match_shared_expert_width(converter *cv) {
+    ds4_config *c = &cv->hf.cfg;
+    const st_tensor *w1 = lookup(cv, "layers.0.ffn.shared_experts.w1.weight");
+    if (!w1 || w1->n_dims != 2 || c->n_expert_shared <= 1) return;
+    if (w1->shape[0] == c->expert_ff) c->n_expert_shared = 1;
+}
+
 static int make_plan(converter *cv, ds4_convert_stats *stats) {
     ds4_tensor_spec *specs;
     size_t n;
+    match_shared_expert_width(cv);
     if (ds4_expected_tensors(&cv->hf.cfg, &specs, &n) < 0) return -1;
     cv->items = ds4_calloc(n, sizeof *cv->items);
     if (!cv->items) {
@@ -397,6 +408,9 @@ static int make_plan(converter *cv, ds4_convert_stats *stats) {
         if (!it->src) break;
         uint64_t rows = it->spec.ne[1] * it->spec.ne[2] * it->spec.ne[3];
         it->block_rows = rows;
+        /* A tied LM head is stored once, as the embedding. */
+        if (it->spec.role == DS4_T_OUTPUT && cv->hf.tied_embeddings && !lookup(cv, name))
+            snprintf(name, sizeof name, "%s", source_names[DS4_T_TOKEN_EMBD]);
         bind_source(cv, it->src, name, rows, it->spec.ne[0], what);
     }
     free(specs);

@@ -224,6 +224,8 @@ int ds4_hf_config_load(const char *path, ds4_hf_config *out) {
             out->fp8_block[i] = (uint32_t)b;
         }
     }
+    json_object *tie = get(root, "tie_word_embeddings");
+    out->tied_embeddings = tie && json_object_get_boolean(tie);
     out->bos_id = get_token_id(root, "bos_token_id");
     out->eos_id = get_token_id(root, "eos_token_id");
     if (read_layer_kinds(root, c) < 0 || read_hash_layers(root, c) < 0 || read_rope(root, c) < 0 ||

@@ -12,6 +12,7 @@ typedef struct {
     int64_t bos_id, eos_id;          /* -1 when absent */
     uint32_t fp8_block[2];           /* FP8 block-scale shape (rows, cols) */
     uint32_t n_nextn;                /* MTP layers in the checkpoint */
+    bool tied_embeddings;            /* the LM head is the embedding matrix */
 } ds4_hf_config;
 
 int ds4_hf_config_load(const char *path, ds4_hf_config *out);

@@ -242,6 +242,33 @@ static void broken_checkpoint_is_reported(void) {
     CHECK(convert("/nonexistent", out, GGML_TYPE_F32) < 0 && strstr(ds4_error(), "/nonexistent/config.json"));
 }
 
+/* A checkpoint with a tied LM head stores no head: the output is the embedding. */
+static void tied_embeddings(void) {
+    char dir[300], cmd[2048];
+    snprintf(dir, sizeof dir, "%s/tied", test_tmpdir());
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s && sed 's/\"tie_word_embeddings\": false/\"tie_word_embeddings\": true/' "
+             MODELS "/tiny-a/config.json > %s/config.json && grep -q '\"tie_word_embeddings\": true' %s/config.json",
+             dir, dir, dir);
+    CHECK(system(cmd) == 0);
+    st_model *st = st_open(MODELS "/tiny-a");
+    st_image im = {0};
+    for (uint64_t i = 0; i < st->n_tensors; i++) {
+        const st_tensor *t = &st->tensors[i];
+        if (strcmp(t->name, "head.weight"))
+            st_image_add(&im, t->name, st_dtype_name(t->dtype), (int)t->n_dims, t->shape, t->data, t->nbytes);
+    }
+    st_close(st);
+    snprintf(cmd, sizeof cmd, "%s/model.safetensors", dir);
+    CHECK(st_image_write(&im, cmd) == 0);
+    const char *out = out_path("tied.gguf");
+    CHECKF(convert(dir, out, GGML_TYPE_F32) == 0, "%s", ds4_error());
+    gguf_file *f = gguf_open(out);
+    const gguf_tensor *e = gguf_find_tensor(f, "token_embd.weight"), *o = gguf_find_tensor(f, "output.weight");
+    CHECK(e && o && e->size == o->size && !memcmp(e->data, o->data, e->size));
+    gguf_close(f);
+}
+
 /* Copy a GGUF, dropping one tensor and declaring another with a different type/shape. */
 static int copy_modified(const char *src, const char *dst, const char *drop, const char *change,
                          uint32_t new_type, uint64_t new_ne0) {
@@ -424,6 +451,7 @@ const test_case convert_tests[] = {
     {"merged_in_memory_layout_converts", merged_in_memory_layout_converts},
     {"broken_checkpoint_is_reported", broken_checkpoint_is_reported},
     {"broken_gguf_is_reported", broken_gguf_is_reported},
+    {"tied_embeddings", tied_embeddings},
     {"tokenizer_json_is_written", tokenizer_json_is_written},
     {"config_metadata_round_trips", config_metadata_round_trips},
     {"canonical_names", canonical_names},
