@@ -5,8 +5,68 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu.h"
 #include "quants.h"
 #include "threads.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+float ds4_dot_scalar(const float *a, const float *b, uint64_t n) {
+    float s = 0.0f;
+    for (uint64_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b, uint64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    uint64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    float r = _mm_cvtss_f32(h);
+    for (; i < n; i++) r += a[i] * b[i];
+    return r;
+}
+
+__attribute__((target("avx512f"))) static float dot_avx512(const float *a, const float *b, uint64_t n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    uint64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    }
+    for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+    float r = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+    for (; i < n; i++) r += a[i] * b[i];
+    return r;
+}
+#endif
+
+ds4_dot_fn ds4_dot_for_level(int level) {
+    if (level > (int)ds4_cpu_detect()) return NULL;
+#if defined(__x86_64__)
+    if (level == DS4_CPU_AVX512) return dot_avx512;
+    if (level == DS4_CPU_AVX2) return dot_avx2;
+#endif
+    return level == DS4_CPU_SCALAR ? ds4_dot_scalar : NULL;
+}
+
+float ds4_dot(const float *a, const float *b, uint64_t n) {
+    static ds4_dot_fn fn;
+    if (!fn) fn = ds4_dot_for_level((int)ds4_cpu_detect());
+    return fn(a, b, n);
+}
 
 typedef struct {
     const gguf_tensor *W;
@@ -31,12 +91,7 @@ static void matmul_rows(void *arg, uint64_t begin, uint64_t end, int thread) {
             ggml_row_to_f32(j->W->type, src, tmp, (int64_t)n);
             w = tmp;
         }
-        for (int t = 0; t < j->T; t++) {
-            const float *x = j->x + (uint64_t)t * j->ldx;
-            float s = 0.0f;
-            for (uint64_t i = 0; i < n; i++) s += w[i] * x[i];
-            j->y[(uint64_t)t * j->ldy + o] = s;
-        }
+        for (int t = 0; t < j->T; t++) j->y[(uint64_t)t * j->ldy + o] = ds4_dot(w, j->x + (uint64_t)t * j->ldx, n);
     }
     free(tmp);
 }

@@ -15,6 +15,14 @@
 void ds4_matmul(const gguf_tensor *W, uint64_t row0, uint64_t n_out, const float *x, uint64_t ldx, int T,
                 float *y, uint64_t ldy, int n_threads);
 
+/* Dot product of two F32 vectors: AVX-512 or AVX2+FMA where the CPU has them (more
+ * partial sums, so the last bits differ from the scalar reference's), else scalar. */
+float ds4_dot(const float *a, const float *b, uint64_t n);
+float ds4_dot_scalar(const float *a, const float *b, uint64_t n);
+/* The kernel of one level (for tests), NULL if this CPU or build lacks it. */
+typedef float (*ds4_dot_fn)(const float *, const float *, uint64_t);
+ds4_dot_fn ds4_dot_for_level(int level);
+
 /* Row r of a weight tensor as F32 (embedding lookup, small parameter tables). */
 void ds4_tensor_row(const gguf_tensor *W, uint64_t r, float *out);
 /* The whole tensor as a freshly allocated F32 array (for small tensors); NULL on error. */

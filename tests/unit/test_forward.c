@@ -9,6 +9,7 @@
 
 #include "convert.h"
 #include "forward.h"
+#include "ops.h"
 #include "quants.h"
 #include "sampler.h"
 #include "test.h"
@@ -134,6 +135,35 @@ static void kv_state_grows_by_compressed_entries_only(void) {
     ds4_model_free(m);
 }
 
+/* Every SIMD dot kernel this CPU has, against the scalar one: within 1e-5 of the sum of
+ * |a_i b_i| (they add in a different order), on lengths that exercise every tail. */
+static void simd_dot_matches_scalar(void) {
+    enum { N = 4099 };
+    float *a = malloc(N * sizeof *a), *b = malloc(N * sizeof *b);
+    srand(17);
+    for (int i = 0; i < N; i++) {
+        a[i] = (float)rand() / RAND_MAX - 0.5f;
+        b[i] = ((float)rand() / RAND_MAX - 0.5f) * 4;
+    }
+    int levels = 0;
+    for (int level = 1; level <= 2; level++) {
+        ds4_dot_fn fn = ds4_dot_for_level(level);
+        if (!fn) continue;
+        levels++;
+        for (uint64_t n = 0; n <= 300; n++) {
+            uint64_t len = n < 200 ? n : N - (300 - n);
+            double mag = 0;
+            for (uint64_t i = 0; i < len; i++) mag += fabs((double)a[i] * b[i]);
+            double d = fabs((double)fn(a, b, len) - ds4_dot_scalar(a, b, len));
+            CHECKF(d <= 1e-5 * mag + 1e-7, "level %d, n %llu: differs by %g (sum |ab| %g)", level,
+                   (unsigned long long)len, d, mag);
+        }
+    }
+    free(a);
+    free(b);
+    if (!levels) test_skip("this CPU has no AVX2");
+}
+
 static void sampler(void) {
     float logits[6] = {0.1f, 2.0f, -1.0f, 1.9f, 0.0f, -3.0f}, p[6];
     int32_t idx[6];
@@ -157,6 +187,7 @@ const test_case forward_tests[] = {
     {"threads_agree", threads_agree},
     {"bad_tokens_leave_state_untouched", bad_tokens_leave_state_untouched},
     {"kv_state_grows_by_compressed_entries_only", kv_state_grows_by_compressed_entries_only},
+    {"simd_dot_matches_scalar", simd_dot_matches_scalar},
     {"sampler", sampler},
     {0, 0},
 };
