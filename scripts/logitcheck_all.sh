@@ -1,6 +1,8 @@
 #!/bin/sh
 # Measure every committed test model in every convert type against its reference vectors
-# and write results/logitcheck.csv (one row per case and an overall row per run).
+# and write results/logitcheck.csv (one row per case and an overall row per run); files
+# whose type has a reference with the same weight rounding (vectors/ref-TYPE/) are also
+# measured against that, into results/logitcheck-rounded.csv.
 set -e
 cd "$(dirname "$0")/.."
 D=build/results
@@ -19,3 +21,18 @@ for model in tiny-a tiny-b tiny-v tiny-q; do
 done
 mv "$out.tmp" "$out"
 echo "wrote $out"
+
+rounded=results/logitcheck-rounded.csv
+first=1
+for ref in vectors/ref-*/*.jsonl; do
+    base=$(basename "$ref" .jsonl)            # e.g. tiny-q-q8_0
+    type=${base##*-}
+    model=${base%-*}
+    gguf="$D/$model-$type.gguf"
+    [ -f "$gguf" ] || bin/ds4-quant convert --quiet --in "vectors/models/$model" --out "$gguf" --type "$type"
+    bin/ds4-logitcheck --model "$gguf" --vectors "$ref" --csv "$D/$base-rounded.csv" --quiet || true
+    if [ $first = 1 ]; then head -n 1 "$D/$base-rounded.csv" >"$rounded.tmp"; first=0; fi
+    tail -n +2 "$D/$base-rounded.csv" | sed "s|^\"$D/|\"|" >>"$rounded.tmp"
+done
+mv "$rounded.tmp" "$rounded"
+echo "wrote $rounded"

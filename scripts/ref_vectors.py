@@ -10,11 +10,18 @@ window, CSA top-k selection and several HCA entries are all active) it writes on
 It also checks that HF's cached decode agrees with a full forward over the same tokens and
 records the largest difference in the case ("hf_decode_vs_full_max_abs").
 
-Usage: python3 scripts/ref_vectors.py [--models vectors/models] [--out vectors/ref]
+With --round q8_0 (or bf16) the model's weights are first rounded exactly as `ds4-quant convert
+--type q8_0` stores them (weight matrices to ggml's Q8_0, the small precision-sensitive
+matrices to F16, vectors untouched), so the vectors are the reference for a Q8_0 GGUF with
+the quantization error taken out, as BF16 files are checked against BF16-rounded weights.
+
+Usage: python3 scripts/ref_vectors.py [--models vectors/models] [--out vectors/ref] [--round q8_0]
 """
 import argparse
 import json
 import os
+
+import re
 
 import torch
 from transformers import DeepseekV4ForCausalLM
@@ -28,6 +35,46 @@ CASES = {
 }
 GREEDY = 16
 TOP = 20
+
+
+# Which transformers parameters ds4-quant stores as F16 ("small" class) under --type q8_0;
+# other matrices (2-D and the expert stacks) go to Q8_0 when their rows hold whole blocks.
+F16_CLASS = re.compile(r"(attn_hc\.fn|ffn_hc\.fn|hc_head\.hc_fn|position_bias|compressor\.(kv_proj|gate_proj)"
+                       r"|indexer\.(q_b_proj|kv_proj|gate_proj|scorer\.weights_proj)|mlp\.gate\.weight)")
+
+
+def q8_0_round(w):
+    """ggml's quantize_row_q8_0_ref then dequantization, on the last dimension."""
+    shape = w.shape
+    x = w.float().reshape(-1, 32)
+    amax = x.abs().amax(-1, keepdim=True)
+    d = amax / 127.0
+    inv = torch.where(d > 0, 1.0 / d, torch.zeros_like(d))
+    v = x * inv
+    t = torch.trunc(v.abs())  # roundf: ties away from zero, done exactly
+    q = torch.sign(v) * (t + ((v.abs() - t) >= 0.5).float())
+    return (q * d.half().float()).reshape(shape)
+
+
+@torch.no_grad()
+def round_like_bf16(model):
+    """ds4-quant --type bf16: every matrix to BF16 (round to nearest even), vectors kept."""
+    for p in model.parameters():
+        if p.dim() >= 2:
+            p.copy_(p.bfloat16().float())
+
+
+@torch.no_grad()
+def round_like_q8_0(model):
+    for name, p in model.named_parameters():
+        if p.dim() < 2:
+            continue
+        if F16_CLASS.search(name):
+            p.copy_(p.half().float())
+        elif p.shape[-1] % 32 == 0:
+            p.copy_(q8_0_round(p))
+        else:
+            p.copy_(p.half().float())
 
 
 def top_list(logits):
@@ -67,8 +114,10 @@ def run_case(model, name, n, seed, out_dir, device):
     raw = os.path.join(out_dir, f"{case}.f32")
     logits[positions].cpu().numpy().astype("<f4").tofile(raw)
     return {
-        "id": f"{name}/{case}", "model": f"vectors/models/{name}",
-        "source": "transformers 5.17 fp32 eager, " + ("cuda" if device == "cuda" else "cpu"),
+        "id": f"{name}/{case}", "model": "vectors/models/" + name.removesuffix("-q8_0").removesuffix("-bf16"),
+        "source": "transformers 5.17 fp32 eager, " + ("cuda" if device == "cuda" else "cpu")
+                  + (f", weights rounded as ds4-quant's {name.rsplit('-', 1)[1]}"
+                     if name.endswith(("-q8_0", "-bf16")) else ""),
         "prompt_ids": ids.tolist(),
         "top": top_list(logits),
         "full_logits": {"positions": positions, "file": f"{case}.f32"},
@@ -85,6 +134,7 @@ def main():
     ap.add_argument("--models", default="vectors/models")
     ap.add_argument("--out", default="vectors/ref")
     ap.add_argument("--only", action="append")
+    ap.add_argument("--round", choices=["none", "q8_0", "bf16"], default="none")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -95,10 +145,16 @@ def main():
         if args.only and name not in args.only:
             continue
         model = DeepseekV4ForCausalLM.from_pretrained(
-            os.path.join(args.models, name), dtype=torch.float32, attn_implementation="eager").to(device).eval()
-        with open(os.path.join(args.out, f"{name}.jsonl"), "w") as f:
+            os.path.join(args.models, name), dtype=torch.float32, attn_implementation="eager").eval()
+        label = name
+        if args.round != "none":
+            # On the CPU: CUDA's float division rounds some exact .5 ties differently.
+            (round_like_q8_0 if args.round == "q8_0" else round_like_bf16)(model)
+            label = f"{name}-{args.round}"
+        model = model.to(device)
+        with open(os.path.join(args.out, f"{label}.jsonl"), "w") as f:
             for k, n in enumerate(lengths):
-                case = run_case(model, name, n, 1000 + 17 * k + n, args.out, device)
+                case = run_case(model, label, n, 1000 + 17 * k + n, args.out, device)
                 f.write(json.dumps(case, separators=(",", ":")) + "\n")
                 print(f"{case['id']}: logit std {case['logit_std']}, greedy {case['greedy'][:6]}..., "
                       f"HF decode vs full {case['hf_decode_vs_full_max_abs']:.3g}, "

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Every committed test model against its committed reference vectors (transformers fp32):
-# F32 and BF16 GGUFs, both checkpoint layouts, at the strict tolerance of the forward-pass
-# acceptance: max |dlogit| <= 1e-3, top-1 100%, greedy continuations identical.
+# F32, BF16 and Q8_0 GGUFs, both checkpoint layouts, at the strict tolerance of the
+# forward-pass acceptance: max |dlogit| <= 1e-3, top-1 100%, greedy continuations identical.
 # Prints "N passed, N failed".
 cd "$(dirname "$0")/.." || exit 2
 D=build/tests/models
@@ -27,5 +27,12 @@ check tiny-b-f32 vectors/models/tiny-b f32 vectors/ref/tiny-b.jsonl
 check tiny-b-bf16 vectors/models/tiny-b bf16 vectors/ref/tiny-b.jsonl
 check tiny-v-f32 vectors/models/tiny-v f32 vectors/ref/tiny-v.jsonl
 check tiny-q-f32 vectors/models/tiny-q f32 vectors/ref/tiny-q.jsonl
+# Quantized files against a reference computed with the same rounding of the weights: the
+# quantized path must be exact (the quantization error itself is measured, not gated, by
+# scripts/logitcheck_all.sh).
+check tiny-a-q8_0 vectors/models/tiny-a q8_0 vectors/ref-q8_0/tiny-a-q8_0.jsonl
+check tiny-b-q8_0 vectors/models/tiny-b q8_0 vectors/ref-q8_0/tiny-b-q8_0.jsonl
+check tiny-q-q8_0 vectors/models/tiny-q q8_0 vectors/ref-q8_0/tiny-q-q8_0.jsonl
+check tiny-q-bf16 vectors/models/tiny-q bf16 vectors/ref-bf16/tiny-q-bf16.jsonl
 echo "logitcheck: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
