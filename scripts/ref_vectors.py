@@ -30,8 +30,8 @@ from transformers import DeepseekV4ForCausalLM
 CASES = {
     "tiny-a": [5, 40, 333, 2600],
     "tiny-b": [5, 150, 700, 2600],
-    "tiny-v": [5, 64, 600],
-    "tiny-q": [5, 100, 400],
+    "tiny-v": [5, 64, 600, 2600],
+    "tiny-q": [5, 100, 400, 2600],
 }
 GREEDY = 16
 TOP = 20

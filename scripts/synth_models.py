@@ -84,8 +84,8 @@ CONFIGS = {
         dtype=torch.bfloat16, shard=None, official=False, seed=4242),
     # tiny-q: for quantization checks: every row holds whole Q8_0 blocks (hidden 128,
     # experts 64), routers with wider score gaps and moderate experts, and an indexer top-k
-    # that keeps every entry of the reference prompts, to cut the discrete choices that small
-    # weight errors can flip (some routing flips remain: see README).
+    # of 128, to cut the discrete choices that small weight errors can flip (some routing
+    # flips remain: see README).
     "tiny-q": dict(
         cfg=dict(
             vocab_size=512, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
