@@ -403,6 +403,3 @@ int32_t ds4_token_from_bytes(const ds4_tokenizer *t, const char *bytes, size_t l
 uint32_t ds4_tokenizer_size(const ds4_tokenizer *t) { return t->n; }
 int32_t ds4_tokenizer_bos(const ds4_tokenizer *t) { return t->bos; }
 int32_t ds4_tokenizer_eos(const ds4_tokenizer *t) { return t->eos; }
-bool ds4_token_is_special(const ds4_tokenizer *t, int32_t id) {
-    return id >= 0 && (uint32_t)id < t->n && t->type[id] == DS4_TOKEN_CONTROL;
-}

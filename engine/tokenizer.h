@@ -43,6 +43,5 @@ int32_t ds4_token_from_bytes(const ds4_tokenizer *t, const char *bytes, size_t l
 uint32_t ds4_tokenizer_size(const ds4_tokenizer *t);
 int32_t ds4_tokenizer_bos(const ds4_tokenizer *t);
 int32_t ds4_tokenizer_eos(const ds4_tokenizer *t);
-bool ds4_token_is_special(const ds4_tokenizer *t, int32_t id);
 
 #endif

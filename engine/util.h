@@ -28,9 +28,6 @@ const char *ds4_printable(char *buf, size_t cap, const char *s, size_t n);
 static inline bool ds4_mul_ok(uint64_t a, uint64_t b, uint64_t *out) {
     return !__builtin_mul_overflow(a, b, out);
 }
-static inline bool ds4_add_ok(uint64_t a, uint64_t b, uint64_t *out) {
-    return !__builtin_add_overflow(a, b, out);
-}
 static inline uint64_t ds4_align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
 /* Allocation that reports failure through ds4_fail (callers still check for NULL). */
