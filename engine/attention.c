@@ -100,8 +100,7 @@ static uint64_t select_entries(ds4_ctx *c, int il, scratch *s, int t) {
         const float *k = st->indexer.entries + e * (uint64_t)Id;
         float total = 0.0f;
         for (int h = 0; h < Ih; h++) {
-            float dot = 0.0f;
-            for (int i = 0; i < Id; i++) dot += q[h * Id + i] * k[i];
+            float dot = ds4_dot(q + h * Id, k, (uint64_t)Id);
             total += (dot > 0.0f ? dot : 0.0f) * scale * w[h];
         }
         s->scores[e] = total;
@@ -208,9 +207,7 @@ int ds4_attention(ds4_ctx *c, int il, const float *x, int T, uint64_t pos0, floa
             const float *qh = s.q + ((size_t)t * H + h) * d;
             float m = w->sinks[h];
             for (uint64_t k = 0; k < n_keys; k++) {
-                float dot = 0.0f;
-                for (int i = 0; i < d; i++) dot += qh[i] * s.keys[k][i];
-                s.logits[k] = dot * scale;
+                s.logits[k] = ds4_dot(qh, s.keys[k], (uint64_t)d) * scale;
                 m = fmaxf(m, s.logits[k]);
             }
             float sum = expf(w->sinks[h] - m);
