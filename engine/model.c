@@ -469,6 +469,35 @@ const gguf_tensor *ds4_model_tensor(const ds4_model *m, int layer, ds4_tensor_ro
     return m->tensors[(size_t)(layer + 1) * DS4_T_COUNT + role];
 }
 
+uint64_t ds4_model_bytes_per_token(const ds4_model *m) {
+    const ds4_config *c = &m->cfg;
+    uint64_t total = 0;
+    for (int il = -1; il < (int)c->n_layer; il++)
+        for (int r = 0; r < DS4_T_COUNT; r++) {
+            const gguf_tensor *t = ds4_model_tensor(m, il, (ds4_tensor_role)r);
+            if (!t) continue;
+            if (r == DS4_T_TOKEN_EMBD) total += t->size / t->ne[1];
+            else if (ds4_role_class((ds4_tensor_role)r) == DS4_CLASS_EXPERTS)
+                total += t->size / c->n_expert * c->n_expert_used;
+            else total += t->size;
+        }
+    return total;
+}
+
+const char *ds4_model_weight_type(const ds4_model *m) {
+    uint64_t bytes[GGML_TYPE_COUNT] = {0};
+    for (int il = 0; il < (int)m->cfg.n_layer; il++)
+        for (int r = DS4_T_FIRST_LAYER; r < DS4_T_COUNT; r++) {
+            const gguf_tensor *t = ds4_model_tensor(m, il, (ds4_tensor_role)r);
+            ds4_tensor_class cls = ds4_role_class((ds4_tensor_role)r);
+            if (t && (cls == DS4_CLASS_MATRIX || cls == DS4_CLASS_EXPERTS)) bytes[t->type] += t->size;
+        }
+    int best = 0;
+    for (int t = 1; t < GGML_TYPE_COUNT; t++)
+        if (bytes[t] > bytes[best]) best = t;
+    return ggml_type_name((uint32_t)best);
+}
+
 void ds4_model_print_summary(const ds4_model *m, FILE *out) {
     const ds4_config *c = &m->cfg;
     fprintf(out, "model: %s (DeepSeek V4, %u layers, %.3g M parameters, %.3g MiB file)\n", m->gguf->path,

@@ -106,5 +106,10 @@ ds4_model *ds4_model_from_gguf(gguf_file *f); /* takes ownership of f */
 void ds4_model_free(ds4_model *m);
 const gguf_tensor *ds4_model_tensor(const ds4_model *m, int layer, ds4_tensor_role role);
 void ds4_model_print_summary(const ds4_model *m, FILE *out);
+/* Weight bytes one decoded token reads: every tensor once, except the embedding (one row)
+ * and the routed experts (n_expert_used of n_expert per MoE layer). */
+uint64_t ds4_model_bytes_per_token(const ds4_model *m);
+/* The most common weight-matrix type, as a name ("q8_0", "f32", ...). */
+const char *ds4_model_weight_type(const ds4_model *m);
 
 #endif

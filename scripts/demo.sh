@@ -1,7 +1,8 @@
 #!/bin/sh
 # The main job on the built-in synthetic model: convert the Flash-shaped test checkpoint
 # (vectors/models/tiny-b: transformers layout, BF16, sharded) to GGUF, list it, check its
-# logits against the reference vectors from transformers, and generate a few tokens.
+# logits against the reference vectors from transformers, measure its speed, and generate
+# a few tokens.
 set -e
 cd "$(dirname "$0")/.."
 mkdir -p build/demo
@@ -14,6 +15,9 @@ bin/ds4-gguf info --no-tensors "$OUT"
 echo
 echo "== ds4-logitcheck: our logits vs transformers fp32 (vectors/ref/tiny-b.jsonl)"
 bin/ds4-logitcheck --model "$OUT" --vectors vectors/ref/tiny-b.jsonl --max-dlogit 1e-3 --require-greedy
+echo
+echo "== ds4-bench: a short speed run (build/demo/bench.csv)"
+bin/ds4-bench --model "$OUT" --csv build/demo/bench.csv --prompt-lens 128,512 --gen-tokens 16 -r 2
 echo
 echo "== ds4 run: 12 greedy tokens after a 5-token prompt"
 bin/ds4 run --model "$OUT" --prompt-ids 0,17,300,42,999 -n 12

@@ -6,7 +6,7 @@
 # root (or sudo) when a Debian package is missing.
 set -e
 cd "$(dirname "$0")/.."
-PKGS="gcc make pkg-config libzstd-dev libcsv-dev libjson-c-dev libgsl-dev libpcre2-dev"
+PKGS="gcc make pkg-config libzstd-dev libcsv-dev libjson-c-dev libgsl-dev libpcre2-dev gnuplot-nox"
 
 missing=""
 for p in $PKGS; do

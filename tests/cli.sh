@@ -97,6 +97,16 @@ else
     echo "skip cli/tokenizer-tests ($TOK missing: make deps)"
     skipped=$((skipped + 1))
 fi
+expect bench_help 0 $BIN/ds4-bench --help
+expect bench_needs_csv 2 $BIN/ds4-bench --model "$T/a.gguf"
+expect bench_bad_lens 2 $BIN/ds4-bench --model "$T/a.gguf" --csv "$T/b.csv" --prompt-lens 10,x
+expect bench_runs 0 $BIN/ds4-bench --model "$T/a.gguf" --csv "$T/bench.csv" --prompt-lens 16,40 --gen-tokens 4 -r 2 --threads 2
+if [ "$(wc -l <"$T/bench.csv")" -eq 3 ] && head -1 "$T/bench.csv" | grep -q "prefill_tps" &&
+    awk -F, 'NR > 1 && ($8 <= 0 || $11 <= 0) { bad = 1 } END { exit bad }' "$T/bench.csv"; then
+    ok bench_csv_rows
+else
+    bad bench_csv_rows
+fi
 expect ds4_help 0 $BIN/ds4 --help
 expect run_needs_prompt 2 $BIN/ds4 run --model "$T/a.gguf"
 expect run_bad_ids 1 $BIN/ds4 run --model "$T/a.gguf" --prompt-ids 1,99999 -n 2
