@@ -16,7 +16,7 @@ BASE    += -march=x86-64-v2 -mtune=generic
 endif
 CFLAGS  ?= -O2
 ALL_CFLAGS = $(BASE) $(WARN) $(CFLAGS)
-LDLIBS  := -ljson-c -lgsl -lgslcblas -lpcre2-8 -lcsv -lm -lpthread
+LDLIBS  := -ljson-c -lgsl -lgslcblas -lpcre2-8 -lcsv -lzstd -lm -lpthread
 
 SAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 

@@ -107,6 +107,18 @@ if [ "$(wc -l <"$T/bench.csv")" -eq 3 ] && head -1 "$T/bench.csv" | grep -q "pre
 else
     bad bench_csv_rows
 fi
+# A saved KV state whose tokens begin the next prompt replaces their prefill, same output.
+P12=0,5,6,7,8,9,10,11,12,13,14,15
+P21=$P12,16,17,18,19,20,21,22,23,24
+expect state_save 0 $BIN/ds4 run --model "$T/a.gguf" --prompt-ids $P12 -n 3 --state "$T/s.kv" --threads 2
+expect state_reuse 0 $BIN/ds4 run --model "$T/a.gguf" --prompt-ids $P21 -n 6 --state "$T/s.kv" --threads 2
+cp "$T/out" "$T/cached.txt"
+has state_reports_cached "21 tokens (12 cached)" "$T/err"
+expect state_uncached 0 $BIN/ds4 run --model "$T/a.gguf" --prompt-ids $P21 -n 6 --threads 2
+if cmp -s "$T/out" "$T/cached.txt"; then ok state_same_output; else bad state_same_output; fi
+printf 'not a state' >"$T/junk.kv"
+expect state_junk_ignored 0 $BIN/ds4 run --model "$T/a.gguf" --prompt-ids $P12 -n 2 --state "$T/junk.kv"
+has state_junk_warning "ignoring the saved state: .*junk.kv: truncated" "$T/err"
 expect ds4_help 0 $BIN/ds4 --help
 expect run_needs_prompt 2 $BIN/ds4 run --model "$T/a.gguf"
 expect run_bad_ids 1 $BIN/ds4 run --model "$T/a.gguf" --prompt-ids 1,99999 -n 2

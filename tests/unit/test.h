@@ -24,6 +24,7 @@ const char *test_shared_dir(void);  /* ../shared beside the checkout, or $DS4_SH
     } while (0)
 
 extern const test_case numeric_tests[], quant_tests[], gguf_tests[], safetensors_tests[], convert_tests[],
-    forward_tests[], tokenizer_tests[], chat_tests[], logitcheck_tests[];
+    forward_tests[], tokenizer_tests[], chat_tests[], logitcheck_tests[],
+    kvfile_tests[];
 
 #endif

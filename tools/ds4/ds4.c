@@ -3,9 +3,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "chat.h"
 #include "forward.h"
+#include "kvfile.h"
 #include "model.h"
 #include "sampler.h"
 #include "tokenizer.h"
@@ -14,7 +16,7 @@
 static void usage(FILE *out) {
     fprintf(out,
             "usage: ds4 run --model M.gguf (--prompt TEXT | --prompt-ids ID,ID,...) [--chat] [--think]\n"
-            "               [-n N] [--temp T] [--top-p P] [--seed S] [--threads N]\n"
+            "               [-n N] [--temp T] [--top-p P] [--seed S] [--threads N] [--state FILE]\n"
             "       ds4 tokenize (--model M.gguf | --tokenizer tokenizer.json [--add-tokens F.json])\n"
             "               [--chat] [--think] [--count] [--no-special] FILE|-\n"
             "       ds4 detokenize (--model M.gguf | --tokenizer ...) [--show-special] FILE|-\n"
@@ -23,7 +25,9 @@ static void usage(FILE *out) {
             "              is 0 (the default), else temperature + top-p sampling, reproducible\n"
             "              with --seed. --chat wraps the prompt as one user message of the V4 chat\n"
             "              format (--think: thinking mode). Text is printed as it is generated;\n"
-            "              ids for --prompt-ids. Speeds go to stderr.\n"
+            "              ids for --prompt-ids. Speeds go to stderr. --state FILE resumes from a\n"
+            "              saved KV state whose tokens begin the prompt (the cached tokens are not\n"
+            "              computed again) and saves the state after the prompt.\n"
             "  tokenize    print the token ids of the text (or with --count only their number).\n"
             "              Special tokens written in the text are parsed unless --no-special.\n"
             "  detokenize  read ids (comma or space separated) and print their text.\n"
@@ -242,7 +246,7 @@ static double number(const char *flag, const char *v) {
 }
 
 static int cmd_run(int argc, char **argv) {
-    const char *model_path = NULL, *ids_text = NULL, *prompt = NULL;
+    const char *model_path = NULL, *ids_text = NULL, *prompt = NULL, *state = NULL;
     bool chat = false, think = false;
     int n_gen = 16, threads = 0;
     float temp = 0, top_p = 1;
@@ -257,6 +261,7 @@ static int cmd_run(int argc, char **argv) {
         if (!strcmp(a, "--model")) model_path = v;
         else if (!strcmp(a, "--prompt-ids")) ids_text = v;
         else if (!strcmp(a, "--prompt")) prompt = v;
+        else if (!strcmp(a, "--state")) state = v;
         else if (!strcmp(a, "-n")) n_gen = (int)number(a, v);
         else if (!strcmp(a, "--temp")) temp = (float)number(a, v);
         else if (!strcmp(a, "--top-p")) top_p = (float)number(a, v);
@@ -299,8 +304,23 @@ static int cmd_run(int argc, char **argv) {
     int rc = ctx && logits && probs && idx ? 0 : -1;
     ds4_sampler s;
     ds4_sampler_init(&s, temp, top_p, seed);
+    /* A saved state whose tokens begin this prompt replaces their prefill. */
+    int cached = 0;
+    if (rc == 0 && state && access(state, R_OK) == 0) {
+        int32_t *saved = NULL;
+        uint64_t n_saved = 0;
+        if (ds4_kv_load(ctx, state, &saved, &n_saved) < 0) {
+            fprintf(stderr, "ds4: ignoring the saved state: %s\n", ds4_error());
+        } else if (n_saved < (uint64_t)n && !memcmp(saved, ids, n_saved * sizeof *ids)) {
+            cached = (int)n_saved;
+        } else {
+            ds4_ctx_reset(ctx); /* not a prefix of this prompt */
+        }
+        free(saved);
+    }
     double t0 = ds4_time_now(), t1 = t0;
-    if (rc == 0) rc = ds4_eval(ctx, ids, n, logits, false);
+    if (rc == 0) rc = ds4_eval(ctx, ids + cached, n - cached, logits, false);
+    if (rc == 0 && state) rc = ds4_kv_save(ctx, ids, (uint64_t)n, state);
     t1 = ds4_time_now();
     ds4_buf pending = {0}; /* bytes of a character not yet complete */
     int generated = 0;
@@ -325,8 +345,9 @@ static int cmd_run(int argc, char **argv) {
     double t2 = ds4_time_now();
     if (rc < 0) fprintf(stderr, "\nds4: %s\n", ds4_error());
     else
-        fprintf(stderr, "\nprefill %d tokens %.1f tok/s, decode %d tokens %.1f tok/s, KV state %.1f KiB\n", n,
-                n / (t1 - t0), generated, generated > 0 ? generated / (t2 - t1) : 0.0, ds4_ctx_kv_bytes(ctx) / 1024.0);
+        fprintf(stderr, "\nprefill %d tokens (%d cached) %.1f tok/s, decode %d tokens %.1f tok/s, KV state %.1f KiB\n",
+                n, cached, (n - cached) / (t1 - t0), generated, generated > 0 ? generated / (t2 - t1) : 0.0,
+                ds4_ctx_kv_bytes(ctx) / 1024.0);
     printf("\n");
     free(ids); free(logits); free(probs); free(idx);
     ds4_ctx_free(ctx);
