@@ -1,6 +1,7 @@
 /* util.c - see util.h. */
 #include "util.h"
 
+#include <csv.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -219,6 +220,16 @@ int ds4_problems_report(ds4_problems *p, const char *what) {
                       p->msg.data ? (char *)p->msg.data : "", p->count > DS4_PROBLEMS_SHOWN ? "; ..." : "");
     }
     ds4_buf_free(&p->msg);
+    return rc;
+}
+
+int ds4_csv_field(ds4_buf *b, const char *s) {
+    size_t n = strlen(s), need = csv_write(NULL, 0, s, n);
+    char *q = ds4_malloc(need);
+    if (!q) return -1;
+    csv_write(q, need, s, n);
+    int rc = ds4_buf_append(b, q, need);
+    free(q);
     return rc;
 }
 

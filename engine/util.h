@@ -70,6 +70,9 @@ void ds4_problem(ds4_problems *p, const char *fmt, ...) __attribute__((format(pr
 /* If any problems were recorded: set the error and return -1; frees the list either way. */
 int ds4_problems_report(ds4_problems *p, const char *what);
 
+/* Append s as one CSV field (quoted and escaped by libcsv). */
+int ds4_csv_field(ds4_buf *b, const char *s);
+
 /* Read a whole (small) file into a NUL-terminated buffer. */
 char *ds4_read_file(const char *path, size_t *len_out);
 

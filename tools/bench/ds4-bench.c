@@ -1,5 +1,4 @@
 /* ds4-bench - prefill and decode speed across context sizes, as CSV (and a plot). */
-#include <csv.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,15 +67,6 @@ static int32_t *make_prompt(const ds4_tokenizer *tok, uint32_t vocab, int n) {
         ids[i] = i == 0 ? 0 : (int32_t)(2 + (x >> 33) % (vocab - 2));
     }
     return ids;
-}
-
-static void csv_field(ds4_buf *b, const char *s) {
-    size_t need = csv_write(NULL, 0, s, strlen(s));
-    char *q = malloc(need);
-    if (!q) return;
-    csv_write(q, need, s, strlen(s));
-    ds4_buf_append(b, q, need);
-    free(q);
 }
 
 static int plot(const char *csv, const char *png) {
@@ -162,7 +152,7 @@ int main(int argc, char **argv) {
         if (rc < 0) break;
         const double eff = (double)bpt * r.decode_tps / 1e9;
         char line[1024];
-        csv_field(&out, model_path);
+        ds4_csv_field(&out, model_path);
         int n = snprintf(line, sizeof line,
                          ",%s,%s,%ld,%ld,%d,%d,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%llu,%llu,%llu,%.3f,%.2f,%.4f,%s,%s\n",
                          ds4_model_weight_type(m), backend, threads, sizes[s], r.prompt_tokens, r.gen_tokens,

@@ -1,5 +1,4 @@
 /* ds4-logitcheck - run reference vectors through the engine and judge the logits. */
-#include <csv.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,16 +35,6 @@ static double number(const char *flag, const char *v) {
     return x;
 }
 
-/* A CSV field, quoted by libcsv when it needs to be. */
-static void csv_field(ds4_buf *b, const char *s) {
-    size_t need = csv_write(NULL, 0, s, strlen(s));
-    char *q = malloc(need);
-    if (!q) return;
-    csv_write(q, need, s, strlen(s));
-    ds4_buf_append(b, q, need);
-    free(q);
-}
-
 static int write_csv(const char *path, const char *model, const ds4_lc_report *r) {
     ds4_buf b = {0};
     char line[1024];
@@ -56,9 +45,9 @@ static int write_csv(const char *path, const char *model, const ds4_lc_report *r
     ds4_lc_case all = ds4_lc_overall(r);
     for (int i = 0; i <= r->n_cases; i++) {
         const ds4_lc_case *c = i < r->n_cases ? &r->cases[i] : &all;
-        csv_field(&b, model);
+        ds4_csv_field(&b, model);
         ds4_buf_append(&b, ",", 1);
-        csv_field(&b, c->id);
+        ds4_csv_field(&b, c->id);
         n = snprintf(line, sizeof line, ",%d,%d,%.6g,%.6g,%.6g,%.6g,%.6g,%.6f,%.6f,%.6f,%d,%d,%.2f,%.2f\n", c->n_prompt,
                      c->n_positions, c->max_dlogit, c->mean_dlogit, c->max_dlogprob, c->kl_mean, c->kl_max, c->top1,
                      c->overlap, c->spearman, c->greedy_len, c->greedy_match,
