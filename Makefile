@@ -55,25 +55,25 @@ build/libds4.a: $(OBJ)
 build/libds4-san.a: $(SAN_OBJ)
 	@ar rcs $@ $^
 
-bin/ds4-gguf: tools/gguf/ds4-gguf.c build/libds4.a
+bin/ds4-gguf: tools/gguf/ds4-gguf.c tools/flags.h build/libds4.a
 	@mkdir -p bin
 	$(CC) $(ALL_CFLAGS) $< build/libds4.a $(LDLIBS) -o $@
 
-bin/ds4-quant: tools/quantize/ds4-quant.c build/libds4.a
+bin/ds4-quant: tools/quantize/ds4-quant.c tools/flags.h build/libds4.a
 	@mkdir -p bin
 	$(CC) $(ALL_CFLAGS) $< build/libds4.a $(LDLIBS) -o $@
 
-bin/ds4-logitcheck: tools/logitcheck/ds4-logitcheck.c build/libds4.a
+bin/ds4-logitcheck: tools/logitcheck/ds4-logitcheck.c tools/flags.h build/libds4.a
 	@mkdir -p bin
 	$(CC) $(ALL_CFLAGS) $< build/libds4.a $(LDLIBS) -o $@
 
 GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-bin/ds4-bench: tools/bench/ds4-bench.c build/libds4.a
+bin/ds4-bench: tools/bench/ds4-bench.c tools/flags.h build/libds4.a
 	@mkdir -p bin
 	$(CC) $(ALL_CFLAGS) -DDS4_GIT_SHA='"$(GIT_SHA)"' $< build/libds4.a $(LDLIBS) -o $@
 
-bin/ds4: tools/ds4/ds4.c build/libds4.a
+bin/ds4: tools/ds4/ds4.c tools/flags.h build/libds4.a
 	@mkdir -p bin
 	$(CC) $(ALL_CFLAGS) $< build/libds4.a $(LDLIBS) -o $@
 

@@ -73,6 +73,13 @@ int ds4_problems_report(ds4_problems *p, const char *what);
 /* Append s as one CSV field (quoted and escaped by libcsv). */
 int ds4_csv_field(ds4_buf *b, const char *s);
 
+/* Parse all of s as a number in [min, max]; -1 with the error set otherwise. */
+int ds4_parse_number(const char *s, double min, double max, double *out);
+
+/* Parse token ids (decimal, 0..INT32_MAX) separated by commas or whitespace into a new
+ * array the caller frees. An empty list is valid: *n is 0. */
+int ds4_parse_token_ids(const char *s, int32_t **ids, size_t *n);
+
 /* Read a whole (small) file into a NUL-terminated buffer. */
 char *ds4_read_file(const char *path, size_t *len_out);
 

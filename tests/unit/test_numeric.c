@@ -7,6 +7,7 @@
 #include "numeric.h"
 #include "quants.h"
 #include "test.h"
+#include "util.h"
 
 static void f16_roundtrips_every_value(void) {
     for (uint32_t h = 0; h < 65536; h++) {
@@ -69,10 +70,39 @@ static void bf16_fp8_e8m0_fp4(void) {
     for (int c = 0; c < 16; c++) CHECK(ds4_fp4_e2m1_to_f32((uint8_t)c) == fp4[c]);
 }
 
+static void parses_numbers_in_range(void) {
+    double x = -1;
+    CHECK(ds4_parse_number("0.25", 0, 1, &x) == 0 && x == 0.25);
+    CHECK(ds4_parse_number("1e3", 0, HUGE_VAL, &x) == 0 && x == 1000);
+    CHECK(ds4_parse_number("1.5", 0, 1, &x) < 0);
+    CHECK(ds4_parse_number("-1", 0, 1, &x) < 0);
+    CHECK(ds4_parse_number("nan", 0, 1, &x) < 0);
+    CHECK(ds4_parse_number("3x", 0, 10, &x) < 0);
+    CHECK(ds4_parse_number("", 0, 10, &x) < 0);
+    CHECK(ds4_parse_number(NULL, 0, 10, &x) < 0);
+    CHECK(x == 1000);
+}
+
+static void parses_token_id_lists(void) {
+    int32_t *ids = NULL;
+    size_t n = 9;
+    CHECK(ds4_parse_token_ids(" 0, 7,\n2147483647\t12 ", &ids, &n) == 0);
+    CHECK(n == 4 && ids[0] == 0 && ids[1] == 7 && ids[2] == INT32_MAX && ids[3] == 12);
+    free(ids);
+    CHECK(ds4_parse_token_ids(" , ", &ids, &n) == 0 && n == 0);
+    free(ids);
+    CHECK(ds4_parse_token_ids("1,-2", &ids, &n) < 0);
+    CHECK(ds4_parse_token_ids("2147483648", &ids, &n) < 0);
+    CHECK(ds4_parse_token_ids("5x", &ids, &n) < 0);
+    CHECK(strstr(ds4_error(), "5x") != NULL);
+}
+
 const test_case numeric_tests[] = {
     {"f16_roundtrips_every_value", f16_roundtrips_every_value},
     {"f16_rounds_to_nearest_even", f16_rounds_to_nearest_even},
     {"f16_rows_match_scalar", f16_rows_match_scalar},
     {"bf16_fp8_e8m0_fp4", bf16_fp8_e8m0_fp4},
+    {"parses_numbers_in_range", parses_numbers_in_range},
+    {"parses_token_id_lists", parses_token_id_lists},
     {0, 0},
 };

@@ -10,6 +10,7 @@
 #include "model.h"
 #include "tokenizer.h"
 #include "util.h"
+#include "../flags.h"
 
 #ifndef DS4_GIT_SHA
 #define DS4_GIT_SHA "unknown"
@@ -28,16 +29,6 @@ static void usage(FILE *out) {
             "prefill tok/s = prompt tokens / prefill time; decode tok/s = generated tokens /\n"
             "decode time. --probe measures this machine's read bandwidth first, so decode is also\n"
             "given as a fraction of it. The CSV columns are documented in the README.\n");
-}
-
-static long number(const char *flag, const char *v, long min) {
-    char *end;
-    long x = v ? strtol(v, &end, 10) : 0;
-    if (!v || *end || x < min) {
-        fprintf(stderr, "ds4-bench: %s wants an integer >= %ld\n", flag, min);
-        exit(2);
-    }
-    return x;
 }
 
 /* Deterministic prompt of n tokens: filler text through the tokenizer, else ids. */
@@ -96,12 +87,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--csv")) csv = v;
         else if (!strcmp(a, "--plot")) png = v;
         else if (!strcmp(a, "--prompt-lens")) lens = v;
-        else if (!strcmp(a, "--ctx-start")) ctx_start = number(a, v, 1);
-        else if (!strcmp(a, "--ctx-max")) ctx_max = number(a, v, 1);
-        else if (!strcmp(a, "--step-incr")) step = number(a, v, 1);
-        else if (!strcmp(a, "--gen-tokens")) gen = number(a, v, 0);
-        else if (!strcmp(a, "-r")) repeats = number(a, v, 1);
-        else if (!strcmp(a, "--threads")) threads = number(a, v, 1);
+        else if (!strcmp(a, "--ctx-start")) ctx_start = flag_integer("ds4-bench", a, v, 1, INT_MAX);
+        else if (!strcmp(a, "--ctx-max")) ctx_max = flag_integer("ds4-bench", a, v, 1, INT_MAX);
+        else if (!strcmp(a, "--step-incr")) step = flag_integer("ds4-bench", a, v, 1, INT_MAX);
+        else if (!strcmp(a, "--gen-tokens")) gen = flag_integer("ds4-bench", a, v, 0, INT_MAX);
+        else if (!strcmp(a, "-r")) repeats = flag_integer("ds4-bench", a, v, 1, INT_MAX);
+        else if (!strcmp(a, "--threads")) threads = flag_integer("ds4-bench", a, v, 1, INT_MAX);
         else { fprintf(stderr, "ds4-bench: unknown option '%s'\n", a); usage(stderr); return 2; }
     }
     if (!model_path || !csv) {

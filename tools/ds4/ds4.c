@@ -1,5 +1,4 @@
 /* ds4 - run DeepSeek V4 on a prompt. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +11,7 @@
 #include "sampler.h"
 #include "tokenizer.h"
 #include "util.h"
+#include "../flags.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -179,18 +179,7 @@ static int cmd_tokenize(int argc, char **argv, bool decode) {
     if (rc == 0 && decode) {
         int32_t *ids = NULL;
         size_t n = 0;
-        for (char *p = text; *p && rc == 0;) {
-            while (*p == ',' || *p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
-            if (!*p) break;
-            char *end;
-            long id = strtol(p, &end, 10);
-            if (end == p) { rc = ds4_fail("not a token id: '%.20s'", p); break; }
-            int32_t *q = realloc(ids, (n + 1) * sizeof *ids);
-            if (!q) { rc = ds4_fail("out of memory"); break; }
-            ids = q;
-            ids[n++] = (int32_t)id;
-            p = end;
-        }
+        rc = ds4_parse_token_ids(text, &ids, &n);
         ds4_buf out = {0};
         if (rc == 0) rc = ds4_detokenize(t, ids, n, show_special, &out);
         if (rc == 0) fwrite(out.data, 1, out.len, stdout);
@@ -214,37 +203,6 @@ static int cmd_tokenize(int argc, char **argv, bool decode) {
     return rc < 0 ? 1 : 0;
 }
 
-static int parse_ids(const char *s, int32_t **out, int *n) {
-    int cap = 64;
-    *out = malloc((size_t)cap * sizeof **out);
-    *n = 0;
-    while (*out && *s) {
-        char *end;
-        errno = 0;
-        long v = strtol(s, &end, 10);
-        if (end == s || errno || v < 0 || v > INT32_MAX) return -1;
-        if (*n == cap) {
-            int32_t *p = realloc(*out, (size_t)(cap *= 2) * sizeof **out);
-            if (!p) return -1;
-            *out = p;
-        }
-        (*out)[(*n)++] = (int32_t)v;
-        s = end;
-        while (*s == ',' || *s == ' ') s++;
-    }
-    return *out && *n > 0 ? 0 : -1;
-}
-
-static double number(const char *flag, const char *v) {
-    char *end;
-    double x = strtod(v, &end);
-    if (*end || x < 0) {
-        fprintf(stderr, "ds4: %s wants a non-negative number, not '%s'\n", flag, v);
-        exit(2);
-    }
-    return x;
-}
-
 static int cmd_run(int argc, char **argv) {
     const char *model_path = NULL, *ids_text = NULL, *prompt = NULL, *state = NULL;
     bool chat = false, think = false;
@@ -262,11 +220,11 @@ static int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--prompt-ids")) ids_text = v;
         else if (!strcmp(a, "--prompt")) prompt = v;
         else if (!strcmp(a, "--state")) state = v;
-        else if (!strcmp(a, "-n")) n_gen = (int)number(a, v);
-        else if (!strcmp(a, "--temp")) temp = (float)number(a, v);
-        else if (!strcmp(a, "--top-p")) top_p = (float)number(a, v);
-        else if (!strcmp(a, "--seed")) seed = (uint64_t)number(a, v);
-        else if (!strcmp(a, "--threads")) threads = (int)number(a, v);
+        else if (!strcmp(a, "-n")) n_gen = (int)flag_integer("ds4", a, v, 0, INT_MAX);
+        else if (!strcmp(a, "--temp")) temp = (float)flag_number("ds4", a, v, 0, HUGE_VAL);
+        else if (!strcmp(a, "--top-p")) top_p = (float)flag_number("ds4", a, v, 0, 1);
+        else if (!strcmp(a, "--seed")) seed = (uint64_t)flag_number("ds4", a, v, 0, 0x1p53);
+        else if (!strcmp(a, "--threads")) threads = (int)flag_integer("ds4", a, v, 0, INT_MAX);
         else { fprintf(stderr, "ds4: unknown option '%s'\n", a); return 2; }
     }
     if (!model_path || !!ids_text == !!prompt) {
@@ -275,9 +233,14 @@ static int cmd_run(int argc, char **argv) {
     }
     int32_t *ids = NULL;
     int n = 0;
-    if (ids_text && parse_ids(ids_text, &ids, &n) < 0) {
-        fprintf(stderr, "ds4: --prompt-ids wants comma-separated token ids\n");
-        return 2;
+    if (ids_text) {
+        size_t n_ids = 0;
+        if (ds4_parse_token_ids(ids_text, &ids, &n_ids) < 0 || n_ids == 0 || n_ids > INT_MAX) {
+            fprintf(stderr, "ds4: --prompt-ids wants comma-separated token ids\n");
+            free(ids);
+            return 2;
+        }
+        n = (int)n_ids;
     }
     ds4_model *m = ds4_model_load(model_path);
     if (!m) {

@@ -6,6 +6,7 @@
 
 #include "gguf.h"
 #include "model.h"
+#include "../flags.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -27,7 +28,7 @@ static int cmd_info(int argc, char **argv) {
     const char *path = NULL;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--no-tensors")) tensors = false;
-        else if (!strcmp(argv[i], "--items") && i + 1 < argc) items = (size_t)strtoul(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--items") && i + 1 < argc) items = (size_t)flag_integer("ds4-gguf", "--items", argv[++i], 0, INT_MAX);
         else if (argv[i][0] == '-' || path) { usage(stderr); return 2; }
         else path = argv[i];
     }

@@ -8,6 +8,7 @@
 #include "logitcheck.h"
 #include "model.h"
 #include "util.h"
+#include "../flags.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -23,16 +24,6 @@ static void usage(FILE *out) {
             "correlation and the greedy prefix that agrees. Exit 0 only if every threshold\n"
             "holds (defaults: --max-kl 1e-3 --min-top1 0.99; --max-dlogit and\n"
             "--require-greedy are off unless given). Exit 2 on unreadable input.\n");
-}
-
-static double number(const char *flag, const char *v) {
-    char *end;
-    double x = v ? strtod(v, &end) : 0;
-    if (!v || *end || x < 0) {
-        fprintf(stderr, "ds4-logitcheck: %s wants a non-negative number\n", flag);
-        exit(2);
-    }
-    return x;
 }
 
 static int write_csv(const char *path, const char *model, const ds4_lc_report *r) {
@@ -118,12 +109,12 @@ int main(int argc, char **argv) {
         i++;
         if (!strcmp(a, "--model")) model_path = v;
         else if (!strcmp(a, "--vectors") && n_vectors < 64) vectors[n_vectors++] = v;
-        else if (!strcmp(a, "--threads")) threads = (int)number(a, v);
+        else if (!strcmp(a, "--threads")) threads = (int)flag_integer("ds4-logitcheck", a, v, 0, INT_MAX);
         else if (!strcmp(a, "--csv")) csv = v;
         else if (!strcmp(a, "--json")) json = v;
-        else if (!strcmp(a, "--max-dlogit")) max_dlogit = number(a, v);
-        else if (!strcmp(a, "--max-kl")) max_kl = number(a, v);
-        else if (!strcmp(a, "--min-top1")) min_top1 = number(a, v);
+        else if (!strcmp(a, "--max-dlogit")) max_dlogit = flag_number("ds4-logitcheck", a, v, 0, HUGE_VAL);
+        else if (!strcmp(a, "--max-kl")) max_kl = flag_number("ds4-logitcheck", a, v, 0, HUGE_VAL);
+        else if (!strcmp(a, "--min-top1")) min_top1 = flag_number("ds4-logitcheck", a, v, 0, 1);
         else { fprintf(stderr, "ds4-logitcheck: unknown option '%s'\n", a); usage(stderr); return 2; }
     }
     if (!model_path || !n_vectors) {

@@ -8,6 +8,7 @@
 #include "cpu.h"
 #include "model.h"
 #include "quants.h"
+#include "../flags.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -37,12 +38,8 @@ static int cmd_convert(int argc, char **argv) {
         if (!strcmp(a, "--in")) o.in_dir = v;
         else if (!strcmp(a, "--out")) o.out_path = v;
         else if (!strcmp(a, "--add-tokens")) o.added_tokens = v;
-        else if (!strcmp(a, "--threads")) {
-            char *end;
-            long n = strtol(v, &end, 10);
-            if (*end || n < 1 || n > 512) { fprintf(stderr, "ds4-quant: --threads wants 1..512\n"); return 2; }
-            o.n_threads = (int)n;
-        } else if (!strcmp(a, "--type")) {
+        else if (!strcmp(a, "--threads")) o.n_threads = (int)flag_integer("ds4-quant", a, v, 1, 512);
+        else if (!strcmp(a, "--type")) {
             int t = ggml_type_from_name(v);
             if (t != GGML_TYPE_F32 && t != GGML_TYPE_F16 && t != GGML_TYPE_BF16 && t != GGML_TYPE_Q8_0) {
                 fprintf(stderr, "ds4-quant: --type must be f32, f16, bf16 or q8_0, not '%s'\n", v);
