@@ -27,6 +27,20 @@ from transformers import DeepseekV4Config, DeepseekV4ForCausalLM
 
 CSA, HCA, SWA = "compressed_sparse_attention", "heavily_compressed_attention", "sliding_attention"
 
+# What every test model shares: the Flash architecture's fixed choices (one KV head,
+# 4 hyper-connection streams, one MTP layer, YaRN on compressed layers, untied head).
+COMMON = dict(
+    num_key_value_heads=1, partial_rotary_factor=0.25, o_groups=2, num_experts_per_tok=2,
+    n_shared_experts=1, hc_mult=4, hc_sinkhorn_iters=20, rope_theta=10000.0,
+    compress_rope_theta=160000.0, swiglu_limit=10.0, routed_scaling_factor=1.5,
+    num_nextn_predict_layers=1, tie_word_embeddings=False)
+
+
+def yarn(factor, original_max):
+    return {"rope_type": "yarn", "factor": factor, "original_max_position_embeddings": original_max,
+            "beta_fast": 32.0, "beta_slow": 1.0}
+
+
 # tiny-a: every layer kind at short lengths (window 8, CSA rate 4, HCA rate 8, top-k 4),
 # two hash layers, YaRN on compressed layers; official layout written beside it.
 # tiny-b: Flash's real rates (4/128), window 128, expert dims multiples of 256, BF16,
@@ -34,53 +48,32 @@ CSA, HCA, SWA = "compressed_sparse_attention", "heavily_compressed_attention", "
 CONFIGS = {
     "tiny-a": dict(
         cfg=dict(
-            vocab_size=512, hidden_size=64, num_hidden_layers=6, num_attention_heads=4,
-            num_key_value_heads=1, head_dim=32, partial_rotary_factor=0.25, q_lora_rank=32,
-            o_groups=2, o_lora_rank=16, layer_types=[SWA, SWA, CSA, HCA, CSA, HCA],
-            compress_rates={CSA: 4, HCA: 8}, sliding_window=8, index_n_heads=2,
-            index_head_dim=16, index_topk=4, n_routed_experts=8, num_experts_per_tok=2,
-            n_shared_experts=1, moe_intermediate_size=32,
-            mlp_layer_types=["hash_moe"] * 2 + ["moe"] * 4, hc_mult=4, hc_sinkhorn_iters=20,
-            rope_theta=10000.0, compress_rope_theta=160000.0,
-            rope_parameters={"rope_type": "yarn", "factor": 4.0,
-                             "original_max_position_embeddings": 64,
-                             "beta_fast": 32.0, "beta_slow": 1.0},
-            max_position_embeddings=4096, swiglu_limit=10.0, routed_scaling_factor=1.5,
-            num_nextn_predict_layers=1, tie_word_embeddings=False),
+            COMMON, vocab_size=512, hidden_size=64, num_hidden_layers=6, num_attention_heads=4,
+            head_dim=32, q_lora_rank=32, o_lora_rank=16, layer_types=[SWA, SWA, CSA, HCA, CSA, HCA],
+            compress_rates={CSA: 4, HCA: 8}, sliding_window=8, index_n_heads=2, index_head_dim=16,
+            index_topk=4, n_routed_experts=8, moe_intermediate_size=32,
+            mlp_layer_types=["hash_moe"] * 2 + ["moe"] * 4, rope_parameters=yarn(4.0, 64),
+            max_position_embeddings=4096),
         dtype=torch.float32, shard=None, official=True, seed=1234),
     "tiny-b": dict(
         cfg=dict(
-            vocab_size=1024, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-            num_key_value_heads=1, head_dim=64, partial_rotary_factor=0.25, q_lora_rank=64,
-            o_groups=2, o_lora_rank=64, layer_types=[SWA, SWA, CSA, HCA],
+            COMMON, vocab_size=1024, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+            head_dim=64, q_lora_rank=64, o_lora_rank=64, layer_types=[SWA, SWA, CSA, HCA],
             compress_rates={CSA: 4, HCA: 128}, sliding_window=128, index_n_heads=4,
-            index_head_dim=32, index_topk=16, n_routed_experts=4, num_experts_per_tok=2,
-            n_shared_experts=1, moe_intermediate_size=256,
-            mlp_layer_types=["hash_moe"] * 2 + ["moe"] * 2, hc_mult=4, hc_sinkhorn_iters=20,
-            rope_theta=10000.0, compress_rope_theta=160000.0,
-            rope_parameters={"rope_type": "yarn", "factor": 16.0,
-                             "original_max_position_embeddings": 1024,
-                             "beta_fast": 32.0, "beta_slow": 1.0},
-            max_position_embeddings=65536, swiglu_limit=10.0, routed_scaling_factor=1.5,
-            num_nextn_predict_layers=1, tie_word_embeddings=False),
+            index_head_dim=32, index_topk=16, n_routed_experts=4, moe_intermediate_size=256,
+            mlp_layer_types=["hash_moe"] * 2 + ["moe"] * 2, rope_parameters=yarn(16.0, 1024),
+            max_position_embeddings=65536),
         dtype=torch.bfloat16, shard="3MB", official=False, seed=5678),
     # tiny-v: DeepSeek's real 129,280-token vocabulary on a minimal body (hidden 16), so
     # the tokenizer, chat prompts and text generation run end to end on a real model file.
     "tiny-v": dict(
         cfg=dict(
-            vocab_size=129280, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
-            num_key_value_heads=1, head_dim=16, partial_rotary_factor=0.25, q_lora_rank=8,
-            o_groups=2, o_lora_rank=8, layer_types=[SWA, SWA, CSA, HCA],
-            compress_rates={CSA: 4, HCA: 8}, sliding_window=8, index_n_heads=2,
-            index_head_dim=8, index_topk=4, n_routed_experts=4, num_experts_per_tok=2,
-            n_shared_experts=1, moe_intermediate_size=16,
-            mlp_layer_types=["hash_moe"] + ["moe"] * 3, hc_mult=4, hc_sinkhorn_iters=20,
-            rope_theta=10000.0, compress_rope_theta=160000.0,
-            rope_parameters={"rope_type": "yarn", "factor": 4.0,
-                             "original_max_position_embeddings": 64,
-                             "beta_fast": 32.0, "beta_slow": 1.0},
-            max_position_embeddings=4096, swiglu_limit=10.0, routed_scaling_factor=1.5,
-            num_nextn_predict_layers=1, tie_word_embeddings=False, bos_token_id=0, eos_token_id=1),
+            COMMON, vocab_size=129280, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
+            head_dim=16, q_lora_rank=8, o_lora_rank=8, layer_types=[SWA, SWA, CSA, HCA],
+            compress_rates={CSA: 4, HCA: 8}, sliding_window=8, index_n_heads=2, index_head_dim=8,
+            index_topk=4, n_routed_experts=4, moe_intermediate_size=16,
+            mlp_layer_types=["hash_moe"] + ["moe"] * 3, rope_parameters=yarn(4.0, 64),
+            max_position_embeddings=4096, bos_token_id=0, eos_token_id=1),
         dtype=torch.bfloat16, shard=None, official=False, seed=4242),
     # tiny-q: for quantization checks: every row holds whole Q8_0 blocks (hidden 128,
     # experts 64), routers with wider score gaps and moderate experts, and an indexer top-k
@@ -88,19 +81,12 @@ CONFIGS = {
     # flips remain: see README).
     "tiny-q": dict(
         cfg=dict(
-            vocab_size=512, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
-            num_key_value_heads=1, head_dim=32, partial_rotary_factor=0.25, q_lora_rank=64,
-            o_groups=2, o_lora_rank=32, layer_types=[SWA, SWA, CSA, HCA],
+            COMMON, vocab_size=512, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+            head_dim=32, q_lora_rank=64, o_lora_rank=32, layer_types=[SWA, SWA, CSA, HCA],
             compress_rates={CSA: 4, HCA: 16}, sliding_window=32, index_n_heads=4,
-            index_head_dim=32, index_topk=128, n_routed_experts=4, num_experts_per_tok=2,
-            n_shared_experts=1, moe_intermediate_size=64,
-            mlp_layer_types=["hash_moe"] + ["moe"] * 3, hc_mult=4, hc_sinkhorn_iters=20,
-            rope_theta=10000.0, compress_rope_theta=160000.0,
-            rope_parameters={"rope_type": "yarn", "factor": 4.0,
-                             "original_max_position_embeddings": 256,
-                             "beta_fast": 32.0, "beta_slow": 1.0},
-            max_position_embeddings=4096, swiglu_limit=10.0, routed_scaling_factor=1.5,
-            num_nextn_predict_layers=1, tie_word_embeddings=False),
+            index_head_dim=32, index_topk=128, n_routed_experts=4, moe_intermediate_size=64,
+            mlp_layer_types=["hash_moe"] + ["moe"] * 3, rope_parameters=yarn(4.0, 256),
+            max_position_embeddings=4096),
         dtype=torch.float32, shard=None, official=False, seed=777,
         init={"router": 6.0, "gate_up": 1.0}),
 }
