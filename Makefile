@@ -34,12 +34,12 @@ all: build/libds4.a $(TOOLS:%=bin/%)
 deps:
 	@sh scripts/deps.sh
 
-build/obj/%.o: %.c $(wildcard engine/*.h) | deps-checked
+build/obj/%.o: %.c $(wildcard engine/*.h engine/*.inc) | deps-checked
 	@mkdir -p $(dir $@)
 	@echo "CC $<"
 	@$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-build/san/%.o: %.c $(wildcard engine/*.h) | deps-checked
+build/san/%.o: %.c $(wildcard engine/*.h engine/*.inc) | deps-checked
 	@mkdir -p $(dir $@)
 	@echo "CC (asan+ubsan) $<"
 	@$(CC) $(BASE) $(WARN) $(SAN_FLAGS) -c $< -o $@

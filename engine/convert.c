@@ -12,10 +12,13 @@
 #include "gguf.h"
 #include "hf_config.h"
 #include "hf_tokenizer.h"
+#include "imatrix.h"
 #include "model.h"
 #include "numeric.h"
 #include "progress.h"
 #include "quants.h"
+#include "recipe.h"
+#include "requant.h"
 #include "safetensors.h"
 #include "threads.h"
 
@@ -148,6 +151,7 @@ typedef struct {
 
 typedef struct {
     const ds4_convert_opts *opts;
+    const ds4_recipe *recipe; /* the options' recipe, or one made from their type */
     ds4_hf_config hf;
     st_model *st;
     ds4_strmap canon;     /* release name -> index into st->tensors */
@@ -322,18 +326,10 @@ static int read_index_row(const source *s, uint64_t r, uint64_t cols, int32_t *d
 /* ---- planning ---- */
 
 static uint32_t output_type(const converter *cv, const ds4_tensor_spec *s, uint64_t *fallbacks) {
-    uint32_t want = cv->opts->type;
-    switch (ds4_role_class(s->role)) {
-    case DS4_CLASS_VECTOR: return GGML_TYPE_F32;
-    case DS4_CLASS_INDEX: return GGML_TYPE_I32;
-    case DS4_CLASS_SMALL: return want == GGML_TYPE_Q8_0 ? GGML_TYPE_F16 : want;
-    default:
-        if (!ggml_row_size(want, s->ne[0])) {
-            (*fallbacks)++;
-            return GGML_TYPE_F16;
-        }
-        return want;
-    }
+    bool fell_back = false;
+    const uint32_t type = ds4_recipe_type(cv->recipe, s, &fell_back);
+    *fallbacks += fell_back;
+    return type;
 }
 
 static bool plan_experts(converter *cv, plan_item *it, const char *what) {
@@ -425,12 +421,12 @@ typedef struct {
     uint64_t row0;
     uint8_t *out;
     uint64_t row_bytes;
+    ds4_row_quantizer *q; /* per thread */
     pthread_mutex_t lock;
     char error[DS4_ERROR_MAX];
 } chunk_job;
 
 static void convert_rows(void *arg, uint64_t begin, uint64_t end, int thread) {
-    (void)thread;
     chunk_job *job = arg;
     const plan_item *it = job->it;
     const uint64_t cols = it->spec.ne[0];
@@ -445,7 +441,7 @@ static void convert_rows(void *arg, uint64_t begin, uint64_t end, int thread) {
             rc = read_index_row(s, r, cols, (int32_t *)(void *)dst, job->cv->hf.cfg.n_expert);
         } else {
             read_row(s, r, cols, tmp);
-            rc = ggml_row_from_f32(it->out_type, tmp, dst, (int64_t)cols);
+            rc = ds4_row_quantize(&job->q[thread], R / it->spec.ne[1], tmp, dst);
         }
     }
     free(tmp);
@@ -482,8 +478,10 @@ static int write_tensor(converter *cv, gguf_writer *w, const plan_item *it, ds4_
     uint8_t *buf = ds4_malloc(chunk_rows * row_bytes);
     if (!buf) return -1;
     chunk_job job = {.cv = cv, .it = it, .out = buf, .row_bytes = row_bytes};
+    int rc = (job.q = ds4_calloc((size_t)n_threads, sizeof *job.q)) ? 0 : -1;
+    for (int i = 0; i < n_threads && rc == 0; i++)
+        rc = ds4_row_quantizer_init(&job.q[i], cv->opts->imatrix, it->spec.name, it->out_type, it->spec.ne[0]);
     pthread_mutex_init(&job.lock, NULL);
-    int rc = 0;
     for (uint64_t r = 0; r < rows && rc == 0; r += chunk_rows) {
         uint64_t n = rows - r < chunk_rows ? rows - r : chunk_rows;
         job.row0 = r;
@@ -492,6 +490,8 @@ static int write_tensor(converter *cv, gguf_writer *w, const plan_item *it, ds4_
         else rc = gguf_writer_write(w, buf, n * row_bytes);
         ds4_progress_add(prog, n * it->spec.ne[0] * 4);
     }
+    for (int i = 0; i < n_threads && job.q; i++) ds4_row_quantizer_free(&job.q[i]);
+    free(job.q);
     pthread_mutex_destroy(&job.lock);
     free(buf);
     release_sources(it);
@@ -500,22 +500,12 @@ static int write_tensor(converter *cv, gguf_writer *w, const plan_item *it, ds4_
 
 /* ---- metadata ---- */
 
-static int file_type_of(uint32_t type) {
-    switch (type) { /* llama.cpp's llama_ftype */
-    case GGML_TYPE_F32: return 0;
-    case GGML_TYPE_F16: return 1;
-    case GGML_TYPE_Q8_0: return 7;
-    case GGML_TYPE_BF16: return 32;
-    default: return -1;
-    }
-}
-
 static int write_metadata(converter *cv, gguf_writer *w) {
     const char *base = strrchr(cv->opts->in_dir, '/');
     base = base && base[1] ? base + 1 : cv->opts->in_dir;
     if (gguf_writer_kv_str(w, "general.architecture", DS4_ARCH) < 0 ||
         gguf_writer_kv_str(w, "general.name", base) < 0 ||
-        gguf_writer_kv_u32(w, "general.file_type", (uint32_t)file_type_of(cv->opts->type)) < 0 ||
+        gguf_writer_kv_u32(w, "general.file_type", ds4_recipe_file_type(cv->recipe)) < 0 ||
         gguf_writer_kv_u32(w, "general.quantization_version", 2) < 0)
         return -1;
     return ds4_config_to_gguf(&cv->hf.cfg, w);
@@ -556,11 +546,22 @@ int ds4_convert(const ds4_convert_opts *opts, ds4_convert_stats *stats) {
     char path[PATH_MAX];
     int rc = -1;
     gguf_writer *w = NULL;
-    if (opts->type != GGML_TYPE_F32 && opts->type != GGML_TYPE_F16 && opts->type != GGML_TYPE_BF16 &&
-        opts->type != GGML_TYPE_Q8_0)
-        return ds4_fail("convert writes f32, f16, bf16 or q8_0, not %s", ggml_type_name(opts->type));
+    ds4_recipe *own_recipe = NULL;
+    if (!opts->recipe) {
+        const char *name = opts->type == GGML_TYPE_F32    ? "f32"
+                           : opts->type == GGML_TYPE_F16  ? "f16"
+                           : opts->type == GGML_TYPE_BF16 ? "bf16"
+                           : opts->type == GGML_TYPE_Q8_0 ? "q8"
+                                                          : NULL;
+        if (!name) return ds4_fail("convert writes f32, f16, bf16 or q8_0, not %s", ggml_type_name(opts->type));
+        if (!(own_recipe = ds4_recipe_new(name))) return -1;
+    }
+    cv.recipe = opts->recipe ? opts->recipe : own_recipe;
     snprintf(path, sizeof path, "%s/config.json", opts->in_dir);
-    if (ds4_hf_config_load(path, &cv.hf) < 0) return -1;
+    if (ds4_hf_config_load(path, &cv.hf) < 0) {
+        ds4_recipe_free(own_recipe);
+        return -1;
+    }
     if (!(cv.st = st_open(opts->in_dir)) || index_checkpoint(&cv) < 0 || make_plan(&cv, stats) < 0) goto done;
     int n_threads = opts->n_threads > 0 ? opts->n_threads : ds4_cpu_count();
 
@@ -599,6 +600,7 @@ int ds4_convert(const ds4_convert_opts *opts, ds4_convert_stats *stats) {
 done:
     if (w) gguf_writer_abort(w);
     converter_free(&cv);
+    ds4_recipe_free(own_recipe);
     stats->seconds = ds4_time_now() - t0;
     return rc;
 }

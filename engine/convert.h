@@ -12,10 +12,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+typedef struct ds4_recipe ds4_recipe;
+typedef struct ds4_imatrix ds4_imatrix;
+
 typedef struct {
     const char *in_dir;
     const char *out_path;
-    uint32_t type;  /* ggml type of the weight matrices: F32, F16, BF16 or Q8_0 */
+    uint32_t type;  /* ggml type of the weight matrices: F32, F16, BF16 or Q8_0 ... */
+    const ds4_recipe *recipe;   /* ... or a quantization recipe (recipe.h), which wins */
+    const ds4_imatrix *imatrix; /* importance for the quantizers, or NULL */
     int n_threads;  /* 0: all cores */
     bool progress;  /* draw a progress line on a terminal */
     const char *added_tokens; /* JSON overlay of added tokens for the tokenizer, or NULL */

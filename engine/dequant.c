@@ -8,7 +8,6 @@
 #include "numeric.h"
 #include "quants.h"
 
-#define QK_K 256
 
 static float f16_at(const uint8_t *p) {
     uint16_t h;

@@ -208,6 +208,27 @@ static ds4_layer_kind layer_kind(const gguf_file *f, const ds4_config *c, uint32
     return DS4_LAYER_HCA;
 }
 
+void ds4_config_flash(ds4_config *c, uint32_t n_layer, uint32_t n_expert) {
+    memset(c, 0, sizeof *c);
+    *c = (ds4_config){
+        .n_layer = n_layer ? n_layer : 43, .n_embd = 4096, .n_vocab = 129280, .n_head = 64, .n_head_kv = 1,
+        .head_dim = 512, .value_dim = 512, .rope_dim = 64, .q_lora_rank = 1024, .o_groups = 8,
+        .o_lora_rank = 1024, .sliding_window = 128, .n_expert = n_expert ? n_expert : 256, .n_expert_used = 6,
+        .n_expert_shared = 1, .expert_ff = 2048, .n_hash_layers = 3, .gating_func = DS4_GATING_SQRT_SOFTPLUS,
+        .hc_mult = 4, .hc_sinkhorn_iters = 20, .indexer_heads = 64, .indexer_dim = 128, .indexer_topk = 512,
+        .context_length = 1048576, .rope_orig_ctx = 65536, .rms_eps = 1e-6f, .rope_base = 10000.0f,
+        .compress_rope_base = 160000.0f, .rope_scale = 16.0f, .yarn_beta_fast = 32.0f, .yarn_beta_slow = 1.0f,
+        .expert_weights_scale = 1.5f, .hc_eps = 1e-6f, .expert_weights_norm = true,
+    };
+    if (c->n_expert_used > c->n_expert) c->n_expert_used = c->n_expert;
+    if (c->n_hash_layers > c->n_layer) c->n_hash_layers = c->n_layer;
+    for (uint32_t i = 0; i < c->n_layer; i++) {
+        c->compress_ratio[i] = i < 2 ? 0 : i % 2 == 0 ? 4 : 128;
+        c->kind[i] = i < 2 ? DS4_LAYER_SWA : i % 2 == 0 ? DS4_LAYER_CSA : DS4_LAYER_HCA;
+        c->swiglu_limit[i] = c->swiglu_limit_shared[i] = 10.0f;
+    }
+}
+
 int ds4_config_check(const ds4_config *c) {
     if (c->n_layer == 0 || c->n_layer > DS4_MAX_LAYERS)
         return ds4_fail("block_count %u is out of range (1..%d)", c->n_layer, DS4_MAX_LAYERS);

@@ -88,6 +88,11 @@ int ds4_expected_tensors(const ds4_config *c, ds4_tensor_spec **specs, size_t *n
 int ds4_config_from_gguf(const gguf_file *f, ds4_config *c);
 /* Write the config as deepseek4.* metadata (the inverse of ds4_config_from_gguf). */
 int ds4_config_to_gguf(const ds4_config *c, gguf_writer *w);
+/* DeepSeek V4 Flash's shape (shared/MODEL.md), with the number of layers and of
+ * routed experts as given (0: Flash's 43 and 256), for size plans and Flash-shaped
+ * synthetic models. */
+void ds4_config_flash(ds4_config *c, uint32_t n_layer, uint32_t n_expert);
+
 /* Consistency checks shared by the loader and the converter. */
 int ds4_config_check(const ds4_config *c);
 

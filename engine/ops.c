@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cpu.h"
+#include "qdot.h"
 #include "quants.h"
 #include "threads.h"
 
@@ -68,6 +69,22 @@ float ds4_dot(const float *a, const float *b, uint64_t n) {
     return fn(a, b, n);
 }
 
+static ds4_act_mode act_mode = DS4_ACT_AUTO;
+
+void ds4_set_act_mode(ds4_act_mode mode) { act_mode = mode; }
+ds4_act_mode ds4_get_act_mode(void) { return act_mode; }
+
+int ds4_act_mode_from_name(const char *name) {
+    return !strcmp(name, "auto") ? DS4_ACT_AUTO : !strcmp(name, "f32") ? DS4_ACT_F32 : !strcmp(name, "q8") ? DS4_ACT_Q8 : -1;
+}
+
+/* The int8 kernel a matrix product over W uses under the current mode, or NULL for
+ * dequantized rows times F32 activations. */
+static ds4_qdot_fn int8_kernel(uint32_t type) {
+    if (act_mode == DS4_ACT_F32 || (act_mode == DS4_ACT_AUTO && type == GGML_TYPE_Q8_0)) return NULL;
+    return ds4_qdot_best(type);
+}
+
 typedef struct {
     const gguf_tensor *W;
     uint64_t row0;
@@ -76,12 +93,23 @@ typedef struct {
     int T;
     float *y;
     uint64_t ldy;
+    ds4_qdot_fn qdot;     /* NULL: F32 path */
+    const uint8_t *act;   /* T quantized activation rows */
+    size_t act_row_bytes;
 } matmul_job;
 
 static void matmul_rows(void *arg, uint64_t begin, uint64_t end, int thread) {
     (void)thread;
     const matmul_job *j = arg;
     const uint64_t n = j->W->ne[0], row_bytes = ggml_row_size(j->W->type, n);
+    if (j->qdot) {
+        for (uint64_t o = begin; o < end; o++) {
+            const uint8_t *w = (const uint8_t *)j->W->data + (j->row0 + o) * row_bytes;
+            for (int t = 0; t < j->T; t++)
+                j->y[(uint64_t)t * j->ldy + o] = j->qdot(w, j->act + (size_t)t * j->act_row_bytes, (int64_t)n);
+        }
+        return;
+    }
     const bool direct = j->W->type == GGML_TYPE_F32;
     float *tmp = direct ? NULL : malloc(n * sizeof *tmp);
     for (uint64_t o = begin; o < end; o++) {
@@ -96,12 +124,33 @@ static void matmul_rows(void *arg, uint64_t begin, uint64_t end, int thread) {
     free(tmp);
 }
 
+static ds4_matmul_observer observer;
+static void *observer_ctx;
+
+void ds4_matmul_set_observer(ds4_matmul_observer fn, void *ctx) {
+    observer = fn;
+    observer_ctx = ctx;
+}
+
 void ds4_matmul(const gguf_tensor *W, uint64_t row0, uint64_t n_out, const float *x, uint64_t ldx, int T,
                 float *y, uint64_t ldy, int n_threads) {
-    matmul_job j = {W, row0, x, ldx, T, y, ldy};
+    if (observer) observer(observer_ctx, W, row0, x, ldx, T);
+    matmul_job j = {W, row0, x, ldx, T, y, ldy, int8_kernel(W->type), NULL, 0};
+    uint8_t *act = NULL;
+    if (j.qdot) {
+        /* Quantize the activations once for all output rows. */
+        const int act_type = ds4_qdot_act_type(W->type);
+        j.act_row_bytes = ds4_qdot_act_size(act_type, (int64_t)W->ne[0]);
+        act = malloc(j.act_row_bytes * (size_t)T);
+        for (int t = 0; t < T; t++)
+            ds4_qdot_quantize_act(act_type, x + (uint64_t)t * ldx, act + (size_t)t * j.act_row_bytes,
+                                  (int64_t)W->ne[0]);
+        j.act = act;
+    }
     /* Threads only pay off on enough work. */
     uint64_t work = n_out * W->ne[0] * (uint64_t)T;
     ds4_parallel_for(work < (1u << 16) ? 1 : n_threads, n_out, matmul_rows, &j);
+    free(act);
 }
 
 void ds4_tensor_row(const gguf_tensor *W, uint64_t r, float *out) {

@@ -1,9 +1,14 @@
-/* Q8_0 against ggml's own bytes (shared/golden/quant-ggml.bin) and the SIMD quantizer
- * against the scalar one. */
+/* Block formats against ggml's own bytes (shared/golden/quant-ggml.bin): exact
+ * dequantization, quantizers no worse than ggml's; the int8 dot-product kernels against
+ * F32 arithmetic on the dequantized values, and their SIMD versions against the scalar
+ * ones; the SIMD Q8_0 quantizer against the scalar one. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu.h"
+#include "qdot.h"
+#include "quant_golden.h"
 #include "quants.h"
 #include "test.h"
 #include "util.h"
@@ -113,6 +118,127 @@ static void q8_0_simd_matches_scalar(void) {
     CHECK(tie_ok);
 }
 
+static const uint32_t quantized_types[] = {GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_MXFP4, GGML_TYPE_Q2_K,
+                                           GGML_TYPE_Q4_K, GGML_TYPE_Q6_K, GGML_TYPE_IQ2_XXS};
+#define N_QUANTIZED (sizeof quantized_types / sizeof quantized_types[0])
+
+/* The whole golden check as `ds4-quant check-golden` runs it: every set passes, and
+ * every type this project writes was quantized and compared, with and without an imatrix. */
+static void golden_check_passes(void) {
+    const char *shared = test_shared_dir();
+    if (!shared) { test_skip("shared/golden/quant-ggml.bin not found (set DS4_SHARED)"); return; }
+    char path[600];
+    snprintf(path, sizeof path, "%s/golden/quant-ggml.bin", shared);
+    ds4_golden_set *sets;
+    size_t n;
+    CHECKF(ds4_golden_check(path, &sets, &n) == 0, "%s", ds4_error());
+    if (!n) return;
+    for (size_t i = 0; i < n; i++)
+        CHECKF(sets[i].pass, "%s imatrix=%d: %d rows dequantize differently, worst row error %.4fx ggml's",
+               ggml_type_name(sets[i].type), sets[i].has_imatrix, sets[i].dequant_bad_rows, sets[i].worst_ratio);
+    for (size_t t = 0; t < N_QUANTIZED; t++) {
+        int checked = 0;
+        for (size_t i = 0; i < n; i++) checked += sets[i].type == quantized_types[t] && sets[i].quant_checked;
+        CHECKF(checked == 2, "%s: %d golden sets quantized, expected 2", ggml_type_name(quantized_types[t]), checked);
+    }
+    free(sets);
+}
+
+static void golden_rejects_damaged_files(void) {
+    const char *shared = test_shared_dir();
+    if (!shared) { test_skip("shared/golden/quant-ggml.bin not found (set DS4_SHARED)"); return; }
+    char path[600], cut[700];
+    snprintf(path, sizeof path, "%s/golden/quant-ggml.bin", shared);
+    size_t len;
+    char *d = ds4_read_file(path, &len);
+    CHECK(d != NULL);
+    if (!d) return;
+    snprintf(cut, sizeof cut, "%s/golden-cut.bin", test_tmpdir());
+    const size_t cuts[] = {0, 10, 30, len / 2, len - 1};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        ds4_write_file_atomic(cut, d, cuts[i]);
+        ds4_golden_set *sets = NULL;
+        size_t n = 0;
+        CHECKF(ds4_golden_check(cut, &sets, &n) < 0 && !sets, "a golden file cut at %zu bytes was accepted", cuts[i]);
+    }
+    free(d);
+}
+
+/* Rows of pseudo-random Gaussian-ish values with outliers, like the golden inputs. */
+static void fill_row(float *x, int n, unsigned seed) {
+    srand(seed);
+    for (int i = 0; i < n; i++) {
+        float v = 0;
+        for (int k = 0; k < 4; k++) v += (float)rand() / RAND_MAX - 0.5f;
+        x[i] = v * (i % 97 == 0 ? 7.0f : 1.0f);
+    }
+}
+
+/* Activations back to F32: Q8_0 through the row converter, Q8_K as d * q. */
+static void act_to_f32(int act_type, const void *act, float *out, int n) {
+    if (act_type == GGML_TYPE_Q8_0) { ggml_row_to_f32(GGML_TYPE_Q8_0, act, out, n); return; }
+    const block_q8_K *a = act;
+    for (int i = 0; i < n; i++) out[i] = a[i / QK_K].d * a[i / QK_K].qs[i % QK_K];
+}
+
+/* Each scalar kernel computes the dot product of the dequantized rows (to float
+ * rounding), each SIMD kernel the scalar one's (exactly for 256-blocks, whose integer
+ * sums are exact and whose float steps are the same; to 1e-6 relative otherwise). */
+static void qdot_kernels_match_reference(void) {
+    enum { N = 4096 };
+    float *w = malloc(N * sizeof *w), *x = malloc(N * sizeof *x), *imat = malloc(N * sizeof *imat);
+    float *wd = malloc(N * sizeof *wd), *xd = malloc(N * sizeof *xd);
+    uint8_t *wq = malloc(N * 2), *act = malloc(N * 2);
+    for (int i = 0; i < N; i++) imat[i] = 0.5f + (float)(i % 13) / 13.0f;
+    for (size_t t = 0; t < N_QUANTIZED; t++) {
+        const uint32_t type = quantized_types[t];
+        const int act_type = ds4_qdot_act_type(type);
+        int bad_ref = 0, bad_simd = 0, levels = 0;
+        for (unsigned trial = 0; trial < 8; trial++) {
+            fill_row(w, N, 100 + trial);
+            fill_row(x, N, 200 + trial);
+            if (trial == 3) memset(x, 0, N * sizeof *x); /* all-zero activations */
+            CHECKF(ds4_quantize_row(type, w, wq, N, imat) == 0, "%s", ds4_error());
+            ds4_qdot_quantize_act(act_type, x, act, N);
+            ggml_row_to_f32(type, wq, wd, N);
+            act_to_f32(act_type, act, xd, N);
+            double ref = 0, mag = 0;
+            for (int i = 0; i < N; i++) {
+                ref += (double)wd[i] * xd[i];
+                mag += fabs((double)wd[i] * xd[i]);
+            }
+            const float scalar = ds4_qdot_kernel(type, DS4_CPU_SCALAR)(wq, act, N);
+            bad_ref += fabs(scalar - ref) > 1e-5 * mag + 1e-30;
+            for (int level = DS4_CPU_AVX2; level <= DS4_CPU_AVX512; level++) {
+                ds4_qdot_fn fn = ds4_qdot_kernel(type, level);
+                if (!fn) continue;
+                levels += trial == 0;
+                const float v = fn(wq, act, N);
+                bad_simd += ggml_type_get(type)->block == QK_K ? v != scalar : fabs(v - scalar) > 1e-6 * mag + 1e-30;
+            }
+        }
+        CHECKF(bad_ref == 0, "%s: scalar kernel differs from the F32 dot product in %d of 8 trials",
+               ggml_type_name(type), bad_ref);
+        CHECKF(bad_simd == 0, "%s: SIMD kernel differs from the scalar one in %d runs", ggml_type_name(type), bad_simd);
+        if (ds4_cpu_detect() >= DS4_CPU_AVX2) CHECKF(levels > 0, "%s: no SIMD kernel was tested", ggml_type_name(type));
+    }
+    free(w); free(x); free(imat); free(wd); free(xd); free(wq); free(act);
+}
+
+static void quantize_refuses_bad_requests(void) {
+    float x[256] = {0};
+    uint8_t out[1024];
+    CHECK(ds4_quantize_row(GGML_TYPE_IQ2_XXS, x, out, 256, NULL) < 0); /* needs an imatrix */
+    CHECK(ds4_quantize_row(GGML_TYPE_Q2_K, x, out, 100, NULL) < 0);    /* not whole blocks */
+    CHECK(ds4_quantize_row(GGML_TYPE_Q5_K, x, out, 256, NULL) < 0);    /* no quantizer */
+    CHECK(ds4_quantize_row(GGML_TYPE_Q2_K, x, out, 256, NULL) == 0);   /* zeros are fine */
+    float back[256];
+    ggml_row_to_f32(GGML_TYPE_Q2_K, out, back, 256);
+    int nonzero = 0;
+    for (int i = 0; i < 256; i++) nonzero += back[i] != 0;
+    CHECK(nonzero == 0);
+}
+
 static void type_table(void) {
     CHECK(ggml_row_size(GGML_TYPE_Q8_0, 64) == 68);
     CHECK(ggml_row_size(GGML_TYPE_Q8_0, 65) == 0);
@@ -128,5 +254,9 @@ const test_case quant_tests[] = {
     {"dequantizes_like_ggml", dequantizes_like_ggml},
     {"q8_0_simd_matches_scalar", q8_0_simd_matches_scalar},
     {"type_table", type_table},
+    {"golden_check_passes", golden_check_passes},
+    {"golden_rejects_damaged_files", golden_rejects_damaged_files},
+    {"qdot_kernels_match_reference", qdot_kernels_match_reference},
+    {"quantize_refuses_bad_requests", quantize_refuses_bad_requests},
     {0, 0},
 };

@@ -7,6 +7,7 @@
 #include "forward.h"
 #include "logitcheck.h"
 #include "model.h"
+#include "ops.h"
 #include "util.h"
 #include "../flags.h"
 
@@ -14,7 +15,8 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: ds4-logitcheck --model M.gguf --vectors DIR|FILE [--vectors ...] [--threads N]\n"
             "                      [--csv out.csv] [--json out.json] [--max-dlogit X] [--max-kl X]\n"
-            "                      [--min-top1 F] [--require-greedy] [--quiet]\n"
+            "                      [--max-kl-mean X] [--min-top1 F] [--require-greedy]\n"
+            "                      [--act auto|f32|q8] [--quiet]\n"
             "\n"
             "Teacher-forces every case's prompt, then continues greedily, and compares each\n"
             "distribution with the reference (JSONL vectors of FORMATS.md, or DeepSeek API\n"
@@ -22,8 +24,11 @@ static void usage(FILE *out) {
             "overall: max and mean |dlogit| (where full logits are stored), KL(ref||ours) mean\n"
             "and max over the reference top-k, top-1 agreement, top-k overlap, Spearman rank\n"
             "correlation and the greedy prefix that agrees. Exit 0 only if every threshold\n"
-            "holds (defaults: --max-kl 1e-3 --min-top1 0.99; --max-dlogit and\n"
-            "--require-greedy are off unless given). Exit 2 on unreadable input.\n");
+            "holds (defaults: --max-kl 1e-3 --min-top1 0.99; --max-dlogit, --max-kl-mean\n"
+            "and --require-greedy are off unless given; --max-kl bounds the worst position,\n"
+            "--max-kl-mean the mean over all positions). --act picks how matrix products\n"
+            "treat activations (ops.h: auto = int8 for sub-8-bit weights, f32 = always F32,\n"
+            "q8 = int8 wherever a kernel exists). Exit 2 on unreadable input.\n");
 }
 
 static int write_csv(const char *path, const char *model, const ds4_lc_report *r) {
@@ -98,7 +103,7 @@ static void print_row(const ds4_lc_case *c) {
 int main(int argc, char **argv) {
     const char *model_path = NULL, *csv = NULL, *json = NULL, *vectors[64];
     int n_vectors = 0, threads = 0;
-    double max_dlogit = -1, max_kl = 1e-3, min_top1 = 0.99;
+    double max_dlogit = -1, max_kl = 1e-3, max_kl_mean = -1, min_top1 = 0.99;
     bool require_greedy = false, quiet = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -114,6 +119,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--json")) json = v;
         else if (!strcmp(a, "--max-dlogit")) max_dlogit = flag_number("ds4-logitcheck", a, v, 0, HUGE_VAL);
         else if (!strcmp(a, "--max-kl")) max_kl = flag_number("ds4-logitcheck", a, v, 0, HUGE_VAL);
+        else if (!strcmp(a, "--max-kl-mean")) max_kl_mean = flag_number("ds4-logitcheck", a, v, 0, HUGE_VAL);
+        else if (!strcmp(a, "--act")) {
+            const int mode = ds4_act_mode_from_name(v);
+            if (mode < 0) {
+                fprintf(stderr, "ds4-logitcheck: --act must be auto, f32 or q8, not '%s'\n", v);
+                return 2;
+            }
+            ds4_set_act_mode((ds4_act_mode)mode);
+        }
         else if (!strcmp(a, "--min-top1")) min_top1 = flag_number("ds4-logitcheck", a, v, 0, 1);
         else { fprintf(stderr, "ds4-logitcheck: unknown option '%s'\n", a); usage(stderr); return 2; }
     }
@@ -142,6 +156,7 @@ int main(int argc, char **argv) {
     }
     ds4_lc_case all = ds4_lc_overall(&r);
     bool pass = all.kl_max <= max_kl && all.top1 >= min_top1 && (max_dlogit < 0 || all.max_dlogit <= max_dlogit) &&
+                (max_kl_mean < 0 || all.kl_mean <= max_kl_mean) &&
                 (!require_greedy || all.greedy_match == all.greedy_len);
     if (!quiet) {
         printf("model %s, %d cases\n", model_path, r.n_cases);
@@ -152,6 +167,7 @@ int main(int argc, char **argv) {
     }
     printf("%s: KL max %.3g (<= %g), top-1 %.2f%% (>= %.2f%%)", pass ? "PASS" : "FAIL", all.kl_max, max_kl,
            100 * all.top1, 100 * min_top1);
+    if (max_kl_mean >= 0) printf(", KL mean %.3g (<= %g)", all.kl_mean, max_kl_mean);
     if (max_dlogit >= 0) printf(", max|dlogit| %.3g (<= %g)", all.max_dlogit, max_dlogit);
     if (require_greedy) printf(", greedy %d/%d", all.greedy_match, all.greedy_len);
     printf("\n");

@@ -1,19 +1,34 @@
 /* ds4-quant - produce ds4 GGUF files. `convert` turns a DeepSeek-V4 checkpoint
- * (Hugging Face or DeepSeek release layout) into a GGUF. */
+ * (Hugging Face or DeepSeek release layout) into a GGUF; `quantize` writes a GGUF (from
+ * a GGUF or a checkpoint) under a recipe; `plan` prints a recipe's sizes from shapes
+ * alone; `check-golden` holds our block formats to ggml's. */
+#include <stdbool.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "convert.h"
+#include "hf_config.h"
+#include "imatrix.h"
 #include "cpu.h"
 #include "model.h"
+#include "quant_golden.h"
 #include "quants.h"
+#include "recipe.h"
+#include "requant.h"
 #include "../flags.h"
 
 static void usage(FILE *out) {
     fprintf(out,
             "usage: ds4-quant convert --in DIR --out FILE.gguf [--type f32|f16|bf16|q8_0]\n"
             "                         [--threads N] [--add-tokens FILE.json] [--quiet]\n"
+            "       ds4-quant quantize --in MODEL.gguf|DIR --out FILE.gguf --recipe RECIPE\n"
+            "                         [--imatrix FILE] [--type-for REGEX=TYPE]... [--threads N]\n"
+            "                         [--loss-csv FILE] [--quiet]\n"
+            "       ds4-quant plan --recipe RECIPE [--config flash|MODEL.gguf|config.json]\n"
+            "                         [--layers N] [--experts N]\n"
+            "       ds4-quant check-golden FILE [--csv FILE]\n"
             "\n"
             "  convert   DeepSeek-V4 checkpoint directory (config.json + safetensors, single\n"
             "            or sharded; transformers or DeepSeek release names; F32/F16/BF16,\n"
@@ -21,10 +36,226 @@ static void usage(FILE *out) {
             "            --type sets the weight matrices (default f16); norms stay f32,\n"
             "            the routing table i32, and under q8_0 the small sensitive\n"
             "            matrices (hyper-connections, compressors, router) f16.\n"
-            "            --threads defaults to all cores. The output appears only when\n"
-            "            complete; an interrupted run leaves nothing behind.\n"
             "            --add-tokens applies a JSON list of added tokens ({id, content,\n"
-            "            special}) on top of tokenizer.json (V4's markers on V3's vocabulary).\n");
+            "            special}) on top of tokenizer.json (V4's markers on V3's vocabulary).\n"
+            "  quantize  a GGUF (any types we read) or a checkpoint directory (read as convert\n"
+            "            does, FP8/FP4 dequantized on the fly) to a GGUF under RECIPE:\n"
+            "              q2     routed experts gate/up iq2_xxs, down q2_K; rest q8_0,\n"
+            "                     small matrices and embedding f16 (ds4's 2-bit files)\n"
+            "              q4     routed experts q4_K, rest as q2\n"
+            "              mxfp4  routed experts mxfp4, rest as q2\n"
+            "              q8, f16, bf16, f32   every weight matrix in that type\n"
+            "            --imatrix FILE (GGUF, from `ds4 imatrix` or llama.cpp) weights the\n"
+            "            quantization error per input column; without one, iq2_xxs uses\n"
+            "            uniform importance. --type-for REGEX=TYPE overrides the type of\n"
+            "            tensors whose GGUF name matches (PCRE2; last match wins), e.g.\n"
+            "            'blk\\.[0-2]\\.ffn_down_exps=q4_K'. --loss-csv writes each tensor's\n"
+            "            relative RMSE (GGUF input). Streams tensor by tensor on all cores\n"
+            "            with a progress line; an interrupted run leaves no partial file.\n"
+            "  plan      sizes under RECIPE from shapes alone: bytes per weight class, total,\n"
+            "            and weight bytes read per decoded token. --config flash (default)\n"
+            "            is DeepSeek V4 Flash; --layers/--experts shrink it.\n"
+            "  check-golden  dequantize ggml's bytes (must match exactly) and quantize its\n"
+            "            inputs (our row error must be <= 1.02x ggml's) for every set of a\n"
+            "            golden file (shared/golden/README.md); --csv writes the table.\n"
+            "  --threads defaults to all cores.\n");
+}
+
+static bool is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int cmd_quantize(int argc, char **argv) {
+    const char *in = NULL, *out = NULL, *recipe_name = NULL, *imatrix_path = NULL, *loss_csv = NULL;
+    int n_threads = 0;
+    bool quiet = false;
+    ds4_recipe *recipe = NULL;
+    const char *overrides[64];
+    int n_overrides = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--quiet")) { quiet = true; continue; }
+        if (!v) { fprintf(stderr, "ds4-quant: %s needs a value\n", a); return 2; }
+        i++;
+        if (!strcmp(a, "--in")) in = v;
+        else if (!strcmp(a, "--out")) out = v;
+        else if (!strcmp(a, "--recipe")) recipe_name = v;
+        else if (!strcmp(a, "--imatrix")) imatrix_path = v;
+        else if (!strcmp(a, "--loss-csv")) loss_csv = v;
+        else if (!strcmp(a, "--threads")) n_threads = (int)flag_integer("ds4-quant", a, v, 1, 512);
+        else if (!strcmp(a, "--type-for") && n_overrides < 64) overrides[n_overrides++] = v;
+        else {
+            fprintf(stderr, "ds4-quant: quantize: unknown option '%s'\n", a);
+            return 2;
+        }
+    }
+    if (!in || !out || !recipe_name) {
+        fprintf(stderr, "ds4-quant: quantize needs --in, --out and --recipe\n");
+        return 2;
+    }
+    if (!(recipe = ds4_recipe_new(recipe_name))) {
+        fprintf(stderr, "ds4-quant: %s\n", ds4_error());
+        return 2;
+    }
+    for (int i = 0; i < n_overrides; i++)
+        if (ds4_recipe_add_override(recipe, overrides[i]) < 0) {
+            fprintf(stderr, "ds4-quant: %s\n", ds4_error());
+            ds4_recipe_free(recipe);
+            return 2;
+        }
+    int rc = 1;
+    ds4_imatrix *im = NULL;
+    if (imatrix_path && !(im = ds4_imatrix_load(imatrix_path))) {
+        fprintf(stderr, "ds4-quant: %s\n", ds4_error());
+        ds4_recipe_free(recipe);
+        return 1;
+    }
+    ds4_install_cleanup_handlers();
+    const int threads = n_threads > 0 ? n_threads : ds4_cpu_count();
+    if (is_dir(in)) {
+        if (loss_csv) fprintf(stderr, "ds4-quant: --loss-csv is measured on GGUF input only; ignored\n");
+        ds4_convert_opts o = {.in_dir = in, .out_path = out, .recipe = recipe, .imatrix = im,
+                              .n_threads = threads, .progress = !quiet};
+        ds4_convert_stats s;
+        if (ds4_convert(&o, &s) < 0) {
+            fprintf(stderr, "ds4-quant: %s\n", ds4_error());
+            goto done;
+        }
+        if (!quiet)
+            printf("quantized %s -> %s (recipe %s%s): %llu tensors, %.2f MiB read, %.2f MiB written, %.2f s\n", in,
+                   out, recipe_name, im ? ", imatrix" : "", (unsigned long long)s.n_tensors,
+                   (double)s.bytes_in / (1 << 20), (double)s.bytes_out / (1 << 20), s.seconds);
+    } else {
+        ds4_requant_opts o = {.in_path = in, .out_path = out, .recipe = recipe, .imatrix = im,
+                              .n_threads = threads, .progress = !quiet};
+        ds4_requant_stats s;
+        if (ds4_requant(&o, &s) < 0) {
+            fprintf(stderr, "ds4-quant: %s\n", ds4_error());
+            goto done;
+        }
+        uint64_t with_imatrix = 0;
+        for (uint64_t i = 0; i < s.n_tensors; i++) with_imatrix += s.loss[i].imatrix;
+        if (!quiet) {
+            printf("quantized %s -> %s (recipe %s): %llu tensors (%llu kept as they were, %llu with importance "
+                   "rows), %.2f MiB -> %.2f MiB, %.2f s, %.1f MB/s of F32 input per thread (%d threads)\n",
+                   in, out, recipe_name, (unsigned long long)s.n_tensors, (unsigned long long)s.n_copied,
+                   (unsigned long long)with_imatrix, (double)s.bytes_in / (1 << 20), (double)s.bytes_out / (1 << 20),
+                   s.seconds, s.seconds > 0 ? (double)s.f32_bytes / 1e6 / s.seconds / threads : 0.0, threads);
+            if (s.n_fallback) printf("  %llu tensors fell back to q8_0/f16 (row length)\n", (unsigned long long)s.n_fallback);
+        }
+        if (loss_csv && ds4_tensor_loss_write_csv(s.loss, s.n_tensors, loss_csv) < 0) {
+            fprintf(stderr, "ds4-quant: %s\n", ds4_error());
+            free(s.loss);
+            goto done;
+        }
+        free(s.loss);
+    }
+    ds4_model *m = ds4_model_load(out);
+    if (!m) {
+        fprintf(stderr, "ds4-quant: wrote a file that does not load: %s\n", ds4_error());
+        goto done;
+    }
+    if (!quiet) ds4_model_print_summary(m, stdout);
+    ds4_model_free(m);
+    rc = 0;
+done:
+    ds4_imatrix_free(im);
+    ds4_recipe_free(recipe);
+    return rc;
+}
+
+static int cmd_plan(int argc, char **argv) {
+    const char *recipe_name = NULL, *config = "flash";
+    long layers = 0, experts = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) { fprintf(stderr, "ds4-quant: %s needs a value\n", a); return 2; }
+        i++;
+        if (!strcmp(a, "--recipe")) recipe_name = v;
+        else if (!strcmp(a, "--config")) config = v;
+        else if (!strcmp(a, "--layers")) layers = flag_integer("ds4-quant", a, v, 1, DS4_MAX_LAYERS);
+        else if (!strcmp(a, "--experts")) experts = flag_integer("ds4-quant", a, v, 1, 65536);
+        else {
+            fprintf(stderr, "ds4-quant: plan: unknown option '%s'\n", a);
+            return 2;
+        }
+    }
+    if (!recipe_name) {
+        fprintf(stderr, "ds4-quant: plan needs --recipe\n");
+        return 2;
+    }
+    ds4_recipe *r = ds4_recipe_new(recipe_name);
+    if (!r) {
+        fprintf(stderr, "ds4-quant: %s\n", ds4_error());
+        return 2;
+    }
+    ds4_config c;
+    int rc = 0;
+    const size_t len = strlen(config);
+    if (!strcmp(config, "flash")) {
+        ds4_config_flash(&c, (uint32_t)layers, (uint32_t)experts);
+    } else if (len > 5 && !strcmp(config + len - 5, ".gguf")) {
+        gguf_file *f = gguf_open(config);
+        rc = f && ds4_config_from_gguf(f, &c) == 0 ? 0 : -1;
+        gguf_close(f);
+    } else {
+        ds4_hf_config hf;
+        rc = ds4_hf_config_load(config, &hf);
+        c = hf.cfg;
+    }
+    if (rc == 0) {
+        ds4_size_plan p;
+        rc = ds4_recipe_plan(r, &c, &p);
+        if (rc == 0) {
+            printf("config %s: %u layers, %u routed experts (%u used), hidden %u, vocab %u\n", config, c.n_layer,
+                   c.n_expert, c.n_expert_used, c.n_embd, c.n_vocab);
+            ds4_size_plan_print(&p, r, &c, stdout);
+        }
+    }
+    if (rc < 0) fprintf(stderr, "ds4-quant: %s\n", ds4_error());
+    ds4_recipe_free(r);
+    return rc < 0 ? 1 : 0;
+}
+
+/* Both golden checks on a file in the golden format; a table, optionally CSV. */
+static int cmd_check_golden(int argc, char **argv) {
+    const char *path = NULL, *csv = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--csv") && i + 1 < argc) csv = argv[++i];
+        else if (argv[i][0] != '-' && !path) path = argv[i];
+        else {
+            fprintf(stderr, "ds4-quant: check-golden: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!path) {
+        fprintf(stderr, "ds4-quant: check-golden needs a FILE\n");
+        return 2;
+    }
+    ds4_golden_set *sets;
+    size_t n;
+    if (ds4_golden_check(path, &sets, &n) < 0) {
+        fprintf(stderr, "ds4-quant: %s\n", ds4_error());
+        return 1;
+    }
+    ds4_golden_print(sets, n, stdout);
+    int failed = 0, unchecked = 0;
+    for (size_t i = 0; i < n; i++) {
+        failed += !sets[i].pass;
+        unchecked += !sets[i].dequant_checked || !sets[i].quant_checked;
+    }
+    printf("%zu sets: %zu pass, %d fail (bound: our row error <= %.2fx ggml's)", n, n - (size_t)failed, failed,
+           DS4_GOLDEN_MAX_RATIO);
+    if (unchecked) printf("; %d sets have a type this build cannot dequantize or quantize", unchecked);
+    printf("\n");
+    int rc = failed ? 1 : 0;
+    if (csv && ds4_golden_write_csv(sets, n, csv) < 0) {
+        fprintf(stderr, "ds4-quant: %s\n", ds4_error());
+        rc = 1;
+    }
+    free(sets);
+    return rc;
 }
 
 static int cmd_convert(int argc, char **argv) {
@@ -89,13 +320,14 @@ int main(int argc, char **argv) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    if (!strcmp(argv[1], "convert")) {
-        if (argc > 2 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
-            usage(stdout);
-            return 0;
-        }
-        return cmd_convert(argc - 2, argv + 2);
+    if (argc > 2 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
+        usage(stdout);
+        return 0;
     }
+    if (!strcmp(argv[1], "check-golden")) return cmd_check_golden(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "quantize")) return cmd_quantize(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "plan")) return cmd_plan(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "convert")) return cmd_convert(argc - 2, argv + 2);
     fprintf(stderr, "ds4-quant: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

@@ -1,0 +1,207 @@
+/* imatrix.c - see imatrix.h. */
+#include "imatrix.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+#include "quants.h"
+#include "util.h"
+
+typedef struct {
+    char *name;
+    uint64_t cols, n_mat;
+    float *sum2;   /* cols * n_mat, owned when collecting */
+    float *counts; /* n_mat */
+    const gguf_tensor *sum2_t, *counts_t; /* when loaded: straight from the file */
+} entry;
+
+struct ds4_imatrix {
+    entry *e;
+    size_t n;
+    ds4_strmap by_name;
+    gguf_file *file; /* when loaded */
+};
+
+static entry *find(const ds4_imatrix *im, const char *name) {
+    uint64_t i;
+    return ds4_strmap_get(&im->by_name, name, strlen(name), &i) ? &im->e[i] : NULL;
+}
+
+void ds4_imatrix_free(ds4_imatrix *im) {
+    if (!im) return;
+    for (size_t i = 0; i < im->n; i++) {
+        free(im->e[i].name);
+        if (!im->file) {
+            free(im->e[i].sum2);
+            free(im->e[i].counts);
+        }
+    }
+    free(im->e);
+    ds4_strmap_free(&im->by_name);
+    gguf_close(im->file);
+    free(im);
+}
+
+static int add_entry(ds4_imatrix *im, const char *name, size_t len) {
+    entry *e = &im->e[im->n];
+    if (!(e->name = ds4_strndup(name, len))) return -1;
+    if (ds4_strmap_put(&im->by_name, e->name, len, im->n) == 0) return ds4_fail("imatrix names '%s' twice", e->name);
+    im->n++;
+    return 0;
+}
+
+ds4_imatrix *ds4_imatrix_load(const char *path) {
+    gguf_file *f = gguf_open(path);
+    if (!f) return NULL;
+    gguf_str type;
+    ds4_imatrix *im = ds4_calloc(1, sizeof *im);
+    if (!im) { gguf_close(f); return NULL; }
+    im->file = f;
+    if (!gguf_get_str(f, "general.type", &type) || !gguf_str_eq(type, "imatrix")) {
+        ds4_fail("%s is a GGUF but not an importance matrix (general.type is not \"imatrix\")", path);
+        goto fail;
+    }
+    if (!(im->e = ds4_calloc(f->n_tensors + 1, sizeof *im->e)) || ds4_strmap_init(&im->by_name, f->n_tensors + 1) < 0)
+        goto fail;
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        const gguf_tensor *t = &f->tensors[i];
+        const size_t len = strlen(t->name);
+        if (len < 9 || strcmp(t->name + len - 8, ".in_sum2")) continue;
+        char counts_name[GGUF_MAX_NAME + 8];
+        snprintf(counts_name, sizeof counts_name, "%.*s.counts", (int)(len - 8), t->name);
+        const gguf_tensor *c = gguf_find_tensor(f, counts_name);
+        if (!c || t->type != GGML_TYPE_F32 || c->type != GGML_TYPE_F32 || c->ne[0] != 1 || c->ne[1] != t->ne[1] ||
+            t->ne[2] != 1 || c->ne[2] != 1) {
+            ds4_fail("%s: %s has no matching F32 .counts [1, %llu]", path, t->name, (unsigned long long)t->ne[1]);
+            goto fail;
+        }
+        if (add_entry(im, t->name, len - 8) < 0) goto fail;
+        entry *e = &im->e[im->n - 1];
+        e->cols = t->ne[0];
+        e->n_mat = t->ne[1];
+        e->sum2_t = t;
+        e->counts_t = c;
+    }
+    if (!im->n) {
+        ds4_fail("%s: an importance matrix with no *.in_sum2 tensors", path);
+        goto fail;
+    }
+    return im;
+fail:
+    ds4_imatrix_free(im);
+    return NULL;
+}
+
+int ds4_imatrix_get(const ds4_imatrix *im, const char *name, uint64_t mat, uint64_t cols, float *out) {
+    const entry *e = find(im, name);
+    if (!e) return 0;
+    if (e->cols != cols || mat >= e->n_mat)
+        return ds4_fail("importance matrix for %s has %llu columns x %llu matrices; the tensor needs %llu x %llu",
+                        name, (unsigned long long)e->cols, (unsigned long long)e->n_mat, (unsigned long long)cols,
+                        (unsigned long long)mat + 1);
+    float count;
+    const float *sum2 = e->sum2;
+    if (e->counts_t) {
+        memcpy(&count, (const float *)e->counts_t->data + mat, sizeof count);
+        sum2 = e->sum2_t->data;
+    } else {
+        count = e->counts[mat];
+    }
+    if (!(count > 0)) return 0;
+    memcpy(out, sum2 + mat * cols, cols * sizeof *out);
+    for (uint64_t i = 0; i < cols; i++) out[i] /= count;
+    return 1;
+}
+
+/* ---- collection ---- */
+
+static void observe(void *ctx, const gguf_tensor *W, uint64_t row0, const float *x, uint64_t ldx, int T) {
+    entry *e = find(ctx, W->name);
+    if (!e) return;
+    const uint64_t mat = W->n_dims >= 3 && W->ne[1] ? row0 / W->ne[1] : 0;
+    if (mat >= e->n_mat) return;
+    float *s = e->sum2 + mat * e->cols;
+    for (int t = 0; t < T; t++)
+        for (uint64_t i = 0; i < e->cols; i++) s[i] += x[(uint64_t)t * ldx + i] * x[(uint64_t)t * ldx + i];
+    e->counts[mat] += (float)T;
+}
+
+ds4_imatrix *ds4_imatrix_collect(const ds4_model *m) {
+    const gguf_file *f = m->gguf;
+    ds4_imatrix *im = ds4_calloc(1, sizeof *im);
+    if (!im || !(im->e = ds4_calloc(f->n_tensors + 1, sizeof *im->e)) ||
+        ds4_strmap_init(&im->by_name, f->n_tensors + 1) < 0)
+        goto fail;
+    for (int il = -1; il < (int)m->cfg.n_layer; il++) {
+        for (int r = il < 0 ? 0 : DS4_T_FIRST_LAYER; r < (il < 0 ? DS4_T_FIRST_LAYER : DS4_T_COUNT); r++) {
+            const ds4_tensor_class cls = ds4_role_class((ds4_tensor_role)r);
+            const gguf_tensor *t = ds4_model_tensor(m, il, (ds4_tensor_role)r);
+            if (!t || r == DS4_T_TOKEN_EMBD || t->n_dims < 2 ||
+                (cls != DS4_CLASS_MATRIX && cls != DS4_CLASS_SMALL && cls != DS4_CLASS_EXPERTS))
+                continue;
+            if (add_entry(im, t->name, strlen(t->name)) < 0) goto fail;
+            entry *e = &im->e[im->n - 1];
+            e->cols = t->ne[0];
+            e->n_mat = t->n_dims >= 3 ? t->ne[2] : 1;
+            if (!(e->sum2 = ds4_calloc(e->cols * e->n_mat, sizeof *e->sum2)) ||
+                !(e->counts = ds4_calloc(e->n_mat, sizeof *e->counts)))
+                goto fail;
+        }
+    }
+    ds4_matmul_set_observer(observe, im);
+    return im;
+fail:
+    ds4_imatrix_free(im);
+    return NULL;
+}
+
+void ds4_imatrix_stop(ds4_imatrix *im) {
+    (void)im;
+    ds4_matmul_set_observer(NULL, NULL);
+}
+
+uint64_t ds4_imatrix_n_entries(const ds4_imatrix *im) {
+    uint64_t n = 0;
+    for (size_t i = 0; i < im->n; i++) {
+        const entry *e = &im->e[i];
+        float c = 0;
+        for (uint64_t k = 0; k < e->n_mat && !c; k++) {
+            if (e->counts) c = e->counts[k];
+            else memcpy(&c, (const float *)e->counts_t->data + k, sizeof c);
+        }
+        n += c > 0;
+    }
+    return n;
+}
+
+int ds4_imatrix_save(const ds4_imatrix *im, const char *path, const char *dataset, uint32_t chunks,
+                     uint32_t chunk_size) {
+    if (im->file) return ds4_fail("this importance matrix was loaded, not collected");
+    gguf_writer *w = gguf_writer_open(path);
+    if (!w) return -1;
+    const char *datasets[1] = {dataset};
+    int rc = gguf_writer_kv_str(w, "general.type", "imatrix") < 0 ||
+             gguf_writer_kv_arr_str(w, "imatrix.datasets", datasets, 1) < 0 ||
+             gguf_writer_kv_u32(w, "imatrix.chunk_count", chunks) < 0 ||
+             gguf_writer_kv_u32(w, "imatrix.chunk_size", chunk_size) < 0;
+    char name[GGUF_MAX_NAME + 16];
+    for (size_t i = 0; i < im->n && !rc; i++) {
+        const entry *e = &im->e[i];
+        const uint64_t ne_sum[2] = {e->cols, e->n_mat}, ne_cnt[2] = {1, e->n_mat};
+        snprintf(name, sizeof name, "%s.in_sum2", e->name);
+        rc = gguf_writer_add_tensor(w, name, GGML_TYPE_F32, 2, ne_sum) < 0;
+        snprintf(name, sizeof name, "%s.counts", e->name);
+        rc = rc || gguf_writer_add_tensor(w, name, GGML_TYPE_F32, 2, ne_cnt) < 0;
+    }
+    for (size_t i = 0; i < im->n && !rc; i++) {
+        const entry *e = &im->e[i];
+        rc = gguf_writer_write(w, e->sum2, e->cols * e->n_mat * sizeof(float)) < 0 ||
+             gguf_writer_write(w, e->counts, e->n_mat * sizeof(float)) < 0;
+    }
+    if (rc) {
+        gguf_writer_abort(w);
+        return -1;
+    }
+    return gguf_writer_finish(w);
+}

@@ -1,0 +1,35 @@
+/* imatrix.h - importance matrices: for every weight matrix (every routed expert
+ * separately) the mean square of each input column over calibration text, which the
+ * quantizers use to spend their precision where activations are large.
+ *
+ * Files are GGUF in llama.cpp's imatrix layout, so either tool reads the other's:
+ * `general.type = "imatrix"`, `imatrix.datasets`, `imatrix.chunk_count`,
+ * `imatrix.chunk_size`; per weight tensor NAME, `NAME.in_sum2` (F32, [columns,
+ * matrices]: summed squares) and `NAME.counts` (F32, [1, matrices]: rows summed). */
+#ifndef DS4_IMATRIX_H
+#define DS4_IMATRIX_H
+
+#include <stdint.h>
+
+#include "model.h"
+
+typedef struct ds4_imatrix ds4_imatrix;
+
+/* Load an imatrix file; NULL with ds4_error set. */
+ds4_imatrix *ds4_imatrix_load(const char *path);
+void ds4_imatrix_free(ds4_imatrix *im);
+
+/* Mean squares of the `cols` columns of matrix `mat` (the expert index, 0 for 2-D
+ * tensors) of tensor `name` into out: 1 when filled, 0 when the file has nothing for
+ * it (or the matrix saw no rows), -1 with the error set when the shapes disagree. */
+int ds4_imatrix_get(const ds4_imatrix *im, const char *name, uint64_t mat, uint64_t cols, float *out);
+
+/* Collection: start observing every matrix product of model m (one collector at a
+ * time), then save. `chunk_size` is the tokens per calibration chunk, recorded. */
+ds4_imatrix *ds4_imatrix_collect(const ds4_model *m);
+void ds4_imatrix_stop(ds4_imatrix *im); /* stop observing (save still works) */
+int ds4_imatrix_save(const ds4_imatrix *im, const char *path, const char *dataset, uint32_t chunks,
+                     uint32_t chunk_size);
+uint64_t ds4_imatrix_n_entries(const ds4_imatrix *im); /* matrices with data */
+
+#endif

@@ -1,0 +1,263 @@
+/* qdot.c - see qdot.h. The scalar kernels here are the reference; the vector ones are
+ * compiled twice from qdot_x86.inc, once for AVX2 and once for AVX-512 VNNI. */
+#include "qdot.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "cpu.h"
+#include "iq_tables.h"
+#include "numeric.h"
+#include "quants.h"
+
+static const int8_t fp4_doubled[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+/* ggml's E8M0 scale for MXFP4 halved, because its levels are doubled. */
+static inline float e8m0_half(uint8_t e) { return ds4_e8m0_to_f32(e) * 0.5f; }
+
+int ds4_qdot_act_type(uint32_t weight_type) {
+    switch (weight_type) {
+    case GGML_TYPE_Q8_0: case GGML_TYPE_Q4_0: case GGML_TYPE_MXFP4: return GGML_TYPE_Q8_0;
+    case GGML_TYPE_Q2_K: case GGML_TYPE_Q4_K: case GGML_TYPE_Q6_K: case GGML_TYPE_IQ2_XXS: return GGML_TYPE_Q8_K;
+    default: return -1;
+    }
+}
+
+size_t ds4_qdot_act_size(int act_type, int64_t n) {
+    return act_type == GGML_TYPE_Q8_K ? (size_t)(n / QK_K) * sizeof(block_q8_K)
+                                      : (size_t)(n / QK8_0) * sizeof(block_q8_0);
+}
+
+/* ggml's Q8_K: the scale maps the largest magnitude to -127 or 127. */
+static void quantize_q8_k(const float *x, block_q8_K *y, int64_t n) {
+    for (int64_t b = 0; b < n / QK_K; b++, x += QK_K) {
+        float max = 0, amax = 0;
+        for (int j = 0; j < QK_K; j++)
+            if (fabsf(x[j]) > amax) { amax = fabsf(x[j]); max = x[j]; }
+        if (!amax) {
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
+        const float iscale = -127.0f / max;
+        for (int j = 0; j < QK_K; j++) {
+            const int v = (int)lrintf(iscale * x[j]);
+            y[b].qs[j] = (int8_t)(v < 127 ? v : 127);
+        }
+        for (int g = 0; g < QK_K / 16; g++) {
+            int s = 0;
+            for (int l = 0; l < 16; l++) s += y[b].qs[16 * g + l];
+            y[b].bsums[g] = (int16_t)s;
+        }
+        y[b].d = 1 / iscale;
+    }
+}
+
+void ds4_qdot_quantize_act(int act_type, const float *x, void *act, int64_t n) {
+    if (act_type == GGML_TYPE_Q8_K) quantize_q8_k(x, act, n);
+    else quantize_row_q8_0(x, act, n);
+}
+
+/* ---- scalar reference kernels ---- */
+
+static float dot_q8_0(const void *vw, const void *va, int64_t n) {
+    const block_q8_0 *w = vw, *a = va;
+    float sum = 0;
+    for (int64_t b = 0; b < n / QK8_0; b++) {
+        int s = 0;
+        for (int j = 0; j < QK8_0; j++) s += w[b].qs[j] * a[b].qs[j];
+        sum += (float)s * (ds4_f16_to_f32(w[b].d) * ds4_f16_to_f32(a[b].d));
+    }
+    return sum;
+}
+
+static float dot_q4_0(const void *vw, const void *va, int64_t n) {
+    const block_q4_0 *w = vw;
+    const block_q8_0 *a = va;
+    float sum = 0;
+    for (int64_t b = 0; b < n / 32; b++) {
+        int s = 0;
+        for (int j = 0; j < 16; j++)
+            s += ((w[b].qs[j] & 0xF) - 8) * a[b].qs[j] + ((w[b].qs[j] >> 4) - 8) * a[b].qs[j + 16];
+        sum += (float)s * (ds4_f16_to_f32(w[b].d) * ds4_f16_to_f32(a[b].d));
+    }
+    return sum;
+}
+
+static float dot_mxfp4(const void *vw, const void *va, int64_t n) {
+    const block_mxfp4 *w = vw;
+    const block_q8_0 *a = va;
+    float sum = 0;
+    for (int64_t b = 0; b < n / 32; b++) {
+        int s = 0;
+        for (int j = 0; j < 16; j++)
+            s += fp4_doubled[w[b].qs[j] & 0xF] * a[b].qs[j] + fp4_doubled[w[b].qs[j] >> 4] * a[b].qs[j + 16];
+        sum += (float)s * (e8m0_half(w[b].e) * ds4_f16_to_f32(a[b].d));
+    }
+    return sum;
+}
+
+static float dot_q2_k(const void *vw, const void *va, int64_t n) {
+    const block_q2_K *w = vw;
+    const block_q8_K *a = va;
+    float sum = 0;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        int mins = 0, isum = 0;
+        for (int g = 0; g < 16; g++) mins += a[b].bsums[g] * (w[b].scales[g] >> 4);
+        for (int half = 0; half < 2; half++) {
+            const uint8_t *q = w[b].qs + 32 * half;
+            for (int shift = 0; shift < 4; shift++) {
+                const int8_t *x = a[b].qs + 128 * half + 32 * shift;
+                const int g = 8 * half + 2 * shift;
+                int s0 = 0, s1 = 0;
+                for (int l = 0; l < 16; l++) {
+                    s0 += x[l] * ((q[l] >> (2 * shift)) & 3);
+                    s1 += x[l + 16] * ((q[l + 16] >> (2 * shift)) & 3);
+                }
+                isum += (w[b].scales[g] & 0xF) * s0 + (w[b].scales[g + 1] & 0xF) * s1;
+            }
+        }
+        sum += a[b].d * ds4_f16_to_f32(w[b].d) * (float)isum - a[b].d * ds4_f16_to_f32(w[b].dmin) * (float)mins;
+    }
+    return sum;
+}
+
+/* The 6-bit scales and mins of a Q4_K block. */
+static void q4_k_scales(const uint8_t *s, uint8_t *sc, uint8_t *m) {
+    for (int j = 0; j < 8; j++) {
+        if (j < 4) {
+            sc[j] = s[j] & 63;
+            m[j] = s[j + 4] & 63;
+        } else {
+            sc[j] = (uint8_t)((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4));
+            m[j] = (uint8_t)((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+        }
+    }
+}
+
+static float dot_q4_k(const void *vw, const void *va, int64_t n) {
+    const block_q4_K *w = vw;
+    const block_q8_K *a = va;
+    float sum = 0;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        uint8_t sc[8], m[8];
+        q4_k_scales(w[b].scales, sc, m);
+        int mins = 0, isum = 0;
+        for (int j = 0; j < 8; j++) mins += m[j] * (a[b].bsums[2 * j] + a[b].bsums[2 * j + 1]);
+        for (int j = 0; j < 4; j++) {
+            const uint8_t *q = w[b].qs + 32 * j;
+            const int8_t *x = a[b].qs + 64 * j;
+            int lo = 0, hi = 0;
+            for (int l = 0; l < 32; l++) {
+                lo += (q[l] & 0xF) * x[l];
+                hi += (q[l] >> 4) * x[l + 32];
+            }
+            isum += sc[2 * j] * lo + sc[2 * j + 1] * hi;
+        }
+        sum += a[b].d * ds4_f16_to_f32(w[b].d) * (float)isum - a[b].d * ds4_f16_to_f32(w[b].dmin) * (float)mins;
+    }
+    return sum;
+}
+
+static float dot_q6_k(const void *vw, const void *va, int64_t n) {
+    const block_q6_K *w = vw;
+    const block_q8_K *a = va;
+    float sum = 0;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        int isum = 0;
+        for (int half = 0; half < 2; half++) {
+            const uint8_t *ql = w[b].ql + 64 * half, *qh = w[b].qh + 32 * half;
+            const int8_t *sc = w[b].scales + 8 * half, *x = a[b].qs + 128 * half;
+            for (int l = 0; l < 32; l++) {
+                const int is = l / 16;
+                const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                isum += sc[is] * q1 * x[l] + sc[is + 2] * q2 * x[l + 32] + sc[is + 4] * q3 * x[l + 64] +
+                        sc[is + 6] * q4 * x[l + 96];
+            }
+        }
+        sum += a[b].d * ds4_f16_to_f32(w[b].d) * (float)isum;
+    }
+    return sum;
+}
+
+static float dot_iq2_xxs(const void *vw, const void *va, int64_t n) {
+    const block_iq2_xxs *w = vw;
+    const block_q8_K *a = va;
+    float sum = 0;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        int bsum = 0;
+        for (int g = 0; g < 8; g++) {
+            uint32_t aux[2];
+            memcpy(aux, w[b].qs + 4 * g, 8);
+            const int8_t *x = a[b].qs + 32 * g;
+            int s = 0;
+            for (int k = 0; k < 4; k++) {
+                const uint8_t *grid = (const uint8_t *)&ds4_iq2xxs_grid[(aux[0] >> (8 * k)) & 0xFF];
+                const uint8_t signs = ds4_ksigns_iq2xs[(aux[1] >> (7 * k)) & 127];
+                for (int j = 0; j < 8; j++) s += grid[j] * x[8 * k + j] * (signs & (1 << j) ? -1 : 1);
+            }
+            bsum += s * (2 * (int)(aux[1] >> 28) + 1);
+        }
+        sum += ds4_f16_to_f32(w[b].d) * a[b].d * (float)bsum * 0.125f;
+    }
+    return sum;
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define QDOT_TARGET __attribute__((target("avx2,fma,f16c")))
+#define QDOT(name) name##_avx2
+#include "qdot_x86.inc"
+#undef QDOT_TARGET
+#undef QDOT
+
+#define QDOT_VNNI 1
+#define QDOT_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")))
+#define QDOT(name) name##_vnni
+#include "qdot_x86.inc"
+#undef QDOT_TARGET
+#undef QDOT
+#endif
+
+ds4_qdot_fn ds4_qdot_kernel(uint32_t weight_type, int level) {
+    if (level > (int)ds4_cpu_detect()) return NULL;
+    if (level == DS4_CPU_SCALAR) {
+        switch (weight_type) {
+        case GGML_TYPE_Q8_0: return dot_q8_0;
+        case GGML_TYPE_Q4_0: return dot_q4_0;
+        case GGML_TYPE_MXFP4: return dot_mxfp4;
+        case GGML_TYPE_Q2_K: return dot_q2_k;
+        case GGML_TYPE_Q4_K: return dot_q4_k;
+        case GGML_TYPE_Q6_K: return dot_q6_k;
+        case GGML_TYPE_IQ2_XXS: return dot_iq2_xxs;
+        default: return NULL;
+        }
+    }
+#if defined(__x86_64__)
+    const bool vnni = level == DS4_CPU_AVX512 && __builtin_cpu_supports("avx512vnni");
+    if (level == DS4_CPU_AVX512 && !vnni) return NULL; /* AVX-512 without VNNI: the AVX2 kernels serve */
+    switch (weight_type) {
+    case GGML_TYPE_Q8_0: return vnni ? dot_q8_0_vnni : dot_q8_0_avx2;
+    case GGML_TYPE_Q4_0: return vnni ? dot_q4_0_vnni : dot_q4_0_avx2;
+    case GGML_TYPE_MXFP4: return vnni ? dot_mxfp4_vnni : dot_mxfp4_avx2;
+    case GGML_TYPE_Q2_K: return vnni ? dot_q2_k_vnni : dot_q2_k_avx2;
+    case GGML_TYPE_Q4_K: return vnni ? dot_q4_k_vnni : dot_q4_k_avx2;
+    case GGML_TYPE_Q6_K: return vnni ? dot_q6_k_vnni : dot_q6_k_avx2;
+    case GGML_TYPE_IQ2_XXS: return vnni ? dot_iq2_xxs_vnni : dot_iq2_xxs_avx2;
+    default: return NULL;
+    }
+#else
+    return NULL;
+#endif
+}
+
+ds4_qdot_fn ds4_qdot_best(uint32_t weight_type) {
+    for (int level = (int)ds4_cpu_detect(); level >= DS4_CPU_SCALAR; level--) {
+        ds4_qdot_fn fn = ds4_qdot_kernel(weight_type, level);
+        if (fn) return fn;
+    }
+    return NULL;
+}

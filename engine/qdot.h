@@ -1,0 +1,32 @@
+/* qdot.h - dot products of quantized weight rows with int8-quantized activations,
+ * the kernels a matrix-vector product over Q8_0, Q4_0, MXFP4, Q2_K, Q4_K, Q6_K and
+ * IQ2_XXS weights runs on. Activations are quantized once per input vector: to Q8_0
+ * (blocks of 32) for the 32-blocked weight types, to Q8_K (blocks of 256 with sums of
+ * each 16) for the K-quants and IQ2_XXS, as ggml does, so the integer work of a block
+ * happens in 8-bit lanes and only one float multiply-add per block remains.
+ *
+ * Each kernel has a scalar reference (plain C, integer sums exact) and AVX2 and
+ * AVX-512 VNNI versions chosen at run time; those differ from the scalar one only in
+ * the order the per-block float terms are added (tests hold them to it). */
+#ifndef DS4_QDOT_H
+#define DS4_QDOT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The activation format a weight type's kernel takes (GGML_TYPE_Q8_0 or
+ * GGML_TYPE_Q8_K), or -1 if there is no int8 kernel for it. */
+int ds4_qdot_act_type(uint32_t weight_type);
+/* Bytes of n activations in that format. */
+size_t ds4_qdot_act_size(int act_type, int64_t n);
+/* Quantize n activations (n a multiple of the format's block) into act. */
+void ds4_qdot_quantize_act(int act_type, const float *x, void *act, int64_t n);
+
+typedef float (*ds4_qdot_fn)(const void *w, const void *act, int64_t n);
+/* The kernel for a weight type at a CPU level (ds4_cpu_level), NULL where this CPU or
+ * build has none at that level. */
+ds4_qdot_fn ds4_qdot_kernel(uint32_t weight_type, int level);
+/* The best kernel this CPU has for the type (NULL if the type has none). */
+ds4_qdot_fn ds4_qdot_best(uint32_t weight_type);
+
+#endif
