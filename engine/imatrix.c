@@ -4,8 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <json-c/json.h>
+
+#include "forward.h"
 #include "ops.h"
+#include "progress.h"
 #include "quants.h"
+#include "tokenizer.h"
 #include "util.h"
 
 typedef struct {
@@ -204,4 +209,93 @@ int ds4_imatrix_save(const ds4_imatrix *im, const char *path, const char *datase
         return -1;
     }
     return gguf_writer_finish(w);
+}
+
+/* Token ids of one calibration line; -1 with the error set. */
+static int line_tokens(const char *line, size_t len, uint64_t lineno, const ds4_tokenizer *tok, uint32_t n_vocab,
+                       int32_t **ids, size_t *n) {
+    *ids = NULL;
+    *n = 0;
+    json_tokener *jt = json_tokener_new();
+    json_object *obj = jt ? json_tokener_parse_ex(jt, line, (int)len) : NULL;
+    const bool complete = jt && json_tokener_get_error(jt) == json_tokener_success;
+    json_tokener_free(jt);
+    json_object *v;
+    int rc = 0;
+    if (!obj || !complete || !json_object_is_type(obj, json_type_object)) {
+        rc = ds4_fail("line %llu: not a JSON object", (unsigned long long)lineno);
+    } else if (json_object_object_get_ex(obj, "prompt_ids", &v) && json_object_is_type(v, json_type_array)) {
+        const size_t count = json_object_array_length(v);
+        *ids = ds4_malloc(count * sizeof **ids + 1);
+        for (size_t i = 0; *ids && i < count && rc == 0; i++) {
+            json_object *e = json_object_array_get_idx(v, i);
+            const int64_t id = json_object_get_int64(e);
+            if (!json_object_is_type(e, json_type_int) || id < 0 || id >= n_vocab)
+                rc = ds4_fail("line %llu: prompt_ids[%zu] is not a token id below %u", (unsigned long long)lineno, i,
+                              n_vocab);
+            else (*ids)[(*n)++] = (int32_t)id;
+        }
+        if (!*ids) rc = -1;
+    } else if (json_object_object_get_ex(obj, "text", &v) && json_object_is_type(v, json_type_string)) {
+        if (!tok) rc = ds4_fail("line %llu: \"text\" needs a model with a tokenizer; give \"prompt_ids\"",
+                                (unsigned long long)lineno);
+        else rc = ds4_tokenize(tok, json_object_get_string(v), (size_t)json_object_get_string_len(v), false, ids, n);
+    } else {
+        rc = ds4_fail("line %llu: needs \"prompt_ids\" (array) or \"text\" (string)", (unsigned long long)lineno);
+    }
+    json_object_put(obj);
+    if (rc < 0) {
+        free(*ids);
+        *ids = NULL;
+    }
+    return rc;
+}
+
+ds4_imatrix *ds4_imatrix_calibrate(const ds4_model *m, const ds4_tokenizer *tok, const char *jsonl_path,
+                                   int n_threads, uint32_t chunk_size, bool progress, uint32_t *chunks,
+                                   uint64_t *tokens) {
+    *chunks = 0;
+    *tokens = 0;
+    size_t size;
+    char *text = ds4_read_file(jsonl_path, &size);
+    if (!text) return NULL;
+    ds4_ctx *ctx = ds4_ctx_new(m, n_threads);
+    ds4_imatrix *im = ctx ? ds4_imatrix_collect(m) : NULL;
+    ds4_progress prog;
+    ds4_progress_begin(&prog, "imatrix", progress ? size : 0);
+    prog.tty = prog.tty && progress;
+    uint64_t lineno = 0;
+    int rc = im ? 0 : -1;
+    for (char *line = text; rc == 0 && line < text + size;) {
+        char *end = memchr(line, '\n', (size_t)(text + size - line));
+        const size_t len = end ? (size_t)(end - line) : (size_t)(text + size - line);
+        lineno++;
+        size_t k = 0;
+        while (k < len && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r')) k++;
+        if (k < len) {
+            int32_t *ids;
+            size_t n;
+            rc = line_tokens(line, len, lineno, tok, m->cfg.n_vocab, &ids, &n);
+            for (size_t at = 0; rc == 0 && at < n; at += chunk_size) {
+                const int len_chunk = (int)(n - at < chunk_size ? n - at : chunk_size);
+                ds4_ctx_reset(ctx);
+                rc = ds4_eval(ctx, ids + at, len_chunk, NULL, false);
+                (*chunks)++;
+                *tokens += (uint64_t)len_chunk;
+            }
+            free(ids);
+        }
+        ds4_progress_add(&prog, len + 1);
+        line = end ? end + 1 : text + size;
+    }
+    ds4_progress_end(&prog);
+    if (im) ds4_imatrix_stop(im);
+    if (rc == 0 && !*tokens) rc = ds4_fail("%s holds no calibration tokens", jsonl_path);
+    ds4_ctx_free(ctx);
+    free(text);
+    if (rc < 0) {
+        ds4_imatrix_free(im);
+        return NULL;
+    }
+    return im;
 }

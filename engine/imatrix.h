@@ -9,6 +9,7 @@
 #ifndef DS4_IMATRIX_H
 #define DS4_IMATRIX_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "model.h"
@@ -31,5 +32,14 @@ void ds4_imatrix_stop(ds4_imatrix *im); /* stop observing (save still works) */
 int ds4_imatrix_save(const ds4_imatrix *im, const char *path, const char *dataset, uint32_t chunks,
                      uint32_t chunk_size);
 uint64_t ds4_imatrix_n_entries(const ds4_imatrix *im); /* matrices with data */
+
+/* Collect over a calibration file: JSONL, one object per line with "prompt_ids"
+ * (an array of token ids) or "text" (needs tok). Each line is cut into chunks of
+ * chunk_size tokens, each run from an empty state. A malformed line is an error
+ * naming the line. On success *chunks and *tokens say how much was seen. */
+typedef struct ds4_tokenizer ds4_tokenizer;
+ds4_imatrix *ds4_imatrix_calibrate(const ds4_model *m, const ds4_tokenizer *tok, const char *jsonl_path,
+                                   int n_threads, uint32_t chunk_size, bool progress, uint32_t *chunks,
+                                   uint64_t *tokens);
 
 #endif

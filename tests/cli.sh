@@ -125,6 +125,52 @@ expect run_bad_ids 1 $BIN/ds4 run --model "$T/a.gguf" --prompt-ids 1,99999 -n 2
 expect logitcheck_help 0 $BIN/ds4-logitcheck --help
 expect logitcheck_missing_vectors 2 $BIN/ds4-logitcheck --model "$T/a.gguf" --vectors "$T/none.jsonl"
 
+# Quantization recipes, importance matrices, size plans and synthetic models.
+GOLDEN=${DS4_SHARED:-../shared}/golden/quant-ggml.bin
+if [ -f "$GOLDEN" ]; then
+    expect golden 0 $BIN/ds4-quant check-golden "$GOLDEN" --csv "$T/quant-error.csv"
+    has golden_all_pass "20 sets: 20 pass, 0 fail" "$T/out"
+else
+    skipped=$((skipped + 2)); echo "skip cli/golden ($GOLDEN not found; set DS4_SHARED)"
+fi
+printf 'DS4QGOLD' >"$T/golden-cut.bin"
+expect golden_truncated 1 $BIN/ds4-quant check-golden "$T/golden-cut.bin"
+one_line golden_truncated_message "golden-cut.bin: not a golden quantization file"
+expect convert_a_f32 0 $BIN/ds4-quant convert --quiet --in vectors/models/tiny-a --out "$T/a32.gguf" --type f32
+expect quantize_q8 0 $BIN/ds4-quant quantize --quiet --in "$T/a32.gguf" --out "$T/a8.gguf" --recipe q8 --threads 2
+expect quantize_same_as_convert 0 $BIN/ds4-gguf diff "$T/a.gguf" "$T/a8.gguf"
+expect convert_q_f32 0 $BIN/ds4-quant convert --quiet --in vectors/models/tiny-q --out "$T/q32.gguf" --type f32
+awk 'BEGIN { srand(7); for (l = 0; l < 4; l++) { s = "{\"prompt_ids\":[0"; for (i = 1; i < 64; i++)
+    s = s "," int(2 + rand() * 500); print s "]}" } }' >"$T/calib.jsonl"
+expect imatrix 0 $BIN/ds4 imatrix --model "$T/q32.gguf" --data "$T/calib.jsonl" --out "$T/q.imatrix" --threads 2
+has imatrix_summary "256 tokens in 4 chunks" "$T/out"
+printf '{"prompt_ids":[0,1,2]}\n{"prompt_ids":[0,99999]}\n' >"$T/badcalib.jsonl"
+expect imatrix_bad_id 1 $BIN/ds4 imatrix --model "$T/q32.gguf" --data "$T/badcalib.jsonl" --out "$T/bad.imatrix"
+one_line imatrix_bad_id_message "line 2: prompt_ids\[1\] is not a token id below 512"
+if [ -e "$T/bad.imatrix" ]; then bad imatrix_leaves_nothing; else ok imatrix_leaves_nothing; fi
+expect quantize_q2 0 $BIN/ds4-quant quantize --in "$T/q32.gguf" --out "$T/q2.gguf" --recipe q2 --threads 2 \
+    --imatrix "$T/q.imatrix" --type-for 'blk\.3\.ffn_down_exps=q4_K' --loss-csv "$T/loss.csv"
+expect q2_info 0 $BIN/ds4-gguf info "$T/q2.gguf"
+has q2_experts_iq2 "blk.2.ffn_gate_exps.weight *iq2_xxs" "$T/out"
+has q2_down_q2k "blk.2.ffn_down_exps.weight *q2_K" "$T/out"
+has q2_override "blk.3.ffn_down_exps.weight *q4_K" "$T/out"
+has q2_loss_csv "blk.2.ffn_up_exps.weight,f32,iq2_xxs,.*,1," "$T/loss.csv"
+expect q2_runs 0 $BIN/ds4 run --model "$T/q2.gguf" --prompt-ids 0,5,6,7 -n 4 --threads 2
+expect quantize_bad_recipe 2 $BIN/ds4-quant quantize --in "$T/q32.gguf" --out "$T/x.gguf" --recipe q3
+one_line quantize_bad_recipe_message "unknown recipe 'q3'"
+expect quantize_bad_regex 2 $BIN/ds4-quant quantize --in "$T/q32.gguf" --out "$T/x.gguf" --recipe q2 --type-for 'blk(=q8_0'
+one_line quantize_bad_regex_message "bad regex"
+expect quantize_foreign_imatrix 1 $BIN/ds4-quant quantize --in "$T/a32.gguf" --out "$T/x.gguf" --recipe q2 \
+    --imatrix "$T/q.imatrix"
+one_line quantize_foreign_imatrix_message "importance matrix for .* columns"
+if [ -e "$T/x.gguf" ]; then bad quantize_leaves_nothing; else ok quantize_leaves_nothing; fi
+expect plan_flash 0 $BIN/ds4-quant plan --recipe q2 --config flash
+has plan_flash_total "total *284334567511 *86714775900 *80.76" "$T/out"
+expect synth 0 $BIN/ds4-quant synth --out "$T/syn.gguf" --recipe q2 --config vectors/models/tiny-q/config.json \
+    --layers 3 --threads 2 --csv "$T/syn.csv"
+has synth_speed_csv "^iq2_xxs," "$T/syn.csv"
+expect synth_runs 0 $BIN/ds4 run --model "$T/syn.gguf" --prompt-ids 0,5,6,7 -n 4 --threads 2
+
 # The files must read the same in Hugging Face's independent GGUF parser (npm).
 for f in "$T/a.gguf" "$T/b.gguf" build/tests/corpus/gguf/sample.gguf; do
     name=interop_$(basename "$f" .gguf)

@@ -1,4 +1,4 @@
-/* flags.h: the one way the tools read a numeric flag value.
+/* flags.h: the one way the tools read a numeric flag value (and the --act mode).
  *
  * A value that is not a number in range ends the program with status 2 and a line
  * naming the tool and the flag, so every tool rejects bad numbers alike. */
@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include "ops.h"
 #include "util.h"
 
 static inline double flag_number(const char *tool, const char *flag, const char *value, double min, double max) {
@@ -27,6 +28,16 @@ static inline long flag_integer(const char *tool, const char *flag, const char *
         exit(2);
     }
     return (long)x;
+}
+
+/* --act auto|f32|q8: how matrix products treat activations (ops.h). */
+static inline void flag_act(const char *tool, const char *value) {
+    const int mode = ds4_act_mode_from_name(value);
+    if (mode < 0) {
+        fprintf(stderr, "%s: --act must be auto, f32 or q8, not '%s'\n", tool, value);
+        exit(2);
+    }
+    ds4_set_act_mode((ds4_act_mode)mode);
 }
 
 #endif

@@ -10,6 +10,7 @@
 #include "qdot.h"
 #include "quant_golden.h"
 #include "quants.h"
+#include "recipe.h"
 #include "test.h"
 #include "util.h"
 
@@ -239,6 +240,83 @@ static void quantize_refuses_bad_requests(void) {
     CHECK(nonzero == 0);
 }
 
+static const ds4_tensor_spec *find_spec(const ds4_tensor_spec *specs, size_t n, const char *name) {
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(specs[i].name, name)) return &specs[i];
+    return NULL;
+}
+
+/* The q2 recipe on Flash's shapes gives ds4's 2-bit file types tensor by tensor, and
+ * overrides and row-length fallbacks apply. */
+static void recipe_types(void) {
+    ds4_config c;
+    ds4_config_flash(&c, 4, 8);
+    ds4_tensor_spec *specs;
+    size_t n;
+    CHECK(ds4_expected_tensors(&c, &specs, &n) == 0);
+    ds4_recipe *r = ds4_recipe_new("q2");
+    CHECK(r != NULL);
+    if (!r) return;
+    static const struct { const char *name; uint32_t type; } want[] = {
+        {"token_embd.weight", GGML_TYPE_F16}, {"output.weight", GGML_TYPE_Q8_0},
+        {"output_hc_fn.weight", GGML_TYPE_F16}, {"blk.0.attn_q_a.weight", GGML_TYPE_Q8_0},
+        {"blk.0.attn_norm.weight", GGML_TYPE_F32}, {"blk.0.ffn_gate_tid2eid.weight", GGML_TYPE_I32},
+        {"blk.2.attn_compressor_kv.weight", GGML_TYPE_F16}, {"blk.2.indexer.proj.weight", GGML_TYPE_F16},
+        {"blk.3.ffn_gate_inp.weight", GGML_TYPE_F16}, {"blk.3.ffn_gate_exps.weight", GGML_TYPE_IQ2_XXS},
+        {"blk.3.ffn_up_exps.weight", GGML_TYPE_IQ2_XXS}, {"blk.3.ffn_down_exps.weight", GGML_TYPE_Q2_K},
+        {"blk.3.ffn_down_shexp.weight", GGML_TYPE_Q8_0}, {"blk.3.exp_probs_b.bias", GGML_TYPE_F32},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const ds4_tensor_spec *sp = find_spec(specs, n, want[i].name);
+        CHECKF(sp != NULL, "no tensor %s", want[i].name);
+        if (!sp) continue;
+        const uint32_t got = ds4_recipe_type(r, sp, NULL);
+        CHECKF(got == want[i].type, "%s: %s, want %s", want[i].name, ggml_type_name(got), ggml_type_name(want[i].type));
+    }
+    CHECK(ds4_recipe_add_override(r, "blk\\.[0-2]\\.ffn_down_exps=q4_K") == 0);
+    CHECK(ds4_recipe_add_override(r, "nonsense") < 0);
+    CHECK(ds4_recipe_add_override(r, "a(=q8_0") < 0);
+    CHECK(ds4_recipe_add_override(r, "x=q5_K") < 0); /* no quantizer */
+    const ds4_tensor_spec *d0 = find_spec(specs, n, "blk.0.ffn_down_exps.weight");
+    const ds4_tensor_spec *d3 = find_spec(specs, n, "blk.3.ffn_down_exps.weight");
+    CHECK(d0 && ds4_recipe_type(r, d0, NULL) == GGML_TYPE_Q4_K);
+    CHECK(d3 && ds4_recipe_type(r, d3, NULL) == GGML_TYPE_Q2_K);
+    /* rows of 64 hold no 256-blocks: Q8_0; rows of 16 not even that: F16 */
+    ds4_tensor_spec narrow = *d3;
+    bool fell = false;
+    narrow.ne[0] = 64;
+    CHECK(ds4_recipe_type(r, &narrow, &fell) == GGML_TYPE_Q8_0 && fell);
+    narrow.ne[0] = 16;
+    CHECK(ds4_recipe_type(r, &narrow, NULL) == GGML_TYPE_F16);
+    CHECK(ds4_recipe_new("q3") == NULL);
+    ds4_recipe_free(r);
+    free(specs);
+}
+
+/* ds4-quant plan on Flash's q2 against the arithmetic of its shapes (MODEL.md), spelled
+ * out here: 43 layers, 256 experts of 4096 x 2048, 6 used; IQ2_XXS 66 bytes and Q2_K 84
+ * bytes per 256 weights. */
+static void plan_matches_flash_arithmetic(void) {
+    ds4_config c;
+    ds4_config_flash(&c, 0, 0);
+    ds4_recipe *r = ds4_recipe_new("q2");
+    ds4_size_plan p;
+    CHECK(r && ds4_recipe_plan(r, &c, &p) == 0);
+    const uint64_t expert = 4096ull * 2048, per_layer = 256 * expert;
+    CHECK(p.class_params[0] == 43 * per_layer && p.class_params[2] == 43 * per_layer);
+    CHECK(p.class_bytes[0] == 43 * per_layer / 256 * 66);
+    CHECK(p.class_bytes[1] == 43 * per_layer / 256 * 66);
+    CHECK(p.class_bytes[2] == 43 * per_layer / 256 * 84);
+    /* about 284B parameters, as the model's name says */
+    CHECKF(p.params > 283000000000ull && p.params < 285000000000ull, "%llu parameters", (unsigned long long)p.params);
+    /* a decoded token reads 6 of 256 experts per layer: the expert share of it exactly */
+    const uint64_t expert_bytes = p.class_bytes[0] + p.class_bytes[1] + p.class_bytes[2];
+    const uint64_t embd_row = 4096 * 2; /* F16 */
+    const uint64_t embd_all = 129280ull * embd_row;
+    CHECK(p.bytes_per_token == expert_bytes / 256 * 6 + (p.bytes - expert_bytes - embd_all) + embd_row);
+    ds4_recipe_free(r);
+}
+
 static void type_table(void) {
     CHECK(ggml_row_size(GGML_TYPE_Q8_0, 64) == 68);
     CHECK(ggml_row_size(GGML_TYPE_Q8_0, 65) == 0);
@@ -255,6 +333,8 @@ const test_case quant_tests[] = {
     {"q8_0_simd_matches_scalar", q8_0_simd_matches_scalar},
     {"type_table", type_table},
     {"golden_check_passes", golden_check_passes},
+    {"recipe_types", recipe_types},
+    {"plan_matches_flash_arithmetic", plan_matches_flash_arithmetic},
     {"golden_rejects_damaged_files", golden_rejects_damaged_files},
     {"qdot_kernels_match_reference", qdot_kernels_match_reference},
     {"quantize_refuses_bad_requests", quantize_refuses_bad_requests},

@@ -20,7 +20,7 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: ds4-bench --model M.gguf --csv out.csv [--ctx-start N] [--ctx-max N] [--step-incr N]\n"
             "                 [--prompt-lens N,N,...] [--gen-tokens N] [-r N] [--threads N] [--probe]\n"
-            "                 [--plot out.png]\n"
+            "                 [--plot out.png] [--act auto|f32|q8]\n"
             "\n"
             "For each context size (default 2048 to 65536 in steps of 2048, or --prompt-lens): fill\n"
             "the context with deterministic text (token ids for models without a tokenizer),\n"
@@ -28,7 +28,9 @@ static void usage(FILE *out) {
             "excluded; each size runs -r times (default 3), reporting the median and the range.\n"
             "prefill tok/s = prompt tokens / prefill time; decode tok/s = generated tokens /\n"
             "decode time. --probe measures this machine's read bandwidth first, so decode is also\n"
-            "given as a fraction of it. The CSV columns are documented in the README.\n");
+            "given as a fraction of it. --act picks how matrix products treat activations\n"
+            "(auto: int8 for sub-8-bit weights; f32; q8: int8 wherever a kernel exists).\n"
+            "The CSV columns are documented in the README.\n");
 }
 
 /* Deterministic prompt of n tokens: filler text through the tokenizer, else ids. */
@@ -93,6 +95,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--gen-tokens")) gen = flag_integer("ds4-bench", a, v, 0, INT_MAX);
         else if (!strcmp(a, "-r")) repeats = flag_integer("ds4-bench", a, v, 1, INT_MAX);
         else if (!strcmp(a, "--threads")) threads = flag_integer("ds4-bench", a, v, 1, INT_MAX);
+        else if (!strcmp(a, "--act")) flag_act("ds4-bench", v);
         else { fprintf(stderr, "ds4-bench: unknown option '%s'\n", a); usage(stderr); return 2; }
     }
     if (!model_path || !csv) {

@@ -6,6 +6,7 @@
 
 #include "chat.h"
 #include "forward.h"
+#include "imatrix.h"
 #include "kvfile.h"
 #include "model.h"
 #include "sampler.h"
@@ -20,6 +21,8 @@ static void usage(FILE *out) {
             "       ds4 tokenize (--model M.gguf | --tokenizer tokenizer.json [--add-tokens F.json])\n"
             "               [--chat] [--think] [--count] [--no-special] FILE|-\n"
             "       ds4 detokenize (--model M.gguf | --tokenizer ...) [--show-special] FILE|-\n"
+            "       ds4 imatrix --model M.gguf --data CALIB.jsonl --out IMATRIX.gguf [--chunk N]\n"
+            "               [--threads N] [--quiet]\n"
             "\n"
             "  run         feed the prompt and generate N tokens (default 16): greedy when --temp\n"
             "              is 0 (the default), else temperature + top-p sampling, reproducible\n"
@@ -31,6 +34,11 @@ static void usage(FILE *out) {
             "  tokenize    print the token ids of the text (or with --count only their number).\n"
             "              Special tokens written in the text are parsed unless --no-special.\n"
             "  detokenize  read ids (comma or space separated) and print their text.\n"
+            "  imatrix     run the model over calibration text (JSONL lines with \"text\" or\n"
+            "              \"prompt_ids\", cut into chunks of N tokens, default 512) and save each\n"
+            "              weight matrix's per-column mean squared input (every routed expert on\n"
+            "              its own) as an importance matrix for `ds4-quant quantize --imatrix`\n"
+            "              (GGUF in llama.cpp's imatrix layout).\n"
             "       ds4 tokenize (--model M.gguf | --tokenizer ...) --bench CORPUS.jsonl [--csv OUT]\n"
             "              single-thread throughput (MB/s, best of 5) over the \"text\" of each line.\n");
 }
@@ -203,6 +211,51 @@ static int cmd_tokenize(int argc, char **argv, bool decode) {
     return rc < 0 ? 1 : 0;
 }
 
+static int cmd_imatrix(int argc, char **argv) {
+    const char *model = NULL, *data = NULL, *out = NULL;
+    long chunk = 512, threads = 0;
+    bool quiet = false;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
+        if (!strcmp(a, "--quiet")) { quiet = true; continue; }
+        if (!v) { fprintf(stderr, "ds4: %s needs a value\n", a); return 2; }
+        i++;
+        if (!strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "--data")) data = v;
+        else if (!strcmp(a, "--out")) out = v;
+        else if (!strcmp(a, "--chunk")) chunk = flag_integer("ds4", a, v, 1, 1 << 20);
+        else if (!strcmp(a, "--threads")) threads = flag_integer("ds4", a, v, 1, 512);
+        else { fprintf(stderr, "ds4: imatrix: unknown option '%s'\n", a); return 2; }
+    }
+    if (!model || !data || !out) {
+        fprintf(stderr, "ds4: imatrix needs --model, --data and --out\n");
+        return 2;
+    }
+    ds4_model *m = ds4_model_load(model);
+    if (!m) {
+        fprintf(stderr, "ds4: %s\n", ds4_error());
+        return 1;
+    }
+    ds4_tokenizer *tok = gguf_get(m->gguf, "tokenizer.ggml.model") ? ds4_tokenizer_from_gguf(m->gguf) : NULL;
+    uint32_t chunks;
+    uint64_t tokens;
+    const double t0 = ds4_time_now();
+    ds4_install_cleanup_handlers();
+    ds4_imatrix *im = ds4_imatrix_calibrate(m, tok, data, threads ? (int)threads : ds4_cpu_count(), (uint32_t)chunk,
+                                            !quiet, &chunks, &tokens);
+    int rc = im && ds4_imatrix_save(im, out, data, chunks, (uint32_t)chunk) == 0 ? 0 : 1;
+    if (rc) fprintf(stderr, "ds4: %s\n", ds4_error());
+    else if (!quiet)
+        printf("imatrix: %llu tokens in %u chunks, %llu matrices observed, %.1f s -> %s\n",
+               (unsigned long long)tokens, chunks, (unsigned long long)ds4_imatrix_n_entries(im),
+               ds4_time_now() - t0, out);
+    ds4_imatrix_free(im);
+    ds4_tokenizer_free(tok);
+    ds4_model_free(m);
+    return rc;
+}
+
 static int cmd_run(int argc, char **argv) {
     const char *model_path = NULL, *ids_text = NULL, *prompt = NULL, *state = NULL;
     bool chat = false, think = false;
@@ -325,6 +378,7 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "run")) return cmd_run(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "imatrix")) return cmd_imatrix(argc - 2, argv + 2);
     if (!strcmp(argv[1], "tokenize")) return cmd_tokenize(argc - 2, argv + 2, false);
     if (!strcmp(argv[1], "detokenize")) return cmd_tokenize(argc - 2, argv + 2, true);
     fprintf(stderr, "ds4: unknown command '%s'\n", argv[1]);

@@ -7,7 +7,6 @@
 #include "forward.h"
 #include "logitcheck.h"
 #include "model.h"
-#include "ops.h"
 #include "util.h"
 #include "../flags.h"
 
@@ -120,15 +119,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--max-dlogit")) max_dlogit = flag_number("ds4-logitcheck", a, v, 0, HUGE_VAL);
         else if (!strcmp(a, "--max-kl")) max_kl = flag_number("ds4-logitcheck", a, v, 0, HUGE_VAL);
         else if (!strcmp(a, "--max-kl-mean")) max_kl_mean = flag_number("ds4-logitcheck", a, v, 0, HUGE_VAL);
-        else if (!strcmp(a, "--act")) {
-            const int mode = ds4_act_mode_from_name(v);
-            if (mode < 0) {
-                fprintf(stderr, "ds4-logitcheck: --act must be auto, f32 or q8, not '%s'\n", v);
-                return 2;
-            }
-            ds4_set_act_mode((ds4_act_mode)mode);
-        }
         else if (!strcmp(a, "--min-top1")) min_top1 = flag_number("ds4-logitcheck", a, v, 0, 1);
+        else if (!strcmp(a, "--act")) flag_act("ds4-logitcheck", v);
         else { fprintf(stderr, "ds4-logitcheck: unknown option '%s'\n", a); usage(stderr); return 2; }
     }
     if (!model_path || !n_vectors) {

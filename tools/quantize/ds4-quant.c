@@ -2,6 +2,7 @@
  * (Hugging Face or DeepSeek release layout) into a GGUF; `quantize` writes a GGUF (from
  * a GGUF or a checkpoint) under a recipe; `plan` prints a recipe's sizes from shapes
  * alone; `check-golden` holds our block formats to ggml's. */
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -17,6 +18,7 @@
 #include "quants.h"
 #include "recipe.h"
 #include "requant.h"
+#include "synth.h"
 #include "../flags.h"
 
 static void usage(FILE *out) {
@@ -28,6 +30,9 @@ static void usage(FILE *out) {
             "                         [--loss-csv FILE] [--quiet]\n"
             "       ds4-quant plan --recipe RECIPE [--config flash|MODEL.gguf|config.json]\n"
             "                         [--layers N] [--experts N]\n"
+            "       ds4-quant synth --out FILE.gguf --recipe RECIPE [--config flash|MODEL.gguf|config.json]\n"
+            "                         [--layers N] [--experts N] [--seed S] [--threads N] [--csv FILE]\n"
+            "                         [--quiet]\n"
             "       ds4-quant check-golden FILE [--csv FILE]\n"
             "\n"
             "  convert   DeepSeek-V4 checkpoint directory (config.json + safetensors, single\n"
@@ -55,6 +60,10 @@ static void usage(FILE *out) {
             "  plan      sizes under RECIPE from shapes alone: bytes per weight class, total,\n"
             "            and weight bytes read per decoded token. --config flash (default)\n"
             "            is DeepSeek V4 Flash; --layers/--experts shrink it.\n"
+            "  synth     a model of the config's shapes (default Flash; --layers/--experts\n"
+            "            shrink it) with seeded random weights, written under RECIPE (no\n"
+            "            tokenizer: feed it token ids). Reports each quantizer's speed on\n"
+            "            those shapes (MB/s of F32 input per thread; --csv writes them).\n"
             "  check-golden  dequantize ggml's bytes (must match exactly) and quantize its\n"
             "            inputs (our row error must be <= 1.02x ggml's) for every set of a\n"
             "            golden file (shared/golden/README.md); --csv writes the table.\n"
@@ -165,45 +174,131 @@ done:
     return rc;
 }
 
-static int cmd_plan(int argc, char **argv) {
-    const char *recipe_name = NULL, *config = "flash";
-    long layers = 0, experts = 0;
+/* The shape options plan and synth share. */
+typedef struct {
+    const char *recipe, *config, *out, *csv;
+    long layers, experts, seed, threads;
+    bool quiet;
+} shape_args;
+
+static int parse_shape_args(const char *cmd, int argc, char **argv, shape_args *a) {
+    *a = (shape_args){.config = "flash", .seed = 1};
     for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!v) { fprintf(stderr, "ds4-quant: %s needs a value\n", a); return 2; }
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(k, "--quiet")) { a->quiet = true; continue; }
+        if (!v) { fprintf(stderr, "ds4-quant: %s needs a value\n", k); return 2; }
         i++;
-        if (!strcmp(a, "--recipe")) recipe_name = v;
-        else if (!strcmp(a, "--config")) config = v;
-        else if (!strcmp(a, "--layers")) layers = flag_integer("ds4-quant", a, v, 1, DS4_MAX_LAYERS);
-        else if (!strcmp(a, "--experts")) experts = flag_integer("ds4-quant", a, v, 1, 65536);
+        if (!strcmp(k, "--recipe")) a->recipe = v;
+        else if (!strcmp(k, "--config")) a->config = v;
+        else if (!strcmp(k, "--out")) a->out = v;
+        else if (!strcmp(k, "--csv")) a->csv = v;
+        else if (!strcmp(k, "--layers")) a->layers = flag_integer("ds4-quant", k, v, 1, DS4_MAX_LAYERS);
+        else if (!strcmp(k, "--experts")) a->experts = flag_integer("ds4-quant", k, v, 1, 65536);
+        else if (!strcmp(k, "--seed")) a->seed = flag_integer("ds4-quant", k, v, 0, LONG_MAX);
+        else if (!strcmp(k, "--threads")) a->threads = flag_integer("ds4-quant", k, v, 1, 512);
         else {
-            fprintf(stderr, "ds4-quant: plan: unknown option '%s'\n", a);
+            fprintf(stderr, "ds4-quant: %s: unknown option '%s'\n", cmd, k);
             return 2;
         }
     }
-    if (!recipe_name) {
-        fprintf(stderr, "ds4-quant: plan needs --recipe\n");
+    if (!a->recipe) {
+        fprintf(stderr, "ds4-quant: %s needs --recipe\n", cmd);
         return 2;
     }
-    ds4_recipe *r = ds4_recipe_new(recipe_name);
+    return 0;
+}
+
+/* Flash's shape (optionally shrunk), or the config of a GGUF or config.json. */
+static int load_config(const shape_args *a, ds4_config *c) {
+    const size_t len = strlen(a->config);
+    if (!strcmp(a->config, "flash")) {
+        ds4_config_flash(c, (uint32_t)a->layers, (uint32_t)a->experts);
+        return 0;
+    }
+    int rc;
+    if (len > 5 && !strcmp(a->config + len - 5, ".gguf")) {
+        gguf_file *f = gguf_open(a->config);
+        rc = f && ds4_config_from_gguf(f, c) == 0 ? 0 : -1;
+        gguf_close(f);
+    } else {
+        ds4_hf_config hf;
+        rc = ds4_hf_config_load(a->config, &hf);
+        *c = hf.cfg;
+    }
+    if (rc == 0 && a->layers && (uint32_t)a->layers < c->n_layer) c->n_layer = (uint32_t)a->layers;
+    if (rc == 0 && a->experts) {
+        c->n_expert = (uint32_t)a->experts;
+        if (c->n_expert_used > c->n_expert) c->n_expert_used = c->n_expert;
+    }
+    return rc;
+}
+
+static int cmd_synth(int argc, char **argv) {
+    shape_args a;
+    int rc = parse_shape_args("synth", argc, argv, &a);
+    if (rc) return rc;
+    if (!a.out) {
+        fprintf(stderr, "ds4-quant: synth needs --out\n");
+        return 2;
+    }
+    ds4_recipe *r = ds4_recipe_new(a.recipe);
+    ds4_config c;
+    if (!r || load_config(&a, &c) < 0) {
+        fprintf(stderr, "ds4-quant: %s\n", ds4_error());
+        ds4_recipe_free(r);
+        return 2;
+    }
+    ds4_install_cleanup_handlers();
+    ds4_synth_opts o = {.cfg = &c, .recipe = r, .out_path = a.out, .seed = (uint64_t)a.seed,
+                        .n_threads = (int)a.threads, .progress = !a.quiet};
+    ds4_synth_stats s;
+    rc = ds4_synth(&o, &s) == 0 ? 0 : 1;
+    if (rc) fprintf(stderr, "ds4-quant: %s\n", ds4_error());
+    else if (!a.quiet) {
+        printf("synth %s (%s): %u layers, %u routed experts, recipe %s, %llu tensors, %.2f GiB, %.1f s\n", a.out,
+               a.config, c.n_layer, c.n_expert, a.recipe, (unsigned long long)s.n_tensors,
+               (double)s.bytes_out / (1u << 30), s.seconds);
+        printf("%-8s %14s %12s %16s\n", "type", "f32_input_MB", "thread_s", "MB/s_per_thread");
+        for (int t = 0; t < GGML_TYPE_COUNT; t++)
+            if (s.type_bytes[t])
+                printf("%-8s %14.1f %12.2f %16.1f\n", ggml_type_name((uint32_t)t), (double)s.type_bytes[t] / 1e6,
+                       s.type_seconds[t], s.type_seconds[t] > 0 ? (double)s.type_bytes[t] / 1e6 / s.type_seconds[t] : 0);
+    }
+    if (rc == 0 && a.csv) {
+        ds4_buf b = {0};
+        char line[256];
+        int len = snprintf(line, sizeof line, "type,f32_input_bytes,thread_seconds,mb_per_s_per_thread,config,layers,"
+                                              "experts,recipe,threads,cpu\n");
+        rc = ds4_buf_append(&b, line, (size_t)len) < 0;
+        for (int t = 0; t < GGML_TYPE_COUNT && !rc; t++) {
+            if (!s.type_bytes[t]) continue;
+            len = snprintf(line, sizeof line, "%s,%llu,%.3f,%.1f,%s,%u,%u,%s,%d,%s\n", ggml_type_name((uint32_t)t),
+                           (unsigned long long)s.type_bytes[t], s.type_seconds[t],
+                           s.type_seconds[t] > 0 ? (double)s.type_bytes[t] / 1e6 / s.type_seconds[t] : 0, a.config,
+                           c.n_layer, c.n_expert, a.recipe, a.threads ? (int)a.threads : ds4_cpu_count(),
+                           ds4_cpu_level_name(ds4_cpu_detect()));
+            rc = ds4_buf_append(&b, line, (size_t)len) < 0;
+        }
+        if (!rc) rc = ds4_write_file_atomic(a.csv, b.data, b.len) < 0;
+        if (rc) fprintf(stderr, "ds4-quant: %s\n", ds4_error());
+        ds4_buf_free(&b);
+    }
+    ds4_recipe_free(r);
+    return rc;
+}
+
+static int cmd_plan(int argc, char **argv) {
+    shape_args a;
+    int rc = parse_shape_args("plan", argc, argv, &a);
+    if (rc) return rc;
+    ds4_recipe *r = ds4_recipe_new(a.recipe);
     if (!r) {
         fprintf(stderr, "ds4-quant: %s\n", ds4_error());
         return 2;
     }
     ds4_config c;
-    int rc = 0;
-    const size_t len = strlen(config);
-    if (!strcmp(config, "flash")) {
-        ds4_config_flash(&c, (uint32_t)layers, (uint32_t)experts);
-    } else if (len > 5 && !strcmp(config + len - 5, ".gguf")) {
-        gguf_file *f = gguf_open(config);
-        rc = f && ds4_config_from_gguf(f, &c) == 0 ? 0 : -1;
-        gguf_close(f);
-    } else {
-        ds4_hf_config hf;
-        rc = ds4_hf_config_load(config, &hf);
-        c = hf.cfg;
-    }
+    const char *config = a.config;
+    rc = load_config(&a, &c);
     if (rc == 0) {
         ds4_size_plan p;
         rc = ds4_recipe_plan(r, &c, &p);
@@ -327,6 +422,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "check-golden")) return cmd_check_golden(argc - 2, argv + 2);
     if (!strcmp(argv[1], "quantize")) return cmd_quantize(argc - 2, argv + 2);
     if (!strcmp(argv[1], "plan")) return cmd_plan(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "synth")) return cmd_synth(argc - 2, argv + 2);
     if (!strcmp(argv[1], "convert")) return cmd_convert(argc - 2, argv + 2);
     fprintf(stderr, "ds4-quant: unknown command '%s'\n", argv[1]);
     usage(stderr);

@@ -1,0 +1,40 @@
+/* synth.h - synthetic DeepSeek-V4 models written straight to GGUF: any config (Flash's
+ * real shapes with fewer layers or experts, for benchmarks), random weights from a
+ * seeded generator, stored under any quantization recipe. The weights follow the
+ * well-conditioned scheme of scripts/synth_models.py (unit-variance inputs to every
+ * matrix, residual writes x0.1, routers x6), so the model computes finite, varied
+ * logits; it has no tokenizer (feed it token ids).
+ *
+ * Generation and quantization stream row by row on all cores; the time spent in the
+ * quantizers alone is measured per output type, which is how the quantizers' speed on
+ * real layer shapes is reported. */
+#ifndef DS4_SYNTH_H
+#define DS4_SYNTH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "quants.h"
+#include "recipe.h"
+
+typedef struct {
+    const ds4_config *cfg;
+    const ds4_recipe *recipe;
+    const char *out_path;
+    uint64_t seed;
+    int n_threads; /* 0: all cores */
+    bool progress;
+} ds4_synth_opts;
+
+typedef struct {
+    uint64_t n_tensors, bytes_out;
+    double seconds;
+    /* per output type: F32 input bytes quantized and thread-seconds inside the quantizer */
+    uint64_t type_bytes[GGML_TYPE_COUNT];
+    double type_seconds[GGML_TYPE_COUNT];
+} ds4_synth_stats;
+
+int ds4_synth(const ds4_synth_opts *opts, ds4_synth_stats *stats);
+
+#endif
