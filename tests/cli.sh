@@ -164,6 +164,17 @@ expect quantize_foreign_imatrix 1 $BIN/ds4-quant quantize --in "$T/a32.gguf" --o
     --imatrix "$T/q.imatrix"
 one_line quantize_foreign_imatrix_message "importance matrix for .* columns"
 if [ -e "$T/x.gguf" ]; then bad quantize_leaves_nothing; else ok quantize_leaves_nothing; fi
+# The official release layout (FP8 + FP4 experts) quantizes in one pass, like the HF one;
+# its FP4 experts repack into MXFP4 without loss.
+expect quantize_release 0 $BIN/ds4-quant quantize --quiet --in vectors/models/tiny-a-official --out "$T/rel4.gguf" \
+    --recipe mxfp4 --threads 2
+expect quantize_hf 0 $BIN/ds4-quant quantize --quiet --in vectors/models/tiny-a --out "$T/hf4.gguf" --recipe mxfp4 \
+    --threads 2
+expect release_same_as_hf 0 $BIN/ds4-gguf diff --ignore general.name "$T/rel4.gguf" "$T/hf4.gguf"
+expect mxfp4_loss 0 $BIN/ds4-quant quantize --quiet --in "$T/a32.gguf" --out "$T/a4.gguf" --recipe mxfp4 \
+    --loss-csv "$T/loss4.csv"
+if grep ',mxfp4,' "$T/loss4.csv" | awk -F, '$6 != 0 { bad = 1 } END { exit bad || NR == 0 }'; then
+    ok mxfp4_lossless; else bad mxfp4_lossless; fi
 expect plan_flash 0 $BIN/ds4-quant plan --recipe q2 --config flash
 has plan_flash_total "total *284334567511 *86714775900 *80.76" "$T/out"
 expect synth 0 $BIN/ds4-quant synth --out "$T/syn.gguf" --recipe q2 --config vectors/models/tiny-q/config.json \
