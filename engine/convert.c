@@ -468,7 +468,8 @@ static void release_sources(const plan_item *it) {
     }
 }
 
-static int write_tensor(converter *cv, gguf_writer *w, const plan_item *it, ds4_progress *prog, int n_threads) {
+static int write_tensor(converter *cv, gguf_writer *w, const plan_item *it, ds4_progress *prog, int n_threads,
+                        ds4_tensor_loss *loss) {
     const uint64_t rows = it->spec.ne[1] * it->spec.ne[2] * it->spec.ne[3];
     const uint64_t row_bytes = it->out_type == GGML_TYPE_I32 ? it->spec.ne[0] * 4
                                                              : ggml_row_size(it->out_type, it->spec.ne[0]);
@@ -481,6 +482,7 @@ static int write_tensor(converter *cv, gguf_writer *w, const plan_item *it, ds4_
     int rc = (job.q = ds4_calloc((size_t)n_threads, sizeof *job.q)) ? 0 : -1;
     for (int i = 0; i < n_threads && rc == 0; i++)
         rc = ds4_row_quantizer_init(&job.q[i], cv->opts->imatrix, it->spec.name, it->out_type, it->spec.ne[0]);
+    const double t0 = ds4_time_now();
     pthread_mutex_init(&job.lock, NULL);
     for (uint64_t r = 0; r < rows && rc == 0; r += chunk_rows) {
         uint64_t n = rows - r < chunk_rows ? rows - r : chunk_rows;
@@ -490,7 +492,13 @@ static int write_tensor(converter *cv, gguf_writer *w, const plan_item *it, ds4_
         else rc = gguf_writer_write(w, buf, n * row_bytes);
         ds4_progress_add(prog, n * it->spec.ne[0] * 4);
     }
-    for (int i = 0; i < n_threads && job.q; i++) ds4_row_quantizer_free(&job.q[i]);
+    snprintf(loss->name, sizeof loss->name, "%s", it->spec.name);
+    loss->type_in = GGML_TYPE_F32; /* the checkpoint's values as read (FP8/FP4 dequantized) */
+    loss->type_out = it->out_type;
+    loss->n_elements = rows * it->spec.ne[0];
+    loss->bytes_out = rows * row_bytes;
+    if (job.q) ds4_row_quantizers_finish(job.q, n_threads, loss);
+    loss->seconds = ds4_time_now() - t0;
     free(job.q);
     pthread_mutex_destroy(&job.lock);
     free(buf);
@@ -546,6 +554,7 @@ int ds4_convert(const ds4_convert_opts *opts, ds4_convert_stats *stats) {
     char path[PATH_MAX];
     int rc = -1;
     gguf_writer *w = NULL;
+    ds4_tensor_loss *loss = NULL;
     ds4_recipe *own_recipe = NULL;
     if (!opts->recipe) {
         const char *name = opts->type == GGML_TYPE_F32    ? "f32"
@@ -563,6 +572,8 @@ int ds4_convert(const ds4_convert_opts *opts, ds4_convert_stats *stats) {
         return -1;
     }
     if (!(cv.st = st_open(opts->in_dir)) || index_checkpoint(&cv) < 0 || make_plan(&cv, stats) < 0) goto done;
+    if (!(loss = ds4_calloc(cv.n_items + 1, sizeof *loss))) goto done;
+    if (opts->want_loss) stats->loss = loss;
     int n_threads = opts->n_threads > 0 ? opts->n_threads : ds4_cpu_count();
 
     if (!(w = gguf_writer_open(opts->out_path)) || write_metadata(&cv, w) < 0) goto done;
@@ -579,7 +590,7 @@ int ds4_convert(const ds4_convert_opts *opts, ds4_convert_stats *stats) {
     ds4_progress_begin(&prog, "convert", opts->progress ? total : 0);
     prog.tty = prog.tty && opts->progress;
     for (size_t i = 0; i < cv.n_items; i++)
-        if (write_tensor(&cv, w, &cv.items[i], &prog, n_threads) < 0) goto done;
+        if (write_tensor(&cv, w, &cv.items[i], &prog, n_threads, &loss[i]) < 0) goto done;
     ds4_progress_end(&prog);
     for (uint64_t i = 0; i < cv.st->n_tensors; i++) {
         if (cv.used[i]) {
@@ -601,6 +612,10 @@ done:
     if (w) gguf_writer_abort(w);
     converter_free(&cv);
     ds4_recipe_free(own_recipe);
+    if (rc < 0 || !opts->want_loss) {
+        free(loss);
+        stats->loss = NULL;
+    }
     stats->seconds = ds4_time_now() - t0;
     return rc;
 }

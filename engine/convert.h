@@ -14,6 +14,7 @@
 
 typedef struct ds4_recipe ds4_recipe;
 typedef struct ds4_imatrix ds4_imatrix;
+struct ds4_tensor_loss;
 
 typedef struct {
     const char *in_dir;
@@ -24,6 +25,7 @@ typedef struct {
     int n_threads;  /* 0: all cores */
     bool progress;  /* draw a progress line on a terminal */
     const char *added_tokens; /* JSON overlay of added tokens for the tokenizer, or NULL */
+    bool want_loss;           /* return per-tensor quantization losses in the stats */
 } ds4_convert_opts;
 
 typedef struct {
@@ -33,6 +35,7 @@ typedef struct {
     uint64_t n_type_fallback;   /* matrices kept wider because their rows do not fit the type */
     bool tokenizer;             /* tokenizer.json found and written */
     double seconds;
+    struct ds4_tensor_loss *loss; /* with want_loss: one per output tensor (requant.h; caller frees) */
 } ds4_convert_stats;
 
 int ds4_convert(const ds4_convert_opts *opts, ds4_convert_stats *stats);

@@ -59,6 +59,20 @@ int ds4_row_quantize(ds4_row_quantizer *q, uint64_t mat, const float *x, void *d
     return 0;
 }
 
+void ds4_row_quantizers_finish(ds4_row_quantizer *q, int n, ds4_tensor_loss *l) {
+    double x2 = 0, e2 = 0, wx2 = 0, we2 = 0;
+    for (int i = 0; i < n; i++) {
+        x2 += q[i].sum_x2;
+        e2 += q[i].sum_e2;
+        wx2 += q[i].sum_wx2;
+        we2 += q[i].sum_we2;
+        l->imatrix |= q[i].used_imatrix;
+        ds4_row_quantizer_free(&q[i]);
+    }
+    l->rel_rmse = x2 > 0 ? sqrt(e2 / x2) : 0;
+    l->rel_wrmse = wx2 > 0 ? sqrt(we2 / wx2) : 0;
+}
+
 typedef struct {
     const gguf_tensor *in;
     uint32_t type;
@@ -129,18 +143,8 @@ static int quantize_tensor(const ds4_requant_opts *o, gguf_writer *w, const gguf
         else rc = gguf_writer_write(w, j.out, n * j.out_row_bytes);
         ds4_progress_add(prog, n * cols * 4);
     }
-    double x2 = 0, e2 = 0, wx2 = 0, we2 = 0;
-    for (int i = 0; i < n_threads && j.q; i++) {
-        x2 += j.q[i].sum_x2;
-        e2 += j.q[i].sum_e2;
-        wx2 += j.q[i].sum_wx2;
-        we2 += j.q[i].sum_we2;
-        loss->imatrix |= j.q[i].used_imatrix;
-        ds4_row_quantizer_free(&j.q[i]);
-        if (j.rows) free(j.rows[i]);
-    }
-    loss->rel_rmse = x2 > 0 ? sqrt(e2 / x2) : 0;
-    loss->rel_wrmse = wx2 > 0 ? sqrt(we2 / wx2) : 0;
+    if (j.q) ds4_row_quantizers_finish(j.q, n_threads, loss);
+    for (int i = 0; i < n_threads && j.rows; i++) free(j.rows[i]);
     pthread_mutex_destroy(&j.lock);
     free(j.out);
     free(j.q);

@@ -16,7 +16,7 @@
 #include "imatrix.h"
 #include "recipe.h"
 
-typedef struct {
+typedef struct ds4_tensor_loss {
     char name[96];
     uint32_t type_in, type_out;
     uint64_t n_elements, bytes_out;
@@ -61,6 +61,8 @@ void ds4_row_quantizer_free(ds4_row_quantizer *q);
 /* Quantize row x of matrix `mat` (expert index) to dst and add its loss to the sums.
  * Types that need an importance matrix get uniform importance where none is known. */
 int ds4_row_quantize(ds4_row_quantizer *q, uint64_t mat, const float *x, void *dst);
+/* Add up the losses of n per-thread quantizers of one tensor into l, and free them. */
+void ds4_row_quantizers_finish(ds4_row_quantizer *q, int n, ds4_tensor_loss *l);
 
 /* The per-tensor losses as CSV (atomic write). */
 int ds4_tensor_loss_write_csv(const ds4_tensor_loss *loss, uint64_t n, const char *path);

@@ -169,7 +169,8 @@ if [ -e "$T/x.gguf" ]; then bad quantize_leaves_nothing; else ok quantize_leaves
 expect quantize_release 0 $BIN/ds4-quant quantize --quiet --in vectors/models/tiny-a-official --out "$T/rel4.gguf" \
     --recipe mxfp4 --threads 2
 expect quantize_hf 0 $BIN/ds4-quant quantize --quiet --in vectors/models/tiny-a --out "$T/hf4.gguf" --recipe mxfp4 \
-    --threads 2
+    --threads 2 --loss-csv "$T/hfloss.csv"
+has quantize_hf_loss "blk.5.ffn_down_exps.weight,f32,mxfp4," "$T/hfloss.csv"
 expect release_same_as_hf 0 $BIN/ds4-gguf diff --ignore general.name "$T/rel4.gguf" "$T/hf4.gguf"
 expect mxfp4_loss 0 $BIN/ds4-quant quantize --quiet --in "$T/a32.gguf" --out "$T/a4.gguf" --recipe mxfp4 \
     --loss-csv "$T/loss4.csv"
@@ -183,7 +184,7 @@ has synth_speed_csv "^iq2_xxs," "$T/syn.csv"
 expect synth_runs 0 $BIN/ds4 run --model "$T/syn.gguf" --prompt-ids 0,5,6,7 -n 4 --threads 2
 
 # The files must read the same in Hugging Face's independent GGUF parser (npm).
-for f in "$T/a.gguf" "$T/b.gguf" build/tests/corpus/gguf/sample.gguf; do
+for f in "$T/a.gguf" "$T/b.gguf" "$T/q2.gguf" build/tests/corpus/gguf/sample.gguf; do
     name=interop_$(basename "$f" .gguf)
     sh tests/interop/compare.sh "$f" 2>"$T/err"
     case $? in

@@ -55,8 +55,9 @@ static void usage(FILE *out) {
             "            uniform importance. --type-for REGEX=TYPE overrides the type of\n"
             "            tensors whose GGUF name matches (PCRE2; last match wins), e.g.\n"
             "            'blk\\.[0-2]\\.ffn_down_exps=q4_K'. --loss-csv writes each tensor's\n"
-            "            relative RMSE (GGUF input). Streams tensor by tensor on all cores\n"
-            "            with a progress line; an interrupted run leaves no partial file.\n"
+            "            relative RMSE (plain and importance-weighted). Streams tensor by\n"
+            "            tensor on all cores with a progress line; an interrupted run leaves\n"
+            "            no partial file.\n"
             "  plan      sizes under RECIPE from shapes alone: bytes per weight class, total,\n"
             "            and weight bytes read per decoded token. --config flash (default)\n"
             "            is DeepSeek V4 Flash; --layers/--experts shrink it.\n"
@@ -123,9 +124,8 @@ static int cmd_quantize(int argc, char **argv) {
     ds4_install_cleanup_handlers();
     const int threads = n_threads > 0 ? n_threads : ds4_cpu_count();
     if (is_dir(in)) {
-        if (loss_csv) fprintf(stderr, "ds4-quant: --loss-csv is measured on GGUF input only; ignored\n");
         ds4_convert_opts o = {.in_dir = in, .out_path = out, .recipe = recipe, .imatrix = im,
-                              .n_threads = threads, .progress = !quiet};
+                              .n_threads = threads, .progress = !quiet, .want_loss = loss_csv != NULL};
         ds4_convert_stats s;
         if (ds4_convert(&o, &s) < 0) {
             fprintf(stderr, "ds4-quant: %s\n", ds4_error());
@@ -135,6 +135,12 @@ static int cmd_quantize(int argc, char **argv) {
             printf("quantized %s -> %s (recipe %s%s): %llu tensors, %.2f MiB read, %.2f MiB written, %.2f s\n", in,
                    out, recipe_name, im ? ", imatrix" : "", (unsigned long long)s.n_tensors,
                    (double)s.bytes_in / (1 << 20), (double)s.bytes_out / (1 << 20), s.seconds);
+        const int csv_rc = loss_csv ? ds4_tensor_loss_write_csv(s.loss, s.n_tensors, loss_csv) : 0;
+        free(s.loss);
+        if (csv_rc < 0) {
+            fprintf(stderr, "ds4-quant: %s\n", ds4_error());
+            goto done;
+        }
     } else {
         ds4_requant_opts o = {.in_path = in, .out_path = out, .recipe = recipe, .imatrix = im,
                               .n_threads = threads, .progress = !quiet};
