@@ -505,18 +505,35 @@ uint64_t ds4_model_bytes_per_token(const ds4_model *m) {
     return total;
 }
 
-const char *ds4_model_weight_type(const ds4_model *m) {
+/* The most common type by bytes among the tensors of some roles. */
+static uint32_t main_type(const ds4_model *m, bool experts) {
     uint64_t bytes[GGML_TYPE_COUNT] = {0};
     for (int il = 0; il < (int)m->cfg.n_layer; il++)
         for (int r = DS4_T_FIRST_LAYER; r < DS4_T_COUNT; r++) {
             const gguf_tensor *t = ds4_model_tensor(m, il, (ds4_tensor_role)r);
-            ds4_tensor_class cls = ds4_role_class((ds4_tensor_role)r);
-            if (t && (cls == DS4_CLASS_MATRIX || cls == DS4_CLASS_EXPERTS)) bytes[t->type] += t->size;
+            const ds4_tensor_class cls = ds4_role_class((ds4_tensor_role)r);
+            if (t && t->type < GGML_TYPE_COUNT && (experts ? cls == DS4_CLASS_EXPERTS : cls == DS4_CLASS_MATRIX))
+                bytes[t->type] += t->size;
         }
-    int best = 0;
-    for (int t = 1; t < GGML_TYPE_COUNT; t++)
+    uint32_t best = 0;
+    for (uint32_t t = 1; t < GGML_TYPE_COUNT; t++)
         if (bytes[t] > bytes[best]) best = t;
-    return ggml_type_name((uint32_t)best);
+    return best;
+}
+
+const char *ds4_model_weight_type(const ds4_model *m) {
+    static _Thread_local char buf[64];
+    const gguf_tensor *gate = ds4_model_tensor(m, (int)m->cfg.n_layer - 1, DS4_T_FFN_GATE_EXPS);
+    const gguf_tensor *down = ds4_model_tensor(m, (int)m->cfg.n_layer - 1, DS4_T_FFN_DOWN_EXPS);
+    const uint32_t rest = main_type(m, false), experts = main_type(m, true);
+    if (gate && down && gate->type != down->type)
+        snprintf(buf, sizeof buf, "%s/%s+%s", ggml_type_name(gate->type), ggml_type_name(down->type),
+                 ggml_type_name(rest));
+    else if (experts != rest)
+        snprintf(buf, sizeof buf, "%s+%s", ggml_type_name(experts), ggml_type_name(rest));
+    else
+        snprintf(buf, sizeof buf, "%s", ggml_type_name(rest));
+    return buf;
 }
 
 void ds4_model_print_summary(const ds4_model *m, FILE *out) {

@@ -114,7 +114,8 @@ void ds4_model_print_summary(const ds4_model *m, FILE *out);
 /* Weight bytes one decoded token reads: every tensor once, except the embedding (one row)
  * and the routed experts (n_expert_used of n_expert per MoE layer). */
 uint64_t ds4_model_bytes_per_token(const ds4_model *m);
-/* The most common weight-matrix type, as a name ("q8_0", "f32", ...). */
+/* The weight types as a short name: "q8_0", or the routed experts' type(s) and the other
+ * matrices' for mixed files ("iq2_xxs/q2_K+q8_0", "mxfp4+q8_0"). */
 const char *ds4_model_weight_type(const ds4_model *m);
 
 #endif

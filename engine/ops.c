@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cpu.h"
+#include "numeric.h"
 #include "qdot.h"
 #include "quants.h"
 #include "threads.h"
@@ -21,6 +22,13 @@ float ds4_dot_scalar(const float *a, const float *b, uint64_t n) {
 }
 
 #if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) static inline float hsum256(__m256 s) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
 __attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b, uint64_t n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
     uint64_t i = 0;
@@ -31,11 +39,7 @@ __attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const 
         s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
     }
     for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    float r = _mm_cvtss_f32(h);
+    float r = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
     for (; i < n; i++) r += a[i] * b[i];
     return r;
 }
@@ -54,6 +58,117 @@ __attribute__((target("avx512f"))) static float dot_avx512(const float *a, const
 }
 #endif
 
+/* ---- a weight row of F16 or Q8_0 times F32 activations, without a dequantized copy ---- */
+
+/* Bytes ahead to prefetch: hardware prefetchers stop at 4 KiB page boundaries, and the
+ * weights are a file mapping of 4 KiB pages. */
+#define PREFETCH_AHEAD 4096
+
+static float rowdot_f16_scalar(const void *row, const float *x, uint64_t n) {
+    const uint8_t *p = row;
+    float s = 0.0f;
+    for (uint64_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        s += ds4_f16_to_f32(h) * x[i];
+    }
+    return s;
+}
+
+/* Per block: the sum of q * x, then times the block's scale. */
+static float rowdot_q8_0_scalar(const void *row, const float *x, uint64_t n) {
+    const uint8_t *p = row;
+    float s = 0.0f;
+    for (uint64_t b = 0; b < n / QK8_0; b++, p += sizeof(block_q8_0), x += QK8_0) {
+        uint16_t h;
+        memcpy(&h, p, 2);
+        float bs = 0.0f;
+        for (int j = 0; j < QK8_0; j++) bs += (float)(int8_t)p[2 + j] * x[j];
+        s += ds4_f16_to_f32(h) * bs;
+    }
+    return s;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma,f16c"))) static float rowdot_f16_avx2(const void *row, const float *x, uint64_t n) {
+    const uint16_t *h = row;
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    uint64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))), _mm256_loadu_ps(x + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i + 8))),
+                             _mm256_loadu_ps(x + i + 8), s1);
+    }
+    float r = hsum256(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) r += ds4_f16_to_f32(h[i]) * x[i];
+    return r;
+}
+
+__attribute__((target("avx2,fma,f16c"))) static float rowdot_q8_0_avx2(const void *row, const float *x, uint64_t n) {
+    const uint8_t *p = row;
+    __m256 acc = _mm256_setzero_ps();
+    for (uint64_t b = 0; b < n / QK8_0; b++, p += sizeof(block_q8_0), x += QK8_0) {
+        uint16_t h;
+        memcpy(&h, p, 2);
+        __m256 bs = _mm256_setzero_ps();
+        for (int j = 0; j < QK8_0; j += 8) {
+            const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 2 + j))));
+            bs = _mm256_fmadd_ps(q, _mm256_loadu_ps(x + j), bs);
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(ds4_f16_to_f32(h)), bs, acc);
+    }
+    return hsum256(acc);
+}
+
+__attribute__((target("avx512f,f16c"))) static float rowdot_f16_avx512(const void *row, const float *x, uint64_t n) {
+    const uint16_t *h = row;
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    uint64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + i))), _mm512_loadu_ps(x + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + i + 16))),
+                             _mm512_loadu_ps(x + i + 16), s1);
+    }
+    float r = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+    for (; i < n; i++) r += ds4_f16_to_f32(h[i]) * x[i];
+    return r;
+}
+
+__attribute__((target("avx512f,f16c"))) static float rowdot_q8_0_avx512(const void *row, const float *x,
+                                                                      uint64_t n) {
+    const uint8_t *p = row;
+    __m512 acc = _mm512_setzero_ps();
+    for (uint64_t b = 0; b < n / QK8_0; b++, p += sizeof(block_q8_0), x += QK8_0) {
+        uint16_t h;
+        memcpy(&h, p, 2);
+        _mm_prefetch((const char *)p + PREFETCH_AHEAD, _MM_HINT_T0);
+        const __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 2))));
+        const __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 18))));
+        const __m512 bs = _mm512_fmadd_ps(q1, _mm512_loadu_ps(x + 16), _mm512_mul_ps(q0, _mm512_loadu_ps(x)));
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(ds4_f16_to_f32(h)), bs, acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+#endif
+
+ds4_rowdot_fn ds4_rowdot_for_level(uint32_t type, int level) {
+    if (level > (int)ds4_cpu_detect() || (type != GGML_TYPE_F16 && type != GGML_TYPE_Q8_0)) return NULL;
+    const bool q8 = type == GGML_TYPE_Q8_0;
+#if defined(__x86_64__)
+    if (level == DS4_CPU_AVX512) return q8 ? rowdot_q8_0_avx512 : rowdot_f16_avx512;
+    if (level == DS4_CPU_AVX2) return q8 ? rowdot_q8_0_avx2 : rowdot_f16_avx2;
+#endif
+    return level == DS4_CPU_SCALAR ? (q8 ? rowdot_q8_0_scalar : rowdot_f16_scalar) : NULL;
+}
+
+static ds4_rowdot_fn rowdot_best(uint32_t type) {
+    static ds4_rowdot_fn best[2];
+    const int k = type == GGML_TYPE_Q8_0;
+    if (type != GGML_TYPE_F16 && type != GGML_TYPE_Q8_0) return NULL;
+    if (!best[k]) best[k] = ds4_rowdot_for_level(type, (int)ds4_cpu_detect());
+    return best[k];
+}
+
 ds4_dot_fn ds4_dot_for_level(int level) {
     if (level > (int)ds4_cpu_detect()) return NULL;
 #if defined(__x86_64__)
@@ -70,6 +185,8 @@ float ds4_dot(const float *a, const float *b, uint64_t n) {
 }
 
 static ds4_act_mode act_mode = DS4_ACT_AUTO;
+
+#define ROWDOT_MAX_T 2 /* activation rows up to which F16/Q8_0 rows are not converted first */
 
 void ds4_set_act_mode(ds4_act_mode mode) { act_mode = mode; }
 ds4_act_mode ds4_get_act_mode(void) { return act_mode; }
@@ -107,6 +224,16 @@ static void matmul_rows(void *arg, uint64_t begin, uint64_t end, int thread) {
             const uint8_t *w = (const uint8_t *)j->W->data + (j->row0 + o) * row_bytes;
             for (int t = 0; t < j->T; t++)
                 j->y[(uint64_t)t * j->ldy + o] = j->qdot(w, j->act + (size_t)t * j->act_row_bytes, (int64_t)n);
+        }
+        return;
+    }
+    /* A few activation rows: multiply straight from the stored row; more: convert the
+     * row once and reuse it for every activation row. */
+    const ds4_rowdot_fn rowdot = j->T <= ROWDOT_MAX_T ? rowdot_best(j->W->type) : NULL;
+    if (rowdot) {
+        for (uint64_t o = begin; o < end; o++) {
+            const uint8_t *w = (const uint8_t *)j->W->data + (j->row0 + o) * row_bytes;
+            for (int t = 0; t < j->T; t++) j->y[(uint64_t)t * j->ldy + o] = rowdot(w, j->x + (uint64_t)t * j->ldx, n);
         }
         return;
     }

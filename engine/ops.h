@@ -40,6 +40,12 @@ float ds4_dot_scalar(const float *a, const float *b, uint64_t n);
 typedef float (*ds4_dot_fn)(const float *, const float *, uint64_t);
 ds4_dot_fn ds4_dot_for_level(int level);
 
+/* A stored F16 or Q8_0 weight row times F32 activations, converting as it goes (the
+ * decode path; Q8_0 adds q*x per block, then scales). NULL for other types or levels
+ * this CPU lacks. */
+typedef float (*ds4_rowdot_fn)(const void *row, const float *x, uint64_t n);
+ds4_rowdot_fn ds4_rowdot_for_level(uint32_t type, int level);
+
 /* Row r of a weight tensor as F32 (embedding lookup, small parameter tables). */
 void ds4_tensor_row(const gguf_tensor *W, uint64_t r, float *out);
 /* The whole tensor as a freshly allocated F32 array (for small tensors); NULL on error. */

@@ -3,6 +3,7 @@
 #include "qdot.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "cpu.h"
@@ -11,6 +12,19 @@
 #include "quants.h"
 
 static const int8_t fp4_doubled[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+/* IQ2_XXS sign patterns as 8 bytes of +1 / -1, for _mm256_sign_epi8: entry k spreads
+ * ksigns_iq2xs[k]'s bits over bytes. Filled once, before any IQ2_XXS kernel is handed out. */
+static uint64_t iq2_sign_bytes[128];
+static pthread_once_t iq2_sign_once = PTHREAD_ONCE_INIT;
+
+static void iq2_sign_init(void) {
+    for (int k = 0; k < 128; k++) {
+        uint64_t v = 0;
+        for (int j = 0; j < 8; j++) v |= (uint64_t)(ds4_ksigns_iq2xs[k] & (1 << j) ? 0xFF : 0x01) << (8 * j);
+        iq2_sign_bytes[k] = v;
+    }
+}
 
 /* ggml's E8M0 scale for MXFP4 halved, because its levels are doubled. */
 static inline float e8m0_half(uint8_t e) { return ds4_e8m0_to_f32(e) * 0.5f; }
@@ -224,6 +238,7 @@ static float dot_iq2_xxs(const void *vw, const void *va, int64_t n) {
 
 ds4_qdot_fn ds4_qdot_kernel(uint32_t weight_type, int level) {
     if (level > (int)ds4_cpu_detect()) return NULL;
+    if (weight_type == GGML_TYPE_IQ2_XXS) pthread_once(&iq2_sign_once, iq2_sign_init);
     if (level == DS4_CPU_SCALAR) {
         switch (weight_type) {
         case GGML_TYPE_Q8_0: return dot_q8_0;

@@ -139,6 +139,33 @@ __attribute__((target("avx2,f16c"))) static void f16_to_f32_row_f16c(const uint1
         _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
     for (; i < n; i++) y[i] = ds4_f16_to_f32(x[i]);
 }
+
+/* Q8_0 and BF16 rows to F32: the matrix products read every non-F32 weight row through
+ * these, so they must stream at memory speed (the scalar loops ran at a fraction of it). */
+__attribute__((target("avx2,f16c"))) static void q8_0_to_f32_row_avx2(const uint8_t *src, float *y, int64_t n) {
+    for (int64_t b = 0; b < n / QK8_0; b++, src += sizeof(block_q8_0), y += QK8_0) {
+        uint16_t h;
+        memcpy(&h, src, 2);
+        const __m256 d = _mm256_set1_ps(ds4_f16_to_f32(h));
+        for (int j = 0; j < QK8_0; j += 8) {
+            const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(src + 2 + j)));
+            _mm256_storeu_ps(y + j, _mm256_mul_ps(d, _mm256_cvtepi32_ps(q)));
+        }
+    }
+}
+
+__attribute__((target("avx2"))) static void bf16_to_f32_row_avx2(const uint8_t *src, float *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(src + 2 * i)));
+        _mm256_storeu_ps(y + i, _mm256_castsi256_ps(_mm256_slli_epi32(h, 16)));
+    }
+    for (; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, src + 2 * i, 2);
+        y[i] = ds4_bf16_to_f32(h);
+    }
+}
 #endif
 
 void quantize_row_q8_0(const float *x, block_q8_0 *y, int64_t n) {
@@ -187,6 +214,12 @@ int ggml_row_to_f32(uint32_t type, const void *src, float *dst, int64_t n) {
         memcpy(dst, s, (size_t)n * 4);
         return 0;
     case GGML_TYPE_F16:
+#if defined(__x86_64__)
+        if (ds4_cpu_detect() >= DS4_CPU_AVX2) {
+            f16_to_f32_row_f16c((const uint16_t *)(const void *)s, dst, n); /* loads are unaligned */
+            return 0;
+        }
+#endif
         for (int64_t i = 0; i < n; i++) {
             uint16_t h;
             memcpy(&h, s + 2 * i, 2);
@@ -194,6 +227,12 @@ int ggml_row_to_f32(uint32_t type, const void *src, float *dst, int64_t n) {
         }
         return 0;
     case GGML_TYPE_BF16:
+#if defined(__x86_64__)
+        if (ds4_cpu_detect() >= DS4_CPU_AVX2) {
+            bf16_to_f32_row_avx2(s, dst, n);
+            return 0;
+        }
+#endif
         for (int64_t i = 0; i < n; i++) {
             uint16_t h;
             memcpy(&h, s + 2 * i, 2);
@@ -201,6 +240,12 @@ int ggml_row_to_f32(uint32_t type, const void *src, float *dst, int64_t n) {
         }
         return 0;
     case GGML_TYPE_Q8_0:
+#if defined(__x86_64__)
+        if (ds4_cpu_detect() >= DS4_CPU_AVX2) {
+            q8_0_to_f32_row_avx2(s, dst, n);
+            return 0;
+        }
+#endif
         for (int64_t b = 0; b < n / QK8_0; b++) {
             block_q8_0 blk;
             memcpy(&blk, s + b * sizeof blk, sizeof blk);

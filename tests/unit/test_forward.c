@@ -13,6 +13,7 @@
 #include "quants.h"
 #include "sampler.h"
 #include "test.h"
+#include "threads.h"
 
 static ds4_model *tiny(const char *name) {
     char in[256], out[600];
@@ -164,6 +165,63 @@ static void simd_dot_matches_scalar(void) {
     if (!levels) test_skip("this CPU has no AVX2");
 }
 
+/* The F16 and Q8_0 row kernels of the decode path, every level, against the scalar one
+ * and against converting the row first (the prefill path). */
+static void rowdot_matches_reference(void) {
+    enum { N = 4096 };
+    float *w = malloc(N * sizeof *w), *x = malloc(N * sizeof *x), *wf = malloc(N * sizeof *wf);
+    uint8_t *row = malloc(N * 2);
+    srand(23);
+    for (int i = 0; i < N; i++) {
+        w[i] = ((float)rand() / RAND_MAX - 0.5f) * (i % 61 ? 1.0f : 9.0f);
+        x[i] = (float)rand() / RAND_MAX - 0.5f;
+    }
+    const uint32_t types[2] = {GGML_TYPE_F16, GGML_TYPE_Q8_0};
+    for (int k = 0; k < 2; k++) {
+        ggml_row_from_f32(types[k], w, row, N);
+        ggml_row_to_f32(types[k], row, wf, N);
+        double mag = 0;
+        for (int i = 0; i < N; i++) mag += fabs((double)wf[i] * x[i]);
+        const float ref = ds4_dot_scalar(wf, x, N);
+        for (int level = 0; level <= 2; level++) {
+            ds4_rowdot_fn fn = ds4_rowdot_for_level(types[k], level);
+            if (!fn) continue;
+            const double d = fabs((double)fn(row, x, N) - ref);
+            CHECKF(d <= 1e-5 * mag, "%s level %d: differs by %g (sum |wx| %g)", ggml_type_name(types[k]), level, d, mag);
+        }
+    }
+    CHECK(ds4_rowdot_for_level(GGML_TYPE_Q4_K, 0) == NULL);
+    free(w); free(x); free(wf); free(row);
+}
+
+/* The thread pool covers every index exactly once, for any size and thread count,
+ * also when a loop is started from inside another. */
+static _Atomic int hits[1000];
+static void count_range(void *ctx, uint64_t b, uint64_t e, int t) {
+    (void)ctx; (void)t;
+    for (uint64_t i = b; i < e; i++) hits[i]++;
+}
+static void nested_range(void *ctx, uint64_t b, uint64_t e, int t) {
+    (void)t;
+    for (uint64_t i = b; i < e; i++) ds4_parallel_for(4, 1, count_range, ctx);
+}
+static void parallel_for_covers_once(void) {
+    const uint64_t sizes[] = {0, 1, 2, 3, 7, 64, 999, 1000};
+    const int threads[] = {1, 2, 3, 8};
+    int bad = 0;
+    for (size_t a = 0; a < sizeof sizes / sizeof sizes[0]; a++)
+        for (size_t b = 0; b < sizeof threads / sizeof threads[0]; b++)
+            for (int rep = 0; rep < 20; rep++) {
+                for (int i = 0; i < 1000; i++) hits[i] = 0;
+                ds4_parallel_for(threads[b], sizes[a], count_range, NULL);
+                for (uint64_t i = 0; i < 1000; i++) bad += hits[i] != (i < sizes[a]);
+            }
+    CHECKF(bad == 0, "%d indices not covered exactly once", bad);
+    for (int i = 0; i < 1000; i++) hits[i] = 0;
+    ds4_parallel_for(2, 10, nested_range, NULL);
+    CHECK(hits[0] == 10); /* each of the 10 outer indices ran the 1-element inner loop inline */
+}
+
 static void sampler(void) {
     float logits[6] = {0.1f, 2.0f, -1.0f, 1.9f, 0.0f, -3.0f}, p[6];
     int32_t idx[6];
@@ -188,6 +246,8 @@ const test_case forward_tests[] = {
     {"bad_tokens_leave_state_untouched", bad_tokens_leave_state_untouched},
     {"kv_state_grows_by_compressed_entries_only", kv_state_grows_by_compressed_entries_only},
     {"simd_dot_matches_scalar", simd_dot_matches_scalar},
+    {"rowdot_matches_reference", rowdot_matches_reference},
+    {"parallel_for_covers_once", parallel_for_covers_once},
     {"sampler", sampler},
     {0, 0},
 };
