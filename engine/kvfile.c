@@ -3,6 +3,8 @@
  * against the context's own geometry. */
 #include "kvfile.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
@@ -100,10 +102,10 @@ static int take_compressor(reader *r, ds4_compressor *c) {
 
 /* ---- files ---- */
 
-int ds4_kv_save(const ds4_ctx *ctx, const int32_t *tokens, uint64_t n, const char *path) {
+int ds4_kv_encode(const ds4_ctx *ctx, const int32_t *tokens, uint64_t n, ds4_buf *file) {
     if (n != ctx->pos) return ds4_fail("state has seen %llu tokens, %llu given", (unsigned long long)ctx->pos,
                                        (unsigned long long)n);
-    ds4_buf raw = {0}, file = {0};
+    ds4_buf raw = {0};
     int rc = -1;
     if (put_array(&raw, tokens, n * sizeof *tokens) < 0) goto done;
     for (uint32_t il = 0; il < ctx->cfg->n_layer; il++) {
@@ -118,7 +120,8 @@ int ds4_kv_save(const ds4_ctx *ctx, const int32_t *tokens, uint64_t n, const cha
     kv_header h = {.version = KV_VERSION, .fingerprint = ds4_model_fingerprint(ctx->model), .n_tokens = n,
                    .position = ctx->pos, .raw_size = raw.len, .checksum = fnv1a(FNV_START, raw.data, raw.len)};
     memcpy(h.magic, KV_MAGIC, 8);
-    if (ds4_buf_append(&file, &h, sizeof h) < 0) goto done;
+    const size_t at = file->len;
+    if (ds4_buf_append(file, &h, sizeof h) < 0) goto done;
     uint8_t *packed = ds4_malloc(bound);
     if (!packed) goto done;
     size_t got = ZSTD_compress(packed, bound, raw.data, raw.len, 3);
@@ -127,19 +130,38 @@ int ds4_kv_save(const ds4_ctx *ctx, const int32_t *tokens, uint64_t n, const cha
         ds4_fail("zstd: %s", ZSTD_getErrorName(got));
         goto done;
     }
-    ((kv_header *)(void *)file.data)->packed_size = got;
-    if (ds4_buf_append(&file, packed, got) == 0) rc = ds4_write_file_atomic(path, file.data, file.len);
+    ((kv_header *)(void *)(file->data + at))->packed_size = got;
+    rc = ds4_buf_append(file, packed, got);
     free(packed);
 done:
     ds4_buf_free(&raw);
+    return rc;
+}
+
+int ds4_kv_save(const ds4_ctx *ctx, const int32_t *tokens, uint64_t n, const char *path) {
+    ds4_buf file = {0};
+    int rc = ds4_kv_encode(ctx, tokens, n, &file);
+    if (rc == 0) rc = ds4_write_file_atomic(path, file.data, file.len);
     ds4_buf_free(&file);
     return rc;
 }
 
-int ds4_kv_load(ds4_ctx *ctx, const char *path, int32_t **tokens, uint64_t *n) {
-    size_t len;
-    char *data = ds4_read_file(path, &len);
-    if (!data) return -1;
+int ds4_kv_peek(const char *path, const ds4_model *m, uint64_t *n_tokens) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return ds4_fail("%s: cannot open: %s", path, strerror(errno));
+    kv_header h;
+    const size_t got = fread(&h, 1, sizeof h, f);
+    fclose(f);
+    if (got != sizeof h) return ds4_fail("%s: truncated (no header)", path);
+    if (memcmp(h.magic, KV_MAGIC, 8)) return ds4_fail("%s: not a ds4 KV state file", path);
+    if (h.version != KV_VERSION) return ds4_fail("%s: KV state version %u, this build reads %u", path, h.version, KV_VERSION);
+    if (h.fingerprint != ds4_model_fingerprint(m)) return ds4_fail("%s: saved for a different model", path);
+    *n_tokens = h.n_tokens;
+    return 0;
+}
+
+int ds4_kv_decode(ds4_ctx *ctx, const void *bytes, size_t len, const char *path, int32_t **tokens, uint64_t *n) {
+    const char *data = bytes;
     kv_header h;
     uint8_t *raw = NULL;
     int rc = -1;
@@ -203,6 +225,18 @@ fail:
     ds4_ctx_reset(ctx);
 done:
     free(raw);
+    return rc;
+}
+
+int ds4_kv_load(ds4_ctx *ctx, const char *path, int32_t **tokens, uint64_t *n) {
+    size_t len;
+    char *data = ds4_read_file(path, &len);
+    *tokens = NULL;
+    if (!data) {
+        ds4_ctx_reset(ctx);
+        return -1;
+    }
+    const int rc = ds4_kv_decode(ctx, data, len, path, tokens, n);
     free(data);
     return rc;
 }

@@ -1,12 +1,17 @@
 /* KV state files: restoring a saved state then decoding gives exactly the logits of never
- * having saved; corrupt, truncated and foreign files are refused and leave nothing loaded. */
+ * having saved; corrupt, truncated and foreign files are refused and leave nothing loaded.
+ * The disk cache: longest-prefix restore across a reopen, eviction under the space
+ * limit, and rejected (removed) corrupt, truncated and foreign files. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "convert.h"
+#include "kvcache_disk.h"
 #include "kvfile.h"
 #include "quants.h"
+#include "sha1.h"
 #include "test.h"
 
 static ds4_model *model(const char *name) {
@@ -74,7 +79,150 @@ static void restore_then_decode_is_identical(void) {
     ds4_model_free(m);
 }
 
+static int warnings;
+static char last_warning[512];
+static void count_warning(const char *msg) {
+    warnings++;
+    snprintf(last_warning, sizeof last_warning, "%s", msg);
+}
+
+static int kv_files(const char *dir) {
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "ls %s/*.kv 2>/dev/null | wc -l", dir);
+    FILE *p = popen(cmd, "r");
+    int n = -1;
+    if (p && fscanf(p, "%d", &n) != 1) n = -1;
+    if (p) pclose(p);
+    return n;
+}
+
+static void disk_cache_prefix_restore_evict_reject(void) {
+    ds4_model *m = model("tiny-a");
+    CHECKF(m, "%s", ds4_error());
+    if (!m) return;
+    const uint32_t V = m->cfg.n_vocab;
+    enum { N = 200, STEPS = 6 };
+    int32_t ids[N + STEPS], other[N];
+    srand(5);
+    for (int i = 0; i < N + STEPS; i++) ids[i] = 2 + rand() % (int)(V - 2);
+    memcpy(other, ids, sizeof other);
+    other[90] ^= 1; /* shares the first 90 tokens */
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/kvcache", test_tmpdir());
+    ds4_ctx *a = ds4_ctx_new(m, 2), *b = ds4_ctx_new(m, 2);
+    float *la = malloc(V * sizeof *la), *lb = malloc(V * sizeof *lb);
+
+    /* store prefixes of 64 and 150 tokens, reopen, restore the longest for a 200-token prompt */
+    ds4_kvcache *c = ds4_kvcache_open(dir, 64u << 20, 0, m, count_warning);
+    CHECKF(c != NULL, "%s", ds4_error());
+    if (!c) return;
+    CHECK(ds4_eval(a, ids, 64, NULL, false) == 0 && ds4_kvcache_store(c, a, ids, 64) == 0);
+    CHECK(ds4_eval(a, ids + 64, 86, NULL, false) == 0 && ds4_kvcache_store(c, a, ids, 150) == 0);
+    ds4_kvcache_close(c);
+    c = ds4_kvcache_open(dir, 64u << 20, 0, m, count_warning);
+    CHECK(c && ds4_kvcache_get_stats(c).entries == 2);
+    CHECK(ds4_kvcache_restore(c, b, ids, N, N - 1) == 150);
+    CHECK(ds4_kvcache_restore(c, b, other, N, N - 1) == 64); /* 150 is not its prefix */
+    CHECK(ds4_kvcache_restore(c, b, ids, N, 100) == 64);     /* a cap below 150 */
+    CHECK(ds4_kvcache_restore(c, b, ids, 50, 49) == 0 && ds4_ctx_pos(b) == 0);
+
+    /* restored, then prefilled and decoded: the same logits as never having saved */
+    ds4_ctx_reset(a);
+    CHECK(ds4_eval(a, ids, N, la, false) == 0);
+    CHECK(ds4_kvcache_restore(c, b, ids, N, N - 1) == 150 && ds4_eval(b, ids + 150, N - 150, lb, false) == 0);
+    CHECK(!memcmp(la, lb, V * sizeof *la));
+    for (int s = 0; s < STEPS; s++) {
+        CHECK(ds4_eval(a, &ids[N + s], 1, la, false) == 0 && ds4_eval(b, &ids[N + s], 1, lb, false) == 0);
+        CHECKF(!memcmp(la, lb, V * sizeof *la), "step %d differs after a cache restore", s);
+    }
+
+    /* a corrupt state is refused, removed and reported; the shorter prefix still serves */
+    char path[800], hex[41];
+    ds4_sha1_tokens_hex(ids, 150, hex);
+    snprintf(path, sizeof path, "%s/%s.kv", dir, hex);
+    size_t len;
+    char *bytes = ds4_read_file(path, &len);
+    CHECK(bytes != NULL);
+    if (bytes) {
+        bytes[len - 10] ^= 0x55;
+        ds4_write_file_atomic(path, bytes, len);
+        free(bytes);
+    }
+    warnings = 0;
+    CHECK(ds4_kvcache_restore(c, b, ids, N, N - 1) == 64);
+    CHECKF(warnings == 1 && strstr(last_warning, hex) && access(path, F_OK) != 0, "warning: %s", last_warning);
+    ds4_kvcache_close(c);
+
+    /* at open: a truncated file and another model's state are removed */
+    char junk[800];
+    snprintf(junk, sizeof junk, "%s/%040d.kv", dir, 7);
+    ds4_write_file_atomic(junk, "DS4KV", 5);
+    ds4_model *q = model("tiny-q");
+    ds4_ctx *qc = ds4_ctx_new(q, 1);
+    const int32_t qids[3] = {0, 5, 6};
+    char foreign[800];
+    ds4_sha1_tokens_hex(qids, 3, hex);
+    snprintf(foreign, sizeof foreign, "%s/%s.kv", dir, hex);
+    CHECK(ds4_eval(qc, qids, 3, NULL, false) == 0 && ds4_kv_save(qc, qids, 3, foreign) == 0);
+    warnings = 0;
+    c = ds4_kvcache_open(dir, 64u << 20, 0, m, count_warning);
+    CHECK(c && warnings == 2 && access(junk, F_OK) != 0 && access(foreign, F_OK) != 0);
+    CHECK(c && ds4_kvcache_get_stats(c).entries == 1);
+
+    /* eviction: a limit that holds one state keeps the most recently used */
+    const uint64_t one = ds4_kvcache_get_stats(c).bytes;
+    ds4_kvcache_close(c);
+    c = ds4_kvcache_open(dir, one + one / 2, 0, m, count_warning);
+    ds4_ctx_reset(a);
+    CHECK(ds4_eval(a, ids, 100, NULL, false) == 0 && ds4_kvcache_store(c, a, ids, 100) == 0);
+    ds4_kvcache_stats st = ds4_kvcache_get_stats(c);
+    CHECKF(st.entries == 1 && st.evictions == 1 && st.bytes <= one + one / 2 && kv_files(dir) == 1,
+           "%llu entries, %llu evictions, %d files", (unsigned long long)st.entries,
+           (unsigned long long)st.evictions, kv_files(dir));
+    CHECK(ds4_kvcache_restore(c, b, ids, N, N - 1) == 100);
+    ds4_kvcache_close(c);
+
+    /* memory only: states kept while they fit, the least recently used dropped */
+    c = ds4_kvcache_open(NULL, 0, one + one / 2, m, count_warning);
+    CHECK(c != NULL);
+    ds4_ctx_reset(a);
+    CHECK(ds4_eval(a, ids, 64, NULL, false) == 0 && ds4_kvcache_store(c, a, ids, 64) == 0);
+    CHECK(ds4_kvcache_restore(c, b, ids, N, N - 1) == 64 && kv_files(dir) == 1);
+    CHECK(ds4_eval(a, ids + 64, 36, NULL, false) == 0 && ds4_kvcache_store(c, a, ids, 100) == 0);
+    st = ds4_kvcache_get_stats(c);
+    CHECK(st.entries == 1 && st.evictions == 1 && ds4_kvcache_restore(c, b, ids, N, N - 1) == 100);
+    ds4_kvcache_close(c);
+    ds4_ctx_free(qc);
+    ds4_model_free(q);
+    free(la);
+    free(lb);
+    ds4_ctx_free(a);
+    ds4_ctx_free(b);
+    ds4_model_free(m);
+}
+
+/* SHA-1 against FIPS 180 test vectors. */
+static void sha1_vectors(void) {
+    static const struct { const char *in, *hex; } v[] = {
+        {"", "da39a3ee5e6b4b0d3255bfef95601890afd80709"},
+        {"abc", "a9993e364706816aba3e25717850c26c9cd0d89d"},
+        {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", "84983e441c3bd26ebaae4aa1f95129e5e54670f1"},
+    };
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        ds4_sha1 s;
+        uint8_t d[20];
+        char hex[41];
+        ds4_sha1_init(&s);
+        ds4_sha1_update(&s, v[i].in, strlen(v[i].in));
+        ds4_sha1_final(&s, d);
+        for (int k = 0; k < 20; k++) snprintf(hex + 2 * k, 3, "%02x", d[k]);
+        CHECKF(!strcmp(hex, v[i].hex), "sha1(\"%s\") = %s", v[i].in, hex);
+    }
+}
+
 const test_case kvfile_tests[] = {
     {"restore_then_decode_is_identical", restore_then_decode_is_identical},
+    {"disk_cache_prefix_restore_evict_reject", disk_cache_prefix_restore_evict_reject},
+    {"sha1_vectors", sha1_vectors},
     {0, 0},
 };

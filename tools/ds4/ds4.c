@@ -4,9 +4,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "batch.h"
 #include "chat.h"
 #include "forward.h"
 #include "imatrix.h"
+#include "kvcache_disk.h"
 #include "kvfile.h"
 #include "model.h"
 #include "sampler.h"
@@ -18,9 +20,13 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: ds4 run --model M.gguf (--prompt TEXT | --prompt-ids ID,ID,...) [--chat] [--think]\n"
             "               [-n N] [--temp T] [--top-p P] [--seed S] [--threads N] [--state FILE]\n"
+            "               [--kv-disk-dir DIR [--kv-disk-space-mb N]]\n"
             "       ds4 tokenize (--model M.gguf | --tokenizer tokenizer.json [--add-tokens F.json])\n"
             "               [--chat] [--think] [--count] [--no-special] FILE|-\n"
             "       ds4 detokenize (--model M.gguf | --tokenizer ...) [--show-special] FILE|-\n"
+            "       ds4 batch --model M.gguf --in IN.jsonl --out OUT.jsonl [--csv FILE] [--max-tokens N]\n"
+            "               [--kv-disk-dir DIR [--kv-disk-space-mb N]] [--kv-mem-mb N] [--threads N]\n"
+            "               [--quiet]\n"
             "       ds4 imatrix --model M.gguf --data CALIB.jsonl --out IMATRIX.gguf [--chunk N]\n"
             "               [--threads N] [--quiet]\n"
             "\n"
@@ -30,10 +36,23 @@ static void usage(FILE *out) {
             "              format (--think: thinking mode). Text is printed as it is generated;\n"
             "              ids for --prompt-ids. Speeds go to stderr. --state FILE resumes from a\n"
             "              saved KV state whose tokens begin the prompt (the cached tokens are not\n"
-            "              computed again) and saves the state after the prompt.\n"
+            "              computed again) and saves the state after the prompt. --kv-disk-dir\n"
+            "              keeps a directory of states named by the SHA-1 of their tokens: the\n"
+            "              longest cached prefix of the prompt is restored, and the state is\n"
+            "              saved every 8192 prompt tokens and at the prompt; least recently\n"
+            "              used states go beyond --kv-disk-space-mb (default 4096).\n"
             "  tokenize    print the token ids of the text (or with --count only their number).\n"
             "              Special tokens written in the text are parsed unless --no-special.\n"
             "  detokenize  read ids (comma or space separated) and print their text.\n"
+            "  batch       one JSON result per JSONL request ({\"id\", \"prompt\"|\"messages\"|\n"
+            "              \"prompt_ids\", \"max_tokens\", \"temperature\", \"top_p\", \"seed\", \"think\",\n"
+            "              \"stop\"}), in input order; a bad line gets an \"error\" result and the\n"
+            "              job goes on. Rerun with the same --out to resume: finished ids are\n"
+            "              skipped and a torn last line (a kill) is cut off. Prompt prefixes\n"
+            "              (system messages, leading ids shared with the request before) are\n"
+            "              kept in memory (--kv-mem-mb, default 1024) and with --kv-disk-dir\n"
+            "              on disk for later runs. --csv: prefill/decode tok/s per request.\n"
+            "              --max-tokens: the default for requests without one (128).\n"
             "  imatrix     run the model over calibration text (JSONL lines with \"text\" or\n"
             "              \"prompt_ids\", cut into chunks of N tokens, default 512) and save each\n"
             "              weight matrix's per-column mean squared input (every routed expert on\n"
@@ -42,6 +61,8 @@ static void usage(FILE *out) {
             "       ds4 tokenize (--model M.gguf | --tokenizer ...) --bench CORPUS.jsonl [--csv OUT]\n"
             "              single-thread throughput (MB/s, best of 5) over the \"text\" of each line.\n");
 }
+
+static void warn_line(const char *msg) { fprintf(stderr, "ds4: %s\n", msg); }
 
 /* Tokenizer from --model's GGUF or from a tokenizer.json (+ overlay). */
 static ds4_tokenizer *open_tokenizer(const char *model, const char *json, const char *overlay, ds4_model **m) {
@@ -211,6 +232,62 @@ static int cmd_tokenize(int argc, char **argv, bool decode) {
     return rc < 0 ? 1 : 0;
 }
 
+static int cmd_batch(int argc, char **argv) {
+    const char *model = NULL, *in = NULL, *out = NULL, *csv = NULL, *kv_dir = NULL;
+    double kv_space_mb = 4096, kv_mem_mb = 1024;
+    long threads = 0, max_tokens = 128;
+    bool quiet = false;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
+        if (!strcmp(a, "--quiet")) { quiet = true; continue; }
+        if (!v) { fprintf(stderr, "ds4: %s needs a value\n", a); return 2; }
+        i++;
+        if (!strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "--in")) in = v;
+        else if (!strcmp(a, "--out")) out = v;
+        else if (!strcmp(a, "--csv")) csv = v;
+        else if (!strcmp(a, "--kv-disk-dir")) kv_dir = v;
+        else if (!strcmp(a, "--kv-disk-space-mb")) kv_space_mb = flag_number("ds4", a, v, 1, 1e9);
+        else if (!strcmp(a, "--kv-mem-mb")) kv_mem_mb = flag_number("ds4", a, v, 0, 1e9);
+        else if (!strcmp(a, "--max-tokens")) max_tokens = flag_integer("ds4", a, v, 0, 10000000);
+        else if (!strcmp(a, "--threads")) threads = flag_integer("ds4", a, v, 1, 512);
+        else { fprintf(stderr, "ds4: batch: unknown option '%s'\n", a); return 2; }
+    }
+    if (!model || !in || !out) {
+        fprintf(stderr, "ds4: batch needs --model, --in and --out\n");
+        return 2;
+    }
+    ds4_model *m = ds4_model_load(model);
+    if (!m) {
+        fprintf(stderr, "ds4: %s\n", ds4_error());
+        return 1;
+    }
+    ds4_tokenizer *tok = gguf_get(m->gguf, "tokenizer.ggml.model") ? ds4_tokenizer_from_gguf(m->gguf) : NULL;
+    ds4_kvcache *kvc = ds4_kvcache_open(kv_dir, (uint64_t)(kv_space_mb * 1048576.0),
+                                        (uint64_t)(kv_mem_mb * 1048576.0), m, warn_line);
+    int rc = 1;
+    if (!kvc) {
+        fprintf(stderr, "ds4: %s\n", ds4_error());
+    } else {
+        ds4_batch_opts o = {.in_path = in, .out_path = out, .csv_path = csv, .kvcache = kvc,
+                            .n_threads = threads ? (int)threads : ds4_cpu_count(), .default_max_tokens = (int)max_tokens};
+        ds4_batch_stats s;
+        rc = ds4_batch_run(m, tok, &o, &s) == 0 ? 0 : 1;
+        if (rc) fprintf(stderr, "ds4: %s\n", ds4_error());
+        else if (!quiet)
+            printf("batch: %llu requests: %llu done, %llu errors, %llu already in %s; %llu prompt tokens (%llu cached), "
+                   "%llu generated, %.1f s\n",
+                   (unsigned long long)s.requests, (unsigned long long)s.done, (unsigned long long)s.errors,
+                   (unsigned long long)s.skipped, out, (unsigned long long)s.prompt_tokens,
+                   (unsigned long long)s.cached_tokens, (unsigned long long)s.completion_tokens, s.seconds);
+    }
+    ds4_kvcache_close(kvc);
+    ds4_tokenizer_free(tok);
+    ds4_model_free(m);
+    return rc;
+}
+
 static int cmd_imatrix(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *out = NULL;
     long chunk = 512, threads = 0;
@@ -256,8 +333,11 @@ static int cmd_imatrix(int argc, char **argv) {
     return rc;
 }
 
+#define KV_DISK_PERIOD 8192 /* prompt tokens between saves of a long prefill */
+
 static int cmd_run(int argc, char **argv) {
-    const char *model_path = NULL, *ids_text = NULL, *prompt = NULL, *state = NULL;
+    const char *model_path = NULL, *ids_text = NULL, *prompt = NULL, *state = NULL, *kv_dir = NULL;
+    double kv_space_mb = 4096;
     bool chat = false, think = false;
     int n_gen = 16, threads = 0;
     float temp = 0, top_p = 1;
@@ -273,6 +353,8 @@ static int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--prompt-ids")) ids_text = v;
         else if (!strcmp(a, "--prompt")) prompt = v;
         else if (!strcmp(a, "--state")) state = v;
+        else if (!strcmp(a, "--kv-disk-dir")) kv_dir = v;
+        else if (!strcmp(a, "--kv-disk-space-mb")) kv_space_mb = flag_number("ds4", a, v, 1, 1e9);
         else if (!strcmp(a, "-n")) n_gen = (int)flag_integer("ds4", a, v, 0, INT_MAX);
         else if (!strcmp(a, "--temp")) temp = (float)flag_number("ds4", a, v, 0, HUGE_VAL);
         else if (!strcmp(a, "--top-p")) top_p = (float)flag_number("ds4", a, v, 0, 1);
@@ -334,8 +416,20 @@ static int cmd_run(int argc, char **argv) {
         }
         free(saved);
     }
+    ds4_kvcache *kvc = NULL;
+    if (rc == 0 && kv_dir && !(kvc = ds4_kvcache_open(kv_dir, (uint64_t)(kv_space_mb * 1048576.0), 0, m, warn_line))) {
+        fprintf(stderr, "ds4: %s\n", ds4_error());
+        rc = -1;
+    }
     double t0 = ds4_time_now(), t1 = t0;
-    if (rc == 0) rc = ds4_eval(ctx, ids + cached, n - cached, logits, false);
+    if (rc == 0 && kvc && !cached) {
+        uint64_t restored = 0;
+        rc = ds4_prefill_cached(ctx, kvc, ids, (uint64_t)n, logits, KV_DISK_PERIOD, 0, &restored);
+        cached = (int)restored;
+    } else if (rc == 0) {
+        rc = ds4_eval(ctx, ids + cached, n - cached, logits, false);
+    }
+    ds4_kvcache_close(kvc);
     if (rc == 0 && state) rc = ds4_kv_save(ctx, ids, (uint64_t)n, state);
     t1 = ds4_time_now();
     ds4_buf pending = {0}; /* bytes of a character not yet complete */
@@ -379,6 +473,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "run")) return cmd_run(argc - 2, argv + 2);
     if (!strcmp(argv[1], "imatrix")) return cmd_imatrix(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "batch")) return cmd_batch(argc - 2, argv + 2);
     if (!strcmp(argv[1], "tokenize")) return cmd_tokenize(argc - 2, argv + 2, false);
     if (!strcmp(argv[1], "detokenize")) return cmd_tokenize(argc - 2, argv + 2, true);
     fprintf(stderr, "ds4: unknown command '%s'\n", argv[1]);
