@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "forward_impl.h"
+#include "threads.h"
 #include "numeric.h"
 
 /* Order of indexer scores as torch.topk on CUDA ranks them, which the reference vectors
@@ -58,6 +59,7 @@ typedef struct {
     uint64_t *sel;
     const float **keys;
     uint64_t cap_keys;
+    int nt; /* threads: one logits row of cap_keys each */
 } scratch;
 
 static void scratch_free(scratch *s) {
@@ -66,11 +68,46 @@ static void scratch_free(scratch *s) {
     free(s->logits); free(s->scores); free(s->sel); free(s->keys);
 }
 
+/* One query token's attention for a range of heads: softmax with the head's sink over
+ * the selected keys (K = V), then the inverse RoPE on the output. */
+typedef struct {
+    const float *q;
+    float *att;
+    const float *const *keys;
+    uint64_t n_keys;
+    const float *sinks;
+    float scale;
+    int d, rd;
+    const float *rope;
+    int64_t p;
+    float *logits; /* a row of `stride` per thread */
+    uint64_t stride;
+} head_job;
+
+static void attend_heads(void *arg, uint64_t h0, uint64_t h1, int thread) {
+    const head_job *j = arg;
+    float *lg = j->logits + (uint64_t)thread * j->stride;
+    for (uint64_t h = h0; h < h1; h++) {
+        const float *qh = j->q + h * (uint64_t)j->d;
+        float m = j->sinks[h];
+        for (uint64_t k = 0; k < j->n_keys; k++) {
+            lg[k] = ds4_dot(qh, j->keys[k], (uint64_t)j->d) * j->scale;
+            m = fmaxf(m, lg[k]);
+        }
+        float sum = expf(j->sinks[h] - m);
+        for (uint64_t k = 0; k < j->n_keys; k++) sum += (lg[k] = expf(lg[k] - m));
+        float *o = j->att + h * (uint64_t)j->d;
+        memset(o, 0, (size_t)j->d * sizeof *o);
+        for (uint64_t k = 0; k < j->n_keys; k++) ds4_axpy(lg[k] / sum, j->keys[k], o, (uint64_t)j->d);
+        ds4_rope_apply(o, j->d, j->rd, j->rope, j->p, -1);
+    }
+}
+
 /* Room for n keys (window + compressed entries) in the per-token buffers. */
 static int reserve_keys(scratch *s, uint64_t n) {
     if (n <= s->cap_keys) return 0;
     uint64_t cap = n * 2;
-    float *l = realloc(s->logits, cap * sizeof *l), *sc = NULL;
+    float *l = realloc(s->logits, cap * (uint64_t)s->nt * sizeof *l), *sc = NULL;
     if (l) s->logits = l;
     sc = realloc(s->scores, cap * sizeof *sc);
     if (sc) s->scores = sc;
@@ -123,7 +160,7 @@ int ds4_attention(ds4_ctx *c, int il, const float *x, int T, uint64_t pos0, floa
     const bool compressed = w->kind != DS4_LAYER_SWA, csa = w->kind == DS4_LAYER_CSA;
     const int cw = csa ? 2 * d : d;
     const float *rope = compressed ? c->rope_comp : c->rope_main;
-    scratch s = {0};
+    scratch s = {.nt = nt > 0 ? nt : 1};
     int rc = -1;
     s.qres = ds4_malloc((size_t)T * r * sizeof(float));
     s.q = ds4_malloc((size_t)T * H * d * sizeof(float));
@@ -203,23 +240,11 @@ int ds4_attention(ds4_ctx *c, int il, const float *x, int T, uint64_t pos0, floa
             uint64_t n_sel = select_entries(c, il, &s, t);
             for (uint64_t i = 0; i < n_sel; i++) s.keys[n_keys++] = st->comp.entries + s.sel[i] * (uint64_t)d;
         }
-        for (int h = 0; h < H; h++) {
-            const float *qh = s.q + ((size_t)t * H + h) * d;
-            float m = w->sinks[h];
-            for (uint64_t k = 0; k < n_keys; k++) {
-                s.logits[k] = ds4_dot(qh, s.keys[k], (uint64_t)d) * scale;
-                m = fmaxf(m, s.logits[k]);
-            }
-            float sum = expf(w->sinks[h] - m);
-            for (uint64_t k = 0; k < n_keys; k++) sum += (s.logits[k] = expf(s.logits[k] - m));
-            float *o = s.att + ((size_t)t * H + h) * d;
-            memset(o, 0, (size_t)d * sizeof *o);
-            for (uint64_t k = 0; k < n_keys; k++) {
-                const float pr = s.logits[k] / sum;
-                for (int i = 0; i < d; i++) o[i] += pr * s.keys[k][i];
-            }
-            ds4_rope_apply(o, d, rd, rope, p, -1);
-        }
+        head_job hj = {.q = s.q + (size_t)t * H * d, .att = s.att + (size_t)t * H * d, .keys = s.keys,
+                       .n_keys = n_keys, .sinks = w->sinks, .scale = scale, .d = d, .rd = rd, .rope = rope, .p = p,
+                       .logits = s.logits, .stride = s.cap_keys};
+        /* Heads in parallel once there is enough work (Flash: 64 heads of 512 over up to 640 keys). */
+        ds4_parallel_for((uint64_t)H * n_keys * d < (1u << 16) ? 1 : nt, (uint64_t)H, attend_heads, &hj);
     }
 
     /* Grouped output projection: group g maps its heads' slice through rows g*R.. of out_a. */

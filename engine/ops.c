@@ -169,6 +169,45 @@ static ds4_rowdot_fn rowdot_best(uint32_t type) {
     return best[k];
 }
 
+/* y += a * x, a multiply then an add per element (no FMA), so every level gives the
+ * scalar loop's bits: attention outputs feed discrete top-k choices downstream. */
+void ds4_axpy_scalar(float a, const float *x, float *y, uint64_t n) {
+    for (uint64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) static void axpy_avx2(float a, const float *x, float *y, uint64_t n) {
+    const __m256 va = _mm256_set1_ps(a);
+    uint64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(va, _mm256_loadu_ps(x + i))));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+__attribute__((target("avx512f"))) static void axpy_avx512(float a, const float *x, float *y, uint64_t n) {
+    const __m512 va = _mm512_set1_ps(a);
+    uint64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_add_ps(_mm512_loadu_ps(y + i), _mm512_mul_ps(va, _mm512_loadu_ps(x + i))));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+#endif
+
+ds4_axpy_fn ds4_axpy_for_level(int level) {
+    if (level > (int)ds4_cpu_detect()) return NULL;
+#if defined(__x86_64__)
+    if (level == DS4_CPU_AVX512) return axpy_avx512;
+    if (level == DS4_CPU_AVX2) return axpy_avx2;
+#endif
+    return level == DS4_CPU_SCALAR ? ds4_axpy_scalar : NULL;
+}
+
+void ds4_axpy(float a, const float *x, float *y, uint64_t n) {
+    static ds4_axpy_fn fn;
+    if (!fn) fn = ds4_axpy_for_level((int)ds4_cpu_detect());
+    fn(a, x, y, n);
+}
+
 ds4_dot_fn ds4_dot_for_level(int level) {
     if (level > (int)ds4_cpu_detect()) return NULL;
 #if defined(__x86_64__)

@@ -40,6 +40,12 @@ float ds4_dot_scalar(const float *a, const float *b, uint64_t n);
 typedef float (*ds4_dot_fn)(const float *, const float *, uint64_t);
 ds4_dot_fn ds4_dot_for_level(int level);
 
+/* y += a * x, vectorized; bit-identical to the scalar loop at every level (no FMA). */
+void ds4_axpy(float a, const float *x, float *y, uint64_t n);
+void ds4_axpy_scalar(float a, const float *x, float *y, uint64_t n);
+typedef void (*ds4_axpy_fn)(float, const float *, float *, uint64_t);
+ds4_axpy_fn ds4_axpy_for_level(int level);
+
 /* A stored F16 or Q8_0 weight row times F32 activations, converting as it goes (the
  * decode path; Q8_0 adds q*x per block, then scales). NULL for other types or levels
  * this CPU lacks. */

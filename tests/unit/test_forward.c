@@ -194,6 +194,28 @@ static void rowdot_matches_reference(void) {
     free(w); free(x); free(wf); free(row);
 }
 
+/* The attention's y += a*x: every level gives the scalar loop's bits. */
+static void axpy_matches_scalar_exactly(void) {
+    enum { N = 517 };
+    float x[N], y0[N], y1[N];
+    srand(29);
+    for (int i = 0; i < N; i++) x[i] = (float)rand() / RAND_MAX - 0.5f, y0[i] = (float)rand() / RAND_MAX;
+    int bad = 0;
+    for (int level = 1; level <= 2; level++) {
+        ds4_axpy_fn fn = ds4_axpy_for_level(level);
+        if (!fn) continue;
+        memcpy(y1, y0, sizeof y0);
+        float ref[N];
+        memcpy(ref, y0, sizeof y0);
+        for (uint64_t n = 0; n <= N; n += 47) {
+            fn(0.3711f, x, y1, n);
+            ds4_axpy_scalar(0.3711f, x, ref, n);
+        }
+        bad += memcmp(ref, y1, sizeof ref) != 0;
+    }
+    CHECK(bad == 0);
+}
+
 /* The thread pool covers every index exactly once, for any size and thread count,
  * also when a loop is started from inside another. */
 static _Atomic int hits[1000];
@@ -247,6 +269,7 @@ const test_case forward_tests[] = {
     {"kv_state_grows_by_compressed_entries_only", kv_state_grows_by_compressed_entries_only},
     {"simd_dot_matches_scalar", simd_dot_matches_scalar},
     {"rowdot_matches_reference", rowdot_matches_reference},
+    {"axpy_matches_scalar_exactly", axpy_matches_scalar_exactly},
     {"parallel_for_covers_once", parallel_for_covers_once},
     {"sampler", sampler},
     {0, 0},
