@@ -254,6 +254,23 @@ typedef struct {
     size_t act_row_bytes;
 } matmul_job;
 
+/* Per-thread buffers that only grow, so a matrix product allocates nothing once warm
+ * (a decoded token runs hundreds of them). Pool threads live as long as the process. */
+static _Thread_local void *scratch_mem[2];
+static _Thread_local size_t scratch_cap[2];
+
+static void *scratch(int k, size_t bytes) {
+    if (bytes > scratch_cap[k]) {
+        void *grown = realloc(scratch_mem[k], bytes);
+        if (!grown) return NULL;
+        scratch_mem[k] = grown;
+        scratch_cap[k] = bytes;
+    }
+    return scratch_mem[k];
+}
+static float *scratch_floats(uint64_t n) { return scratch(0, n * sizeof(float)); }
+static uint8_t *scratch_bytes(size_t n) { return scratch(1, n); }
+
 static void matmul_rows(void *arg, uint64_t begin, uint64_t end, int thread) {
     (void)thread;
     const matmul_job *j = arg;
@@ -277,7 +294,7 @@ static void matmul_rows(void *arg, uint64_t begin, uint64_t end, int thread) {
         return;
     }
     const bool direct = j->W->type == GGML_TYPE_F32;
-    float *tmp = direct ? NULL : malloc(n * sizeof *tmp);
+    float *tmp = direct ? NULL : scratch_floats(n);
     for (uint64_t o = begin; o < end; o++) {
         const uint8_t *src = (const uint8_t *)j->W->data + (j->row0 + o) * row_bytes;
         const float *w = (const float *)(const void *)src;
@@ -287,7 +304,6 @@ static void matmul_rows(void *arg, uint64_t begin, uint64_t end, int thread) {
         }
         for (int t = 0; t < j->T; t++) j->y[(uint64_t)t * j->ldy + o] = ds4_dot(w, j->x + (uint64_t)t * j->ldx, n);
     }
-    free(tmp);
 }
 
 static ds4_matmul_observer observer;
@@ -307,8 +323,9 @@ void ds4_matmul(const gguf_tensor *W, uint64_t row0, uint64_t n_out, const float
         /* Quantize the activations once for all output rows. */
         const int act_type = ds4_qdot_act_type(W->type);
         j.act_row_bytes = ds4_qdot_act_size(act_type, (int64_t)W->ne[0]);
-        act = malloc(j.act_row_bytes * (size_t)T);
-        for (int t = 0; t < T; t++)
+        act = scratch_bytes(j.act_row_bytes * (size_t)T);
+        if (!act) j.qdot = NULL; /* no room for int8 activations: the F32 path */
+        for (int t = 0; act && t < T; t++)
             ds4_qdot_quantize_act(act_type, x + (uint64_t)t * ldx, act + (size_t)t * j.act_row_bytes,
                                   (int64_t)W->ne[0]);
         j.act = act;
@@ -316,7 +333,6 @@ void ds4_matmul(const gguf_tensor *W, uint64_t row0, uint64_t n_out, const float
     /* Threads only pay off on enough work. */
     uint64_t work = n_out * W->ne[0] * (uint64_t)T;
     ds4_parallel_for(work < (1u << 16) ? 1 : n_threads, n_out, matmul_rows, &j);
-    free(act);
 }
 
 void ds4_tensor_row(const gguf_tensor *W, uint64_t r, float *out) {
