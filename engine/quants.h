@@ -1,8 +1,8 @@
 /* quants.h - ggml tensor types: the table of block sizes and byte sizes every GGUF
- * reader needs, conversions of whole rows to and from F32, and the Q8_0 format
- * (bit-identical to ggml's reference quantizer). Rows are converted by a scalar
- * reference path and, where the CPU has them, AVX2 / AVX-512 paths chosen at run time;
- * tests hold the fast paths to the scalar one. */
+ * reader needs, the block layouts (byte for byte as ggml's), conversions of whole rows
+ * to and from F32, and the quantizers (quantize.c; bit-identical to ggml's on the golden
+ * data). Rows are converted by a scalar reference path and, where the CPU has them,
+ * AVX2 / AVX-512 paths chosen at run time; tests hold the fast paths to the scalar one. */
 #ifndef DS4_QUANTS_H
 #define DS4_QUANTS_H
 
@@ -62,7 +62,8 @@ void quantize_row_q8_0_scalar(const float *x, block_q8_0 *y, int64_t n);
 /* Convert a row of n values of `type` to F32. Returns -1 (with ds4_error set) for a
  * type this build cannot dequantize. */
 int ggml_row_to_f32(uint32_t type, const void *src, float *dst, int64_t n);
-/* Convert n floats to a row of `type`; supported: F32, F16, BF16, Q8_0. */
+/* Convert n floats to a row of `type` without importance weights: F32, F16, BF16, Q8_0
+ * (ds4_quantize_row below covers every type we write). */
 int ggml_row_from_f32(uint32_t type, const float *src, void *dst, int64_t n);
 
 /* Quantize one row of n floats to `type` (quantize.c): F32, F16, BF16, Q8_0, Q4_0,
