@@ -62,12 +62,6 @@ typedef struct {
     int nt; /* threads: one logits row of cap_keys each */
 } scratch;
 
-static void scratch_free(scratch *s) {
-    free(s->qres); free(s->q); free(s->kv); free(s->att); free(s->grp);
-    free(s->ckv); free(s->cgate); free(s->ikv); free(s->igate); free(s->iq); free(s->iw);
-    free(s->logits); free(s->scores); free(s->sel); free(s->keys);
-}
-
 /* One query token's attention for a range of heads: softmax with the head's sink over
  * the selected keys (K = V), then the inverse RoPE on the output. */
 typedef struct {
@@ -104,18 +98,15 @@ static void attend_heads(void *arg, uint64_t h0, uint64_t h1, int thread) {
 }
 
 /* Room for n keys (window + compressed entries) in the per-token buffers. */
-static int reserve_keys(scratch *s, uint64_t n) {
+static int reserve_keys(ds4_ctx *c, scratch *s, uint64_t n) {
     if (n <= s->cap_keys) return 0;
-    uint64_t cap = n * 2;
-    float *l = realloc(s->logits, cap * (uint64_t)s->nt * sizeof *l), *sc = NULL;
-    if (l) s->logits = l;
-    sc = realloc(s->scores, cap * sizeof *sc);
-    if (sc) s->scores = sc;
-    uint64_t *sel = realloc(s->sel, cap * sizeof *sel);
-    if (sel) s->sel = sel;
-    const float **k = realloc(s->keys, cap * sizeof *k);
-    if (k) s->keys = k;
-    if (!l || !sc || !sel || !k) return ds4_fail("out of memory for %llu attention keys", (unsigned long long)n);
+    const uint64_t cap = n * 2;
+    s->logits = ds4_ctx_scratch(c, SB_LOGITS, cap * (uint64_t)s->nt * sizeof *s->logits);
+    s->scores = ds4_ctx_scratch(c, SB_SCORES, cap * sizeof *s->scores);
+    s->sel = ds4_ctx_scratch(c, SB_SEL, cap * sizeof *s->sel);
+    s->keys = ds4_ctx_scratch(c, SB_KEYS, cap * sizeof *s->keys);
+    if (!s->logits || !s->scores || !s->sel || !s->keys)
+        return ds4_fail("out of memory for %llu attention keys", (unsigned long long)n);
     s->cap_keys = cap;
     return 0;
 }
@@ -162,22 +153,22 @@ int ds4_attention(ds4_ctx *c, int il, const float *x, int T, uint64_t pos0, floa
     const float *rope = compressed ? c->rope_comp : c->rope_main;
     scratch s = {.nt = nt > 0 ? nt : 1};
     int rc = -1;
-    s.qres = ds4_malloc((size_t)T * r * sizeof(float));
-    s.q = ds4_malloc((size_t)T * H * d * sizeof(float));
-    s.kv = ds4_malloc((size_t)T * d * sizeof(float));
-    s.att = ds4_malloc((size_t)T * H * d * sizeof(float));
-    s.grp = ds4_malloc((size_t)T * G * R * sizeof(float));
+    s.qres = ds4_ctx_scratch(c, SB_QRES, (size_t)T * r * sizeof(float));
+    s.q = ds4_ctx_scratch(c, SB_Q, (size_t)T * H * d * sizeof(float));
+    s.kv = ds4_ctx_scratch(c, SB_KV, (size_t)T * d * sizeof(float));
+    s.att = ds4_ctx_scratch(c, SB_ATT, (size_t)T * H * d * sizeof(float));
+    s.grp = ds4_ctx_scratch(c, SB_GRP, (size_t)T * G * R * sizeof(float));
     if (!s.qres || !s.q || !s.kv || !s.att || !s.grp) goto done;
     if (compressed) {
-        s.ckv = ds4_malloc((size_t)T * cw * sizeof(float));
-        s.cgate = ds4_malloc((size_t)T * cw * sizeof(float));
+        s.ckv = ds4_ctx_scratch(c, SB_CKV, (size_t)T * cw * sizeof(float));
+        s.cgate = ds4_ctx_scratch(c, SB_CGATE, (size_t)T * cw * sizeof(float));
         if (!s.ckv || !s.cgate) goto done;
     }
     if (csa) {
-        s.ikv = ds4_malloc((size_t)T * 2 * Id * sizeof(float));
-        s.igate = ds4_malloc((size_t)T * 2 * Id * sizeof(float));
-        s.iq = ds4_malloc((size_t)T * Ih * Id * sizeof(float));
-        s.iw = ds4_malloc((size_t)T * Ih * sizeof(float));
+        s.ikv = ds4_ctx_scratch(c, SB_IKV, (size_t)T * 2 * Id * sizeof(float));
+        s.igate = ds4_ctx_scratch(c, SB_IGATE, (size_t)T * 2 * Id * sizeof(float));
+        s.iq = ds4_ctx_scratch(c, SB_IQ, (size_t)T * Ih * Id * sizeof(float));
+        s.iw = ds4_ctx_scratch(c, SB_IW, (size_t)T * Ih * sizeof(float));
         if (!s.ikv || !s.igate || !s.iq || !s.iw) goto done;
     }
 
@@ -228,7 +219,7 @@ int ds4_attention(ds4_ctx *c, int il, const float *x, int T, uint64_t pos0, floa
                                            w->idx_ape, &oom);
             if (e) finish_entry(c, e, &st->indexer, w->idx_norm);
         }
-        if (oom || reserve_keys(&s, (uint64_t)st->window.cap + st->comp.n_entries + 1) < 0) {
+        if (oom || reserve_keys(c, &s, (uint64_t)st->window.cap + st->comp.n_entries + 1) < 0) {
             ds4_fail("out of memory growing the KV state");
             goto done;
         }
@@ -255,6 +246,5 @@ int ds4_attention(ds4_ctx *c, int il, const float *x, int T, uint64_t pos0, floa
     ds4_matmul(w->out_b, 0, D, s.grp, (uint64_t)G * R, T, out, D, nt);
     rc = 0;
 done:
-    scratch_free(&s);
     return rc;
 }

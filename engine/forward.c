@@ -115,6 +115,16 @@ fail:
     return NULL;
 }
 
+void *ds4_ctx_scratch(ds4_ctx *c, ds4_scratch_id id, size_t bytes) {
+    if (bytes > c->scratch_cap[id]) {
+        free(c->scratch[id]);
+        c->scratch_cap[id] = 0;
+        if (!(c->scratch[id] = ds4_malloc(bytes))) return NULL;
+        c->scratch_cap[id] = bytes;
+    }
+    return c->scratch[id];
+}
+
 void ds4_ctx_free(ds4_ctx *c) {
     if (!c) return;
     for (uint32_t il = 0; c->layers && il < c->cfg->n_layer; il++) {
@@ -128,6 +138,7 @@ void ds4_ctx_free(ds4_ctx *c) {
     free(c->head_scale);
     free(c->rope_main);
     free(c->rope_comp);
+    for (int i = 0; i < SB_COUNT; i++) free(c->scratch[i]);
     free(c);
 }
 
@@ -216,12 +227,14 @@ static int eval_chunk(ds4_ctx *c, const int32_t *tokens, int T, float *logits, b
     const ds4_config *cf = c->cfg;
     const int hc = (int)cf->hc_mult, D = (int)cf->n_embd, nm = (2 + hc) * hc;
     const uint64_t V = cf->n_vocab;
-    float *streams = ds4_malloc((size_t)T * hc * D * sizeof(float));
-    float *flat = ds4_malloc((size_t)T * hc * D * sizeof(float));
-    float *mix = ds4_malloc((size_t)T * nm * sizeof(float));
-    float *post = ds4_malloc((size_t)T * hc * sizeof(float)), *comb = ds4_malloc((size_t)T * hc * hc * sizeof(float));
-    float *x = ds4_malloc((size_t)T * D * sizeof(float)), *y = ds4_malloc((size_t)T * D * sizeof(float));
-    float *tmp = ds4_malloc((size_t)hc * D * sizeof(float));
+    float *streams = ds4_ctx_scratch(c, SB_STREAMS, (size_t)T * hc * D * sizeof(float));
+    float *flat = ds4_ctx_scratch(c, SB_FLAT, (size_t)T * hc * D * sizeof(float));
+    float *mix = ds4_ctx_scratch(c, SB_MIX, (size_t)T * nm * sizeof(float));
+    float *post = ds4_ctx_scratch(c, SB_POST, (size_t)T * hc * sizeof(float));
+    float *comb = ds4_ctx_scratch(c, SB_COMB, (size_t)T * hc * hc * sizeof(float));
+    float *x = ds4_ctx_scratch(c, SB_X, (size_t)T * D * sizeof(float));
+    float *y = ds4_ctx_scratch(c, SB_Y, (size_t)T * D * sizeof(float));
+    float *tmp = ds4_ctx_scratch(c, SB_TMP, (size_t)hc * D * sizeof(float));
     int rc = -1;
     if (!streams || !flat || !mix || !post || !comb || !x || !y || !tmp) goto done;
 
@@ -266,7 +279,6 @@ static int eval_chunk(ds4_ctx *c, const int32_t *tokens, int T, float *logits, b
     ds4_matmul(ds4_model_tensor(c->model, -1, DS4_T_OUTPUT), 0, V, x, D, n_out, logits, V, c->n_threads);
     rc = 0;
 done:
-    free(streams); free(flat); free(mix); free(post); free(comb); free(x); free(y); free(tmp);
     return rc;
 }
 

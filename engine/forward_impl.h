@@ -26,6 +26,17 @@ typedef struct {
     float limit, limit_shared;
 } ds4_layer_weights;
 
+/* Per-call work buffers of the forward pass, owned by the context and only grown, so
+ * that once warm a decoded token allocates nothing. One id per buffer that can be live
+ * at the same time as another. */
+typedef enum {
+    SB_STREAMS, SB_FLAT, SB_MIX, SB_POST, SB_COMB, SB_X, SB_Y, SB_TMP,                       /* forward.c */
+    SB_QRES, SB_Q, SB_KV, SB_ATT, SB_GRP, SB_CKV, SB_CGATE, SB_IKV, SB_IGATE, SB_IQ, SB_IW, /* attention.c */
+    SB_LOGITS, SB_SCORES, SB_SEL, SB_KEYS,
+    SB_ROUTER, SB_CHOICE, SB_WEIGHT, SB_ROWS, SB_SLOT, SB_XS, SB_YS, SB_HG, SB_HU, SB_SCORE, SB_BIASED, /* moe.c */
+    SB_COUNT
+} ds4_scratch_id;
+
 struct ds4_ctx {
     const ds4_model *model;
     const ds4_config *cfg;
@@ -35,7 +46,13 @@ struct ds4_ctx {
     float *out_norm, *head_base, *head_scale;
     float *rope_main, *rope_comp; /* inv_freq, rope_dim / 2 each */
     uint64_t pos;
+    void *scratch[SB_COUNT];
+    size_t scratch_cap[SB_COUNT];
 };
+
+/* A work buffer of at least `bytes` (contents not kept across calls); NULL with the
+ * error set when memory runs out. */
+void *ds4_ctx_scratch(ds4_ctx *c, ds4_scratch_id id, size_t bytes);
 
 /* attention.c: x [T][D] (normalized) -> out [T][D] for tokens at positions pos0.. */
 int ds4_attention(ds4_ctx *c, int il, const float *x, int T, uint64_t pos0, float *out);

@@ -41,13 +41,17 @@ int ds4_moe(ds4_ctx *c, int il, const float *x, const int32_t *tokens, int T, fl
     const uint64_t Is = (uint64_t)cf->expert_ff * cf->n_expert_shared;
     const uint64_t Imax = I > Is ? I : Is;
     const int nt = c->n_threads;
-    float *logits = ds4_malloc((size_t)T * E * sizeof(float));
-    int32_t *choice = ds4_malloc((size_t)T * K * sizeof(int32_t));
-    float *weight = ds4_malloc((size_t)T * K * sizeof(float));
-    int *rows = ds4_malloc((size_t)T * sizeof(int)), *slot = ds4_malloc((size_t)T * sizeof(int));
-    float *xs = ds4_malloc((size_t)T * D * sizeof(float)), *ys = ds4_malloc((size_t)T * D * sizeof(float));
-    float *hg = ds4_malloc((size_t)T * Imax * sizeof(float)), *hu = ds4_malloc((size_t)T * Imax * sizeof(float));
-    float *score = ds4_malloc(E * sizeof(float)), *biased = ds4_malloc(E * sizeof(float));
+    float *logits = ds4_ctx_scratch(c, SB_ROUTER, (size_t)T * E * sizeof(float));
+    int32_t *choice = ds4_ctx_scratch(c, SB_CHOICE, (size_t)T * K * sizeof(int32_t));
+    float *weight = ds4_ctx_scratch(c, SB_WEIGHT, (size_t)T * K * sizeof(float));
+    int *rows = ds4_ctx_scratch(c, SB_ROWS, (size_t)T * sizeof(int));
+    int *slot = ds4_ctx_scratch(c, SB_SLOT, (size_t)T * sizeof(int));
+    float *xs = ds4_ctx_scratch(c, SB_XS, (size_t)T * D * sizeof(float));
+    float *ys = ds4_ctx_scratch(c, SB_YS, (size_t)T * D * sizeof(float));
+    float *hg = ds4_ctx_scratch(c, SB_HG, (size_t)T * Imax * sizeof(float));
+    float *hu = ds4_ctx_scratch(c, SB_HU, (size_t)T * Imax * sizeof(float));
+    float *score = ds4_ctx_scratch(c, SB_SCORE, E * sizeof(float));
+    float *biased = ds4_ctx_scratch(c, SB_BIASED, E * sizeof(float));
     int rc = -1;
     if (!logits || !choice || !weight || !rows || !slot || !xs || !ys || !hg || !hu || !score || !biased) goto done;
 
@@ -111,7 +115,5 @@ int ds4_moe(ds4_ctx *c, int il, const float *x, const int32_t *tokens, int T, fl
     }
     rc = 0;
 done:
-    free(logits); free(choice); free(weight); free(rows); free(slot); free(xs); free(ys);
-    free(hg); free(hu); free(score); free(biased);
     return rc;
 }
