@@ -21,7 +21,7 @@ LDLIBS  := -ljson-c -lgsl -lgslcblas -lpcre2-8 -lcsv -lzstd -lm -lpthread
 SAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 ENGINE_SRC := $(wildcard engine/*.c)
-TOOLS      := ds4-gguf ds4-quant ds4-logitcheck ds4 ds4-bench
+TOOLS      := ds4-gguf ds4-quant ds4-logitcheck ds4 ds4-bench ds4-longctx
 TEST_SRC   := $(wildcard tests/unit/*.c)
 FUZZ_NAMES := fuzz_gguf fuzz_safetensors fuzz_chat
 
@@ -69,11 +69,15 @@ bin/ds4-logitcheck: tools/logitcheck/ds4-logitcheck.c tools/flags.h build/libds4
 
 GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-bin/ds4-bench: tools/bench/ds4-bench.c tools/flags.h build/libds4.a
+bin/ds4-bench: tools/bench/ds4-bench.c tools/flags.h tools/plot.h build/libds4.a
 	@mkdir -p bin
 	$(CC) $(ALL_CFLAGS) -DDS4_GIT_SHA='"$(GIT_SHA)"' $< build/libds4.a $(LDLIBS) -o $@
 
 bin/ds4: tools/ds4/ds4.c tools/flags.h build/libds4.a
+	@mkdir -p bin
+	$(CC) $(ALL_CFLAGS) $< build/libds4.a $(LDLIBS) -o $@
+
+bin/ds4-longctx: tools/longctx/ds4-longctx.c tools/flags.h tools/plot.h build/libds4.a
 	@mkdir -p bin
 	$(CC) $(ALL_CFLAGS) $< build/libds4.a $(LDLIBS) -o $@
 

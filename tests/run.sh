@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs every test stage and prints the overall "N passed, N failed" line last:
 #   unit tests (plain build), unit tests (ASan+UBSan), CLI tests, ds4-logitcheck on
-#   every committed test model against its reference vectors,
+#   every committed test model against its reference vectors, long-context consistency,
 #   fuzzing of the GGUF (with tokenizer metadata), safetensors and chat parsers
 #   (ASan+UBSan, 100k inputs each).
 cd "$(dirname "$0")/.." || exit 2
@@ -35,6 +35,7 @@ stage "unit tests" build/tests/unit
 stage "unit tests under ASan+UBSan" build/tests/unit-san
 stage "command-line tests" sh tests/cli.sh
 stage "logitcheck against the reference vectors" sh tests/logitcheck.sh
+stage "long-context consistency up to 32k tokens" sh tests/longctx.sh
 stage "fuzz gguf (ASan+UBSan)" build/tests/fuzz_gguf-san -n "$FUZZ_N" build/tests/corpus/gguf/sample.gguf \
     build/tests/corpus/gguf/micro-model.gguf build/tests/corpus/gguf/tokenizer.gguf
 stage "fuzz safetensors (ASan+UBSan)" build/tests/fuzz_safetensors-san -n "$FUZZ_N" build/tests/corpus/safetensors/sample.safetensors

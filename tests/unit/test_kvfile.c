@@ -10,6 +10,7 @@
 #include "convert.h"
 #include "kvcache_disk.h"
 #include "kvfile.h"
+#include "longctx.h"
 #include "quants.h"
 #include "sha1.h"
 #include "test.h"
@@ -201,6 +202,24 @@ static void disk_cache_prefix_restore_evict_reject(void) {
     ds4_model_free(m);
 }
 
+/* The KV size a config implies grows by the compressed entries alone: on Flash, 1M more
+ * tokens add one 512-float entry per ratio tokens on each compressed layer and one
+ * 128-float indexer key per 4 tokens on each CSA layer, nothing per raw token. */
+static void kv_bytes_grow_by_compressed_entries_only(void) {
+    ds4_config c;
+    ds4_config_flash(&c, 0, 0);
+    const uint64_t n = 1048576;
+    uint64_t grow = 0;
+    for (uint32_t il = 0; il < c.n_layer; il++) {
+        if (c.kind[il] == DS4_LAYER_SWA) continue;
+        grow += n / c.compress_ratio[il] * 512 * 4;
+        if (c.kind[il] == DS4_LAYER_CSA) grow += n / 4 * 128 * 4;
+    }
+    CHECK(ds4_kv_bytes_expected(&c, n) - ds4_kv_bytes_expected(&c, 0) == grow);
+    /* 21 CSA layers (4) and 20 HCA layers (128) */
+    CHECK(grow == 21ull * (n / 4) * (512 + 128) * 4 + 20ull * (n / 128) * 512 * 4);
+}
+
 /* SHA-1 against FIPS 180 test vectors. */
 static void sha1_vectors(void) {
     static const struct { const char *in, *hex; } v[] = {
@@ -224,5 +243,6 @@ const test_case kvfile_tests[] = {
     {"restore_then_decode_is_identical", restore_then_decode_is_identical},
     {"disk_cache_prefix_restore_evict_reject", disk_cache_prefix_restore_evict_reject},
     {"sha1_vectors", sha1_vectors},
+    {"kv_bytes_grow_by_compressed_entries_only", kv_bytes_grow_by_compressed_entries_only},
     {0, 0},
 };

@@ -11,6 +11,7 @@
 #include "tokenizer.h"
 #include "util.h"
 #include "../flags.h"
+#include "../plot.h"
 
 #ifndef DS4_GIT_SHA
 #define DS4_GIT_SHA "unknown"
@@ -63,16 +64,12 @@ static int32_t *make_prompt(const ds4_tokenizer *tok, uint32_t vocab, int n) {
 }
 
 static int plot(const char *csv, const char *png) {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd,
-             "gnuplot -e \"set datafile separator ','; set terminal pngcairo size 900,540; set output '%s'; "
+    char commands[1024];
+    snprintf(commands, sizeof commands,
              "set key autotitle columnhead; set xlabel 'context (tokens)'; set ylabel 'tokens/s'; set logscale y; "
-             "set grid; plot '%s' using 5:8 with linespoints title 'prefill', '' using 5:11 with linespoints title 'decode'\"",
-             png, csv);
-    if (system("command -v gnuplot >/dev/null 2>&1") != 0)
-        return ds4_fail("--plot needs gnuplot (make deps installs it)");
-    if (system(cmd) != 0) return ds4_fail("gnuplot failed to draw %s", png);
-    return 0;
+             "set grid; plot '%s' using 5:8 with linespoints title 'prefill', '' using 5:11 with linespoints title 'decode'",
+             csv);
+    return tool_plot(png, commands);
 }
 
 int main(int argc, char **argv) {

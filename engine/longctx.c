@@ -1,0 +1,160 @@
+/* longctx.c - see longctx.h. */
+#include "longctx.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "forward.h"
+#include "kvfile.h"
+#include "util.h"
+
+#define STRETCH 16 /* tokens decoded one by one at the end */
+#define SAMPLES 6  /* positions sampled over the rest */
+
+uint64_t ds4_kv_bytes_expected(const ds4_config *c, uint64_t n) {
+    uint64_t b = 0;
+    for (uint32_t il = 0; il < c->n_layer; il++) {
+        b += (uint64_t)c->sliding_window * c->head_dim * 4; /* the raw window */
+        const uint64_t r = c->compress_ratio[il];
+        if (c->kind[il] == DS4_LAYER_SWA || !r) continue;
+        const bool csa = c->kind[il] == DS4_LAYER_CSA;
+        /* pending tokens (kv + gate, twice as wide when windows overlap), the carried
+         * first half of the last window, and one entry per `ratio` tokens */
+        const uint64_t d = c->head_dim, Id = c->indexer_dim;
+        b += 2 * r * (csa ? 2 : 1) * d * 4 + (csa ? 2 * r * d * 4 : 0) + n / r * d * 4;
+        if (csa) b += 2 * r * 2 * Id * 4 + 2 * r * Id * 4 + n / r * Id * 4; /* the indexer's keys */
+    }
+    return b;
+}
+
+static double max_abs_diff(const float *a, const float *b, uint64_t n) {
+    double m = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        const double d = fabs((double)a[i] - b[i]);
+        if (!(d <= m)) m = d; /* NaN counts as the largest */
+    }
+    return m;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    const uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int ds4_longctx_consistency(const ds4_model *m, int n_threads, uint64_t L, uint64_t seed, double tol,
+                            const char *tmpdir, ds4_longctx_result *r) {
+    memset(r, 0, sizeof *r);
+    r->length = L;
+    if (L < 2 * STRETCH) return ds4_fail("length %llu is too short (at least %d)", (unsigned long long)L, 2 * STRETCH);
+    if (L > (1ull << 31)) return ds4_fail("length %llu is too long", (unsigned long long)L);
+    const uint32_t V = m->cfg.n_vocab;
+    const double t_start = ds4_time_now();
+    int32_t *ids = ds4_malloc(L * sizeof *ids);
+    uint64_t pos[SAMPLES + STRETCH];
+    int np = 0;
+    for (int k = 1; k <= SAMPLES; k++) pos[np++] = (L - STRETCH) * (uint64_t)k / SAMPLES - 1;
+    for (int k = 0; k < STRETCH; k++) pos[np++] = L - STRETCH + (uint64_t)k;
+    qsort(pos, (size_t)np, sizeof pos[0], cmp_u64);
+    r->positions = np;
+    float *ref = ds4_malloc((size_t)np * V * sizeof *ref), *got = ds4_malloc((size_t)V * sizeof *got);
+    ds4_ctx *ctx = ds4_ctx_new(m, n_threads);
+    int rc = ids && ref && got && ctx ? 0 : -1;
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (uint64_t i = 0; ids && i < L; i++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        ids[i] = i == 0 ? 0 : (int32_t)(2 + s % (V - 2));
+    }
+
+    /* 1. the reference: a prefill that stops only at the sampled positions */
+    double t0 = ds4_time_now();
+    uint64_t at = 0;
+    for (int k = 0; rc == 0 && k < np; k++) {
+        rc = ds4_eval(ctx, ids + at, (int)(pos[k] + 1 - at), ref + (size_t)k * V, false);
+        at = pos[k] + 1;
+    }
+    r->prefill_tps = rc == 0 ? (double)L / (ds4_time_now() - t0) : 0;
+    r->kv_bytes = ds4_ctx_kv_bytes(ctx);
+    r->kv_bytes_expected = ds4_kv_bytes_expected(&m->cfg, L);
+
+    /* 2. chunks of 1, 7, 64, 509, 4096, ... (cut at a sampled position, which then ends
+     * its chunk so that only the last token's logits are needed) */
+    static const uint64_t sizes[] = {1, 7, 64, 509, 4096};
+    ds4_ctx_reset(ctx);
+    at = 0;
+    for (int k = 0, c = 0; rc == 0 && at < L; c++) {
+        uint64_t end = at + sizes[c % 5];
+        if (end > L) end = L;
+        const bool sample = k < np && pos[k] < end;
+        if (sample) end = pos[k] + 1;
+        rc = ds4_eval(ctx, ids + at, (int)(end - at), sample ? got : NULL, false);
+        if (rc == 0 && sample) {
+            const double d = max_abs_diff(got, ref + (size_t)k * V, V);
+            if (d > r->max_dlogit_chunked || isnan(d)) r->max_dlogit_chunked = d;
+            k++;
+        }
+        at = end;
+    }
+
+    /* 3. prefill up to the stretch, save the state, decode the stretch token by token */
+    char path[4096];
+    snprintf(path, sizeof path, "%s/longctx-%d.kv", tmpdir, (int)getpid());
+    ds4_ctx_reset(ctx);
+    if (rc == 0) rc = ds4_eval(ctx, ids, (int)(L - STRETCH), NULL, false);
+    if (rc == 0) rc = ds4_kv_save(ctx, ids, L - STRETCH, path);
+    t0 = ds4_time_now();
+    for (int k = 0; rc == 0 && k < STRETCH; k++) {
+        rc = ds4_eval(ctx, ids + L - STRETCH + k, 1, got, false);
+        const double d = max_abs_diff(got, ref + (size_t)(np - STRETCH + k) * V, V);
+        if (d > r->max_dlogit_decode || isnan(d)) r->max_dlogit_decode = d;
+    }
+    r->decode_tps = rc == 0 ? STRETCH / (ds4_time_now() - t0) : 0;
+
+    /* 4. a fresh process restores the state and decodes the stretch (one thread: the
+     * parent's thread pool does not exist there) */
+    int fds[2];
+    if (rc == 0 && pipe(fds) < 0) rc = ds4_fail("pipe: %s", strerror(errno));
+    if (rc == 0) {
+        fflush(NULL);
+        const pid_t child = fork();
+        if (child == 0) {
+            close(fds[0]);
+            double worst = INFINITY;
+            ds4_ctx *fresh = ds4_ctx_new(m, 1);
+            int32_t *saved = NULL;
+            uint64_t n_saved = 0;
+            if (fresh && ds4_kv_load(fresh, path, &saved, &n_saved) == 0 && n_saved == L - STRETCH) {
+                worst = 0;
+                for (int k = 0; k < STRETCH; k++) {
+                    if (ds4_eval(fresh, ids + L - STRETCH + k, 1, got, false) < 0) {
+                        worst = INFINITY;
+                        break;
+                    }
+                    const double d = max_abs_diff(got, ref + (size_t)(np - STRETCH + k) * V, V);
+                    if (d > worst || isnan(d)) worst = d;
+                }
+            }
+            const ssize_t w = write(fds[1], &worst, sizeof worst);
+            _exit(w == sizeof worst ? 0 : 1);
+        }
+        close(fds[1]);
+        double worst = INFINITY;
+        if (child < 0 || read(fds[0], &worst, sizeof worst) != sizeof worst) worst = INFINITY;
+        close(fds[0]);
+        if (child > 0) waitpid(child, NULL, 0);
+        r->max_dlogit_restored = worst;
+    }
+    unlink(path);
+    r->pass = rc == 0 && r->max_dlogit_chunked <= tol && r->max_dlogit_decode <= tol &&
+              r->max_dlogit_restored <= tol && r->kv_bytes == r->kv_bytes_expected;
+    r->seconds = ds4_time_now() - t_start;
+    ds4_ctx_free(ctx);
+    free(ids);
+    free(ref);
+    free(got);
+    return rc;
+}

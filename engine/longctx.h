@@ -1,0 +1,36 @@
+/* longctx.h - long-context self-consistency: the same tokens computed different ways
+ * must give the same logits, at any length, with any weights (random ones included).
+ *
+ * For a length L it compares, at sampled positions: one full prefill; a chunked prefill
+ * whose chunk sizes cycle through 1, 7, 64, 509 and 4096; token-by-token decode over
+ * the last stretch; and, in a fresh process (fork, one thread, a new context), the state
+ * saved before that stretch, restored from a KV state file and decoded. It also checks
+ * that the KV state's size is what the architecture implies: per layer the raw window,
+ * and for compressed layers the compressor buffers plus one entry per `ratio` tokens
+ * (CSA: also the indexer's buffers and keys), never anything per raw token. */
+#ifndef DS4_LONGCTX_H
+#define DS4_LONGCTX_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "model.h"
+
+/* The KV state bytes a config implies after n tokens. */
+uint64_t ds4_kv_bytes_expected(const ds4_config *c, uint64_t n_tokens);
+
+typedef struct {
+    uint64_t length;
+    double max_dlogit_chunked, max_dlogit_decode, max_dlogit_restored; /* vs the full prefill */
+    uint64_t kv_bytes, kv_bytes_expected;
+    double prefill_tps, decode_tps, seconds;
+    int positions;
+    bool pass; /* every difference <= tol and kv_bytes == expected */
+} ds4_longctx_result;
+
+/* Run the check for one length (seeded random token ids) with tolerance tol; tmpdir
+ * holds the state file. -1 with the error set when it cannot run at all. */
+int ds4_longctx_consistency(const ds4_model *m, int n_threads, uint64_t length, uint64_t seed, double tol,
+                            const char *tmpdir, ds4_longctx_result *r);
+
+#endif
