@@ -17,6 +17,7 @@ matrices to F16, vectors untouched), so the vectors are the reference for a Q8_0
 the quantization error taken out, as BF16 files are checked against BF16-rounded weights.
 
 Usage: python3 scripts/ref_vectors.py [--models vectors/models] [--out vectors/ref] [--round q8_0]
+       python3 scripts/ref_vectors.py --only tiny-b --lengths 16384 --out vectors/ref-long
 """
 import argparse
 import json
@@ -157,6 +158,8 @@ def main():
     ap.add_argument("--out", default="vectors/ref")
     ap.add_argument("--only", action="append")
     ap.add_argument("--round", choices=["none", "q8_0", "bf16"], default="none")
+    ap.add_argument("--lengths", help="comma-separated prompt lengths instead of the model's own (long-context "
+                                      "vectors: e.g. --only tiny-b --lengths 16384 --out vectors/ref-long)")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -164,6 +167,8 @@ def main():
     device = "cuda" if torch.cuda.is_available() else "cpu"
     os.makedirs(args.out, exist_ok=True)
     for name, lengths in CASES.items():
+        if args.lengths:
+            lengths = [int(n) for n in args.lengths.split(",")]
         if args.only and name not in args.only:
             continue
         model = DeepseekV4ForCausalLM.from_pretrained(

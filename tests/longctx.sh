@@ -3,7 +3,7 @@
 # checking, up to 32k tokens: one prefill, varied chunks, token-by-token decode and a
 # state restored in a fresh process must agree (they agree exactly by design; the
 # tolerance is the issue's 1e-4), and the KV state must have the size the architecture
-# implies. Also the tool's refusals. Prints "N passed, N failed".
+# implies; the 16k-token reference vectors; the tool's refusals. Prints "N passed, N failed".
 cd "$(dirname "$0")/.." || exit 2
 D=build/tests/models
 T=$(mktemp -d "${TMPDIR:-/tmp}/ds4-longctx-XXXXXX")
@@ -21,6 +21,12 @@ for m in tiny-a tiny-b tiny-q; do
         fail=$((fail + 1)); echo "FAIL longctx/$m"
     fi
 done
+# transformers' 16,384-token vectors (vectors/ref-long) through logitcheck's statistics
+if bin/ds4-longctx reference --model "$D/tiny-b-f32.gguf" --vectors vectors/ref-long/tiny-b.jsonl --threads 2; then
+    pass=$((pass + 1)); echo "ok   longctx/reference-16k"
+else
+    fail=$((fail + 1)); echo "FAIL longctx/reference-16k"
+fi
 # refusals: a length too short for the check, a mode not written, a missing model
 for c in "consistency --model $D/tiny-a-f32.gguf --lengths 10" "needle --model $D/tiny-a-f32.gguf" \
     "consistency --model $T/none.gguf"; do

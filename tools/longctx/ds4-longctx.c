@@ -1,13 +1,17 @@
 /* ds4-longctx - long-context tests. `consistency`: at each length, the same tokens
  * computed as one prefill, in chunks of varied sizes, token by token, and restored from a
  * saved state in a fresh process must give the same logits, and the KV state must have
- * the size the architecture implies. Works on any weights, the synthetic ones included. */
+ * the size the architecture implies. Works on any weights, the synthetic ones included.
+ * `reference`: long reference vectors (transformers on a GPU) through the statistics of
+ * ds4-logitcheck. */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bench.h"
+#include "forward.h"
+#include "logitcheck.h"
 #include "longctx.h"
 #include "model.h"
 #include "util.h"
@@ -29,7 +33,13 @@ static void usage(FILE *out) {
             "entry and indexer key per ratio tokens). CSV columns: mode, model, length, depth,\n"
             "chunk, pass, metric, value, prefill_tps, decode_tps, kv_bytes, peak_rss_bytes,\n"
             "seconds. Exit 0 only if every length passes.\n"
-            "The needle and reference modes are not written yet.\n");
+            "\n"
+            "       ds4-longctx reference --model M.gguf --vectors FILE|DIR [--max-dlogit X]\n"
+            "                   [--max-kl X] [--min-top1 F] [--threads N] [--csv out.csv]\n"
+            "reference: long reference vectors (scripts/ref_vectors.py --lengths 16384 ...) checked\n"
+            "with ds4-logitcheck's statistics; pass: max |dlogit| <= 1e-3, KL max <= 1e-3, top-1\n"
+            "and greedy agreement 100%% unless given otherwise.\n"
+            "The needle mode is not written yet.\n");
 }
 
 static int write_csv(const char *path, const char *model, const ds4_longctx_result *r, int n) {
@@ -60,13 +70,90 @@ static int write_csv(const char *path, const char *model, const ds4_longctx_resu
     return rc;
 }
 
+static int cmd_reference(int argc, char **argv) {
+    const char *model_path = NULL, *vectors = NULL, *csv = NULL;
+    double max_dlogit = 1e-3, max_kl = 1e-3, min_top1 = 1;
+    long threads = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) { fprintf(stderr, "ds4-longctx: %s needs a value\n", a); return 2; }
+        i++;
+        if (!strcmp(a, "--model")) model_path = v;
+        else if (!strcmp(a, "--vectors")) vectors = v;
+        else if (!strcmp(a, "--csv")) csv = v;
+        else if (!strcmp(a, "--max-dlogit")) max_dlogit = flag_number("ds4-longctx", a, v, 0, 1e9);
+        else if (!strcmp(a, "--max-kl")) max_kl = flag_number("ds4-longctx", a, v, 0, 1e9);
+        else if (!strcmp(a, "--min-top1")) min_top1 = flag_number("ds4-longctx", a, v, 0, 1);
+        else if (!strcmp(a, "--threads")) threads = flag_integer("ds4-longctx", a, v, 1, 512);
+        else { fprintf(stderr, "ds4-longctx: unknown option '%s'\n", a); return 2; }
+    }
+    if (!model_path || !vectors) {
+        fprintf(stderr, "ds4-longctx: reference needs --model and --vectors\n");
+        return 2;
+    }
+    ds4_model *m = ds4_model_load(model_path);
+    ds4_ctx *ctx = m ? ds4_ctx_new(m, threads ? (int)threads : ds4_cpu_count()) : NULL;
+    ds4_lc_report r = {0};
+    const double t0 = ds4_time_now();
+    if (!ctx || ds4_logitcheck_path(ctx, NULL, vectors, &r) < 0) {
+        fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
+        ds4_lc_report_free(&r);
+        ds4_ctx_free(ctx);
+        ds4_model_free(m);
+        return 1;
+    }
+    const double seconds = ds4_time_now() - t0;
+    int failed = 0;
+    ds4_buf b = {0};
+    static const char header[] =
+        "mode,model,length,depth,chunk,pass,metric,value,prefill_tps,decode_tps,kv_bytes,peak_rss_bytes,seconds\n";
+    ds4_buf_append(&b, header, sizeof header - 1);
+    printf("%-26s %8s %11s %10s %10s %8s %9s  %s\n", "case", "length", "max|dlogit|", "KL mean", "KL max", "top1",
+           "greedy", "result");
+    for (int i = 0; i < r.n_cases; i++) {
+        const ds4_lc_case *c = &r.cases[i];
+        const bool pass = c->max_dlogit <= max_dlogit && c->kl_max <= max_kl && c->top1 >= min_top1 &&
+                          c->greedy_match == c->greedy_len;
+        failed += !pass;
+        printf("%-26s %8d %11.3g %10.3g %10.3g %7.2f%% %4d/%-4d  %s\n", c->id, c->n_prompt, c->max_dlogit, c->kl_mean,
+               c->kl_max, 100 * c->top1, c->greedy_match, c->greedy_len, pass ? "pass" : "FAIL");
+        const struct { const char *metric; double value; } row[] = {
+            {"max_dlogit", c->max_dlogit}, {"kl_mean", c->kl_mean}, {"kl_max", c->kl_max}, {"top1", c->top1},
+            {"greedy_match", (double)c->greedy_match / (c->greedy_len ? c->greedy_len : 1)}};
+        for (size_t k = 0; k < sizeof row / sizeof row[0]; k++) {
+            char line[512];
+            ds4_buf_append(&b, "reference,", 10);
+            ds4_csv_field(&b, model_path);
+            const int len = snprintf(line, sizeof line, ",%d,,,%s,%s,%.6g,%.2f,%.2f,,%llu,%.2f\n", c->n_prompt,
+                                     pass ? "pass" : "fail", row[k].metric, row[k].value,
+                                     c->prefill_seconds > 0 ? c->n_prompt / c->prefill_seconds : 0,
+                                     c->decode_seconds > 0 ? c->greedy_len / c->decode_seconds : 0,
+                                     (unsigned long long)ds4_peak_rss_bytes(), seconds);
+            ds4_buf_append(&b, line, (size_t)len);
+        }
+    }
+    int rc = csv && ds4_write_file_atomic(csv, b.data, b.len) < 0 ? -1 : 0;
+    if (rc < 0) fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
+    printf("%d cases: %d pass, %d fail\n", r.n_cases, r.n_cases - failed, failed);
+    ds4_buf_free(&b);
+    ds4_lc_report_free(&r);
+    ds4_ctx_free(ctx);
+    ds4_model_free(m);
+    return rc < 0 || failed ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    if (argc > 2 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "reference")) return cmd_reference(argc - 2, argv + 2);
     if (strcmp(argv[1], "consistency")) {
-        fprintf(stderr, "ds4-longctx: unknown or unwritten mode '%s' (only consistency so far)\n", argv[1]);
+        fprintf(stderr, "ds4-longctx: unknown or unwritten mode '%s' (consistency and reference so far)\n", argv[1]);
         return 2;
     }
     const char *model_path = NULL, *lengths = "1024,4096,16384", *csv = NULL, *png = NULL, *tmp = "/tmp";
