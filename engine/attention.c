@@ -112,6 +112,28 @@ static int reserve_keys(ds4_ctx *c, scratch *s, uint64_t n) {
 }
 
 /* Choose the compressed entries token t attends to; returns how many, in s->sel. */
+/* Lightning-indexer scores of a range of compressed entries for one query. */
+typedef struct {
+    const float *q, *w, *keys;
+    float *scores;
+    int heads, dim;
+    float scale;
+} score_job;
+
+static void score_entries(void *arg, uint64_t e0, uint64_t e1, int thread) {
+    (void)thread;
+    const score_job *j = arg;
+    for (uint64_t e = e0; e < e1; e++) {
+        const float *k = j->keys + e * (uint64_t)j->dim;
+        float total = 0.0f;
+        for (int h = 0; h < j->heads; h++) {
+            const float dot = ds4_dot(j->q + h * j->dim, k, (uint64_t)j->dim);
+            total += (dot > 0.0f ? dot : 0.0f) * j->scale * j->w[h];
+        }
+        j->scores[e] = total;
+    }
+}
+
 static uint64_t select_entries(ds4_ctx *c, int il, scratch *s, int t) {
     const ds4_config *cf = c->cfg;
     ds4_layer_state *st = &c->state[il];
@@ -123,16 +145,11 @@ static uint64_t select_entries(ds4_ctx *c, int il, scratch *s, int t) {
     /* Lightning indexer: score = sum_h w_h * relu(q_h . k) / sqrt(Id); keep the top k. */
     const int Ih = (int)cf->indexer_heads, Id = (int)cf->indexer_dim;
     const float *q = s->iq + (size_t)t * Ih * Id, *w = s->iw + (size_t)t * Ih;
-    const float scale = 1.0f / sqrtf((float)Id);
-    for (uint64_t e = 0; e < n; e++) {
-        const float *k = st->indexer.entries + e * (uint64_t)Id;
-        float total = 0.0f;
-        for (int h = 0; h < Ih; h++) {
-            float dot = ds4_dot(q + h * Id, k, (uint64_t)Id);
-            total += (dot > 0.0f ? dot : 0.0f) * scale * w[h];
-        }
-        s->scores[e] = total;
-    }
+    score_job sj = {.q = q, .w = w, .keys = st->indexer.entries, .scores = s->scores, .heads = Ih, .dim = Id,
+                    .scale = 1.0f / sqrtf((float)Id)};
+    /* Every query scores every compressed entry: the long-context hot spot, in parallel
+     * over entries (each score computed exactly as on one thread). */
+    ds4_parallel_for(n * (uint64_t)Ih * Id < (1u << 16) ? 1 : c->n_threads, n, score_entries, &sj);
     if (n <= cf->indexer_topk) {
         for (uint64_t i = 0; i < n; i++) s->sel[i] = i;
         return n;
