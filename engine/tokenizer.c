@@ -162,6 +162,10 @@ ds4_tokenizer *ds4_tokenizer_from_json(const char *path, const char *overlay) {
     return t;
 }
 
+ds4_tokenizer *ds4_tokenizer_if_any(const gguf_file *f) {
+    return gguf_get(f, "tokenizer.ggml.model") ? ds4_tokenizer_from_gguf(f) : NULL;
+}
+
 ds4_tokenizer *ds4_tokenizer_from_gguf(const gguf_file *f) {
     gguf_str model, pre;
     if (!gguf_get_str(f, "tokenizer.ggml.model", &model)) {

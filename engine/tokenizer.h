@@ -17,6 +17,9 @@ typedef struct ds4_tokenizer ds4_tokenizer;
 
 /* NULL with an error when the file has no (supported) tokenizer. */
 ds4_tokenizer *ds4_tokenizer_from_gguf(const gguf_file *f);
+/* The same for files that may have none: NULL without an error when the GGUF has no
+ * tokenizer.ggml.model (models fed token ids only). */
+ds4_tokenizer *ds4_tokenizer_if_any(const gguf_file *f);
 /* A tokenizer.json, optionally with an added-tokens overlay (see ds4_vocab_add_tokens). */
 ds4_tokenizer *ds4_tokenizer_from_json(const char *path, const char *overlay);
 ds4_tokenizer *ds4_tokenizer_from_vocab(const ds4_vocab_data *v, int32_t bos, int32_t eos);

@@ -117,7 +117,7 @@ int main(int argc, char **argv) {
 
     ds4_model *m = ds4_model_load(model_path);
     if (!m) { fprintf(stderr, "ds4-bench: %s\n", ds4_error()); return 1; }
-    ds4_tokenizer *tok = gguf_get(m->gguf, "tokenizer.ggml.model") ? ds4_tokenizer_from_gguf(m->gguf) : NULL;
+    ds4_tokenizer *tok = ds4_tokenizer_if_any(m->gguf);
     ds4_ctx *ctx = ds4_ctx_new(m, (int)threads);
     if (!ctx) { fprintf(stderr, "ds4-bench: %s\n", ds4_error()); return 1; }
     double probe_gbps = probe ? ds4_probe_read_gbps((int)threads) : 0;

@@ -263,7 +263,7 @@ static int cmd_batch(int argc, char **argv) {
         fprintf(stderr, "ds4: %s\n", ds4_error());
         return 1;
     }
-    ds4_tokenizer *tok = gguf_get(m->gguf, "tokenizer.ggml.model") ? ds4_tokenizer_from_gguf(m->gguf) : NULL;
+    ds4_tokenizer *tok = ds4_tokenizer_if_any(m->gguf);
     ds4_kvcache *kvc = ds4_kvcache_open(kv_dir, (uint64_t)(kv_space_mb * 1048576.0),
                                         (uint64_t)(kv_mem_mb * 1048576.0), m, warn_line);
     int rc = 1;
@@ -314,7 +314,7 @@ static int cmd_imatrix(int argc, char **argv) {
         fprintf(stderr, "ds4: %s\n", ds4_error());
         return 1;
     }
-    ds4_tokenizer *tok = gguf_get(m->gguf, "tokenizer.ggml.model") ? ds4_tokenizer_from_gguf(m->gguf) : NULL;
+    ds4_tokenizer *tok = ds4_tokenizer_if_any(m->gguf);
     uint32_t chunks;
     uint64_t tokens;
     const double t0 = ds4_time_now();

@@ -134,7 +134,7 @@ int main(int argc, char **argv) {
     }
     ds4_ctx *ctx = ds4_ctx_new(m, threads > 0 ? threads : ds4_cpu_count());
     /* Text prompts and API captures need the model's tokenizer; id vectors do not. */
-    ds4_tokenizer *tok = gguf_get(m->gguf, "tokenizer.ggml.model") ? ds4_tokenizer_from_gguf(m->gguf) : NULL;
+    ds4_tokenizer *tok = ds4_tokenizer_if_any(m->gguf);
     ds4_lc_report r = {0};
     int rc = ctx ? 0 : -1;
     for (int i = 0; i < n_vectors && rc == 0; i++) rc = ds4_logitcheck_path(ctx, tok, vectors[i], &r);
