@@ -276,6 +276,16 @@ static void quantize_mxfp4(const float *x, block_mxfp4 *y, int64_t n, const floa
     }
 }
 
+/* Super-block scales (or mins) without an importance matrix, as ggml's reference
+ * quantizers make them: levels 0..nmax of the largest; returns the F16 step. */
+static uint16_t levels_of_max(const float *v, int n, int nmax, uint8_t *L) {
+    float max = 0;
+    for (int j = 0; j < n; j++) max = fmaxf(max, v[j]);
+    const float inv = max > 0 ? (float)nmax / max : 0.0f;
+    for (int j = 0; j < n; j++) L[j] = (uint8_t)clampi(nearest(inv * v[j]), 0, nmax);
+    return ds4_f32_to_f16(max / (float)nmax);
+}
+
 /* ---- Q2_K ---- */
 
 static void pack_2bit(const uint8_t *L, uint8_t *qs) {
@@ -304,17 +314,8 @@ static void quantize_q2_k(const float *x, block_q2_K *y, int64_t n, const float 
             y[b].d = ds4_f32_to_f16(fit_positive(16, 15, scales, Ls, sw));
             y[b].dmin = ds4_f32_to_f16(fit_positive(16, 15, mins, Lm, sw));
         } else {
-            float max_scale = 0, max_min = 0;
-            for (int j = 0; j < 16; j++) {
-                max_scale = fmaxf(max_scale, scales[j]);
-                max_min = fmaxf(max_min, mins[j]);
-            }
-            for (int j = 0; j < 16; j++) {
-                Ls[j] = max_scale > 0 ? (uint8_t)nearest(15.0f / max_scale * scales[j]) : 0;
-                Lm[j] = max_min > 0 ? (uint8_t)nearest(15.0f / max_min * mins[j]) : 0;
-            }
-            y[b].d = ds4_f32_to_f16(max_scale > 0 ? max_scale / 15.0f : 0.0f);
-            y[b].dmin = ds4_f32_to_f16(max_min > 0 ? max_min / 15.0f : 0.0f);
+            y[b].d = levels_of_max(scales, 16, 15, Ls);
+            y[b].dmin = levels_of_max(mins, 16, 15, Lm);
         }
         for (int j = 0; j < 16; j++) y[b].scales[j] = (uint8_t)(Ls[j] | (Lm[j] << 4));
         /* Requantize against the scales as stored. */
@@ -363,19 +364,8 @@ static void quantize_q4_k(const float *x, block_q4_K *y, int64_t n, const float 
             y[b].d = ds4_f32_to_f16(fit_positive(8, 63, scales, Ls, sw));
             y[b].dmin = ds4_f32_to_f16(fit_positive(8, 63, mins, Lm, sw));
         } else {
-            float max_scale = 0, max_min = 0;
-            for (int j = 0; j < 8; j++) {
-                max_scale = fmaxf(max_scale, scales[j]);
-                max_min = fmaxf(max_min, mins[j]);
-            }
-            const float inv_scale = max_scale > 0 ? 63.0f / max_scale : 0.0f;
-            const float inv_min = max_min > 0 ? 63.0f / max_min : 0.0f;
-            for (int j = 0; j < 8; j++) {
-                Ls[j] = (uint8_t)clampi(nearest(inv_scale * scales[j]), 0, 63);
-                Lm[j] = (uint8_t)clampi(nearest(inv_min * mins[j]), 0, 63);
-            }
-            y[b].d = ds4_f32_to_f16(max_scale / 63.0f);
-            y[b].dmin = ds4_f32_to_f16(max_min / 63.0f);
+            y[b].d = levels_of_max(scales, 8, 63, Ls);
+            y[b].dmin = levels_of_max(mins, 8, 63, Lm);
         }
         for (int j = 0; j < 8; j++) {
             if (j < 4) {
