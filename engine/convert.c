@@ -603,11 +603,7 @@ int ds4_convert(const ds4_convert_opts *opts, ds4_convert_stats *stats) {
     stats->n_tensors = cv.n_items;
     rc = gguf_writer_finish(w);
     w = NULL;
-    if (rc == 0) {
-        gguf_file *f = gguf_open(opts->out_path);
-        stats->bytes_out = f ? f->size : 0;
-        gguf_close(f);
-    }
+    if (rc == 0) stats->bytes_out = ds4_file_size(opts->out_path);
 done:
     if (w) gguf_writer_abort(w);
     converter_free(&cv);

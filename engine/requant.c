@@ -223,11 +223,7 @@ int ds4_requant(const ds4_requant_opts *o, ds4_requant_stats *st) {
     ds4_progress_end(&prog);
     rc = gguf_writer_finish(w);
     w = NULL;
-    if (rc == 0) {
-        gguf_file *out = gguf_open(o->out_path);
-        st->bytes_out = out ? out->size : 0;
-        gguf_close(out);
-    }
+    if (rc == 0) st->bytes_out = ds4_file_size(o->out_path);
 done:
     if (w) gguf_writer_abort(w);
     if (rc < 0) {

@@ -189,9 +189,7 @@ int ds4_synth(const ds4_synth_opts *o, ds4_synth_stats *st) {
     if (rc == 0) {
         rc = gguf_writer_finish(w);
         w = NULL;
-        gguf_file *f = rc == 0 ? gguf_open(o->out_path) : NULL;
-        st->bytes_out = f ? f->size : 0;
-        gguf_close(f);
+        if (rc == 0) st->bytes_out = ds4_file_size(o->out_path);
     }
     if (w) gguf_writer_abort(w);
     for (int i = 0; rows && i < n_threads; i++) free(rows[i]);

@@ -83,6 +83,9 @@ int ds4_parse_token_ids(const char *s, int32_t **ids, size_t *n);
 /* Read a whole (small) file into a NUL-terminated buffer. */
 char *ds4_read_file(const char *path, size_t *len_out);
 
+/* Size of a file in bytes, 0 if it cannot be read. */
+uint64_t ds4_file_size(const char *path);
+
 /* Read-only memory map of a whole file. */
 typedef struct { const uint8_t *data; size_t size; } ds4_mmap;
 int ds4_mmap_open(ds4_mmap *m, const char *path);
