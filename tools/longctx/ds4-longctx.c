@@ -42,11 +42,13 @@ static void usage(FILE *out) {
             "The needle mode is not written yet.\n");
 }
 
+/* One CSV schema for every mode. */
+static const char csv_header[] =
+    "mode,model,length,depth,chunk,pass,metric,value,prefill_tps,decode_tps,kv_bytes,peak_rss_bytes,seconds\n";
+
 static int write_csv(const char *path, const char *model, const ds4_longctx_result *r, int n) {
     ds4_buf b = {0};
-    static const char header[] =
-        "mode,model,length,depth,chunk,pass,metric,value,prefill_tps,decode_tps,kv_bytes,peak_rss_bytes,seconds\n";
-    int rc = ds4_buf_append(&b, header, sizeof header - 1);
+    int rc = ds4_buf_append(&b, csv_header, sizeof csv_header - 1);
     const uint64_t rss = ds4_peak_rss_bytes();
     for (int i = 0; i < n && rc == 0; i++) {
         const struct { const char *metric; double value; bool ok; } m[] = {
@@ -105,9 +107,7 @@ static int cmd_reference(int argc, char **argv) {
     const double seconds = ds4_time_now() - t0;
     int failed = 0;
     ds4_buf b = {0};
-    static const char header[] =
-        "mode,model,length,depth,chunk,pass,metric,value,prefill_tps,decode_tps,kv_bytes,peak_rss_bytes,seconds\n";
-    ds4_buf_append(&b, header, sizeof header - 1);
+    ds4_buf_append(&b, csv_header, sizeof csv_header - 1);
     printf("%-26s %8s %11s %10s %10s %8s %9s  %s\n", "case", "length", "max|dlogit|", "KL mean", "KL max", "top1",
            "greedy", "result");
     for (int i = 0; i < r.n_cases; i++) {
