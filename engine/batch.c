@@ -50,8 +50,8 @@ typedef struct {
     int n_stops;
 } request;
 
-static int fail_req(char *err, size_t size, const char *fmt, const char *a) {
-    snprintf(err, size, fmt, a);
+static int fail_req(char *err, size_t size, const char *msg) {
+    snprintf(err, size, "%s", msg);
     return -1;
 }
 
@@ -107,31 +107,31 @@ static int parse_request(job *j, const char *line, size_t len, uint64_t lineno, 
     r->obj = jt ? json_tokener_parse_ex(jt, line, (int)len) : NULL;
     const bool complete = jt && json_tokener_get_error(jt) == json_tokener_success;
     json_tokener_free(jt);
-    if (!r->obj || !complete) return fail_req(err, esize, "not valid JSON%s", "");
-    if (!json_object_is_type(r->obj, json_type_object)) return fail_req(err, esize, "not a JSON object%s", "");
+    if (!r->obj || !complete) return fail_req(err, esize, "not valid JSON");
+    if (!json_object_is_type(r->obj, json_type_object)) return fail_req(err, esize, "not a JSON object");
     if (!json_object_object_get_ex(r->obj, "id", &r->id) ||
         !(json_object_is_type(r->id, json_type_string) || json_object_is_type(r->id, json_type_int)))
-        return fail_req(err, esize, "no \"id\" (a string or an integer)%s", "");
+        return fail_req(err, esize, "no \"id\" (a string or an integer)");
     r->key = json_object_to_json_string_ext(r->id, JSON_C_TO_STRING_PLAIN);
     double v;
     r->max_tokens = j->o->default_max_tokens;
     if (get_number(r->obj, "max_tokens", &v)) {
         if (!(v >= 0 && v <= 1e7 && v == (double)(int)v))
-            return fail_req(err, esize, "max_tokens must be a whole number from 0%s", "");
+            return fail_req(err, esize, "max_tokens must be a whole number from 0");
         r->max_tokens = (int)v;
     }
     r->temperature = 0;
     if (get_number(r->obj, "temperature", &v)) {
-        if (!(v >= 0 && v <= 100)) return fail_req(err, esize, "temperature must be from 0 to 100%s", "");
+        if (!(v >= 0 && v <= 100)) return fail_req(err, esize, "temperature must be from 0 to 100");
         r->temperature = (float)v;
     }
     r->top_p = 1;
     if (get_number(r->obj, "top_p", &v)) {
-        if (!(v > 0 && v <= 1)) return fail_req(err, esize, "top_p must be in (0, 1]%s", "");
+        if (!(v > 0 && v <= 1)) return fail_req(err, esize, "top_p must be in (0, 1]");
         r->top_p = (float)v;
     }
     if (get_number(r->obj, "seed", &v)) {
-        if (!(v >= 0 && v < 0x1p53)) return fail_req(err, esize, "seed must be a whole number from 0%s", "");
+        if (!(v >= 0 && v < 0x1p53)) return fail_req(err, esize, "seed must be a whole number from 0");
         r->seed = (uint64_t)v;
     }
     json_object *x;
@@ -143,11 +143,11 @@ static int parse_request(job *j, const char *line, size_t len, uint64_t lineno, 
             for (size_t i = 0; i < json_object_array_length(x); i++) {
                 json_object *s = json_object_array_get_idx(x, i);
                 if (!json_object_is_type(s, json_type_string) || !json_object_get_string_len(s))
-                    return fail_req(err, esize, "stop must be a string or up to 8 non-empty strings%s", "");
+                    return fail_req(err, esize, "stop must be a string or up to 8 non-empty strings");
                 r->stops[r->n_stops++] = json_object_get_string(s);
             }
         } else {
-            return fail_req(err, esize, "stop must be a string or up to 8 non-empty strings%s", "");
+            return fail_req(err, esize, "stop must be a string or up to 8 non-empty strings");
         }
     }
     json_object *prompt = NULL, *ids = NULL;
@@ -155,20 +155,20 @@ static int parse_request(job *j, const char *line, size_t len, uint64_t lineno, 
     json_object_object_get_ex(r->obj, "prompt_ids", &ids);
     json_object_object_get_ex(r->obj, "messages", &r->messages);
     if (!!prompt + !!ids + !!r->messages != 1)
-        return fail_req(err, esize, "give exactly one of \"prompt\", \"messages\" and \"prompt_ids\"%s", "");
+        return fail_req(err, esize, "give exactly one of \"prompt\", \"messages\" and \"prompt_ids\"");
     const uint32_t V = j->m->cfg.n_vocab;
     if (ids) {
         if (!json_object_is_type(ids, json_type_array) || !json_object_array_length(ids))
-            return fail_req(err, esize, "prompt_ids must be a non-empty array of token ids%s", "");
+            return fail_req(err, esize, "prompt_ids must be a non-empty array of token ids");
         const size_t n = json_object_array_length(ids);
-        if (!(r->ids = ds4_malloc(n * sizeof *r->ids))) return fail_req(err, esize, "out of memory%s", "");
+        if (!(r->ids = ds4_malloc(n * sizeof *r->ids))) return fail_req(err, esize, "out of memory");
         for (size_t i = 0; i < n; i++) {
             json_object *e = json_object_array_get_idx(ids, i);
             const int64_t id = json_object_get_int64(e);
             if (!json_object_is_type(e, json_type_int) || id < 0 || id >= V) {
                 char what[96];
                 snprintf(what, sizeof what, "prompt_ids[%zu] is not a token id of this model (0..%u)", i, V - 1);
-                return fail_req(err, esize, "%s", what);
+                return fail_req(err, esize, what);
             }
             r->ids[i] = (int32_t)id;
         }
@@ -176,21 +176,21 @@ static int parse_request(job *j, const char *line, size_t len, uint64_t lineno, 
         return 0;
     }
     if (!j->tok)
-        return fail_req(err, esize, "this model has no tokenizer: give \"prompt_ids\"%s", "");
+        return fail_req(err, esize, "this model has no tokenizer: give \"prompt_ids\"");
     size_t n = 0;
     if (prompt) {
-        if (!json_object_is_type(prompt, json_type_string)) return fail_req(err, esize, "prompt must be a string%s", "");
+        if (!json_object_is_type(prompt, json_type_string)) return fail_req(err, esize, "prompt must be a string");
         const int32_t bos = ds4_tokenizer_bos(j->tok);
         if (bos >= 0) {
-            if (!(r->ids = ds4_malloc(sizeof *r->ids))) return fail_req(err, esize, "out of memory%s", "");
+            if (!(r->ids = ds4_malloc(sizeof *r->ids))) return fail_req(err, esize, "out of memory");
             r->ids[n++] = bos;
         }
         if (ds4_tokenize(j->tok, json_object_get_string(prompt), (size_t)json_object_get_string_len(prompt), false,
                          &r->ids, &n) < 0)
-            return fail_req(err, esize, "%s", ds4_error());
+            return fail_req(err, esize, ds4_error());
     } else {
         if (!json_object_is_type(r->messages, json_type_array) || !json_object_array_length(r->messages))
-            return fail_req(err, esize, "messages must be a non-empty array%s", "");
+            return fail_req(err, esize, "messages must be a non-empty array");
         ds4_chat_opts opts = {.thinking = r->think, .add_generation_prompt = true};
         ds4_buf text = {0};
         const int rc = ds4_chat_render(r->messages, &opts, &text);
@@ -199,10 +199,10 @@ static int parse_request(job *j, const char *line, size_t len, uint64_t lineno, 
             r->stable = system_prefix(j, r, &opts);
         }
         ds4_buf_free(&text);
-        if (rc < 0 || !r->n_ids) return fail_req(err, esize, "%s", ds4_error());
+        if (rc < 0 || !r->n_ids) return fail_req(err, esize, ds4_error());
     }
     r->n_ids = n;
-    if (!n) return fail_req(err, esize, "the prompt has no tokens%s", "");
+    if (!n) return fail_req(err, esize, "the prompt has no tokens");
     return 0;
 }
 
