@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "cpu.h"
@@ -270,9 +271,15 @@ ds4_qdot_fn ds4_qdot_kernel(uint32_t weight_type, int level) {
 }
 
 ds4_qdot_fn ds4_qdot_best(uint32_t weight_type) {
-    for (int level = (int)ds4_cpu_detect(); level >= DS4_CPU_SCALAR; level--) {
-        ds4_qdot_fn fn = ds4_qdot_kernel(weight_type, level);
-        if (fn) return fn;
-    }
-    return NULL;
+    /* Asked for on every matrix product: look it up once per type. */
+    static _Atomic(ds4_qdot_fn) best[GGML_TYPE_COUNT];
+    static atomic_bool known[GGML_TYPE_COUNT];
+    if (weight_type >= GGML_TYPE_COUNT) return NULL;
+    if (atomic_load(&known[weight_type])) return atomic_load(&best[weight_type]);
+    ds4_qdot_fn fn = NULL;
+    for (int level = (int)ds4_cpu_detect(); level >= DS4_CPU_SCALAR && !fn; level--)
+        fn = ds4_qdot_kernel(weight_type, level);
+    atomic_store(&best[weight_type], fn);
+    atomic_store(&known[weight_type], true);
+    return fn;
 }
