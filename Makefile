@@ -50,10 +50,10 @@ deps-checked:
 	@sh scripts/deps.sh
 
 build/libds4.a: $(OBJ)
-	@ar rcs $@ $^
+	@rm -f $@ && ar rcs $@ $^
 
 build/libds4-san.a: $(SAN_OBJ)
-	@ar rcs $@ $^
+	@rm -f $@ && ar rcs $@ $^
 
 bin/ds4-gguf: tools/gguf/ds4-gguf.c tools/flags.h build/libds4.a
 	@mkdir -p bin

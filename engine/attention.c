@@ -8,42 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "indexer.h"
 #include "forward_impl.h"
 #include "threads.h"
 #include "numeric.h"
-
-/* Order of indexer scores as torch.topk on CUDA ranks them, which the reference vectors
- * come from: by the float's bits as a radix sort sees them (so -0 < +0), and among equal
- * scores the lower index first. Exact-zero scores are common (ReLU), so ties matter. */
-static bool worse(const float *score, uint64_t a, uint64_t b) {
-    uint32_t ka = ds4_f32_bits(score[a]), kb = ds4_f32_bits(score[b]);
-    ka = (ka & 0x80000000u) ? ~ka : ka | 0x80000000u;
-    kb = (kb & 0x80000000u) ? ~kb : kb | 0x80000000u;
-    return ka < kb || (ka == kb && a > b);
-}
-
-/* Indices of the k best scores (k < n), with a heap whose root is the worst kept. */
-static void top_k(const float *score, uint64_t n, uint64_t k, uint64_t *heap) {
-    for (uint64_t i = 0; i < n; i++) {
-        uint64_t j;
-        if (i < k) {
-            for (j = i; j && worse(score, i, heap[(j - 1) / 2]); j = (j - 1) / 2) heap[j] = heap[(j - 1) / 2];
-            heap[j] = i;
-            continue;
-        }
-        if (!worse(score, heap[0], i)) continue;
-        for (j = 0;;) {
-            uint64_t l = 2 * j + 1, r = l + 1, m = i;
-            if (l < k && worse(score, heap[l], m)) m = heap[l];
-            if (r < k && worse(score, heap[r], m)) m = heap[r];
-            if (m == i) break;
-            uint64_t child = m == heap[l] ? l : r;
-            heap[j] = heap[child];
-            j = child;
-        }
-        heap[j] = i;
-    }
-}
 
 /* Finish a pooled compressor entry: RMSNorm, then RoPE at its window's first position. */
 static void finish_entry(ds4_ctx *c, float *e, const ds4_compressor *comp, const float *norm) {
@@ -53,109 +21,166 @@ static void finish_entry(ds4_ctx *c, float *e, const ds4_compressor *comp, const
     ds4_rope_apply(e, comp->width, (int)cf->rope_dim, c->rope_comp, pos, 1);
 }
 
-typedef struct {
-    float *qres, *q, *kv, *att, *grp, *ckv, *cgate, *ikv, *igate, *iq, *iw;
-    float *logits, *scores;
-    uint64_t *sel;
-    const float **keys;
-    uint64_t cap_keys;
-    int nt; /* threads: one logits row of cap_keys each */
-} scratch;
+/* Entries scored per tile when a thread serves many tokens: the tile is transposed once
+ * and stays in cache while each token scores it. */
+#define TILE_BLOCKS 32
 
-/* One query token's attention for a range of heads: softmax with the head's sink over
- * the selected keys (K = V), then the inverse RoPE on the output. */
+/* Everything the per-token work reads, after the chunk's state updates. */
 typedef struct {
-    const float *q;
+    ds4_ctx *c;
+    const ds4_layer_weights *w;
+    const ds4_layer_state *st;
+    ds4_index_fn index;
+    int T, H, d, rd, Ih, Id, threads;
+    uint64_t pos0, topk;
+    bool hca, csa;
+    const float *q, *kv, *iq, *iw, *rope;
+    const float *old_kv;       /* the window as it was before the chunk */
+    const int64_t *old_pos;
+    const uint64_t *n_comp, *n_idx; /* entries token t sees */
     float *att;
-    const float *const *keys;
-    uint64_t n_keys;
-    const float *sinks;
-    float scale;
-    int d, rd;
-    const float *rope;
-    int64_t p;
-    float *logits; /* a row of `stride` per thread */
-    uint64_t stride;
-} head_job;
+    /* selection: heaps for the T tokens, then one per thread; per token its indices */
+    ds4_topk *heaps;
+    uint64_t *sel;
+    uint32_t *n_sel;
+    /* per thread: key pointers, logits (H rows of `stride`), a transposed indexer tile */
+    const float **keys;
+    float *logits, *kt;
+    uint64_t stride, kt_floats;
+    int select_token; /* the token an entry-parallel selection works for */
+} chunk_job;
 
-static void attend_heads(void *arg, uint64_t h0, uint64_t h1, int thread) {
-    const head_job *j = arg;
-    float *lg = j->logits + (uint64_t)thread * j->stride;
-    for (uint64_t h = h0; h < h1; h++) {
-        const float *qh = j->q + h * (uint64_t)j->d;
-        float m = j->sinks[h];
-        for (uint64_t k = 0; k < j->n_keys; k++) {
-            lg[k] = ds4_dot(qh, j->keys[k], (uint64_t)j->d) * j->scale;
-            m = fmaxf(m, lg[k]);
+/* Scores entries [b0*16, n) of token t's indexer query from a transposed tile whose first
+ * block is block `first`, pushing them into the token's heap. */
+static void score_blocks(const chunk_job *j, int t, const float *tile, uint64_t first, uint64_t b0, uint64_t b1,
+                         uint64_t n, ds4_topk *heap) {
+    const float *q = j->iq + (size_t)t * j->Ih * j->Id, *w = j->iw + (size_t)t * j->Ih;
+    const float scale = 1.0f / sqrtf((float)j->Id);
+    float s[DS4_KEY_BLOCK];
+    for (uint64_t b = b0; b < b1 && b * DS4_KEY_BLOCK < n; b++) {
+        const uint64_t e0 = b * DS4_KEY_BLOCK;
+        uint32_t mask = j->index(tile + (b - first) * DS4_KEY_BLOCK * j->Id, j->Id, q, w, j->Ih, scale, heap->floor, s);
+        if (n - e0 < DS4_KEY_BLOCK) mask &= (1u << (n - e0)) - 1;
+        for (; mask; mask &= mask - 1) {
+            const int i = __builtin_ctz(mask);
+            ds4_topk_push(heap, s[i], (uint32_t)(e0 + (uint64_t)i));
         }
-        float sum = expf(j->sinks[h] - m);
-        for (uint64_t k = 0; k < j->n_keys; k++) sum += (lg[k] = expf(lg[k] - m));
-        float *o = j->att + h * (uint64_t)j->d;
-        memset(o, 0, (size_t)j->d * sizeof *o);
-        for (uint64_t k = 0; k < j->n_keys; k++) ds4_axpy(lg[k] / sum, j->keys[k], o, (uint64_t)j->d);
-        ds4_rope_apply(o, j->d, j->rd, j->rope, j->p, -1);
     }
 }
 
-/* Room for n keys (window + compressed entries) in the per-token buffers. */
-static int reserve_keys(ds4_ctx *c, scratch *s, uint64_t n) {
-    if (n <= s->cap_keys) return 0;
-    const uint64_t cap = n * 2;
-    s->logits = ds4_ctx_scratch(c, SB_LOGITS, cap * (uint64_t)s->nt * sizeof *s->logits);
-    s->scores = ds4_ctx_scratch(c, SB_SCORES, cap * sizeof *s->scores);
-    s->sel = ds4_ctx_scratch(c, SB_SEL, cap * sizeof *s->sel);
-    s->keys = ds4_ctx_scratch(c, SB_KEYS, cap * sizeof *s->keys);
-    if (!s->logits || !s->scores || !s->sel || !s->keys)
-        return ds4_fail("out of memory for %llu attention keys", (unsigned long long)n);
-    s->cap_keys = cap;
-    return 0;
+/* Transposes indexer blocks [b0, b1) (those that exist) into `tile`. */
+static void transpose_blocks(const chunk_job *j, uint64_t b0, uint64_t b1, uint64_t n, float *tile) {
+    const float *rows[DS4_KEY_BLOCK];
+    for (uint64_t b = b0; b < b1 && b * DS4_KEY_BLOCK < n; b++) {
+        const uint64_t e0 = b * DS4_KEY_BLOCK;
+        const int m = n - e0 < DS4_KEY_BLOCK ? (int)(n - e0) : DS4_KEY_BLOCK;
+        for (int i = 0; i < m; i++) rows[i] = j->st->indexer.entries + (e0 + (uint64_t)i) * j->Id;
+        ds4_keys_transpose(rows, m, j->Id, tile + (b - b0) * DS4_KEY_BLOCK * j->Id);
+    }
 }
 
-/* Choose the compressed entries token t attends to; returns how many, in s->sel. */
-/* Lightning-indexer scores of a range of compressed entries for one query. */
-typedef struct {
-    const float *q, *w, *keys;
-    float *scores;
-    int heads, dim;
-    float scale;
-} score_job;
+/* Lightning indexer for tokens [t0, t1) on one thread: score = sum_h w_h * relu(q_h . k)
+ * / sqrt(Id) over every entry the token sees, keeping the top k. */
+static void select_tokens(const chunk_job *j, int t0, int t1, int thread) {
+    float *tile = j->kt + (uint64_t)thread * j->kt_floats;
+    const uint64_t n_end = j->n_idx[t1 - 1], n_blocks = (n_end + DS4_KEY_BLOCK - 1) / DS4_KEY_BLOCK;
+    ds4_topk *heap = j->heaps + t0;
+    for (uint64_t b0 = 0; b0 < n_blocks; b0 += TILE_BLOCKS) {
+        const uint64_t b1 = b0 + TILE_BLOCKS < n_blocks ? b0 + TILE_BLOCKS : n_blocks;
+        transpose_blocks(j, b0, b1, n_end, tile);
+        for (int t = t0; t < t1; t++) score_blocks(j, t, tile, b0, b0, b1, j->n_idx[t], &heap[t - t0]);
+    }
+    for (int t = t0; t < t1; t++) j->n_sel[t] = ds4_topk_indices(&heap[t - t0], j->sel + (uint64_t)t * j->topk);
+}
 
-static void score_entries(void *arg, uint64_t e0, uint64_t e1, int thread) {
-    (void)thread;
-    const score_job *j = arg;
-    for (uint64_t e = e0; e < e1; e++) {
-        const float *k = j->keys + e * (uint64_t)j->dim;
-        float total = 0.0f;
-        for (int h = 0; h < j->heads; h++) {
-            const float dot = ds4_dot(j->q + h * j->dim, k, (uint64_t)j->dim);
-            total += (dot > 0.0f ? dot : 0.0f) * j->scale * j->w[h];
+/* One thread's share of the blocks of a single token's selection. */
+static void select_entry_range(void *arg, uint64_t b0, uint64_t b1, int thread) {
+    const chunk_job *j = arg;
+    const int t = j->select_token;
+    float *tile = j->kt + (uint64_t)thread * j->kt_floats;
+    for (uint64_t a = b0; a < b1; a += TILE_BLOCKS) {
+        const uint64_t a1 = a + TILE_BLOCKS < b1 ? a + TILE_BLOCKS : b1;
+        transpose_blocks(j, a, a1, j->n_idx[t], tile);
+        score_blocks(j, t, tile, a, a, a1, j->n_idx[t], &j->heaps[j->T + thread]);
+    }
+}
+
+/* Token t's keys: its window in position order, then its compressed entries. */
+static uint64_t gather_keys(const chunk_job *j, int t, const float **keys) {
+    const int cap = j->st->window.cap;
+    const int64_t p = (int64_t)j->pos0 + t;
+    uint64_t n = 0;
+    for (int slot = 0; slot < cap; slot++) {
+        const int64_t q = p - ((p - slot) % cap + cap) % cap; /* the latest position <= p in this slot */
+        if (q < 0) continue;
+        if (q >= (int64_t)j->pos0) {
+            keys[n++] = j->kv + (uint64_t)(q - (int64_t)j->pos0) * j->d;
+        } else {
+            if (j->old_pos[slot] == q) keys[n++] = j->old_kv + (uint64_t)slot * j->d;
         }
-        j->scores[e] = total;
+    }
+    const float *entries = j->st->comp.entries;
+    if (j->hca)
+        for (uint64_t e = 0; e < j->n_comp[t]; e++) keys[n++] = entries + e * j->d;
+    if (j->csa)
+        for (uint32_t i = 0; i < j->n_sel[t]; i++) keys[n++] = entries + j->sel[(uint64_t)t * j->topk + i] * j->d;
+    return n;
+}
+
+/* Heads [h0, h1) of token t: softmax with the head's sink over its keys (K = V), then the
+ * inverse RoPE on the output. */
+static void attend(const chunk_job *j, int t, int h0, int h1, int thread) {
+    const int d = j->d;
+    const float **keys = j->keys + (uint64_t)thread * j->stride;
+    float *lg = j->logits + (uint64_t)thread * j->H * j->stride;
+    const float *q = j->q + ((size_t)t * j->H + h0) * d;
+    const uint64_t n = gather_keys(j, t, keys);
+    const float scale = 1.0f / sqrtf((float)d);
+    /* ds4_dot, not the indexer's FMA chains: the reference vectors hold near-ties
+     * (routing, top-k) that a different rounding of these logits decides differently. */
+    for (uint64_t k = 0; k < n; k++)
+        for (int h = h0; h < h1; h++)
+            lg[(uint64_t)(h - h0) * j->stride + k] = ds4_dot(q + (size_t)(h - h0) * d, keys[k], (uint64_t)d) * scale;
+    for (int h = h0; h < h1; h++) {
+        float *row = lg + (uint64_t)(h - h0) * j->stride;
+        const float sink = j->w->sinks[h];
+        float m = sink;
+        for (uint64_t k = 0; k < n; k++) m = fmaxf(m, row[k]);
+        float sum = expf(sink - m);
+        for (uint64_t k = 0; k < n; k++) sum += (row[k] = expf(row[k] - m));
+        float *o = j->att + ((size_t)t * j->H + h) * d;
+        memset(o, 0, (size_t)d * sizeof *o);
+        for (uint64_t k = 0; k < n; k++) ds4_axpy(row[k] / sum, keys[k], o, (uint64_t)d);
+        ds4_rope_apply(o, d, j->rd, j->rope, (int64_t)j->pos0 + t, -1);
     }
 }
 
-static uint64_t select_entries(ds4_ctx *c, int il, scratch *s, int t) {
-    const ds4_config *cf = c->cfg;
-    ds4_layer_state *st = &c->state[il];
-    const uint64_t n = st->comp.n_entries;
-    if (c->layers[il].kind == DS4_LAYER_HCA || n == 0) {
-        for (uint64_t i = 0; i < n; i++) s->sel[i] = i;
-        return n;
+/* Many tokens: each thread takes a run of tokens, selection and all heads. */
+static void tokens_range(void *arg, uint64_t t0, uint64_t t1, int thread) {
+    const chunk_job *j = arg;
+    if (j->csa && t1 > t0) select_tokens(j, (int)t0, (int)t1, thread);
+    for (uint64_t t = t0; t < t1; t++) attend(j, (int)t, 0, j->H, thread);
+}
+
+static void heads_range(void *arg, uint64_t h0, uint64_t h1, int thread) {
+    const chunk_job *j = arg;
+    if (h1 > h0) attend(j, j->select_token, (int)h0, (int)h1, thread);
+}
+
+/* A few tokens: one at a time, the selection split over entries and the heads over threads. */
+static void one_token(chunk_job *j, int t) {
+    j->select_token = t;
+    if (j->csa) {
+        const uint64_t n = j->n_idx[t], blocks = (n + DS4_KEY_BLOCK - 1) / DS4_KEY_BLOCK;
+        const int nt = n * j->Ih * j->Id < (1u << 16) ? 1 : j->threads;
+        ds4_topk *heap = &j->heaps[t];
+        for (int i = 0; i < nt; i++) ds4_topk_reset(&j->heaps[j->T + i], j->heaps[j->T + i].key, (uint32_t)j->topk);
+        ds4_parallel_for(nt, blocks, select_entry_range, j);
+        for (int i = 0; i < nt; i++) ds4_topk_merge(heap, &j->heaps[j->T + i]);
+        j->n_sel[t] = ds4_topk_indices(heap, j->sel + (uint64_t)t * j->topk);
     }
-    /* Lightning indexer: score = sum_h w_h * relu(q_h . k) / sqrt(Id); keep the top k. */
-    const int Ih = (int)cf->indexer_heads, Id = (int)cf->indexer_dim;
-    const float *q = s->iq + (size_t)t * Ih * Id, *w = s->iw + (size_t)t * Ih;
-    score_job sj = {.q = q, .w = w, .keys = st->indexer.entries, .scores = s->scores, .heads = Ih, .dim = Id,
-                    .scale = 1.0f / sqrtf((float)Id)};
-    /* Every query scores every compressed entry: the long-context hot spot, in parallel
-     * over entries (each score computed exactly as on one thread). */
-    ds4_parallel_for(n * (uint64_t)Ih * Id < (1u << 16) ? 1 : c->n_threads, n, score_entries, &sj);
-    if (n <= cf->indexer_topk) {
-        for (uint64_t i = 0; i < n; i++) s->sel[i] = i;
-        return n;
-    }
-    top_k(s->scores, n, cf->indexer_topk, s->sel);
-    return cf->indexer_topk;
+    const uint64_t keys = (uint64_t)j->st->window.cap + (j->hca ? j->n_comp[t] : j->csa ? j->n_sel[t] : 0);
+    ds4_parallel_for((uint64_t)j->H * keys * j->d < (1u << 16) ? 1 : j->threads, (uint64_t)j->H, heads_range, j);
 }
 
 int ds4_attention(ds4_ctx *c, int il, const float *x, int T, uint64_t pos0, float *out) {
@@ -166,102 +191,123 @@ int ds4_attention(ds4_ctx *c, int il, const float *x, int T, uint64_t pos0, floa
     const int rd = (int)cf->rope_dim, G = (int)cf->o_groups, R = (int)cf->o_lora_rank, nt = c->n_threads;
     const int Ih = (int)cf->indexer_heads, Id = (int)cf->indexer_dim;
     const bool compressed = w->kind != DS4_LAYER_SWA, csa = w->kind == DS4_LAYER_CSA;
-    const int cw = csa ? 2 * d : d;
+    const int cw = csa ? 2 * d : d, cap = st->window.cap, threads = nt > 0 ? nt : 1;
     const float *rope = compressed ? c->rope_comp : c->rope_main;
-    scratch s = {.nt = nt > 0 ? nt : 1};
-    int rc = -1;
-    s.qres = ds4_ctx_scratch(c, SB_QRES, (size_t)T * r * sizeof(float));
-    s.q = ds4_ctx_scratch(c, SB_Q, (size_t)T * H * d * sizeof(float));
-    s.kv = ds4_ctx_scratch(c, SB_KV, (size_t)T * d * sizeof(float));
-    s.att = ds4_ctx_scratch(c, SB_ATT, (size_t)T * H * d * sizeof(float));
-    s.grp = ds4_ctx_scratch(c, SB_GRP, (size_t)T * G * R * sizeof(float));
-    if (!s.qres || !s.q || !s.kv || !s.att || !s.grp) goto done;
+    float *qres = ds4_ctx_scratch(c, SB_QRES, (size_t)T * r * sizeof(float));
+    float *q = ds4_ctx_scratch(c, SB_Q, (size_t)T * H * d * sizeof(float));
+    float *kv = ds4_ctx_scratch(c, SB_KV, (size_t)T * d * sizeof(float));
+    float *att = ds4_ctx_scratch(c, SB_ATT, (size_t)T * H * d * sizeof(float));
+    float *grp = ds4_ctx_scratch(c, SB_GRP, (size_t)T * G * R * sizeof(float));
+    uint64_t *n_entries = ds4_ctx_scratch(c, SB_NENT, (size_t)2 * T * sizeof(uint64_t));
+    float *ckv = NULL, *cgate = NULL, *ikv = NULL, *igate = NULL, *iq = NULL, *iw = NULL;
+    if (!qres || !q || !kv || !att || !grp || !n_entries) return -1;
     if (compressed) {
-        s.ckv = ds4_ctx_scratch(c, SB_CKV, (size_t)T * cw * sizeof(float));
-        s.cgate = ds4_ctx_scratch(c, SB_CGATE, (size_t)T * cw * sizeof(float));
-        if (!s.ckv || !s.cgate) goto done;
+        ckv = ds4_ctx_scratch(c, SB_CKV, (size_t)T * cw * sizeof(float));
+        cgate = ds4_ctx_scratch(c, SB_CGATE, (size_t)T * cw * sizeof(float));
+        if (!ckv || !cgate) return -1;
     }
     if (csa) {
-        s.ikv = ds4_ctx_scratch(c, SB_IKV, (size_t)T * 2 * Id * sizeof(float));
-        s.igate = ds4_ctx_scratch(c, SB_IGATE, (size_t)T * 2 * Id * sizeof(float));
-        s.iq = ds4_ctx_scratch(c, SB_IQ, (size_t)T * Ih * Id * sizeof(float));
-        s.iw = ds4_ctx_scratch(c, SB_IW, (size_t)T * Ih * sizeof(float));
-        if (!s.ikv || !s.igate || !s.iq || !s.iw) goto done;
+        ikv = ds4_ctx_scratch(c, SB_IKV, (size_t)T * 2 * Id * sizeof(float));
+        igate = ds4_ctx_scratch(c, SB_IGATE, (size_t)T * 2 * Id * sizeof(float));
+        iq = ds4_ctx_scratch(c, SB_IQ, (size_t)T * Ih * Id * sizeof(float));
+        iw = ds4_ctx_scratch(c, SB_IW, (size_t)T * Ih * sizeof(float));
+        if (!ikv || !igate || !iq || !iw) return -1;
     }
 
     /* Batched projections for the chunk. */
-    ds4_matmul(w->q_a, 0, r, x, D, T, s.qres, r, nt);
-    ds4_matmul(w->kv, 0, d, x, D, T, s.kv, d, nt);
+    ds4_matmul(w->q_a, 0, r, x, D, T, qres, r, nt);
+    ds4_matmul(w->kv, 0, d, x, D, T, kv, d, nt);
     for (int t = 0; t < T; t++) {
-        ds4_rmsnorm(s.qres + (size_t)t * r, r, w->q_a_norm, cf->rms_eps);
-        ds4_rmsnorm(s.kv + (size_t)t * d, d, w->kv_norm, cf->rms_eps);
-        ds4_rope_apply(s.kv + (size_t)t * d, d, rd, rope, (int64_t)(pos0 + t), 1);
+        ds4_rmsnorm(qres + (size_t)t * r, r, w->q_a_norm, cf->rms_eps);
+        ds4_rmsnorm(kv + (size_t)t * d, d, w->kv_norm, cf->rms_eps);
+        ds4_rope_apply(kv + (size_t)t * d, d, rd, rope, (int64_t)(pos0 + t), 1);
     }
-    ds4_matmul(w->q_b, 0, (uint64_t)H * d, s.qres, r, T, s.q, (uint64_t)H * d, nt);
+    ds4_matmul(w->q_b, 0, (uint64_t)H * d, qres, r, T, q, (uint64_t)H * d, nt);
     for (int t = 0; t < T; t++)
         for (int h = 0; h < H; h++) {
-            float *qh = s.q + ((size_t)t * H + h) * d;
+            float *qh = q + ((size_t)t * H + h) * d;
             ds4_rmsnorm(qh, d, NULL, cf->rms_eps);
             ds4_rope_apply(qh, d, rd, rope, (int64_t)(pos0 + t), 1);
         }
     if (compressed) {
-        ds4_matmul(w->comp_kv, 0, cw, x, D, T, s.ckv, cw, nt);
-        ds4_matmul(w->comp_gate, 0, cw, x, D, T, s.cgate, cw, nt);
+        ds4_matmul(w->comp_kv, 0, cw, x, D, T, ckv, cw, nt);
+        ds4_matmul(w->comp_gate, 0, cw, x, D, T, cgate, cw, nt);
     }
     if (csa) {
-        ds4_matmul(w->idx_kv, 0, 2 * Id, x, D, T, s.ikv, 2 * Id, nt);
-        ds4_matmul(w->idx_gate, 0, 2 * Id, x, D, T, s.igate, 2 * Id, nt);
-        ds4_matmul(w->idx_q_b, 0, (uint64_t)Ih * Id, s.qres, r, T, s.iq, (uint64_t)Ih * Id, nt);
-        ds4_matmul(w->idx_proj, 0, Ih, x, D, T, s.iw, Ih, nt);
+        ds4_matmul(w->idx_kv, 0, 2 * Id, x, D, T, ikv, 2 * Id, nt);
+        ds4_matmul(w->idx_gate, 0, 2 * Id, x, D, T, igate, 2 * Id, nt);
+        ds4_matmul(w->idx_q_b, 0, (uint64_t)Ih * Id, qres, r, T, iq, (uint64_t)Ih * Id, nt);
+        ds4_matmul(w->idx_proj, 0, Ih, x, D, T, iw, Ih, nt);
         const float wscale = 1.0f / sqrtf((float)Ih);
         for (int t = 0; t < T; t++) {
             for (int h = 0; h < Ih; h++)
-                ds4_rope_apply(s.iq + ((size_t)t * Ih + h) * Id, Id, rd, c->rope_comp, (int64_t)(pos0 + t), 1);
-            for (int h = 0; h < Ih; h++) s.iw[(size_t)t * Ih + h] *= wscale;
+                ds4_rope_apply(iq + ((size_t)t * Ih + h) * Id, Id, rd, c->rope_comp, (int64_t)(pos0 + t), 1);
+            for (int h = 0; h < Ih; h++) iw[(size_t)t * Ih + h] *= wscale;
         }
     }
 
-    /* Token by token: update the state, then attend. */
-    const float scale = 1.0f / sqrtf((float)d);
-    for (int t = 0; t < T; t++) {
-        const int64_t p = (int64_t)(pos0 + t);
-        ds4_window_push(&st->window, s.kv + (size_t)t * d, p);
-        bool oom = false;
+    /* The state advances token by token, in order; each token then attends to exactly
+     * what it would have seen in a token-by-token decode: the window up to itself and
+     * the entries finished by then. Pushing overwrites window slots that earlier tokens
+     * of a multi-token chunk still need, so those read a copy taken before. */
+    const float *old_kv = st->window.kv;
+    const int64_t *old_pos = st->window.pos;
+    if (T > 1) {
+        float *wkv = ds4_ctx_scratch(c, SB_WIN, (size_t)cap * d * sizeof(float));
+        int64_t *wpos = ds4_ctx_scratch(c, SB_WINPOS, (size_t)cap * sizeof(int64_t));
+        if (!wkv || !wpos) return -1;
+        memcpy(wkv, st->window.kv, (size_t)cap * d * sizeof(float));
+        memcpy(wpos, st->window.pos, (size_t)cap * sizeof(int64_t));
+        old_kv = wkv, old_pos = wpos;
+    }
+    bool oom = false;
+    for (int t = 0; t < T && !oom; t++) {
+        ds4_window_push(&st->window, kv + (size_t)t * d, (int64_t)(pos0 + t));
         if (compressed) {
-            float *e = ds4_compressor_push(&st->comp, s.ckv + (size_t)t * cw, s.cgate + (size_t)t * cw, w->comp_ape, &oom);
+            float *e = ds4_compressor_push(&st->comp, ckv + (size_t)t * cw, cgate + (size_t)t * cw, w->comp_ape, &oom);
             if (e) finish_entry(c, e, &st->comp, w->comp_norm);
         }
         if (csa) {
-            float *e = ds4_compressor_push(&st->indexer, s.ikv + (size_t)t * 2 * Id, s.igate + (size_t)t * 2 * Id,
+            float *e = ds4_compressor_push(&st->indexer, ikv + (size_t)t * 2 * Id, igate + (size_t)t * 2 * Id,
                                            w->idx_ape, &oom);
             if (e) finish_entry(c, e, &st->indexer, w->idx_norm);
         }
-        if (oom || reserve_keys(c, &s, (uint64_t)st->window.cap + st->comp.n_entries + 1) < 0) {
-            ds4_fail("out of memory growing the KV state");
-            goto done;
-        }
-        uint64_t n_keys = 0;
-        for (int i = 0; i < st->window.cap; i++)
-            if (st->window.pos[i] >= 0 && st->window.pos[i] > p - st->window.cap)
-                s.keys[n_keys++] = st->window.kv + (size_t)i * d;
-        if (compressed) {
-            uint64_t n_sel = select_entries(c, il, &s, t);
-            for (uint64_t i = 0; i < n_sel; i++) s.keys[n_keys++] = st->comp.entries + s.sel[i] * (uint64_t)d;
-        }
-        head_job hj = {.q = s.q + (size_t)t * H * d, .att = s.att + (size_t)t * H * d, .keys = s.keys,
-                       .n_keys = n_keys, .sinks = w->sinks, .scale = scale, .d = d, .rd = rd, .rope = rope, .p = p,
-                       .logits = s.logits, .stride = s.cap_keys};
-        /* Heads in parallel once there is enough work (Flash: 64 heads of 512 over up to 640 keys). */
-        ds4_parallel_for((uint64_t)H * n_keys * d < (1u << 16) ? 1 : nt, (uint64_t)H, attend_heads, &hj);
+        n_entries[t] = st->comp.n_entries;
+        n_entries[T + t] = st->indexer.n_entries;
     }
+    if (oom || st->indexer.n_entries > UINT32_MAX) return ds4_fail("out of memory growing the KV state");
+
+    chunk_job j = {.c = c, .w = w, .st = st, .index = ds4_index_best(), .T = T, .H = H, .d = d, .rd = rd,
+                   .Ih = Ih, .Id = Id, .threads = threads, .pos0 = pos0, .hca = w->kind == DS4_LAYER_HCA,
+                   .csa = csa, .q = q, .kv = kv, .iq = iq, .iw = iw, .rope = rope, .old_kv = old_kv,
+                   .old_pos = old_pos, .n_comp = n_entries, .n_idx = n_entries + T, .att = att};
+    j.topk = csa ? cf->indexer_topk : 0;
+    j.stride = (uint64_t)cap + (j.hca ? st->comp.n_entries : j.topk);
+    j.keys = ds4_ctx_scratch(c, SB_KEYS, (size_t)threads * j.stride * sizeof *j.keys);
+    j.logits = ds4_ctx_scratch(c, SB_LOGITS, (size_t)threads * H * j.stride * sizeof *j.logits);
+    if (!j.keys || !j.logits) return -1;
+    if (csa) {
+        j.kt_floats = (uint64_t)TILE_BLOCKS * DS4_KEY_BLOCK * Id;
+        j.kt = ds4_ctx_scratch(c, SB_KT, (size_t)threads * j.kt_floats * sizeof *j.kt);
+        uint64_t *storage = ds4_ctx_scratch(c, SB_HEAP, ((size_t)T + threads) * j.topk * sizeof *storage);
+        j.heaps = ds4_ctx_scratch(c, SB_TOPK, ((size_t)T + threads) * sizeof *j.heaps);
+        j.sel = ds4_ctx_scratch(c, SB_SEL, (size_t)T * j.topk * sizeof *j.sel);
+        j.n_sel = ds4_ctx_scratch(c, SB_NSEL, (size_t)T * sizeof *j.n_sel);
+        if (!j.kt || !storage || !j.heaps || !j.sel || !j.n_sel) return -1;
+        for (int i = 0; i < T + threads; i++) ds4_topk_reset(&j.heaps[i], storage + (uint64_t)i * j.topk, (uint32_t)j.topk);
+    }
+    /* Many tokens share the threads out by token (cache-friendly: a tile of indexer keys
+     * serves all of a thread's tokens); a few go one by one, split over entries and heads. */
+    if (T >= 4 * threads || threads == 1)
+        ds4_parallel_for(threads, (uint64_t)T, tokens_range, &j);
+    else
+        for (int t = 0; t < T; t++) one_token(&j, t);
 
     /* Grouped output projection: group g maps its heads' slice through rows g*R.. of out_a. */
     const uint64_t per_group = (uint64_t)H * d / G;
     for (int g = 0; g < G; g++)
-        ds4_matmul(w->out_a, (uint64_t)g * R, R, s.att + g * per_group, (uint64_t)H * d, T, s.grp + (size_t)g * R,
+        ds4_matmul(w->out_a, (uint64_t)g * R, R, att + g * per_group, (uint64_t)H * d, T, grp + (size_t)g * R,
                    (uint64_t)G * R, nt);
-    ds4_matmul(w->out_b, 0, D, s.grp, (uint64_t)G * R, T, out, D, nt);
-    rc = 0;
-done:
-    return rc;
+    ds4_matmul(w->out_b, 0, D, grp, (uint64_t)G * R, T, out, D, nt);
+    return 0;
 }

@@ -1,10 +1,12 @@
 /* longctx.h - long-context self-consistency: the same tokens computed different ways
  * must give the same logits, at any length, with any weights (random ones included).
  *
- * For a length L it compares, at sampled positions: one full prefill; a chunked prefill
- * whose chunk sizes cycle through 1, 7, 64, 509 and 4096; token-by-token decode over
- * the last stretch; and, in a fresh process (fork, one thread, a new context), the state
- * saved before that stretch, restored from a KV state file and decoded. It also checks
+ * For a length L it compares, at sampled positions: one prefill (stopping only at the
+ * samples, the last stretch of 16 tokens one chunk); a chunked prefill whose chunk sizes
+ * cycle through 1, 7, 64, 509 and 4096, then token-by-token decode over the stretch;
+ * and, in a fresh process (fork, one thread, a new context), the prefill's state saved
+ * before the stretch, restored from a KV state file and decoded. Two prefills of L
+ * tokens in all, which is what a 1M-token run costs. It also checks
  * that the KV state's size is what the architecture implies: per layer the raw window,
  * and for compressed layers the compressor buffers plus one entry per `ratio` tokens
  * (CSA: also the indexer's buffers and keys), never anything per raw token. */

@@ -9,6 +9,8 @@
 
 #include "convert.h"
 #include "forward.h"
+#include "indexer.h"
+#include "numeric.h"
 #include "ops.h"
 #include "quants.h"
 #include "sampler.h"
@@ -262,6 +264,109 @@ static void sampler(void) {
     CHECKF(counts[1] > 750 && counts[1] < 1000 && counts[3] > 700 && counts[5] < 20, "%d %d %d", counts[1], counts[3], counts[5]);
 }
 
+/* The indexer kernel: every level gives the scalar kernel's bits, the scalar kernel is the
+ * FMA chain over untransposed keys, and a key's score does not depend on the block. */
+static void index_kernel_matches_scalar_exactly(void) {
+    static const int dims[] = {4, 16, 32, 128}, heads[] = {1, 2, 4, 5, 64};
+    enum { MAXD = 128, MAXH = 64 };
+    static float keys[DS4_KEY_BLOCK][MAXD], q[MAXH * MAXD], w[MAXH], kt[DS4_KEY_BLOCK * MAXD];
+    float ref[DS4_KEY_BLOCK], got[DS4_KEY_BLOCK], part[DS4_KEY_BLOCK];
+    const float *rows[DS4_KEY_BLOCK];
+    srand(31);
+    ds4_index_fn scalar = ds4_index_for_level(0);
+    CHECK(scalar != NULL);
+    for (size_t a = 0; a < sizeof dims / sizeof dims[0]; a++)
+        for (size_t b = 0; b < sizeof heads / sizeof heads[0]; b++) {
+            const int D = dims[a], H = heads[b];
+            for (int i = 0; i < DS4_KEY_BLOCK; i++) {
+                for (int j = 0; j < D; j++) keys[i][j] = (float)rand() / RAND_MAX - 0.5f;
+                rows[i] = keys[i];
+            }
+            for (int i = 0; i < H * D; i++) q[i] = (float)rand() / RAND_MAX - 0.5f;
+            for (int h = 0; h < H; h++) w[h] = (float)rand() / RAND_MAX - 0.3f;
+            ds4_keys_transpose(rows, DS4_KEY_BLOCK, D, kt);
+            const float floor = 0.01f;
+            const uint32_t mask = scalar(kt, D, q, w, H, 0.125f, floor, ref);
+            for (int i = 0; i < DS4_KEY_BLOCK; i++) {
+                float total = 0.0f;
+                for (int h = 0; h < H; h++) {
+                    float dot = 0.0f;
+                    for (int j = 0; j < D; j++) dot = fmaf(q[h * D + j], keys[i][j], dot);
+                    total += (dot > 0.0f ? dot : 0.0f) * 0.125f * w[h];
+                }
+                CHECKF(ds4_f32_bits(total) == ds4_f32_bits(ref[i]), "dim %d heads %d key %d: %g vs %g", D, H, i,
+                       total, ref[i]);
+                CHECK(((mask >> i) & 1) == !(ref[i] < floor));
+            }
+            for (int level = 1; level <= 2; level++) {
+                ds4_index_fn fn = ds4_index_for_level(level);
+                if (!fn) continue;
+                CHECK(fn(kt, D, q, w, H, 0.125f, floor, got) == mask);
+                CHECKF(!memcmp(got, ref, sizeof ref), "level %d dim %d heads %d differs", level, D, H);
+            }
+            /* a partial block: the first 5 keys score as in the full one */
+            ds4_keys_transpose(rows, 5, D, kt);
+            ds4_index_best()(kt, D, q, w, H, 0.125f, -INFINITY, part);
+            CHECK(!memcmp(part, ref, 5 * sizeof(float)));
+        }
+}
+
+/* torch.topk's order (radix order of the bits, -0 below +0, lower index first among
+ * equal scores) against a full sort, streamed, split into merged parts, with ties. */
+static int by_rank(const void *a, const void *b) {
+    const float *sa = a, *sb = b; /* pairs of (score, index) */
+    uint32_t ka = ds4_f32_bits(sa[0]), kb = ds4_f32_bits(sb[0]);
+    ka = (ka & 0x80000000u) ? ~ka : ka | 0x80000000u;
+    kb = (kb & 0x80000000u) ? ~kb : kb | 0x80000000u;
+    if (ka != kb) return ka > kb ? -1 : 1;
+    return sa[1] < sb[1] ? -1 : sa[1] > sb[1];
+}
+
+static int by_value(const void *a, const void *b) {
+    const uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void topk_matches_full_sort(void) {
+    enum { N = 3000 };
+    static float score[N], pairs[N][2];
+    static uint64_t want[N], got[N], store[4][512];
+    static const uint32_t ks[] = {1, 5, 16, 128, 512};
+    srand(37);
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < N; i++) {
+            const int r = rand() % 10;
+            score[i] = r < 3 ? 0.0f : r == 3 ? -0.0f : r == 4 ? 0.25f : (float)rand() / RAND_MAX - 0.2f;
+            if (round == 2) score[i] = (float)(rand() % 7); /* many exact ties */
+            pairs[i][0] = score[i], pairs[i][1] = (float)i;
+        }
+        qsort(pairs, N, sizeof pairs[0], by_rank);
+        for (size_t a = 0; a < sizeof ks / sizeof ks[0]; a++) {
+            const uint32_t k = ks[a];
+            for (uint32_t i = 0; i < k; i++) want[i] = (uint64_t)pairs[i][1];
+            qsort(want, k, sizeof want[0], by_value);
+            ds4_topk whole, part[3];
+            ds4_topk_reset(&whole, store[0], k);
+            for (int i = 0; i < N; i++) ds4_topk_push(&whole, score[i], (uint32_t)i);
+            CHECK(ds4_topk_indices(&whole, got) == k);
+            CHECKF(!memcmp(got, want, k * sizeof got[0]), "round %d, k %u: streamed top-k differs", round, k);
+            for (int p = 0; p < 3; p++) {
+                ds4_topk_reset(&part[p], store[1 + p], k);
+                for (int i = p * N / 3; i < (p + 1) * N / 3; i++) ds4_topk_push(&part[p], score[i], (uint32_t)i);
+            }
+            ds4_topk_reset(&whole, store[0], k);
+            for (int p = 2; p >= 0; p--) ds4_topk_merge(&whole, &part[p]);
+            CHECK(ds4_topk_indices(&whole, got) == k);
+            CHECKF(!memcmp(got, want, k * sizeof got[0]), "round %d, k %u: merged top-k differs", round, k);
+        }
+    }
+    ds4_topk few;
+    ds4_topk_reset(&few, store[0], 8);
+    ds4_topk_push(&few, 1.0f, 7);
+    ds4_topk_push(&few, 2.0f, 3);
+    CHECK(ds4_topk_indices(&few, got) == 2 && got[0] == 3 && got[1] == 7);
+}
+
 const test_case forward_tests[] = {
     {"chunked_prefill_and_decode_match_full_pass", chunked_prefill_and_decode_match_full_pass},
     {"threads_agree", threads_agree},
@@ -270,6 +375,8 @@ const test_case forward_tests[] = {
     {"simd_dot_matches_scalar", simd_dot_matches_scalar},
     {"rowdot_matches_reference", rowdot_matches_reference},
     {"axpy_matches_scalar_exactly", axpy_matches_scalar_exactly},
+    {"index_kernel_matches_scalar_exactly", index_kernel_matches_scalar_exactly},
+    {"topk_matches_full_sort", topk_matches_full_sort},
     {"parallel_for_covers_once", parallel_for_covers_once},
     {"sampler", sampler},
     {0, 0},
