@@ -10,8 +10,9 @@
 
 #include "indexer.h"
 #include "forward_impl.h"
-#include "threads.h"
 #include "numeric.h"
+#include "threads.h"
+#include "util.h"
 
 /* Finish a pooled compressor entry: RMSNorm, then RoPE at its window's first position. */
 static void finish_entry(ds4_ctx *c, float *e, const ds4_compressor *comp, const float *norm) {
@@ -155,11 +156,14 @@ static void attend(const chunk_job *j, int t, int h0, int h1, int thread) {
     }
 }
 
-/* Many tokens: each thread takes a run of tokens, selection and all heads. */
-static void tokens_range(void *arg, uint64_t t0, uint64_t t1, int thread) {
-    const chunk_job *j = arg;
-    if (j->csa && t1 > t0) select_tokens(j, (int)t0, (int)t1, thread);
-    for (uint64_t t = t0; t < t1; t++) attend(j, (int)t, 0, j->H, thread);
+/* Many tokens: each thread takes a run of tokens, first for the selection, then for
+ * all heads. */
+static void select_range(void *arg, uint64_t t0, uint64_t t1, int thread) {
+    if (t1 > t0) select_tokens(arg, (int)t0, (int)t1, thread);
+}
+
+static void attend_range(void *arg, uint64_t t0, uint64_t t1, int thread) {
+    for (uint64_t t = t0; t < t1; t++) attend(arg, (int)t, 0, ((const chunk_job *)arg)->H, thread);
 }
 
 static void heads_range(void *arg, uint64_t h0, uint64_t h1, int thread) {
@@ -171,6 +175,7 @@ static void heads_range(void *arg, uint64_t h0, uint64_t h1, int thread) {
 static void one_token(chunk_job *j, int t) {
     j->select_token = t;
     if (j->csa) {
+        const double t0 = ds4_time_now();
         const uint64_t n = j->n_idx[t], blocks = (n + DS4_KEY_BLOCK - 1) / DS4_KEY_BLOCK;
         const int nt = n * j->Ih * j->Id < (1u << 16) ? 1 : j->threads;
         ds4_topk *heap = &j->heaps[t];
@@ -178,6 +183,7 @@ static void one_token(chunk_job *j, int t) {
         ds4_parallel_for(nt, blocks, select_entry_range, j);
         for (int i = 0; i < nt; i++) ds4_topk_merge(heap, &j->heaps[j->T + i]);
         j->n_sel[t] = ds4_topk_indices(heap, j->sel + (uint64_t)t * j->topk);
+        j->c->indexer_seconds += ds4_time_now() - t0;
     }
     const uint64_t keys = (uint64_t)j->st->window.cap + (j->hca ? j->n_comp[t] : j->csa ? j->n_sel[t] : 0);
     ds4_parallel_for((uint64_t)j->H * keys * j->d < (1u << 16) ? 1 : j->threads, (uint64_t)j->H, heads_range, j);
@@ -298,10 +304,16 @@ int ds4_attention(ds4_ctx *c, int il, const float *x, int T, uint64_t pos0, floa
     }
     /* Many tokens share the threads out by token (cache-friendly: a tile of indexer keys
      * serves all of a thread's tokens); a few go one by one, split over entries and heads. */
-    if (T >= 4 * threads || threads == 1)
-        ds4_parallel_for(threads, (uint64_t)T, tokens_range, &j);
-    else
+    if (T >= 4 * threads || threads == 1) {
+        if (csa) {
+            const double t0 = ds4_time_now();
+            ds4_parallel_for(threads, (uint64_t)T, select_range, &j);
+            c->indexer_seconds += ds4_time_now() - t0;
+        }
+        ds4_parallel_for(threads, (uint64_t)T, attend_range, &j);
+    } else {
         for (int t = 0; t < T; t++) one_token(&j, t);
+    }
 
     /* Grouped output projection: group g maps its heads' slice through rows g*R.. of out_a. */
     const uint64_t per_group = (uint64_t)H * d / G;

@@ -150,6 +150,8 @@ void ds4_ctx_reset(ds4_ctx *c) {
 uint64_t ds4_ctx_pos(const ds4_ctx *c) { return c->pos; }
 uint32_t ds4_ctx_vocab(const ds4_ctx *c) { return c->cfg->n_vocab; }
 
+double ds4_ctx_indexer_seconds(const ds4_ctx *c) { return c->indexer_seconds; }
+
 uint64_t ds4_ctx_kv_bytes(const ds4_ctx *c) {
     uint64_t b = 0;
     for (uint32_t il = 0; il < c->cfg->n_layer; il++) b += ds4_layer_state_bytes(&c->state[il]);

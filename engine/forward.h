@@ -28,5 +28,8 @@ int ds4_eval(ds4_ctx *c, const int32_t *tokens, int n, float *logits, bool all_l
 uint64_t ds4_ctx_pos(const ds4_ctx *c);
 uint32_t ds4_ctx_vocab(const ds4_ctx *c);
 uint64_t ds4_ctx_kv_bytes(const ds4_ctx *c);
+/* Wall seconds this context has spent in the lightning indexer (scoring every compressed
+ * entry of CSA layers and keeping the top k), for reporting its share of the time. */
+double ds4_ctx_indexer_seconds(const ds4_ctx *c);
 
 #endif

@@ -46,6 +46,7 @@ struct ds4_ctx {
     float *out_norm, *head_base, *head_scale;
     float *rope_main, *rope_comp; /* inv_freq, rope_dim / 2 each */
     uint64_t pos;
+    double indexer_seconds;
     void *scratch[SB_COUNT];
     size_t scratch_cap[SB_COUNT];
 };

@@ -11,6 +11,7 @@
 
 #include "forward.h"
 #include "kvfile.h"
+#include "progress.h"
 #include "util.h"
 
 #define STRETCH 16 /* tokens decoded one by one at the end */
@@ -46,6 +47,18 @@ static int cmp_u64(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* ds4_eval of n tokens (logits of the last) in steps of at most 65536 tokens, so the
+ * progress line moves during a long prefill. */
+static int eval_in_steps(ds4_ctx *ctx, const int32_t *ids, uint64_t n, float *logits, ds4_progress *prog) {
+    for (uint64_t done = 0; done < n;) {
+        const uint64_t step = n - done < 65536 ? n - done : 65536;
+        if (ds4_eval(ctx, ids + done, (int)step, done + step == n ? logits : NULL, false) < 0) return -1;
+        ds4_progress_add(prog, step);
+        done += step;
+    }
+    return 0;
+}
+
 int ds4_longctx_consistency(const ds4_model *m, int n_threads, uint64_t L, uint64_t seed, double tol,
                             const char *tmpdir, ds4_longctx_result *r) {
     memset(r, 0, sizeof *r);
@@ -74,17 +87,25 @@ int ds4_longctx_consistency(const ds4_model *m, int n_threads, uint64_t L, uint6
      * saved where the stretch begins, then the stretch as one chunk */
     char path[4096];
     snprintf(path, sizeof path, "%s/longctx-%d.kv", tmpdir, (int)getpid());
+    ds4_progress prog;
+    char label[64];
+    snprintf(label, sizeof label, "consistency %llu", (unsigned long long)L);
+    ds4_progress_begin_count(&prog, label, 2 * L, "tok");
     double t0 = ds4_time_now();
+    const double idx0 = ctx ? ds4_ctx_indexer_seconds(ctx) : 0;
     uint64_t at = 0;
     for (int k = 0; rc == 0 && k < np - STRETCH; k++) {
-        rc = ds4_eval(ctx, ids + at, (int)(pos[k] + 1 - at), ref + (size_t)k * V, false);
+        rc = eval_in_steps(ctx, ids + at, pos[k] + 1 - at, ref + (size_t)k * V, &prog);
         at = pos[k] + 1;
     }
     const double t_saved = ds4_time_now();
     if (rc == 0) rc = ds4_kv_save(ctx, ids, L - STRETCH, path);
     const double t_stretch = ds4_time_now();
     if (rc == 0) rc = ds4_eval(ctx, ids + at, STRETCH, ref + (size_t)(np - STRETCH) * V, true);
-    r->prefill_tps = rc == 0 ? (double)L / (ds4_time_now() - t0 - (t_stretch - t_saved)) : 0;
+    const double prefill_seconds = ds4_time_now() - t0 - (t_stretch - t_saved);
+    r->prefill_tps = rc == 0 ? (double)L / prefill_seconds : 0;
+    r->indexer_share = rc == 0 ? (ds4_ctx_indexer_seconds(ctx) - idx0) / prefill_seconds : 0;
+    ds4_progress_add(&prog, STRETCH);
     r->kv_bytes = ds4_ctx_kv_bytes(ctx);
     r->kv_bytes_expected = ds4_kv_bytes_expected(&m->cfg, L);
 
@@ -100,6 +121,7 @@ int ds4_longctx_consistency(const ds4_model *m, int n_threads, uint64_t L, uint6
         const bool sample = pos[k] < end;
         if (sample) end = pos[k] + 1;
         rc = ds4_eval(ctx, ids + at, (int)(end - at), sample ? got : NULL, false);
+        ds4_progress_add(&prog, end - at);
         if (rc == 0 && sample) {
             const double d = max_abs_diff(got, ref + (size_t)k * V, V);
             if (d > r->max_dlogit_chunked || isnan(d)) r->max_dlogit_chunked = d;
@@ -114,6 +136,8 @@ int ds4_longctx_consistency(const ds4_model *m, int n_threads, uint64_t L, uint6
         if (d > r->max_dlogit_decode || isnan(d)) r->max_dlogit_decode = d;
     }
     r->decode_tps = rc == 0 ? STRETCH / (ds4_time_now() - t0) : 0;
+    ds4_progress_add(&prog, STRETCH);
+    ds4_progress_end(&prog);
 
     /* 3. a fresh process restores the state and decodes the stretch (one thread: the
      * parent's thread pool does not exist there) */

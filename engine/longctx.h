@@ -26,6 +26,7 @@ typedef struct {
     double max_dlogit_chunked, max_dlogit_decode, max_dlogit_restored; /* vs the full prefill */
     uint64_t kv_bytes, kv_bytes_expected;
     double prefill_tps, decode_tps, seconds;
+    double indexer_share; /* of the reference prefill's wall time */
     int positions;
     bool pass; /* every difference <= tol and kv_bytes == expected */
 } ds4_longctx_result;

@@ -15,19 +15,24 @@ static void draw(ds4_progress *p, double now) {
     char bar[32];
     for (int i = 0; i < width; i++) bar[i] = i < fill ? '=' : (i == fill ? '>' : ' ');
     bar[width] = 0;
-    fprintf(stderr, "\r%s [%s] %5.1f%% %8.1f MiB/s  ETA %02d:%02d ", p->label, bar, frac * 100.0,
-            rate / (1 << 20), (int)eta / 60, (int)eta % 60);
+    fprintf(stderr, "\r%s [%s] %5.1f%% %8.1f %s/s  ETA %02d:%02d ", p->label, bar, frac * 100.0,
+            p->unit ? rate : rate / (1 << 20), p->unit ? p->unit : "MiB", (int)eta / 60, (int)eta % 60);
     fflush(stderr);
     p->last_draw = now;
 }
 
-void ds4_progress_begin(ds4_progress *p, const char *label, uint64_t total_bytes) {
+void ds4_progress_begin_count(ds4_progress *p, const char *label, uint64_t total, const char *unit) {
     p->label = label;
-    p->total = total_bytes;
+    p->unit = unit;
+    p->total = total;
     p->done = 0;
     p->start = p->last_draw = ds4_time_now();
     p->tty = isatty(2);
     if (p->tty) draw(p, p->start);
+}
+
+void ds4_progress_begin(ds4_progress *p, const char *label, uint64_t total_bytes) {
+    ds4_progress_begin_count(p, label, total_bytes, NULL);
 }
 
 void ds4_progress_add(ds4_progress *p, uint64_t bytes) {
