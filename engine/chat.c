@@ -445,3 +445,19 @@ void ds4_chat_reply_free(ds4_chat_reply *r) {
     if (r->tool_calls) json_object_put(r->tool_calls);
     memset(r, 0, sizeof *r);
 }
+
+int ds4_chat_render_user(const char *text, bool thinking, ds4_buf *out) {
+    json_object *msgs = json_object_new_array(), *msg = json_object_new_object();
+    if (!msgs || !msg) {
+        json_object_put(msgs);
+        json_object_put(msg);
+        return ds4_fail("out of memory");
+    }
+    json_object_object_add(msg, "role", json_object_new_string("user"));
+    json_object_object_add(msg, "content", json_object_new_string(text));
+    json_object_array_add(msgs, msg);
+    ds4_chat_opts o = {.thinking = thinking, .add_generation_prompt = true};
+    int rc = ds4_chat_render(msgs, &o, out);
+    json_object_put(msgs);
+    return rc;
+}

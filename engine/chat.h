@@ -25,6 +25,9 @@ typedef struct {
 /* messages: a JSON array of message objects. Appends the prompt text to out. */
 int ds4_chat_render(json_object *messages, const ds4_chat_opts *opts, ds4_buf *out);
 
+/* Render `text` as one user message with the generation prompt (thinking on or off). */
+int ds4_chat_render_user(const char *text, bool thinking, ds4_buf *out);
+
 /* Python's json.dumps (separators ", " and ": ", non-ASCII kept), as the template's
  * tojson filter writes it. */
 int ds4_json_dump_py(json_object *o, ds4_buf *out);

@@ -147,6 +147,17 @@ void ds4_ctx_reset(ds4_ctx *c) {
     c->pos = 0;
 }
 
+int ds4_eval_progress(ds4_ctx *c, const int32_t *tokens, uint64_t n, float *logits, ds4_progress *progress) {
+    const uint64_t step = 65536;
+    for (uint64_t done = 0; done < n;) {
+        const uint64_t m = n - done < step ? n - done : step;
+        if (ds4_eval(c, tokens + done, (int)m, done + m == n ? logits : NULL, false) < 0) return -1;
+        if (progress) ds4_progress_add(progress, m);
+        done += m;
+    }
+    return 0;
+}
+
 uint64_t ds4_ctx_pos(const ds4_ctx *c) { return c->pos; }
 uint32_t ds4_ctx_vocab(const ds4_ctx *c) { return c->cfg->n_vocab; }
 

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "model.h"
+#include "progress.h"
 
 typedef struct ds4_ctx ds4_ctx;
 
@@ -24,6 +25,10 @@ void ds4_ctx_reset(ds4_ctx *c);
  * per token when all_logits, else only for the last token. Token ids outside the
  * vocabulary are an error and leave the state untouched. */
 int ds4_eval(ds4_ctx *c, const int32_t *tokens, int n, float *logits, bool all_logits);
+
+/* ds4_eval of a long prompt (logits of its last token) in steps, reporting each step to
+ * a progress line (may be NULL). */
+int ds4_eval_progress(ds4_ctx *c, const int32_t *tokens, uint64_t n, float *logits, ds4_progress *progress);
 
 uint64_t ds4_ctx_pos(const ds4_ctx *c);
 uint32_t ds4_ctx_vocab(const ds4_ctx *c);

@@ -11,7 +11,6 @@
 
 #include "forward.h"
 #include "kvfile.h"
-#include "progress.h"
 #include "util.h"
 
 #define STRETCH 16 /* tokens decoded one by one at the end */
@@ -45,18 +44,6 @@ static double max_abs_diff(const float *a, const float *b, uint64_t n) {
 static int cmp_u64(const void *a, const void *b) {
     const uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
-}
-
-/* ds4_eval of n tokens (logits of the last) in steps of at most 65536 tokens, so the
- * progress line moves during a long prefill. */
-static int eval_in_steps(ds4_ctx *ctx, const int32_t *ids, uint64_t n, float *logits, ds4_progress *prog) {
-    for (uint64_t done = 0; done < n;) {
-        const uint64_t step = n - done < 65536 ? n - done : 65536;
-        if (ds4_eval(ctx, ids + done, (int)step, done + step == n ? logits : NULL, false) < 0) return -1;
-        ds4_progress_add(prog, step);
-        done += step;
-    }
-    return 0;
 }
 
 int ds4_longctx_consistency(const ds4_model *m, int n_threads, uint64_t L, uint64_t seed, double tol,
@@ -95,7 +82,7 @@ int ds4_longctx_consistency(const ds4_model *m, int n_threads, uint64_t L, uint6
     const double idx0 = ctx ? ds4_ctx_indexer_seconds(ctx) : 0;
     uint64_t at = 0;
     for (int k = 0; rc == 0 && k < np - STRETCH; k++) {
-        rc = eval_in_steps(ctx, ids + at, pos[k] + 1 - at, ref + (size_t)k * V, &prog);
+        rc = ds4_eval_progress(ctx, ids + at, pos[k] + 1 - at, ref + (size_t)k * V, &prog);
         at = pos[k] + 1;
     }
     const double t_saved = ds4_time_now();

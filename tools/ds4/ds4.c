@@ -79,24 +79,12 @@ static ds4_tokenizer *open_tokenizer(const char *model, const char *json, const 
     return t;
 }
 
-/* Render text as one user message with the generation prompt. */
-static int chat_wrap(const char *text, bool think, ds4_buf *out) {
-    json_object *msgs = json_object_new_array(), *msg = json_object_new_object();
-    json_object_object_add(msg, "role", json_object_new_string("user"));
-    json_object_object_add(msg, "content", json_object_new_string(text));
-    json_object_array_add(msgs, msg);
-    ds4_chat_opts o = {.thinking = think, .add_generation_prompt = true};
-    int rc = ds4_chat_render(msgs, &o, out);
-    json_object_put(msgs);
-    return rc;
-}
-
 /* Text to ids: plain text gets BOS and literal content; chat prompts parse their markers. */
 static int encode_prompt(const ds4_tokenizer *t, const char *text, bool chat, bool think, bool bos, int32_t **ids,
                          size_t *n) {
     if (chat) {
         ds4_buf b = {0};
-        int rc = chat_wrap(text, think, &b);
+        int rc = ds4_chat_render_user(text, think, &b);
         if (rc == 0) rc = ds4_tokenize(t, (const char *)b.data, b.len, true, ids, n);
         ds4_buf_free(&b);
         return rc;

@@ -1,5 +1,6 @@
-/* ds4-longctx - long-context tests. `consistency`: at each length, the same tokens
- * computed as one prefill, in chunks of varied sizes, token by token, and restored from a
+/* ds4-longctx - long-context tests. `needle`: retrieval of values hidden at exact token
+ * depths in long generated prompts, for real weights. `consistency`: at each length, the
+ * same tokens computed as one prefill, in chunks of varied sizes, token by token, and restored from a
  * saved state in a fresh process must give the same logits, and the KV state must have
  * the size the architecture implies. Works on any weights, the synthetic ones included.
  * `reference`: long reference vectors (transformers on a GPU) through the statistics of
@@ -14,6 +15,7 @@
 #include "logitcheck.h"
 #include "longctx.h"
 #include "model.h"
+#include "needle.h"
 #include "util.h"
 #include "../flags.h"
 #include "../plot.h"
@@ -40,7 +42,19 @@ static void usage(FILE *out) {
             "reference: long reference vectors (scripts/ref_vectors.py --lengths 16384 ...) checked\n"
             "with ds4-logitcheck's statistics; pass: max |dlogit| <= 1e-3, KL max <= 1e-3, top-1\n"
             "and greedy agreement 100%% unless given otherwise.\n"
-            "The needle mode is not written yet.\n");
+            "\n"
+            "       ds4-longctx needle --model M.gguf [--lengths N,N,...] [--depths P,P,...] [--needles N]\n"
+            "                   [--distractors] [--seed S] [--max-tokens N] [--threads N] [--csv out.csv]\n"
+            "                   [--plot out.png] [--allow-untrained]\n"
+            "needle (for real weights): for each length (default 4096,16384,65536) and depth in\n"
+            "percent (default 0,25,50,75,100), a prompt of exactly that many tokens: one user\n"
+            "message (thinking off) with generated filler text, --needles N sentences 'The special\n"
+            "magic number for <key> is <value>.' (default 1; the first at the depth, the others\n"
+            "spread evenly), with --distractors two more per needle for other keys, then the\n"
+            "question. Pass: the greedy answer (up to --max-tokens, default 48) holds every value\n"
+            "and no distractor's. The model must have a tokenizer and must predict plain English\n"
+            "far better than chance (random weights cannot find a needle); --allow-untrained runs\n"
+            "the test anyway. CSV metric: recall (and distracted). Exit 0 only if every case passes.\n");
 }
 
 /* One CSV schema for every mode. */
@@ -144,6 +158,146 @@ static int cmd_reference(int argc, char **argv) {
     return rc < 0 || failed ? 1 : 0;
 }
 
+/* A comma-separated list of whole numbers in [lo, hi]; exits 2 naming the flag. */
+static int32_t *number_list(const char *flag, const char *v, int32_t lo, int32_t hi, size_t *n) {
+    int32_t *list = NULL;
+    if (ds4_parse_token_ids(v, &list, n) < 0 || *n == 0 || *n > 64) {
+        fprintf(stderr, "ds4-longctx: %s wants 1 to 64 comma-separated numbers\n", flag);
+        exit(2);
+    }
+    for (size_t i = 0; i < *n; i++)
+        if (list[i] < lo || list[i] > hi) {
+            fprintf(stderr, "ds4-longctx: %s: %d is outside %d..%d\n", flag, list[i], lo, hi);
+            exit(2);
+        }
+    return list;
+}
+
+static int cmd_needle(int argc, char **argv) {
+    const char *model_path = NULL, *lengths = "4096,16384,65536", *depths = "0,25,50,75,100", *csv = NULL;
+    const char *png = NULL;
+    long needles = 1, seed = 1, threads = 0, max_tokens = 48;
+    bool distractors = false, allow_untrained = false;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--distractors")) { distractors = true; continue; }
+        if (!strcmp(a, "--allow-untrained")) { allow_untrained = true; continue; }
+        if (!v) { fprintf(stderr, "ds4-longctx: %s needs a value\n", a); return 2; }
+        i++;
+        if (!strcmp(a, "--model")) model_path = v;
+        else if (!strcmp(a, "--lengths")) lengths = v;
+        else if (!strcmp(a, "--depths")) depths = v;
+        else if (!strcmp(a, "--needles")) needles = flag_integer("ds4-longctx", a, v, 1, DS4_NEEDLE_MAX);
+        else if (!strcmp(a, "--seed")) seed = flag_integer("ds4-longctx", a, v, 0, LONG_MAX);
+        else if (!strcmp(a, "--max-tokens")) max_tokens = flag_integer("ds4-longctx", a, v, 1, 4096);
+        else if (!strcmp(a, "--threads")) threads = flag_integer("ds4-longctx", a, v, 1, 512);
+        else if (!strcmp(a, "--csv")) csv = v;
+        else if (!strcmp(a, "--plot")) png = v;
+        else { fprintf(stderr, "ds4-longctx: unknown option '%s'\n", a); return 2; }
+    }
+    if (!model_path) {
+        fprintf(stderr, "ds4-longctx: needle needs --model\n");
+        return 2;
+    }
+    size_t n_lens, n_depths;
+    int32_t *lens = number_list("--lengths", lengths, 1, INT32_MAX, &n_lens);
+    int32_t *deps = number_list("--depths", depths, 0, 100, &n_depths);
+    ds4_model *m = ds4_model_load(model_path);
+    ds4_tokenizer *tok = m ? ds4_tokenizer_if_any(m->gguf) : NULL;
+    ds4_ctx *ctx = tok ? ds4_ctx_new(m, threads ? (int)threads : ds4_cpu_count()) : NULL;
+    int rc = ctx ? 0 : 1;
+    if (!m || (tok && !ctx)) fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
+    else if (!tok)
+        fprintf(stderr, "ds4-longctx: %s has no tokenizer: the needle test asks its question in text "
+                        "(convert the model with its tokenizer.json)\n", model_path);
+    double nll = 0, chance = 0;
+    if (rc == 0 && ds4_needle_english_nll(ctx, tok, &nll, &chance) < 0) {
+        fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
+        rc = 1;
+    }
+    /* A trained model spends a few nats per token of plain English; chance is ln(vocab). */
+    if (rc == 0 && nll > 0.5 * chance && !allow_untrained) {
+        fprintf(stderr, "ds4-longctx: %s predicts plain English no better than chance (%.2f nats/token, chance "
+                        "%.2f): random weights? The needle test needs a trained model (--allow-untrained runs it "
+                        "anyway; its results then mean nothing)\n", model_path, nll, chance);
+        rc = 1;
+    }
+    ds4_buf b = {0};
+    ds4_buf_append(&b, csv_header, sizeof csv_header - 1);
+    int cases = 0, failed = 0;
+    if (rc == 0)
+        printf("english: %.2f nats/token (chance %.2f)\n%9s %6s %7s %11s %9s %9s  %-30s %s\n", nll, chance, "length",
+               "depth", "found", "distracted", "prefill/s", "decode/s", "answer", "result");
+    for (size_t li = 0; rc == 0 && li < n_lens; li++)
+        for (size_t di = 0; rc == 0 && di < n_depths; di++) {
+            ds4_needle_spec spec = {.length = (uint64_t)lens[li], .depth = deps[di] / 100.0, .needles = (int)needles,
+                                    .distractors = distractors, .seed = (uint64_t)seed};
+            ds4_needle_prompt p;
+            ds4_needle_result r;
+            char label[64];
+            snprintf(label, sizeof label, "needle %d @ %d%%", lens[li], deps[di]);
+            ds4_progress prog;
+            if (ds4_needle_build(tok, &spec, &p) < 0) {
+                fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
+                rc = 1;
+                break;
+            }
+            ds4_progress_begin_count(&prog, label, p.n, "tok");
+            rc = ds4_needle_run(ctx, tok, &p, (int)max_tokens, &prog, &r) < 0 ? 1 : 0;
+            ds4_progress_end(&prog);
+            if (rc) {
+                fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
+                ds4_needle_prompt_free(&p);
+                break;
+            }
+            cases++;
+            failed += !r.pass;
+            char shown[31];
+            const size_t cut = ds4_utf8_complete(r.answer, strlen(r.answer) < sizeof shown - 1 ? strlen(r.answer)
+                                                                                              : sizeof shown - 1);
+            memcpy(shown, r.answer, cut);
+            shown[cut] = 0;
+            for (char *c = shown; *c; c++)
+                if (*c == '\n' || *c == '\r' || *c == '\t') *c = ' ';
+            printf("%9llu %5d%% %3d/%-3d %11d %9.1f %9.1f  %-30s %s\n", (unsigned long long)p.n, deps[di], r.found,
+                   p.n_needles, r.distracted, r.prefill_tps, r.decode_tps, shown, r.pass ? "pass" : "FAIL");
+            fflush(stdout);
+            const struct { const char *metric; double value; } row[] = {
+                {"recall", (double)r.found / p.n_needles}, {"distracted", r.distracted}};
+            for (int k = 0; k < (distractors ? 2 : 1); k++) {
+                char line[512];
+                ds4_buf_append(&b, "needle,", 7);
+                ds4_csv_field(&b, model_path);
+                const int len = snprintf(line, sizeof line, ",%llu,%d,,%s,%s,%.6g,%.2f,%.2f,%llu,%llu,%.2f\n",
+                                         (unsigned long long)p.n, deps[di], r.pass ? "pass" : "fail", row[k].metric,
+                                         row[k].value, r.prefill_tps, r.decode_tps, (unsigned long long)r.kv_bytes,
+                                         (unsigned long long)ds4_peak_rss_bytes(), r.seconds);
+                ds4_buf_append(&b, line, (size_t)len);
+            }
+            ds4_needle_prompt_free(&p);
+        }
+    if (rc == 0 && csv && ds4_write_file_atomic(csv, b.data, b.len) < 0) rc = 1;
+    if (rc == 0 && csv && png) {
+        char commands[1024];
+        /* recall by length and depth, one square per case */
+        snprintf(commands, sizeof commands,
+                 "set xlabel 'context (tokens)'; set ylabel 'needle depth (%%)'; set logscale x; set yrange [-10:110]; "
+                 "set cbrange [0:1]; set cblabel 'recall'; set palette defined (0 'red', 1 'forest-green'); "
+                 "set key off; plot '%s' using 3:(strcol(7) eq 'recall' ? column(4) : 1/0):8 with points pointtype 5 "
+                 "pointsize 3 palette", csv);
+        if (tool_plot(png, commands) < 0) rc = 1;
+    }
+    if (rc && csv) fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
+    if (cases) printf("%d cases: %d pass, %d fail\n", cases, cases - failed, failed);
+    ds4_buf_free(&b);
+    ds4_ctx_free(ctx);
+    ds4_tokenizer_free(tok);
+    ds4_model_free(m);
+    free(lens);
+    free(deps);
+    return rc ? 1 : failed ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
@@ -154,8 +308,9 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(argv[1], "reference")) return cmd_reference(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "needle")) return cmd_needle(argc - 2, argv + 2);
     if (strcmp(argv[1], "consistency")) {
-        fprintf(stderr, "ds4-longctx: unknown or unwritten mode '%s' (consistency and reference so far)\n", argv[1]);
+        fprintf(stderr, "ds4-longctx: unknown mode '%s' (consistency, reference or needle)\n", argv[1]);
         return 2;
     }
     const char *model_path = NULL, *lengths = "1024,4096,16384", *csv = NULL, *png = NULL, *tmp = "/tmp";
