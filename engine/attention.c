@@ -2,8 +2,9 @@
  * RMSNorm, the shared K=V head, partial interleaved RoPE, the compressors (HCA, CSA) and
  * the lightning indexer, softmax with per-head sinks, the inverse rotation of the output
  * and the grouped low-rank output projection. Projections run as one batch for the
- * chunk; state updates and attention run token by token, in order, so every token sees
- * exactly the state a token-by-token decode would. */
+ * chunk; the state advances token by token, in order, and every token then attends to
+ * exactly what a token-by-token decode would show it, computed the same way, so chunked
+ * prefill, decode and restored states agree bit for bit. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,16 +52,16 @@ typedef struct {
     int select_token; /* the token an entry-parallel selection works for */
 } chunk_job;
 
-/* Scores entries [b0*16, n) of token t's indexer query from a transposed tile whose first
- * block is block `first`, pushing them into the token's heap. */
-static void score_blocks(const chunk_job *j, int t, const float *tile, uint64_t first, uint64_t b0, uint64_t b1,
-                         uint64_t n, ds4_topk *heap) {
+/* Scores the entries below n of blocks [b0, b1) for token t's indexer query, from a
+ * tile holding those blocks transposed, pushing them into the token's heap. */
+static void score_blocks(const chunk_job *j, int t, const float *tile, uint64_t b0, uint64_t b1, uint64_t n,
+                         ds4_topk *heap) {
     const float *q = j->iq + (size_t)t * j->Ih * j->Id, *w = j->iw + (size_t)t * j->Ih;
     const float scale = 1.0f / sqrtf((float)j->Id);
     float s[DS4_KEY_BLOCK];
     for (uint64_t b = b0; b < b1 && b * DS4_KEY_BLOCK < n; b++) {
         const uint64_t e0 = b * DS4_KEY_BLOCK;
-        uint32_t mask = j->index(tile + (b - first) * DS4_KEY_BLOCK * j->Id, j->Id, q, w, j->Ih, scale, heap->floor, s);
+        uint32_t mask = j->index(tile + (b - b0) * DS4_KEY_BLOCK * j->Id, j->Id, q, w, j->Ih, scale, heap->floor, s);
         if (n - e0 < DS4_KEY_BLOCK) mask &= (1u << (n - e0)) - 1;
         for (; mask; mask &= mask - 1) {
             const int i = __builtin_ctz(mask);
@@ -89,7 +90,7 @@ static void select_tokens(const chunk_job *j, int t0, int t1, int thread) {
     for (uint64_t b0 = 0; b0 < n_blocks; b0 += TILE_BLOCKS) {
         const uint64_t b1 = b0 + TILE_BLOCKS < n_blocks ? b0 + TILE_BLOCKS : n_blocks;
         transpose_blocks(j, b0, b1, n_end, tile);
-        for (int t = t0; t < t1; t++) score_blocks(j, t, tile, b0, b0, b1, j->n_idx[t], &heap[t - t0]);
+        for (int t = t0; t < t1; t++) score_blocks(j, t, tile, b0, b1, j->n_idx[t], &heap[t - t0]);
     }
     for (int t = t0; t < t1; t++) j->n_sel[t] = ds4_topk_indices(&heap[t - t0], j->sel + (uint64_t)t * j->topk);
 }
@@ -102,11 +103,13 @@ static void select_entry_range(void *arg, uint64_t b0, uint64_t b1, int thread) 
     for (uint64_t a = b0; a < b1; a += TILE_BLOCKS) {
         const uint64_t a1 = a + TILE_BLOCKS < b1 ? a + TILE_BLOCKS : b1;
         transpose_blocks(j, a, a1, j->n_idx[t], tile);
-        score_blocks(j, t, tile, a, a, a1, j->n_idx[t], &j->heaps[j->T + thread]);
+        score_blocks(j, t, tile, a, a1, j->n_idx[t], &j->heaps[j->T + thread]);
     }
 }
 
-/* Token t's keys: its window in position order, then its compressed entries. */
+/* Token t's keys: its window in the ring's slot order (fixed by the position alone, so
+ * every way of splitting the work sums the same keys in the same order), then its
+ * compressed entries in increasing order. */
 static uint64_t gather_keys(const chunk_job *j, int t, const float **keys) {
     const int cap = j->st->window.cap;
     const int64_t p = (int64_t)j->pos0 + t;
@@ -114,11 +117,8 @@ static uint64_t gather_keys(const chunk_job *j, int t, const float **keys) {
     for (int slot = 0; slot < cap; slot++) {
         const int64_t q = p - ((p - slot) % cap + cap) % cap; /* the latest position <= p in this slot */
         if (q < 0) continue;
-        if (q >= (int64_t)j->pos0) {
-            keys[n++] = j->kv + (uint64_t)(q - (int64_t)j->pos0) * j->d;
-        } else {
-            if (j->old_pos[slot] == q) keys[n++] = j->old_kv + (uint64_t)slot * j->d;
-        }
+        if (q >= (int64_t)j->pos0) keys[n++] = j->kv + (uint64_t)(q - (int64_t)j->pos0) * j->d;
+        else if (j->old_pos[slot] == q) keys[n++] = j->old_kv + (uint64_t)slot * j->d;
     }
     const float *entries = j->st->comp.entries;
     if (j->hca)
