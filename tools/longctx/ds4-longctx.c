@@ -38,7 +38,7 @@ static void usage(FILE *out) {
             "seconds. Exit 0 only if every length passes.\n"
             "\n"
             "       ds4-longctx reference --model M.gguf --vectors FILE|DIR [--max-dlogit X]\n"
-            "                   [--max-kl X] [--min-top1 F] [--threads N] [--csv out.csv]\n"
+            "                   [--max-kl X] [--min-top1 F] [--threads N] [--csv out.csv] [--plot out.png]\n"
             "reference: long reference vectors (scripts/ref_vectors.py --lengths 16384 ...) checked\n"
             "with ds4-logitcheck's statistics; pass: max |dlogit| <= 1e-3, KL max <= 1e-3, top-1\n"
             "and greedy agreement 100%% unless given otherwise.\n"
@@ -89,7 +89,7 @@ static int write_csv(const char *path, const char *model, const ds4_longctx_resu
 }
 
 static int cmd_reference(int argc, char **argv) {
-    const char *model_path = NULL, *vectors = NULL, *csv = NULL;
+    const char *model_path = NULL, *vectors = NULL, *csv = NULL, *png = NULL;
     double max_dlogit = 1e-3, max_kl = 1e-3, min_top1 = 1;
     long threads = 0;
     for (int i = 0; i < argc; i++) {
@@ -99,6 +99,7 @@ static int cmd_reference(int argc, char **argv) {
         if (!strcmp(a, "--model")) model_path = v;
         else if (!strcmp(a, "--vectors")) vectors = v;
         else if (!strcmp(a, "--csv")) csv = v;
+        else if (!strcmp(a, "--plot")) png = v;
         else if (!strcmp(a, "--max-dlogit")) max_dlogit = flag_number("ds4-longctx", a, v, 0, 1e9);
         else if (!strcmp(a, "--max-kl")) max_kl = flag_number("ds4-longctx", a, v, 0, 1e9);
         else if (!strcmp(a, "--min-top1")) min_top1 = flag_number("ds4-longctx", a, v, 0, 1);
@@ -149,6 +150,16 @@ static int cmd_reference(int argc, char **argv) {
         }
     }
     int rc = csv && ds4_write_file_atomic(csv, b.data, b.len) < 0 ? -1 : 0;
+    if (rc == 0 && csv && png) {
+        char commands[1024];
+        /* the worst logit difference and KL of each case against its length */
+        snprintf(commands, sizeof commands,
+                 "set xlabel 'prompt (tokens)'; set logscale xy; set grid; set key left noenhanced; "
+                 "plot '%s' using 3:(strcol(7) eq 'max_dlogit' ? column(8) : 1/0) with points pointtype 7 "
+                 "title 'max |dlogit|', '' using 3:(strcol(7) eq 'kl_max' ? column(8) : 1/0) with points "
+                 "pointtype 5 title 'KL max'", csv);
+        rc = tool_plot(png, commands);
+    }
     if (rc < 0) fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
     printf("%d cases: %d pass, %d fail\n", r.n_cases, r.n_cases - failed, failed);
     ds4_buf_free(&b);
