@@ -3,7 +3,9 @@
 # checking, up to 32k tokens: one prefill, varied chunks, token-by-token decode and a
 # state restored in a fresh process must agree (they agree exactly by design; the
 # tolerance is the issue's 1e-4), and the KV state must have the size the architecture
-# implies; the 16k-token reference vectors; the tool's refusals. Prints "N passed, N failed".
+# implies; the 16k-token reference vectors; the needle mode's refusal of random weights
+# and its exact-length prompts when made to run; the tool's refusals. Prints "N passed,
+# N failed".
 cd "$(dirname "$0")/.." || exit 2
 D=build/tests/models
 T=$(mktemp -d "${TMPDIR:-/tmp}/ds4-longctx-XXXXXX")
