@@ -211,7 +211,7 @@ static int cmd_needle(int argc, char **argv) {
         return 2;
     }
     size_t n_lens, n_depths;
-    int32_t *lens = number_list("--lengths", lengths, 1, INT32_MAX, &n_lens);
+    int32_t *lens = number_list("--lengths", lengths, 1, 1 << 24, &n_lens); /* 16x V4's context is plenty */
     int32_t *deps = number_list("--depths", depths, 0, 100, &n_depths);
     ds4_model *m = ds4_model_load(model_path);
     ds4_tokenizer *tok = m ? ds4_tokenizer_if_any(m->gguf) : NULL;
