@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "chat.h"
+#include "ops.h"
 #include "util.h"
 
 #define MAX_TOP 64
@@ -39,12 +40,11 @@ static int parse_top(json_object *row, ref_top *t, const char *where) {
 
 /* Compare one of our distributions (raw logits) with a reference top list. */
 static int compare(const float *logits, uint32_t V, const ref_top *ref, accum *a, const char *where) {
-    double mx = -INFINITY, sum = 0.0;
     uint32_t arg = 0;
+    float best = -INFINITY;
     for (uint32_t v = 0; v < V; v++)
-        if (logits[v] > mx) mx = logits[v], arg = v;
-    for (uint32_t v = 0; v < V; v++) sum += exp((double)logits[v] - mx);
-    const double lse = mx + log(sum);
+        if (logits[v] > best) best = logits[v], arg = v;
+    const double lse = ds4_logsumexp(logits, V);
     double ours[MAX_TOP], p_ref[MAX_TOP], p_ours[MAX_TOP], zr = 0, zo = 0;
     for (int k = 0; k < ref->n; k++) {
         if (ref->id[k] < 0 || (uint32_t)ref->id[k] >= V)

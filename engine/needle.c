@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "chat.h"
+#include "ops.h"
 #include "sampler.h"
 #include "util.h"
 
@@ -61,19 +62,14 @@ static int tokenize_text(const ds4_tokenizer *t, const char *text, bool special,
     return ds4_tokenize(t, text, strlen(text), special, ids, n);
 }
 
-static bool key_taken(const ds4_needle_prompt *p, const char *key) {
-    for (int i = 0; i < p->n_needles; i++)
-        if (!strcmp(p->needle[i].key, key)) return true;
-    for (int i = 0; i < p->n_distractors; i++)
-        if (!strcmp(p->distractor[i].key, key)) return true;
-    return false;
+/* The i-th sentence: needles first, then distractors. */
+static ds4_needle *sentence(ds4_needle_prompt *p, int i) {
+    return i < p->n_needles ? &p->needle[i] : &p->distractor[i - p->n_needles];
 }
 
-static bool value_taken(const ds4_needle_prompt *p, const char *value) {
-    for (int i = 0; i < p->n_needles; i++)
-        if (!strcmp(p->needle[i].value, value)) return true;
-    for (int i = 0; i < p->n_distractors; i++)
-        if (!strcmp(p->distractor[i].value, value)) return true;
+static bool taken(ds4_needle_prompt *p, const char *text, bool as_value) {
+    for (int i = 0; i < p->n_needles + p->n_distractors; i++)
+        if (!strcmp(as_value ? sentence(p, i)->value : sentence(p, i)->key, text)) return true;
     return false;
 }
 
@@ -90,9 +86,9 @@ static void pick_key_value(ds4_needle_prompt *p, ds4_needle *nd, const char *nou
         do noun = nouns[next_random(rng) % LIST(nouns)];
         while (noun_taken(p, noun));
     do snprintf(nd->key, sizeof nd->key, "%s %s", adjectives[next_random(rng) % LIST(adjectives)], noun);
-    while (key_taken(p, nd->key));
+    while (taken(p, nd->key, false));
     do snprintf(nd->value, sizeof nd->value, "%llu", 1000000 + (unsigned long long)(next_random(rng) % 9000000));
-    while (value_taken(p, nd->value));
+    while (taken(p, nd->value, true));
 }
 
 typedef struct {
@@ -159,11 +155,11 @@ int ds4_needle_build(const ds4_tokenizer *t, const ds4_needle_spec *s, ds4_needl
     insertion ins[3 * DS4_NEEDLE_MAX];
     uint64_t inserted = 0;
     for (int i = 0; i < n_ins && rc == 0; i++) {
-        ds4_needle *nd = i < p->n_needles ? &p->needle[i] : &p->distractor[i - p->n_needles];
-        char sentence[160];
-        snprintf(sentence, sizeof sentence, " The special magic number for %s is %s.", nd->key, nd->value);
+        ds4_needle *nd = sentence(p, i);
+        char text[160];
+        snprintf(text, sizeof text, " The special magic number for %s is %s.", nd->key, nd->value);
         ins[i] = (insertion){.needle = nd, .order = i};
-        rc = tokenize_text(t, sentence, false, &ins[i].ids, &ins[i].n);
+        rc = tokenize_text(t, text, false, &ins[i].ids, &ins[i].n);
         nd->len = ins[i].n;
         inserted += ins[i].n;
     }
@@ -196,13 +192,13 @@ int ds4_needle_build(const ds4_tokenizer *t, const ds4_needle_spec *s, ds4_needl
             next++;
         }
         if (rc < 0 || filler == p->filler_len) break;
-        char sentence[256];
-        snprintf(sentence, sizeof sentence, " %s %s %s %s", subjects[next_random(&frng) % LIST(subjects)],
+        char text[256];
+        snprintf(text, sizeof text, " %s %s %s %s", subjects[next_random(&frng) % LIST(subjects)],
                  verbs[next_random(&frng) % LIST(verbs)], objects[next_random(&frng) % LIST(objects)],
                  endings[next_random(&frng) % LIST(endings)]);
         int32_t *ids = NULL;
         size_t n = 0;
-        rc = tokenize_text(t, sentence, false, &ids, &n);
+        rc = tokenize_text(t, text, false, &ids, &n);
         /* up to the next insertion or the end of the filler, cutting the sentence there */
         const uint64_t stop = next < n_ins ? ins[next].at : p->filler_len;
         uint64_t take = n < stop - filler ? n : stop - filler;
@@ -289,10 +285,7 @@ int ds4_needle_english_nll(ds4_ctx *ctx, const ds4_tokenizer *t, double *nll, do
     double total = 0;
     for (size_t i = 0; rc == 0 && i + 1 < n; i++) {
         const float *l = logits + i * V;
-        double m = l[0], sum = 0;
-        for (uint32_t v = 1; v < V; v++) m = l[v] > m ? l[v] : m;
-        for (uint32_t v = 0; v < V; v++) sum += exp(l[v] - m);
-        total += m + log(sum) - l[ids[i + 1]];
+        total += ds4_logsumexp(l, V) - l[ids[i + 1]];
     }
     ds4_ctx_reset(ctx);
     if (rc == 0) {

@@ -355,6 +355,14 @@ void ds4_rmsnorm(float *x, int n, const float *weight, float eps) {
     for (int i = 0; i < n; i++) x[i] = weight ? weight[i] * (x[i] * scale) : x[i] * scale;
 }
 
+double ds4_logsumexp(const float *x, uint64_t n) {
+    double mx = -INFINITY, sum = 0.0;
+    for (uint64_t i = 0; i < n; i++)
+        if (x[i] > mx) mx = x[i];
+    for (uint64_t i = 0; i < n; i++) sum += exp((double)x[i] - mx);
+    return mx + log(sum);
+}
+
 void ds4_softmax(float *x, int n) {
     float m = -INFINITY, s = 0.0f;
     for (int i = 0; i < n; i++) m = fmaxf(m, x[i]);

@@ -59,6 +59,8 @@ float *ds4_tensor_f32(const gguf_tensor *W);
 
 void ds4_rmsnorm(float *x, int n, const float *weight, float eps); /* weight may be NULL */
 void ds4_softmax(float *x, int n);
+/* log(sum(exp(x))) in double, shifted by the maximum. */
+double ds4_logsumexp(const float *x, uint64_t n);
 float ds4_silu(float x);
 float ds4_sigmoid(float x);
 float ds4_softplus(float x);

@@ -346,13 +346,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "ds4-longctx: consistency needs --model\n");
         return 2;
     }
-    int32_t *lens = NULL;
     size_t n_lens = 0;
-    if (ds4_parse_token_ids(lengths, &lens, &n_lens) < 0 || n_lens == 0 || n_lens > 64) {
-        fprintf(stderr, "ds4-longctx: --lengths wants up to 64 comma-separated lengths\n");
-        free(lens);
-        return 2;
-    }
+    int32_t *lens = number_list("--lengths", lengths, 1, INT32_MAX, &n_lens);
     ds4_model *m = ds4_model_load(model_path);
     if (!m) {
         fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
