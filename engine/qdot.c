@@ -19,12 +19,19 @@ static const int8_t fp4_doubled[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -
 static uint64_t iq2_sign_bytes[128];
 static pthread_once_t iq2_sign_once = PTHREAD_ONCE_INIT;
 
+#if defined(__x86_64__)
+static void iq2_code_init(void);
+#endif
+
 static void iq2_sign_init(void) {
     for (int k = 0; k < 128; k++) {
         uint64_t v = 0;
         for (int j = 0; j < 8; j++) v |= (uint64_t)(ds4_ksigns_iq2xs[k] & (1 << j) ? 0xFF : 0x01) << (8 * j);
         iq2_sign_bytes[k] = v;
     }
+#if defined(__x86_64__)
+    iq2_code_init();
+#endif
 }
 
 /* ggml's E8M0 scale for MXFP4 halved, because its levels are doubled. */
@@ -33,13 +40,14 @@ static inline float e8m0_half(uint8_t e) { return ds4_e8m0_to_f32(e) * 0.5f; }
 int ds4_qdot_act_type(uint32_t weight_type) {
     switch (weight_type) {
     case GGML_TYPE_Q8_0: case GGML_TYPE_Q4_0: case GGML_TYPE_MXFP4: return GGML_TYPE_Q8_0;
-    case GGML_TYPE_Q2_K: case GGML_TYPE_Q4_K: case GGML_TYPE_Q6_K: case GGML_TYPE_IQ2_XXS: return GGML_TYPE_Q8_K;
+    case GGML_TYPE_Q2_K: case GGML_TYPE_Q4_K: case GGML_TYPE_Q6_K: return GGML_TYPE_Q8_K;
+    case GGML_TYPE_IQ2_XXS: return DS4_ACT_Q8_K_IQ2;
     default: return -1;
     }
 }
 
 size_t ds4_qdot_act_size(int act_type, int64_t n) {
-    return act_type == GGML_TYPE_Q8_K ? (size_t)(n / QK_K) * sizeof(block_q8_K)
+    return act_type == GGML_TYPE_Q8_K || act_type == DS4_ACT_Q8_K_IQ2 ? (size_t)(n / QK_K) * sizeof(block_q8_K)
                                       : (size_t)(n / QK8_0) * sizeof(block_q8_0);
 }
 
@@ -67,9 +75,23 @@ static void quantize_q8_k(const float *x, block_q8_K *y, int64_t n) {
     }
 }
 
+/* Part k of group g of each block to 64k + 8g (see DS4_ACT_Q8_K_IQ2). */
+static void regroup_for_iq2(block_q8_K *y, int64_t n) {
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        int8_t natural[QK_K];
+        memcpy(natural, y[b].qs, sizeof natural);
+        for (int g = 0; g < 8; g++)
+            for (int k = 0; k < 4; k++) memcpy(y[b].qs + 64 * k + 8 * g, natural + 32 * g + 8 * k, 8);
+    }
+}
+
 void ds4_qdot_quantize_act(int act_type, const float *x, void *act, int64_t n) {
-    if (act_type == GGML_TYPE_Q8_K) quantize_q8_k(x, act, n);
-    else quantize_row_q8_0(x, act, n);
+    if (act_type == GGML_TYPE_Q8_0) {
+        quantize_row_q8_0(x, act, n);
+        return;
+    }
+    quantize_q8_k(x, act, n);
+    if (act_type == DS4_ACT_Q8_K_IQ2) regroup_for_iq2(act, n);
 }
 
 /* ---- scalar reference kernels ---- */
@@ -206,12 +228,12 @@ static float dot_iq2_xxs(const void *vw, const void *va, int64_t n) {
         for (int g = 0; g < 8; g++) {
             uint32_t aux[2];
             memcpy(aux, w[b].qs + 4 * g, 8);
-            const int8_t *x = a[b].qs + 32 * g;
             int s = 0;
             for (int k = 0; k < 4; k++) {
                 const uint8_t *grid = (const uint8_t *)&ds4_iq2xxs_grid[(aux[0] >> (8 * k)) & 0xFF];
                 const uint8_t signs = ds4_ksigns_iq2xs[(aux[1] >> (7 * k)) & 127];
-                for (int j = 0; j < 8; j++) s += grid[j] * x[8 * k + j] * (signs & (1 << j) ? -1 : 1);
+                const int8_t *x = a[b].qs + 64 * k + 8 * g;
+                for (int j = 0; j < 8; j++) s += grid[j] * x[j] * (signs & (1 << j) ? -1 : 1);
             }
             bsum += s * (2 * (int)(aux[1] >> 28) + 1);
         }
@@ -235,6 +257,80 @@ static float dot_iq2_xxs(const void *vw, const void *va, int64_t n) {
 #include "qdot_x86.inc"
 #undef QDOT_TARGET
 #undef QDOT
+
+/* IQ2_XXS decoded a block at a time in AVX-512 registers, with no scalar table loads:
+ * - the grid has 256 entries of eight bytes, each one of 8, 25 and 43, so an entry is a
+ *   16-bit code of eight 2-bit levels; two 128-byte vpermi2b lookups per code byte turn
+ *   the block's 32 indices into codes, one group's four codes to a 64-bit lane;
+ * - vpmultishiftqb brings part k's eight levels into bytes, and one GF(2) affine map
+ *   turns level bits (0, 1, 2) into 8, 25, 43 (the map is linear: 25 ^ 8 and 43 ^ 8 are
+ *   the images of the two bits);
+ * - a sign word's seven bits per part and their parity (the eighth sign) are spread to a
+ *   byte per part, and vpshufbitqmb picks each part's eight signs as a mask;
+ * - part k of all eight groups meets its 64 activations in one load (DS4_ACT_Q8_K_IQ2),
+ *   and every 64-bit lane belongs to one group, so one multiply per block applies the
+ *   eight scales.
+ * Block sums are added in sixteen float lanes, as the 32-block kernels do. */
+#define VBMI_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi,avx512bitalg,gfni")))
+
+static uint8_t iq2_code_lo[256], iq2_code_hi[256]; /* levels of elements 0-3 and 4-7 */
+static uint8_t iq2_code_pairs[64];                 /* lane g: lo, hi of each of group g's indices */
+
+static void iq2_code_init(void) {
+    for (int i = 0; i < 256; i++) {
+        unsigned code = 0;
+        for (int j = 0; j < 8; j++) {
+            const unsigned v = (ds4_iq2xxs_grid[i] >> (8 * j)) & 0xFF;
+            code |= (v == 8 ? 0u : v == 25 ? 1u : 2u) << (2 * j);
+        }
+        iq2_code_lo[i] = (uint8_t)code;
+        iq2_code_hi[i] = (uint8_t)(code >> 8);
+    }
+    for (int g = 0; g < 8; g++)
+        for (int k = 0; k < 4; k++) {
+            iq2_code_pairs[8 * g + 2 * k] = (uint8_t)(8 * g + k);
+            iq2_code_pairs[8 * g + 2 * k + 1] = (uint8_t)(64 + 8 * g + k);
+        }
+}
+
+VBMI_TARGET static inline __m512i iq2_lookup(const uint8_t *table, __m512i idx, __mmask64 top) {
+    const __m512i low = _mm512_permutex2var_epi8(_mm512_loadu_si512(table), idx, _mm512_loadu_si512(table + 64));
+    const __m512i high = _mm512_permutex2var_epi8(_mm512_loadu_si512(table + 128), idx, _mm512_loadu_si512(table + 192));
+    return _mm512_mask_blend_epi8(top, low, high);
+}
+
+VBMI_TARGET static float dot_iq2_xxs_vbmi(const void *vw, const void *va, int64_t n) {
+    const block_iq2_xxs *w = vw;
+    const block_q8_K *a = va;
+    const __m512i pairs = _mm512_loadu_si512(iq2_code_pairs);
+    const __m512i level_map = _mm512_set1_epi64(0x0302000001020000LL); /* bit 0 -> 0x11, bit 1 -> 0x23 */
+    const __m512i sign_shift = _mm512_set1_epi64(0x352E2720LL);       /* part k's signs at bit 32 + 7k */
+    const __m512i low7 = _mm512_set1_epi8(0x7F), bit7 = _mm512_set1_epi8((char)0x80);
+    const __m512i one = _mm512_set1_epi32(1);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        _mm_prefetch((const char *)(w + b) + QDOT_PREFETCH, _MM_HINT_T0);
+        const __m512i q = _mm512_loadu_si512(w[b].qs);
+        const __mmask64 top = _mm512_movepi8_mask(q);
+        const __m512i codes = _mm512_permutex2var_epi8(iq2_lookup(iq2_code_lo, q, top), pairs,
+                                                       iq2_lookup(iq2_code_hi, q, top));
+        const __m512i s7 = _mm512_and_si512(_mm512_multishift_epi64_epi8(sign_shift, q), low7);
+        const __m512i signs = _mm512_ternarylogic_epi64(s7, _mm512_slli_epi16(_mm512_popcnt_epi8(s7), 7), bit7, 0xF8);
+        const __m512i scale = _mm512_shuffle_epi32(
+            _mm512_or_si512(_mm512_slli_epi64(_mm512_srli_epi64(q, 60), 1), one), _MM_PERM_CCAA);
+        __m512i sums = _mm512_setzero_si512();
+        for (int k = 0; k < 4; k++) {
+            const __m512i at = _mm512_set1_epi64(0x0E0C0A0806040200LL + 0x1010101010101010LL * k);
+            const __m512i grid = _mm512_gf2p8affine_epi64_epi8(_mm512_multishift_epi64_epi8(at, codes), level_map, 8);
+            const __mmask64 neg = _mm512_bitshuffle_epi64_mask(signs, _mm512_set1_epi64(0x0706050403020100LL + 0x0808080808080808LL * k));
+            const __m512i av = _mm512_loadu_si512((const void *)(a[b].qs + 64 * k));
+            sums = _mm512_dpbusd_epi32(sums, grid, _mm512_mask_sub_epi8(av, neg, _mm512_setzero_si512(), av));
+        }
+        const float d = _cvtsh_ss(w[b].d) * a[b].d * 0.125f;
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_mullo_epi32(sums, scale)), acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
 #endif
 
 ds4_qdot_fn ds4_qdot_kernel(uint32_t weight_type, int level) {
@@ -262,7 +358,11 @@ ds4_qdot_fn ds4_qdot_kernel(uint32_t weight_type, int level) {
     case GGML_TYPE_Q2_K: return vnni ? dot_q2_k_vnni : dot_q2_k_avx2;
     case GGML_TYPE_Q4_K: return vnni ? dot_q4_k_vnni : dot_q4_k_avx2;
     case GGML_TYPE_Q6_K: return vnni ? dot_q6_k_vnni : dot_q6_k_avx2;
-    case GGML_TYPE_IQ2_XXS: return vnni ? dot_iq2_xxs_vnni : dot_iq2_xxs_avx2;
+    case GGML_TYPE_IQ2_XXS:
+        if (vnni && __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512bitalg") &&
+            __builtin_cpu_supports("gfni"))
+            return dot_iq2_xxs_vbmi;
+        return vnni ? dot_iq2_xxs_vnni : dot_iq2_xxs_avx2;
     default: return NULL;
     }
 #else

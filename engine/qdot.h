@@ -5,17 +5,27 @@
  * each 16) for the K-quants and IQ2_XXS, as ggml does, so the integer work of a block
  * happens in 8-bit lanes and only one float multiply-add per block remains.
  *
+ * IQ2_XXS takes Q8_K regrouped (DS4_ACT_Q8_K_IQ2): its weights come in groups of 32
+ * made of four parts of 8, each part one grid entry, and the fastest kernel decodes part
+ * k of all eight groups of a block together, so the activations are stored that way.
+ *
  * Each kernel has a scalar reference (plain C, integer sums exact) and AVX2 and
- * AVX-512 VNNI versions chosen at run time; those differ from the scalar one only in
- * the order the per-block float terms are added (tests hold them to it). */
+ * AVX-512 VNNI versions chosen at run time (for IQ2_XXS on CPUs with AVX-512 VBMI,
+ * BITALG and GFNI, a kernel that decodes a whole block in vector registers); those
+ * differ from the scalar one only in the order the per-block float terms are added
+ * (tests hold them to it). */
 #ifndef DS4_QDOT_H
 #define DS4_QDOT_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-/* The activation format a weight type's kernel takes (GGML_TYPE_Q8_0 or
- * GGML_TYPE_Q8_K), or -1 if there is no int8 kernel for it. */
+/* Q8_K blocks whose values are regrouped: value 32g + 8k + j (group g, part k, element
+ * j) is stored at 64k + 8g + j. Scale and sums are Q8_K's. */
+#define DS4_ACT_Q8_K_IQ2 1015
+
+/* The activation format a weight type's kernel takes (GGML_TYPE_Q8_0, GGML_TYPE_Q8_K
+ * or DS4_ACT_Q8_K_IQ2), or -1 if there is no int8 kernel for it. */
 int ds4_qdot_act_type(uint32_t weight_type);
 /* Bytes of n activations in that format. */
 size_t ds4_qdot_act_size(int act_type, int64_t n);
