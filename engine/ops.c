@@ -115,7 +115,7 @@ __attribute__((target("avx2,fma,f16c"))) static float rowdot_q8_0_avx2(const voi
             const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 2 + j))));
             bs = _mm256_fmadd_ps(q, _mm256_loadu_ps(x + j), bs);
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(ds4_f16_to_f32(h)), bs, acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(h)), bs, acc);
     }
     return hsum256(acc);
 }
@@ -145,7 +145,7 @@ __attribute__((target("avx512f,f16c"))) static float rowdot_q8_0_avx512(const vo
         const __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 2))));
         const __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 18))));
         const __m512 bs = _mm512_fmadd_ps(q1, _mm512_loadu_ps(x + 16), _mm512_mul_ps(q0, _mm512_loadu_ps(x)));
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(ds4_f16_to_f32(h)), bs, acc);
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(h)), bs, acc);
     }
     return _mm512_reduce_add_ps(acc);
 }
@@ -330,9 +330,13 @@ void ds4_matmul(const gguf_tensor *W, uint64_t row0, uint64_t n_out, const float
                                   (int64_t)W->ne[0]);
         j.act = act;
     }
-    /* Threads only pay off on enough work. */
-    uint64_t work = n_out * W->ne[0] * (uint64_t)T;
-    ds4_parallel_for(work < (1u << 16) ? 1 : n_threads, n_out, matmul_rows, &j);
+    /* Threads only pay off on enough work. Rows go out in chunks of about 32 KiB of
+     * weights per activation row: small enough that threads end together, large enough
+     * that claiming one costs next to nothing. */
+    const uint64_t work = n_out * W->ne[0] * (uint64_t)T;
+    const uint64_t chunk_bytes = ggml_row_size(W->type, W->ne[0]) * (uint64_t)T;
+    ds4_parallel_for_chunked(work < (1u << 16) ? 1 : n_threads, n_out, (32u << 10) / chunk_bytes + 1, matmul_rows,
+                             &j);
 }
 
 void ds4_tensor_row(const gguf_tensor *W, uint64_t r, float *out) {

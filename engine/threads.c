@@ -16,8 +16,15 @@ typedef struct {
     ds4_range_fn fn;
     void *ctx;
     uint64_t n;
+    uint64_t grain; /* 0: one slice per thread */
     int n_threads;
 } job;
+
+/* The next unclaimed item of each thread's slice of a chunked loop, a cache line each
+ * so a thread claims its own chunks without touching the others' lines. */
+static struct {
+    _Alignas(64) atomic_uint_fast64_t next;
+} cursor[MAX_THREADS];
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER; /* one loop at a time */
 static pthread_mutex_t wake_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -34,10 +41,23 @@ static inline void cpu_relax(void) {
 #endif
 }
 
+static uint64_t slice_begin(const job *j, int t) { return j->n * (uint64_t)t / (uint64_t)j->n_threads; }
+
 static void run_slice(const job *j, int t) {
-    const uint64_t begin = j->n * (uint64_t)t / (uint64_t)j->n_threads;
-    const uint64_t end = j->n * (uint64_t)(t + 1) / (uint64_t)j->n_threads;
-    j->fn(j->ctx, begin, end, t);
+    if (!j->grain) {
+        j->fn(j->ctx, slice_begin(j, t), slice_begin(j, t + 1), t);
+        return;
+    }
+    /* Own slice first, then whatever is left of the others'. */
+    for (int k = 0; k < j->n_threads; k++) {
+        const int owner = (t + k) % j->n_threads;
+        const uint64_t end = slice_begin(j, owner + 1);
+        for (;;) {
+            const uint64_t begin = atomic_fetch_add(&cursor[owner].next, j->grain);
+            if (begin >= end) break;
+            j->fn(j->ctx, begin, end - begin > j->grain ? begin + j->grain : end, t);
+        }
+    }
 }
 
 static unsigned worker_start[MAX_THREADS]; /* the generation each worker was made in */
@@ -62,14 +82,14 @@ static void *worker(void *arg) {
     return NULL;
 }
 
-void ds4_parallel_for(int n_threads, uint64_t n, ds4_range_fn fn, void *ctx) {
+static void parallel_run(int n_threads, uint64_t n, uint64_t grain, ds4_range_fn fn, void *ctx) {
     if (n_threads < 1) n_threads = 1;
     if (n_threads > MAX_THREADS) n_threads = MAX_THREADS;
     if ((uint64_t)n_threads > n) n_threads = n ? (int)n : 1;
     /* One slice, or a loop started from inside another: run it here. */
     if (n_threads == 1 || in_worker) {
-        const job j = {fn, ctx, n, 1};
-        run_slice(&j, 0);
+        if (!grain) fn(ctx, 0, n, 0);
+        for (uint64_t b = 0; grain && b < n; b += grain) fn(ctx, b, n - b > grain ? b + grain : n, 0);
         return;
     }
     pthread_mutex_lock(&pool_lock);
@@ -81,14 +101,23 @@ void ds4_parallel_for(int n_threads, uint64_t n, ds4_range_fn fn, void *ctx) {
         n_workers++;
     }
     if (n_threads > n_workers + 1) n_threads = n_workers + 1; /* could not make more */
+    const job j = {fn, ctx, n, grain, n_threads};
+    for (int t = 0; grain && t < n_threads; t++) atomic_store(&cursor[t].next, slice_begin(&j, t));
     atomic_store(&pending, n_threads - 1);
     pthread_mutex_lock(&wake_lock);
-    current = (job){fn, ctx, n, n_threads};
+    current = j;
     atomic_fetch_add(&generation, 1);
     pthread_cond_broadcast(&wake);
     pthread_mutex_unlock(&wake_lock);
-    const job j = {fn, ctx, n, n_threads};
     run_slice(&j, 0);
     while (atomic_load(&pending) > 0) cpu_relax();
     pthread_mutex_unlock(&pool_lock);
+}
+
+void ds4_parallel_for(int n_threads, uint64_t n, ds4_range_fn fn, void *ctx) {
+    parallel_run(n_threads, n, 0, fn, ctx);
+}
+
+void ds4_parallel_for_chunked(int n_threads, uint64_t n, uint64_t grain, ds4_range_fn fn, void *ctx) {
+    parallel_run(n_threads, n, grain ? grain : 1, fn, ctx);
 }

@@ -28,8 +28,9 @@ static void usage(FILE *out) {
             "prefill, then decode --gen-tokens tokens (default 128) greedily. A warm-up pass is\n"
             "excluded; each size runs -r times (default 3), reporting the median and the range.\n"
             "prefill tok/s = prompt tokens / prefill time; decode tok/s = generated tokens /\n"
-            "decode time. --probe measures this machine's read bandwidth first, so decode is also\n"
-            "given as a fraction of it. --act picks how matrix products treat activations\n"
+            "decode time. --probe measures this machine's read bandwidth right after each size's\n"
+            "runs (it drifts with the machine's other load), so decode is also given as a fraction\n"
+            "of what the machine could stream then. --act picks how matrix products treat activations\n"
             "(auto: int8 for sub-8-bit weights; f32; q8: int8 wherever a kernel exists).\n"
             "The CSV columns are documented in the README.\n");
 }
@@ -120,8 +121,6 @@ int main(int argc, char **argv) {
     ds4_tokenizer *tok = ds4_tokenizer_if_any(m->gguf);
     ds4_ctx *ctx = ds4_ctx_new(m, (int)threads);
     if (!ctx) { fprintf(stderr, "ds4-bench: %s\n", ds4_error()); return 1; }
-    double probe_gbps = probe ? ds4_probe_read_gbps((int)threads) : 0;
-    if (probe) fprintf(stderr, "probe: %.1f GB/s read bandwidth with %ld threads\n", probe_gbps, threads);
 
     char backend[32], date[32];
     snprintf(backend, sizeof backend, "cpu-%s", ds4_cpu_level_name(ds4_cpu_detect()));
@@ -134,7 +133,8 @@ int main(int argc, char **argv) {
                          "weights_bytes_per_token,effective_gbps,probe_gbps,bandwidth_fraction,git_sha,date\n";
     ds4_buf_append(&out, header, strlen(header));
     int rc = 0;
-    printf("%8s %12s %12s %12s %10s\n", "ctx", "prefill t/s", "decode t/s", "KV MiB", "eff GB/s");
+    printf("%8s %12s %12s %12s %10s%s\n", "ctx", "prefill t/s", "decode t/s", "KV MiB", "eff GB/s",
+           probe ? "  probe GB/s" : "");
     for (int s = 0; s < n_sizes && rc == 0; s++) {
         int32_t *prompt = make_prompt(tok, ds4_ctx_vocab(ctx), (int)sizes[s]);
         ds4_bench_result r;
@@ -142,6 +142,7 @@ int main(int argc, char **argv) {
         free(prompt);
         if (rc < 0) break;
         const double eff = (double)bpt * r.decode_tps / 1e9;
+        const double probe_gbps = probe ? ds4_probe_read_gbps((int)threads) : 0;
         char line[1024];
         ds4_csv_field(&out, model_path);
         int n = snprintf(line, sizeof line,
@@ -152,8 +153,10 @@ int main(int argc, char **argv) {
                          (unsigned long long)bpt, eff, probe_gbps, probe_gbps > 0 ? eff / probe_gbps : 0.0,
                          DS4_GIT_SHA, date);
         ds4_buf_append(&out, line, (size_t)n);
-        printf("%8ld %12.1f %12.1f %12.2f %10.3f\n", sizes[s], r.prefill_tps, r.decode_tps,
-               r.kv_bytes / 1048576.0, eff);
+        printf("%8ld %12.1f %12.1f %12.2f %10.3f", sizes[s], r.prefill_tps, r.decode_tps, r.kv_bytes / 1048576.0,
+               eff);
+        if (probe) printf(" %12.1f", probe_gbps);
+        printf("\n");
         fflush(stdout);
     }
     if (rc == 0) rc = ds4_write_file_atomic(csv, out.data, out.len);
