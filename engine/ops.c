@@ -134,20 +134,34 @@ __attribute__((target("avx512f,f16c"))) static float rowdot_f16_avx512(const voi
     return r;
 }
 
+__attribute__((target("avx512f,f16c"))) static inline __m512 q8_0_block_avx512(const uint8_t *p, const float *x) {
+    const __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 2))));
+    const __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 18))));
+    return _mm512_fmadd_ps(q1, _mm512_loadu_ps(x + 16), _mm512_mul_ps(q0, _mm512_loadu_ps(x)));
+}
+
+/* Two accumulators: one chain of block multiply-adds waits on its own latency. */
 __attribute__((target("avx512f,f16c"))) static float rowdot_q8_0_avx512(const void *row, const float *x,
                                                                       uint64_t n) {
     const uint8_t *p = row;
-    __m512 acc = _mm512_setzero_ps();
-    for (uint64_t b = 0; b < n / QK8_0; b++, p += sizeof(block_q8_0), x += QK8_0) {
+    const uint64_t blocks = n / QK8_0;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    uint64_t b = 0;
+    for (; b + 2 <= blocks; b += 2, p += 2 * sizeof(block_q8_0), x += 2 * QK8_0) {
+        uint16_t h0, h1;
+        memcpy(&h0, p, 2);
+        memcpy(&h1, p + sizeof(block_q8_0), 2);
+        _mm_prefetch((const char *)p + PREFETCH_AHEAD, _MM_HINT_T0);
+        acc0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(h0)), q8_0_block_avx512(p, x), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(h1)), q8_0_block_avx512(p + sizeof(block_q8_0), x + QK8_0),
+                               acc1);
+    }
+    if (b < blocks) {
         uint16_t h;
         memcpy(&h, p, 2);
-        _mm_prefetch((const char *)p + PREFETCH_AHEAD, _MM_HINT_T0);
-        const __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 2))));
-        const __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 18))));
-        const __m512 bs = _mm512_fmadd_ps(q1, _mm512_loadu_ps(x + 16), _mm512_mul_ps(q0, _mm512_loadu_ps(x)));
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(h)), bs, acc);
+        acc0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(h)), q8_0_block_avx512(p, x), acc0);
     }
-    return _mm512_reduce_add_ps(acc);
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
 #endif
 

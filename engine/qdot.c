@@ -306,7 +306,13 @@ VBMI_TARGET static float dot_iq2_xxs_vbmi(const void *vw, const void *va, int64_
     const __m512i level_map = _mm512_set1_epi64(0x0302000001020000LL); /* bit 0 -> 0x11, bit 1 -> 0x23 */
     const __m512i sign_shift = _mm512_set1_epi64(0x352E2720LL);       /* part k's signs at bit 32 + 7k */
     const __m512i low7 = _mm512_set1_epi8(0x7F), bit7 = _mm512_set1_epi8((char)0x80);
-    const __m512i one = _mm512_set1_epi32(1);
+    const __m512i one = _mm512_set1_epi32(1), zero = _mm512_setzero_si512();
+    /* part k: its levels at bits 16k + 2j of a lane, its signs at bits 8k + j */
+    __m512i level_at[4], sign_at[4];
+    for (int k = 0; k < 4; k++) {
+        level_at[k] = _mm512_set1_epi64(0x0E0C0A0806040200LL + 0x1010101010101010LL * k);
+        sign_at[k] = _mm512_set1_epi64(0x0706050403020100LL + 0x0808080808080808LL * k);
+    }
     __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         _mm_prefetch((const char *)(w + b) + QDOT_PREFETCH, _MM_HINT_T0);
@@ -316,18 +322,20 @@ VBMI_TARGET static float dot_iq2_xxs_vbmi(const void *vw, const void *va, int64_
                                                        iq2_lookup(iq2_code_hi, q, top));
         const __m512i s7 = _mm512_and_si512(_mm512_multishift_epi64_epi8(sign_shift, q), low7);
         const __m512i signs = _mm512_ternarylogic_epi64(s7, _mm512_slli_epi16(_mm512_popcnt_epi8(s7), 7), bit7, 0xF8);
+        __m512i part[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            const __m512i grid = _mm512_gf2p8affine_epi64_epi8(_mm512_multishift_epi64_epi8(level_at[k], codes), level_map, 8);
+            const __mmask64 neg = _mm512_bitshuffle_epi64_mask(signs, sign_at[k]);
+            const __m512i av = _mm512_loadu_si512((const void *)(a[b].qs + 64 * k));
+            part[k] = _mm512_dpbusd_epi32(zero, grid, _mm512_mask_sub_epi8(av, neg, zero, av));
+        }
+        const __m512i sums = _mm512_add_epi32(_mm512_add_epi32(part[0], part[1]), _mm512_add_epi32(part[2], part[3]));
+        /* lane g's scale 2 * (top 4 bits of its sign word) + 1, times the block's scales */
         const __m512i scale = _mm512_shuffle_epi32(
             _mm512_or_si512(_mm512_slli_epi64(_mm512_srli_epi64(q, 60), 1), one), _MM_PERM_CCAA);
-        __m512i sums = _mm512_setzero_si512();
-        for (int k = 0; k < 4; k++) {
-            const __m512i at = _mm512_set1_epi64(0x0E0C0A0806040200LL + 0x1010101010101010LL * k);
-            const __m512i grid = _mm512_gf2p8affine_epi64_epi8(_mm512_multishift_epi64_epi8(at, codes), level_map, 8);
-            const __mmask64 neg = _mm512_bitshuffle_epi64_mask(signs, _mm512_set1_epi64(0x0706050403020100LL + 0x0808080808080808LL * k));
-            const __m512i av = _mm512_loadu_si512((const void *)(a[b].qs + 64 * k));
-            sums = _mm512_dpbusd_epi32(sums, grid, _mm512_mask_sub_epi8(av, neg, _mm512_setzero_si512(), av));
-        }
         const float d = _cvtsh_ss(w[b].d) * a[b].d * 0.125f;
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_mullo_epi32(sums, scale)), acc);
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_mul_ps(_mm512_cvtepi32_ps(scale), _mm512_set1_ps(d)), acc);
     }
     return _mm512_reduce_add_ps(acc);
 }
