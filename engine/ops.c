@@ -140,23 +140,32 @@ __attribute__((target("avx512f,f16c"))) static inline __m512 q8_0_block_avx512(c
     return _mm512_fmadd_ps(q1, _mm512_loadu_ps(x + 16), _mm512_mul_ps(q0, _mm512_loadu_ps(x)));
 }
 
-/* Two accumulators: one chain of block multiply-adds waits on its own latency. */
+/* Sixteen blocks at a time: their F16 scales come in one gather and one conversion and
+ * are read back as broadcast loads, since converting and broadcasting each block's scale
+ * took as many shuffle-port operations as its 32 weights. Two accumulators, so one chain
+ * of multiply-adds does not wait on its own latency. */
 __attribute__((target("avx512f,f16c"))) static float rowdot_q8_0_avx512(const void *row, const float *x,
                                                                       uint64_t n) {
     const uint8_t *p = row;
     const uint64_t blocks = n / QK8_0;
+    const __m512i scale_at = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                                _mm512_set1_epi32((int)sizeof(block_q8_0)));
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    float d[16];
     uint64_t b = 0;
-    for (; b + 2 <= blocks; b += 2, p += 2 * sizeof(block_q8_0), x += 2 * QK8_0) {
-        uint16_t h0, h1;
-        memcpy(&h0, p, 2);
-        memcpy(&h1, p + sizeof(block_q8_0), 2);
-        _mm_prefetch((const char *)p + PREFETCH_AHEAD, _MM_HINT_T0);
-        acc0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(h0)), q8_0_block_avx512(p, x), acc0);
-        acc1 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(h1)), q8_0_block_avx512(p + sizeof(block_q8_0), x + QK8_0),
-                               acc1);
+    for (; b + 16 <= blocks; b += 16, p += 16 * sizeof(block_q8_0), x += 16 * QK8_0) {
+        /* four bytes at each block's start: its scale, then two weights of the same row */
+        const __m512i words = _mm512_i32gather_epi32(scale_at, p, 1);
+        _mm512_storeu_ps(d, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(words)));
+        for (int k = 0; k < 16; k += 2) {
+            const uint8_t *pk = p + k * sizeof(block_q8_0);
+            _mm_prefetch((const char *)pk + PREFETCH_AHEAD, _MM_HINT_T0);
+            acc0 = _mm512_fmadd_ps(_mm512_set1_ps(d[k]), q8_0_block_avx512(pk, x + k * QK8_0), acc0);
+            acc1 = _mm512_fmadd_ps(_mm512_set1_ps(d[k + 1]),
+                                   q8_0_block_avx512(pk + sizeof(block_q8_0), x + (k + 1) * QK8_0), acc1);
+        }
     }
-    if (b < blocks) {
+    for (; b < blocks; b++, p += sizeof(block_q8_0), x += QK8_0) {
         uint16_t h;
         memcpy(&h, p, 2);
         acc0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(h)), q8_0_block_avx512(p, x), acc0);

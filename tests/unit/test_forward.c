@@ -168,9 +168,11 @@ static void simd_dot_matches_scalar(void) {
 }
 
 /* The F16 and Q8_0 row kernels of the decode path, every level, against the scalar one
- * and against converting the row first (the prefill path). */
+ * and against converting the row first (the prefill path), on rows of whole groups of 16
+ * Q8_0 blocks, with some left over, and shorter than one group. */
 static void rowdot_matches_reference(void) {
     enum { N = 4096 };
+    const int lengths[4] = {N, 17 * 32, 3 * 32, 32};
     float *w = malloc(N * sizeof *w), *x = malloc(N * sizeof *x), *wf = malloc(N * sizeof *wf);
     uint8_t *row = malloc(N * 2);
     srand(23);
@@ -179,19 +181,22 @@ static void rowdot_matches_reference(void) {
         x[i] = (float)rand() / RAND_MAX - 0.5f;
     }
     const uint32_t types[2] = {GGML_TYPE_F16, GGML_TYPE_Q8_0};
-    for (int k = 0; k < 2; k++) {
-        ggml_row_from_f32(types[k], w, row, N);
-        ggml_row_to_f32(types[k], row, wf, N);
-        double mag = 0;
-        for (int i = 0; i < N; i++) mag += fabs((double)wf[i] * x[i]);
-        const float ref = ds4_dot_scalar(wf, x, N);
-        for (int level = 0; level <= 2; level++) {
-            ds4_rowdot_fn fn = ds4_rowdot_for_level(types[k], level);
-            if (!fn) continue;
-            const double d = fabs((double)fn(row, x, N) - ref);
-            CHECKF(d <= 1e-5 * mag, "%s level %d: differs by %g (sum |wx| %g)", ggml_type_name(types[k]), level, d, mag);
+    for (int k = 0; k < 2; k++)
+        for (int l = 0; l < 4; l++) {
+            const int n = lengths[l];
+            ggml_row_from_f32(types[k], w, row, n);
+            ggml_row_to_f32(types[k], row, wf, n);
+            double mag = 0;
+            for (int i = 0; i < n; i++) mag += fabs((double)wf[i] * x[i]);
+            const float ref = ds4_dot_scalar(wf, x, (uint64_t)n);
+            for (int level = 0; level <= 2; level++) {
+                ds4_rowdot_fn fn = ds4_rowdot_for_level(types[k], level);
+                if (!fn) continue;
+                const double d = fabs((double)fn(row, x, (uint64_t)n) - ref);
+                CHECKF(d <= 1e-5 * mag, "%s level %d, n %d: differs by %g (sum |wx| %g)", ggml_type_name(types[k]),
+                       level, n, d, mag);
+            }
         }
-    }
     CHECK(ds4_rowdot_for_level(GGML_TYPE_Q4_K, 0) == NULL);
     free(w); free(x); free(wf); free(row);
 }
