@@ -56,6 +56,47 @@ __attribute__((target("avx512f"))) static float dot_avx512(const float *a, const
     for (; i < n; i++) r += a[i] * b[i];
     return r;
 }
+
+/* dot_avx512 of two rows with four activation rows at once: each pair keeps its own two
+ * accumulators and adds in dot_avx512's order, so every result equals the single dot
+ * product bit for bit, while a loaded weight serves four tokens and a loaded activation
+ * two rows (the single dot product loads two floats per multiply-add and waits on loads). */
+__attribute__((target("avx512f"))) static void dot2x4_avx512(const float *w0, const float *w1, const float *x,
+                                                            uint64_t ldx, uint64_t n, float out[2][4]) {
+    __m512 s0[2][4], s1[2][4];
+    for (int r = 0; r < 2; r++)
+        for (int t = 0; t < 4; t++) s0[r][t] = s1[r][t] = _mm512_setzero_ps();
+    uint64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        const __m512 a0 = _mm512_loadu_ps(w0 + i), b0 = _mm512_loadu_ps(w0 + i + 16);
+        const __m512 a1 = _mm512_loadu_ps(w1 + i), b1 = _mm512_loadu_ps(w1 + i + 16);
+#pragma GCC unroll 4
+        for (int t = 0; t < 4; t++) {
+            const __m512 xa = _mm512_loadu_ps(x + t * ldx + i), xb = _mm512_loadu_ps(x + t * ldx + i + 16);
+            s0[0][t] = _mm512_fmadd_ps(a0, xa, s0[0][t]);
+            s1[0][t] = _mm512_fmadd_ps(b0, xb, s1[0][t]);
+            s0[1][t] = _mm512_fmadd_ps(a1, xa, s0[1][t]);
+            s1[1][t] = _mm512_fmadd_ps(b1, xb, s1[1][t]);
+        }
+    }
+    for (; i + 16 <= n; i += 16)
+        for (int t = 0; t < 4; t++) {
+            const __m512 xa = _mm512_loadu_ps(x + t * ldx + i);
+            s0[0][t] = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + i), xa, s0[0][t]);
+            s0[1][t] = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + i), xa, s0[1][t]);
+        }
+    for (int t = 0; t < 4; t++) {
+        const float *xt = x + t * ldx;
+        float r0 = _mm512_reduce_add_ps(_mm512_add_ps(s0[0][t], s1[0][t]));
+        float r1 = _mm512_reduce_add_ps(_mm512_add_ps(s0[1][t], s1[1][t]));
+        for (uint64_t k = i; k < n; k++) {
+            r0 += w0[k] * xt[k];
+            r1 += w1[k] * xt[k];
+        }
+        out[0][t] = r0;
+        out[1][t] = r1;
+    }
+}
 #endif
 
 /* ---- a weight row of F16 or Q8_0 times F32 activations, without a dequantized copy ---- */
@@ -246,6 +287,11 @@ float ds4_dot(const float *a, const float *b, uint64_t n) {
     return fn(a, b, n);
 }
 
+/* Whether ds4_dot is dot_avx512, whose results dot2x4_avx512 reproduces. */
+#if defined(__x86_64__)
+static bool blocked_dot_available(void) { return ds4_dot_for_level((int)ds4_cpu_detect()) == dot_avx512; }
+#endif
+
 static ds4_act_mode act_mode = DS4_ACT_AUTO;
 
 #define ROWDOT_MAX_T 2 /* activation rows up to which F16/Q8_0 rows are not converted first */
@@ -297,6 +343,9 @@ static uint8_t *scratch_bytes(size_t n) { return scratch(1, n); }
 static void matmul_rows(void *arg, uint64_t begin, uint64_t end, int thread) {
     (void)thread;
     const matmul_job *j = arg;
+#if defined(__x86_64__)
+    const bool blocked_dot = j->T >= 4 && blocked_dot_available();
+#endif
     const uint64_t n = j->W->ne[0], row_bytes = ggml_row_size(j->W->type, n);
     if (j->qdot) {
         for (uint64_t o = begin; o < end; o++) {
@@ -316,16 +365,34 @@ static void matmul_rows(void *arg, uint64_t begin, uint64_t end, int thread) {
         }
         return;
     }
+    /* Rows two at a time, so four activation rows at a time go through dot2x4 where the
+     * CPU runs dot_avx512; what is left over goes through ds4_dot. */
     const bool direct = j->W->type == GGML_TYPE_F32;
-    float *tmp = direct ? NULL : scratch_floats(n);
-    for (uint64_t o = begin; o < end; o++) {
-        const uint8_t *src = (const uint8_t *)j->W->data + (j->row0 + o) * row_bytes;
-        const float *w = (const float *)(const void *)src;
-        if (!direct) {
-            ggml_row_to_f32(j->W->type, src, tmp, (int64_t)n);
-            w = tmp;
+    float *tmp = direct ? NULL : scratch_floats(2 * n);
+    for (uint64_t o = begin; o < end; o += 2) {
+        const int rows = end - o >= 2 ? 2 : 1;
+        const float *w[2] = {NULL, NULL};
+        for (int r = 0; r < rows; r++) {
+            const uint8_t *src = (const uint8_t *)j->W->data + (j->row0 + o + (uint64_t)r) * row_bytes;
+            w[r] = (const float *)(const void *)src;
+            if (!direct) {
+                ggml_row_to_f32(j->W->type, src, tmp + (uint64_t)r * n, (int64_t)n);
+                w[r] = tmp + (uint64_t)r * n;
+            }
         }
-        for (int t = 0; t < j->T; t++) j->y[(uint64_t)t * j->ldy + o] = ds4_dot(w, j->x + (uint64_t)t * j->ldx, n);
+        int t = 0;
+#if defined(__x86_64__)
+        if (rows == 2 && blocked_dot)
+            for (; t + 4 <= j->T; t += 4) {
+                float out[2][4];
+                dot2x4_avx512(w[0], w[1], j->x + (uint64_t)t * j->ldx, j->ldx, n, out);
+                for (int k = 0; k < 4; k++)
+                    for (int r = 0; r < 2; r++) j->y[(uint64_t)(t + k) * j->ldy + o + (uint64_t)r] = out[r][k];
+            }
+#endif
+        for (; t < j->T; t++)
+            for (int r = 0; r < rows; r++)
+                j->y[(uint64_t)t * j->ldy + o + (uint64_t)r] = ds4_dot(w[r], j->x + (uint64_t)t * j->ldx, n);
     }
 }
 
@@ -358,7 +425,7 @@ void ds4_matmul(const gguf_tensor *W, uint64_t row0, uint64_t n_out, const float
      * that claiming one costs next to nothing. */
     const uint64_t work = n_out * W->ne[0] * (uint64_t)T;
     const uint64_t chunk_bytes = ggml_row_size(W->type, W->ne[0]) * (uint64_t)T;
-    ds4_parallel_for_chunked(work < (1u << 16) ? 1 : n_threads, n_out, (32u << 10) / chunk_bytes + 1, matmul_rows,
+    ds4_parallel_for_chunked(work < (1u << 16) ? 1 : n_threads, n_out, (32u << 10) / chunk_bytes + 2, matmul_rows,
                              &j);
 }
 

@@ -201,6 +201,34 @@ static void rowdot_matches_reference(void) {
     free(w); free(x); free(wf); free(row);
 }
 
+/* A matrix product over F32 rows with many activation rows (prefill, where rows and
+ * tokens go through the blocked kernel) gives each (row, token) exactly ds4_dot's bits,
+ * as decode computes them, for row counts and lengths with and without remainders. */
+static void matmul_equals_single_dots(void) {
+    enum { ROWS = 7, T = 11, NMAX = 4096 + 19 };
+    const uint64_t lengths[3] = {NMAX, 64, 48 + 5};
+    float *w = malloc(ROWS * NMAX * sizeof *w), *x = malloc(T * NMAX * sizeof *x), y[T * ROWS];
+    srand(31);
+    for (int i = 0; i < ROWS * NMAX; i++) w[i] = (float)rand() / RAND_MAX - 0.5f;
+    for (int i = 0; i < T * NMAX; i++) x[i] = (float)rand() / RAND_MAX - 0.5f;
+    int bad = 0;
+    for (int l = 0; l < 3; l++) {
+        const uint64_t n = lengths[l];
+        gguf_tensor W = {"w", GGML_TYPE_F32, 2, {n, ROWS, 1, 1}, 0, ROWS * n * sizeof(float), w};
+        for (int threads = 1; threads <= 2; threads++) {
+            ds4_matmul(&W, 0, ROWS, x, NMAX, T, y, ROWS, threads);
+            for (int t = 0; t < T; t++)
+                for (int r = 0; r < ROWS; r++) {
+                    const float one = ds4_dot(w + (uint64_t)r * n, x + (uint64_t)t * NMAX, n);
+                    bad += memcmp(&one, &y[t * ROWS + r], sizeof one) != 0;
+                }
+        }
+    }
+    CHECKF(bad == 0, "%d products differ from ds4_dot", bad);
+    free(w);
+    free(x);
+}
+
 /* The attention's y += a*x: every level gives the scalar loop's bits. */
 static void axpy_matches_scalar_exactly(void) {
     enum { N = 517 };
@@ -402,6 +430,7 @@ const test_case forward_tests[] = {
     {"kv_state_grows_by_compressed_entries_only", kv_state_grows_by_compressed_entries_only},
     {"simd_dot_matches_scalar", simd_dot_matches_scalar},
     {"rowdot_matches_reference", rowdot_matches_reference},
+    {"matmul_equals_single_dots", matmul_equals_single_dots},
     {"axpy_matches_scalar_exactly", axpy_matches_scalar_exactly},
     {"index_kernel_matches_scalar_exactly", index_kernel_matches_scalar_exactly},
     {"topk_matches_full_sort", topk_matches_full_sort},
