@@ -97,8 +97,11 @@ double ds4_probe_read_gbps(int n_threads) {
     }
     for (uint64_t i = 0; i < n; i++) buf[i] = (float)(i & 7);
     probe_job j = {buf, n, sums};
+    /* Best pass of half a second of them (at least four): on a shared host a single pass
+     * can land on a moment when another tenant takes most of the bus. */
     double best = 0;
-    for (int pass_i = 0; pass_i < 4; pass_i++) {
+    const double start = ds4_time_now();
+    for (int pass_i = 0; pass_i < 4 || ds4_time_now() - start < 0.5; pass_i++) {
         double t0 = ds4_time_now();
         ds4_parallel_for(n_threads, n, probe_slice, &j);
         double dt = ds4_time_now() - t0;
