@@ -428,8 +428,9 @@ void ds4_matmul(const gguf_tensor *W, uint64_t row0, uint64_t n_out, const float
         j.act = act;
     }
     /* Threads only pay off on enough work. Rows go out in chunks of about 32 KiB of
-     * weights per activation row: small enough that threads end together, large enough
-     * that claiming one costs next to nothing. */
+     * weights times activation rows: small enough that threads end together, large enough
+     * that claiming one costs next to nothing; two rows at least, for the row pairs of the
+     * F32 path. */
     const uint64_t work = n_out * W->ne[0] * (uint64_t)T;
     const uint64_t chunk_bytes = ggml_row_size(W->type, W->ne[0]) * (uint64_t)T;
     ds4_parallel_for_chunked(work < (1u << 16) ? 1 : n_threads, n_out, (32u << 10) / chunk_bytes + 2, matmul_rows,
