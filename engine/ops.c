@@ -295,9 +295,13 @@ float ds4_dot(const float *a, const float *b, uint64_t n) {
 }
 
 /* Whether ds4_dot is dot_avx512, whose results dot2x4_avx512 reproduces. */
+static bool blocked_dot_available(void) {
 #if defined(__x86_64__)
-static bool blocked_dot_available(void) { return ds4_dot_for_level((int)ds4_cpu_detect()) == dot_avx512; }
+    return ds4_dot_for_level((int)ds4_cpu_detect()) == dot_avx512;
+#else
+    return false;
 #endif
+}
 
 static ds4_act_mode act_mode = DS4_ACT_AUTO;
 
@@ -328,6 +332,7 @@ typedef struct {
     ds4_qdot_fn qdot;     /* NULL: F32 path */
     const uint8_t *act;   /* T quantized activation rows */
     size_t act_row_bytes;
+    bool blocked_dot;     /* F32 path: rows in pairs, tokens in fours through dot2x4_avx512 */
 } matmul_job;
 
 /* Per-thread buffers that only grow, so a matrix product allocates nothing once warm
@@ -350,9 +355,6 @@ static uint8_t *scratch_bytes(size_t n) { return scratch(1, n); }
 static void matmul_rows(void *arg, uint64_t begin, uint64_t end, int thread) {
     (void)thread;
     const matmul_job *j = arg;
-#if defined(__x86_64__)
-    const bool blocked_dot = j->T >= 4 && blocked_dot_available();
-#endif
     const uint64_t n = j->W->ne[0], row_bytes = ggml_row_size(j->W->type, n);
     if (j->qdot) {
         for (uint64_t o = begin; o < end; o++) {
@@ -389,7 +391,7 @@ static void matmul_rows(void *arg, uint64_t begin, uint64_t end, int thread) {
         }
         int t = 0;
 #if defined(__x86_64__)
-        if (rows == 2 && blocked_dot)
+        if (rows == 2 && j->blocked_dot)
             for (; t + 4 <= j->T; t += 4) {
                 float out[2][4];
                 dot2x4_avx512(w[0], w[1], j->x + (uint64_t)t * j->ldx, j->ldx, n, out);
@@ -414,7 +416,7 @@ void ds4_matmul_set_observer(ds4_matmul_observer fn, void *ctx) {
 void ds4_matmul(const gguf_tensor *W, uint64_t row0, uint64_t n_out, const float *x, uint64_t ldx, int T,
                 float *y, uint64_t ldy, int n_threads) {
     if (observer) observer(observer_ctx, W, row0, x, ldx, T);
-    matmul_job j = {W, row0, x, ldx, T, y, ldy, int8_kernel(W->type), NULL, 0};
+    matmul_job j = {W, row0, x, ldx, T, y, ldy, int8_kernel(W->type), NULL, 0, T >= 4 && blocked_dot_available()};
     uint8_t *act = NULL;
     if (j.qdot) {
         /* Quantize the activations once for all output rows. */

@@ -15,15 +15,16 @@
 static const int8_t fp4_doubled[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
 /* IQ2_XXS sign patterns as 8 bytes of +1 / -1, for _mm256_sign_epi8: entry k spreads
- * ksigns_iq2xs[k]'s bits over bytes. Filled once, before any IQ2_XXS kernel is handed out. */
+ * ksigns_iq2xs[k]'s bits over bytes. Filled once with the VBMI kernel's code tables,
+ * before any IQ2_XXS kernel is handed out. */
 static uint64_t iq2_sign_bytes[128];
-static pthread_once_t iq2_sign_once = PTHREAD_ONCE_INIT;
+static pthread_once_t iq2_tables_once = PTHREAD_ONCE_INIT;
 
 #if defined(__x86_64__)
 static void iq2_code_init(void);
 #endif
 
-static void iq2_sign_init(void) {
+static void iq2_tables_init(void) {
     for (int k = 0; k < 128; k++) {
         uint64_t v = 0;
         for (int j = 0; j < 8; j++) v |= (uint64_t)(ds4_ksigns_iq2xs[k] & (1 << j) ? 0xFF : 0x01) << (8 * j);
@@ -343,7 +344,7 @@ VBMI_TARGET static float dot_iq2_xxs_vbmi(const void *vw, const void *va, int64_
 
 ds4_qdot_fn ds4_qdot_kernel(uint32_t weight_type, int level) {
     if (level > (int)ds4_cpu_detect()) return NULL;
-    if (weight_type == GGML_TYPE_IQ2_XXS) pthread_once(&iq2_sign_once, iq2_sign_init);
+    if (weight_type == GGML_TYPE_IQ2_XXS) pthread_once(&iq2_tables_once, iq2_tables_init);
     if (level == DS4_CPU_SCALAR) {
         switch (weight_type) {
         case GGML_TYPE_Q8_0: return dot_q8_0;

@@ -89,7 +89,8 @@ static void parallel_run(int n_threads, uint64_t n, uint64_t grain, ds4_range_fn
     /* One slice, or a loop started from inside another: run it here. */
     if (n_threads == 1 || in_worker) {
         if (!grain) fn(ctx, 0, n, 0);
-        for (uint64_t b = 0; grain && b < n; b += grain) fn(ctx, b, n - b > grain ? b + grain : n, 0);
+        else
+            for (uint64_t b = 0; b < n; b += grain) fn(ctx, b, n - b > grain ? b + grain : n, 0);
         return;
     }
     pthread_mutex_lock(&pool_lock);
