@@ -83,7 +83,7 @@ static void probe_slice(void *arg, uint64_t begin, uint64_t end, int thread) {
         uint64_t len = end - i < 4096 ? end - i : 4096;
         s += ds4_dot(j->buf + i, j->buf + i, len);
     }
-    j->sums[thread] = s;
+    j->sums[thread] += s; /* a thread may run several slices */
 }
 
 double ds4_probe_read_gbps(int n_threads) {

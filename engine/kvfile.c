@@ -71,12 +71,14 @@ static int take_array(reader *r, void *out, uint64_t want) {
     return take(r, out, n);
 }
 
-static int take_compressor(reader *r, ds4_compressor *c) {
+/* A compressor after `pos` tokens has pooled pos / ratio entries and buffers the rest;
+ * anything else in a file (whose counts index the entries) is refused. */
+static int take_compressor(reader *r, ds4_compressor *c, uint64_t pos) {
     if (!c->width) return 0;
     const uint64_t proj = (uint64_t)(c->overlap ? 2 : 1) * c->width;
     int32_t small[2];
     if (take(r, small, sizeof small) < 0) return -1;
-    if (small[0] < 0 || small[0] >= c->ratio || (small[1] != 0 && small[1] != 1))
+    if ((uint64_t)small[0] != pos % (uint64_t)c->ratio || small[1] != (c->overlap && pos >= (uint64_t)c->ratio))
         return ds4_fail("state has an impossible compressor buffer");
     c->n_buf = small[0];
     c->has_prev = small[1];
@@ -88,7 +90,8 @@ static int take_compressor(reader *r, ds4_compressor *c) {
     uint64_t bytes = 0;
     if (take(r, &bytes, sizeof bytes) < 0) return -1;
     const uint64_t row = (uint64_t)c->width * 4;
-    if (bytes % row || bytes > r->left) return ds4_fail("state has a malformed entry list");
+    if (bytes % row || bytes > r->left || bytes / row != pos / (uint64_t)c->ratio)
+        return ds4_fail("state has a malformed entry list");
     const uint64_t n = bytes / row;
     if (n > c->cap_entries) {
         float *e = realloc(c->entries, bytes ? bytes : 1);
@@ -98,6 +101,17 @@ static int take_compressor(reader *r, ds4_compressor *c) {
     }
     c->n_entries = n;
     return take(r, c->entries, bytes);
+}
+
+/* After `pos` tokens, slot s of the ring holds the latest position below pos that is s
+ * modulo the capacity, or -1. */
+static int check_window(const ds4_window *w, uint64_t pos) {
+    for (int slot = 0; slot < w->cap; slot++) {
+        const int64_t back = ((int64_t)pos - 1 - slot) % w->cap;
+        const int64_t want = (int64_t)pos - 1 - slot < 0 ? -1 : (int64_t)pos - 1 - back;
+        if (w->pos[slot] != want) return ds4_fail("state has an impossible window (slot %d)", slot);
+    }
+    return 0;
 }
 
 /* ---- files ---- */
@@ -207,9 +221,15 @@ int ds4_kv_decode(ds4_ctx *ctx, const void *bytes, size_t len, const char *path,
         ds4_layer_state *s = &ctx->state[il];
         if (take_array(&r, s->window.kv, (uint64_t)s->window.cap * s->window.dim * 4) < 0 ||
             take_array(&r, s->window.pos, (uint64_t)s->window.cap * sizeof *s->window.pos) < 0 ||
-            take_compressor(&r, &s->comp) < 0 || take_compressor(&r, &s->indexer) < 0)
+            check_window(&s->window, h.position) < 0 || take_compressor(&r, &s->comp, h.position) < 0 ||
+            take_compressor(&r, &s->indexer, h.position) < 0)
             goto fail;
     }
+    for (uint64_t i = 0; i < h.n_tokens; i++)
+        if ((*tokens)[i] < 0 || (uint32_t)(*tokens)[i] >= ctx->cfg->n_vocab) {
+            ds4_fail("state holds token %d, outside the vocabulary", (*tokens)[i]);
+            goto fail;
+        }
     if (r.left) {
         ds4_fail("state has %zu bytes past its layout", r.left);
         goto fail;

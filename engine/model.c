@@ -245,10 +245,33 @@ int ds4_config_check(const ds4_config *c) {
     if (c->n_expert_used > c->n_expert) return ds4_fail("expert_used_count %u exceeds expert_count %u", c->n_expert_used, c->n_expert);
     if (c->n_hash_layers > c->n_layer) return ds4_fail("hash_layer_count %u exceeds block_count %u", c->n_hash_layers, c->n_layer);
     if (c->hc_mult > 64) return ds4_fail("hyper_connection.count %u is implausible", c->hc_mult);
+    /* Sizes that no tensor shape bounds (window, top-k, ratios, iterations) size buffers
+     * and loops: bound every dimension far above Flash's, so that products of a few of
+     * them stay within int and size_t arithmetic. */
+    const struct { const char *name; uint32_t value, max; } dims[] = {
+        {"embedding_length", c->n_embd, 1u << 20},       {"vocab_size", c->n_vocab, 1u << 24},
+        {"attention.head_count", c->n_head, 1u << 14},   {"attention.key_length", c->head_dim, 1u << 14},
+        {"attention.q_lora_rank", c->q_lora_rank, 1u << 20},
+        {"attention.output_lora_rank", c->o_lora_rank, 1u << 20},
+        {"attention.sliding_window", c->sliding_window, 1u << 20},
+        {"expert_count", c->n_expert, 1u << 16},         {"expert_used_count", c->n_expert_used, 1u << 10},
+        {"expert_shared_count", c->n_expert_shared, 1u << 10},
+        {"expert_feed_forward_length", c->expert_ff, 1u << 20},
+        {"hyper_connection.sinkhorn_iterations", c->hc_sinkhorn_iters, 1u << 16},
+        {"attention.indexer.head_count", c->indexer_heads, 1u << 14},
+        {"attention.indexer.key_length", c->indexer_dim, 1u << 14},
+        {"attention.indexer.top_k", c->indexer_topk, 1u << 20},
+    };
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+        if (dims[i].value > dims[i].max)
+            return ds4_fail("%s %u is implausibly large (at most %u)", dims[i].name, dims[i].value, dims[i].max);
+    if ((uint64_t)c->n_head * c->head_dim > (1u << 24) || (uint64_t)c->indexer_heads * c->indexer_dim > (1u << 24) ||
+        (uint64_t)c->expert_ff * c->n_expert_shared > (1u << 24))
+        return ds4_fail("model dimensions are implausibly large");
     bool csa = false;
     for (uint32_t i = 0; i < c->n_layer; i++) {
-        if (c->kind[i] != DS4_LAYER_SWA && c->compress_ratio[i] < 2)
-            return ds4_fail("layer %u: compress ratio %u", i, c->compress_ratio[i]);
+        if (c->kind[i] != DS4_LAYER_SWA && (c->compress_ratio[i] < 2 || c->compress_ratio[i] > (1u << 16)))
+            return ds4_fail("layer %u: compress ratio %u (2..65536)", i, c->compress_ratio[i]);
         csa |= c->kind[i] == DS4_LAYER_CSA;
     }
     if (csa && (!c->indexer_heads || !c->indexer_dim || !c->indexer_topk))
@@ -417,6 +440,24 @@ static bool is_mtp_tensor(const char *name, uint32_t n_layer) {
     return sscanf(name, "blk.%u.%n", &il, &used) == 1 && used > 0 && il >= n_layer;
 }
 
+/* The expert ids of every hash-routed layer must name experts of the model: they index
+ * the expert tensors. A repeated id is valid (transformers counts it once per slot). */
+static int check_hash_tables(const ds4_model *m) {
+    const uint32_t E = m->cfg.n_expert, K = m->cfg.n_expert_used;
+    for (uint32_t il = 0; il < m->cfg.n_hash_layers; il++) {
+        const gguf_tensor *t = ds4_model_tensor(m, (int)il, DS4_T_FFN_TID2EID);
+        const uint8_t *p = t->data;
+        for (uint64_t i = 0; i < gguf_tensor_nelements(t); i++) {
+            int32_t id;
+            memcpy(&id, p + i * sizeof id, sizeof id);
+            if (id < 0 || (uint32_t)id >= E)
+                return ds4_fail("%s: token %llu, slot %llu names expert %d, outside 0..%u", t->name,
+                                (unsigned long long)(i / K), (unsigned long long)(i % K), id, E - 1);
+        }
+    }
+    return 0;
+}
+
 static int validate(ds4_model *m) {
     ds4_tensor_spec *specs;
     size_t n;
@@ -454,7 +495,8 @@ static int validate(ds4_model *m) {
         if (!known) ds4_problem(&p, "unexpected tensor %s", name);
     }
     free(specs);
-    return ds4_problems_report(&p, "the tensor set");
+    if (ds4_problems_report(&p, "the tensor set") < 0) return -1;
+    return check_hash_tables(m);
 }
 
 ds4_model *ds4_model_from_gguf(gguf_file *f) {

@@ -34,6 +34,19 @@ static void swiglu(const gguf_tensor *gate, const gguf_tensor *up, const gguf_te
     ds4_matmul(down, e * D, D, hg, I, n, y, D, nt);
 }
 
+/* Routed expert e on n gathered rows, each added into its token's output row with the
+ * weight of its slot. */
+static void run_expert(const ds4_layer_weights *w, uint64_t e, uint64_t I, uint64_t D, uint64_t K,
+                       const float *xs, int n, const int *rows, const int *slot, const float *weight, float *hg,
+                       float *hu, float *ys, float *out, int nt) {
+    swiglu(w->gate_exps, w->up_exps, w->down_exps, e, I, D, w->limit, xs, n, hg, hu, ys, nt);
+    for (int j = 0; j < n; j++) {
+        const float wt = weight[(size_t)rows[j] * K + slot[j]];
+        float *o = out + (size_t)rows[j] * D;
+        for (uint64_t i = 0; i < D; i++) o[i] += wt * ys[(size_t)j * D + i];
+    }
+}
+
 int ds4_moe(ds4_ctx *c, int il, const float *x, const int32_t *tokens, int T, float *out) {
     const ds4_config *cf = c->cfg;
     const ds4_layer_weights *w = &c->layers[il];
@@ -94,24 +107,24 @@ int ds4_moe(ds4_ctx *c, int il, const float *x, const int32_t *tokens, int T, fl
     if (Is) {
         swiglu(w->gate_sh, w->up_sh, w->down_sh, 0, Is, D, w->limit_shared, x, T, hg, hu, out, nt);
     }
-    /* Routed experts: gather the tokens of each expert, run it once, scatter-add. */
+    /* Routed experts: gather the rows of each expert, run it once, scatter-add. A hash
+     * table may name one expert in several slots of a token (transformers then counts it
+     * once per slot), so an expert can have up to T*K rows: they go through in batches of
+     * at most T, the rows the buffers hold. */
     for (uint64_t e = 0; e < E; e++) {
         int n = 0;
         for (int t = 0; t < T; t++)
-            for (uint64_t k = 0; k < K; k++)
-                if ((uint64_t)choice[(size_t)t * K + k] == e) {
-                    rows[n] = t;
-                    slot[n] = (int)k;
-                    memcpy(xs + (size_t)n * D, x + (size_t)t * D, D * sizeof(float));
-                    n++;
+            for (uint64_t k = 0; k < K; k++) {
+                if ((uint64_t)choice[(size_t)t * K + k] != e) continue;
+                rows[n] = t;
+                slot[n] = (int)k;
+                memcpy(xs + (size_t)n * D, x + (size_t)t * D, D * sizeof(float));
+                if (++n == T) {
+                    run_expert(w, e, I, D, K, xs, n, rows, slot, weight, hg, hu, ys, out, nt);
+                    n = 0;
                 }
-        if (!n) continue;
-        swiglu(w->gate_exps, w->up_exps, w->down_exps, e, I, D, w->limit, xs, n, hg, hu, ys, nt);
-        for (int j = 0; j < n; j++) {
-            const float wt = weight[(size_t)rows[j] * K + slot[j]];
-            float *o = out + (size_t)rows[j] * D;
-            for (uint64_t i = 0; i < D; i++) o[i] += wt * ys[(size_t)j * D + i];
-        }
+            }
+        if (n) run_expert(w, e, I, D, K, xs, n, rows, slot, weight, hg, hu, ys, out, nt);
     }
     rc = 0;
 done:

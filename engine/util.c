@@ -17,23 +17,44 @@
 
 static _Thread_local char error_buf[DS4_ERROR_MAX];
 
+/* Copies text into dst (cap bytes, NUL-terminated) with every control byte written as
+ * an escape (\n, \t, \r, \xNN): errors quote names and paths taken from files and
+ * command lines, and an error must stay one line whatever they hold. */
+static size_t escape_into(char *dst, size_t cap, const char *src) {
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (const unsigned char *s = (const unsigned char *)src; *s && o + 5 < cap; s++) {
+        if (*s >= 0x20 && *s != 0x7f) {
+            dst[o++] = (char)*s;
+        } else if (*s == '\n' || *s == '\t' || *s == '\r') {
+            dst[o++] = '\\';
+            dst[o++] = *s == '\n' ? 'n' : *s == '\t' ? 't' : 'r';
+        } else {
+            dst[o++] = '\\';
+            dst[o++] = 'x';
+            dst[o++] = hex[*s >> 4];
+            dst[o++] = hex[*s & 15];
+        }
+    }
+    dst[o] = 0;
+    return o;
+}
+
 int ds4_fail(const char *fmt, ...) {
+    char raw[DS4_ERROR_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(error_buf, sizeof error_buf, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    escape_into(error_buf, sizeof error_buf, raw);
     return -1;
 }
 
 void ds4_error_prefix(const char *prefix) {
     char tmp[DS4_ERROR_MAX];
-    size_t n = strlen(prefix);
-    if (n > DS4_ERROR_MAX / 2) n = DS4_ERROR_MAX / 2;
-    memcpy(tmp, prefix, n);
-    memcpy(tmp + n, ": ", 2);
-    size_t rest = strnlen(error_buf, DS4_ERROR_MAX - n - 3);
-    memcpy(tmp + n + 2, error_buf, rest);
-    tmp[n + 2 + rest] = 0;
+    size_t n = escape_into(tmp, DS4_ERROR_MAX / 2, prefix);
+    memcpy(tmp + n, ": ", 3);
+    snprintf(tmp + n + 2, sizeof tmp - n - 2, "%s", error_buf);
     memcpy(error_buf, tmp, sizeof error_buf);
 }
 
@@ -443,14 +464,73 @@ double ds4_time_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-int ds4_cpu_count(void) {
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0) {
-        int n = CPU_COUNT(&set);
-        if (n > 0) return n;
+/* The quota of one cgroup directory in whole CPUs (rounded up), 0 for none: v2's
+ * cpu.max ("QUOTA PERIOD" or "max PERIOD"), else v1's cfs files. */
+static int quota_in(const char *dir) {
+    char path[4300], *text;
+    long long quota = -1, period = 0;
+    snprintf(path, sizeof path, "%s/cpu.max", dir);
+    if ((text = ds4_read_file(path, NULL))) {
+        if (sscanf(text, "%lld %lld", &quota, &period) != 2) quota = -1;
+        free(text);
+    } else {
+        snprintf(path, sizeof path, "%s/cpu.cfs_quota_us", dir);
+        if ((text = ds4_read_file(path, NULL))) {
+            quota = atoll(text);
+            free(text);
+            snprintf(path, sizeof path, "%s/cpu.cfs_period_us", dir);
+            if ((text = ds4_read_file(path, NULL))) {
+                period = atoll(text);
+                free(text);
+            }
+        }
     }
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
+    if (quota <= 0 || period <= 0) return 0;
+    return (int)((quota + period - 1) / period);
+}
+
+int ds4_cpu_quota(const char *root) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/proc/self/cgroup", root);
+    char *groups = ds4_read_file(path, NULL);
+    if (!groups) return 0;
+    int limit = 0;
+    /* Lines "ID:CONTROLLERS:PATH": v2's has no controllers, v1's that matters names cpu.
+     * A limit of any directory on the way up to the root applies. */
+    char *save = NULL;
+    for (char *line = strtok_r(groups, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char *ctl = strchr(line, ':'), *rel = ctl ? strchr(ctl + 1, ':') : NULL;
+        if (!rel) continue;
+        *rel++ = 0;
+        ctl++;
+        const char *mount = NULL;
+        if (!*ctl) mount = "/sys/fs/cgroup";
+        else if (!strcmp(ctl, "cpu,cpuacct") || !strcmp(ctl, "cpu")) mount = !strcmp(ctl, "cpu") ? "/sys/fs/cgroup/cpu" : "/sys/fs/cgroup/cpu,cpuacct";
+        if (!mount) continue;
+        for (;;) {
+            snprintf(path, sizeof path, "%s%s%s", root, mount, rel);
+            const int q = quota_in(path);
+            if (q > 0 && (limit == 0 || q < limit)) limit = q;
+            char *slash = rel[0] ? strrchr(rel, '/') : NULL;
+            if (!slash) break;
+            *slash = 0; /* "/a/b" -> "/a" -> "" (the mount itself) */
+        }
+    }
+    free(groups);
+    return limit;
+}
+
+int ds4_cpu_count(void) {
+    int n = 0;
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) n = CPU_COUNT(&set);
+    if (n <= 0) {
+        const long online = sysconf(_SC_NPROCESSORS_ONLN);
+        n = online > 0 ? (int)online : 1;
+    }
+    /* A container limited to k CPUs of a bigger host runs k CPUs' worth of threads. */
+    const int quota = ds4_cpu_quota("");
+    return quota > 0 && quota < n ? quota : n;
 }
 
 uint64_t ds4_file_size(const char *path) {

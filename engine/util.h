@@ -14,7 +14,9 @@
 
 #define DS4_ERROR_MAX 1024
 
-/* Record an error (printf-style). Always returns -1 so callers can `return ds4_fail(...)`. */
+/* Record an error (printf-style). Always returns -1 so callers can `return ds4_fail(...)`.
+ * Control bytes in the message (from names in files, paths) are written as escapes, so
+ * an error is always one line. */
 int ds4_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prefix the current error with "prefix: " (used to add a file name as errors propagate). */
 void ds4_error_prefix(const char *prefix);
@@ -110,6 +112,11 @@ void ds4_outfile_abort_all_signal_safe(void);
 void ds4_install_cleanup_handlers(void);
 
 double ds4_time_now(void);
+/* CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (a
+ * container started with --cpus=2 on a 64-core host counts 2). */
 int ds4_cpu_count(void);
+/* The cgroup CPU quota of this process in whole CPUs, 0 for none; `root` prefixes the
+ * /proc and /sys paths read ("" for the real ones). */
+int ds4_cpu_quota(const char *root);
 
 #endif

@@ -15,7 +15,6 @@
 #include "quants.h"
 #include "sampler.h"
 #include "test.h"
-#include "threads.h"
 
 static ds4_model *tiny(const char *name) {
     char in[256], out[600];
@@ -251,57 +250,6 @@ static void axpy_matches_scalar_exactly(void) {
     CHECK(bad == 0);
 }
 
-/* The thread pool covers every index exactly once, for any size and thread count, in
- * slices or in chunks, also when a loop is started from inside another. */
-static _Atomic int hits[1000];
-static void count_range(void *ctx, uint64_t b, uint64_t e, int t) {
-    (void)ctx; (void)t;
-    for (uint64_t i = b; i < e; i++) hits[i]++;
-}
-static void nested_range(void *ctx, uint64_t b, uint64_t e, int t) {
-    (void)t;
-    for (uint64_t i = b; i < e; i++) ds4_parallel_for(4, 1, count_range, ctx);
-}
-typedef struct {
-    uint64_t grain;
-    int threads;
-    _Atomic int bad_chunks;
-} chunk_check;
-static void chunk_range(void *ctx, uint64_t b, uint64_t e, int t) {
-    chunk_check *c = ctx;
-    if (e - b > c->grain || t < 0 || t >= c->threads) c->bad_chunks++;
-    count_range(NULL, b, e, t);
-}
-static void parallel_for_covers_once(void) {
-    const uint64_t sizes[] = {0, 1, 2, 3, 7, 64, 999, 1000};
-    const int threads[] = {1, 2, 3, 8};
-    int bad = 0;
-    for (size_t a = 0; a < sizeof sizes / sizeof sizes[0]; a++)
-        for (size_t b = 0; b < sizeof threads / sizeof threads[0]; b++)
-            for (int rep = 0; rep < 20; rep++) {
-                for (int i = 0; i < 1000; i++) hits[i] = 0;
-                ds4_parallel_for(threads[b], sizes[a], count_range, NULL);
-                for (uint64_t i = 0; i < 1000; i++) bad += hits[i] != (i < sizes[a]);
-            }
-    CHECKF(bad == 0, "%d indices not covered exactly once", bad);
-    const uint64_t grains[] = {1, 3, 64, 5000};
-    chunk_check c = {0};
-    for (size_t a = 0; a < sizeof sizes / sizeof sizes[0]; a++)
-        for (size_t b = 0; b < sizeof threads / sizeof threads[0]; b++)
-            for (size_t g = 0; g < sizeof grains / sizeof grains[0]; g++) {
-                c.grain = grains[g];
-                c.threads = threads[b];
-                for (int i = 0; i < 1000; i++) hits[i] = 0;
-                ds4_parallel_for_chunked(threads[b], sizes[a], grains[g], chunk_range, &c);
-                for (uint64_t i = 0; i < 1000; i++) bad += hits[i] != (i < sizes[a]);
-            }
-    CHECKF(bad == 0, "chunked: %d indices not covered exactly once", bad);
-    CHECKF(c.bad_chunks == 0, "chunked: %d chunks over the grain or with a bad thread id", (int)c.bad_chunks);
-    for (int i = 0; i < 1000; i++) hits[i] = 0;
-    ds4_parallel_for(2, 10, nested_range, NULL);
-    CHECK(hits[0] == 10); /* each of the 10 outer indices ran the 1-element inner loop inline */
-}
-
 static void sampler(void) {
     float logits[6] = {0.1f, 2.0f, -1.0f, 1.9f, 0.0f, -3.0f}, p[6];
     int32_t idx[6];
@@ -434,7 +382,6 @@ const test_case forward_tests[] = {
     {"axpy_matches_scalar_exactly", axpy_matches_scalar_exactly},
     {"index_kernel_matches_scalar_exactly", index_kernel_matches_scalar_exactly},
     {"topk_matches_full_sort", topk_matches_full_sort},
-    {"parallel_for_covers_once", parallel_for_covers_once},
     {"sampler", sampler},
     {0, 0},
 };
