@@ -34,15 +34,26 @@ all: build/libds4.a $(TOOLS:%=bin/%)
 deps:
 	@sh scripts/deps.sh
 
+GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
+# The commit id goes into version.o alone; this file changes only when the id does.
+build/git-sha.txt: FORCE
+	@mkdir -p build
+	@[ "$$(cat $@ 2>/dev/null)" = "$(GIT_SHA)" ] || echo "$(GIT_SHA)" >$@
+.PHONY: FORCE
+
+build/obj/engine/version.o build/san/engine/version.o: build/git-sha.txt
+build/obj/engine/version.o build/san/engine/version.o: CPPFLAGS += -DDS4_GIT_SHA='"$(GIT_SHA)"'
+
 build/obj/%.o: %.c $(wildcard engine/*.h engine/*.inc) | deps-checked
 	@mkdir -p $(dir $@)
 	@echo "CC $<"
-	@$(CC) $(ALL_CFLAGS) -c $< -o $@
+	@$(CC) $(ALL_CFLAGS) $(CPPFLAGS) -c $< -o $@
 
 build/san/%.o: %.c $(wildcard engine/*.h engine/*.inc) | deps-checked
 	@mkdir -p $(dir $@)
 	@echo "CC (asan+ubsan) $<"
-	@$(CC) $(BASE) $(WARN) $(SAN_FLAGS) -c $< -o $@
+	@$(CC) $(BASE) $(WARN) $(SAN_FLAGS) $(CPPFLAGS) -c $< -o $@
 
 # Build rules need the libraries; check once per make invocation, cheaply.
 .PHONY: deps-checked
@@ -55,31 +66,18 @@ build/libds4.a: $(OBJ)
 build/libds4-san.a: $(SAN_OBJ)
 	@rm -f $@ && ar rcs $@ $^
 
-bin/ds4-gguf: tools/gguf/ds4-gguf.c tools/flags.h build/libds4.a
+# Each tool is one file: bin/NAME from tools/DIR/NAME.c.
+TOOL_DIR_ds4-gguf := gguf
+TOOL_DIR_ds4-quant := quantize
+TOOL_DIR_ds4-logitcheck := logitcheck
+TOOL_DIR_ds4 := ds4
+TOOL_DIR_ds4-bench := bench
+TOOL_DIR_ds4-longctx := longctx
+.SECONDEXPANSION:
+$(TOOLS:%=bin/%): bin/%: tools/$$(TOOL_DIR_%)/%.c tools/flags.h build/libds4.a
 	@mkdir -p bin
-	$(CC) $(ALL_CFLAGS) $< build/libds4.a $(LDLIBS) -o $@
-
-bin/ds4-quant: tools/quantize/ds4-quant.c tools/flags.h build/libds4.a
-	@mkdir -p bin
-	$(CC) $(ALL_CFLAGS) $< build/libds4.a $(LDLIBS) -o $@
-
-bin/ds4-logitcheck: tools/logitcheck/ds4-logitcheck.c tools/flags.h build/libds4.a
-	@mkdir -p bin
-	$(CC) $(ALL_CFLAGS) $< build/libds4.a $(LDLIBS) -o $@
-
-GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
-
-bin/ds4-bench: tools/bench/ds4-bench.c tools/flags.h tools/plot.h build/libds4.a
-	@mkdir -p bin
-	$(CC) $(ALL_CFLAGS) -DDS4_GIT_SHA='"$(GIT_SHA)"' $< build/libds4.a $(LDLIBS) -o $@
-
-bin/ds4: tools/ds4/ds4.c tools/flags.h build/libds4.a
-	@mkdir -p bin
-	$(CC) $(ALL_CFLAGS) $< build/libds4.a $(LDLIBS) -o $@
-
-bin/ds4-longctx: tools/longctx/ds4-longctx.c tools/flags.h tools/plot.h build/libds4.a
-	@mkdir -p bin
-	$(CC) $(ALL_CFLAGS) $< build/libds4.a $(LDLIBS) -o $@
+	@echo "LD $@"
+	@$(CC) $(ALL_CFLAGS) $< build/libds4.a $(LDLIBS) -o $@
 
 # ---- tests ----
 

@@ -11,8 +11,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "appendfile.h"
 #include "chat.h"
+#include "kvfile.h"
 #include "sampler.h"
+#include "sha1.h"
 #include "util.h"
 
 #define PREFILL_PERIOD 8192 /* prompt tokens between cache saves of a long prefill */
@@ -28,11 +31,20 @@ typedef struct {
     int32_t *idx;
     int32_t *prev;    /* the previous request's prompt */
     uint64_t n_prev;
-    ds4_strmap done;  /* keys of requests already in the output */
+    ds4_strmap done;  /* keys of requests already in the output -> index in `made` */
     ds4_arena keys;   /* their bytes */
-    int fd;
-    ds4_buf csv;
+    ds4_buf made;     /* provenance of each result in the output */
+    ds4_strmap seen;  /* keys met in this input, to report repeats */
+    ds4_appendfile out, csv;
+    char fingerprint[17]; /* this model's, as results record it */
 } job;
+
+/* Where a result in the output came from: the model and the request (empty for lines
+ * written before results recorded them). */
+typedef struct {
+    char fingerprint[17];
+    char request[41];
+} provenance;
 
 /* One request, parsed. */
 typedef struct {
@@ -48,6 +60,7 @@ typedef struct {
     bool think;
     const char *stops[MAX_STOPS];
     int n_stops;
+    char hash[41]; /* of what decides the result: the request and the default max_tokens */
 } request;
 
 static int fail_req(char *err, size_t size, const char *msg) {
@@ -97,22 +110,50 @@ static uint64_t system_prefix(const job *j, const request *r, const ds4_chat_opt
     return stable;
 }
 
-/* Parse and tokenize one input line; -1 with a message in err. */
-static int parse_request(job *j, const char *line, size_t len, uint64_t lineno, request *r, char *err,
-                         size_t esize) {
+static void hex_digest(ds4_sha1 *h, char hex[41]) {
+    uint8_t d[20];
+    ds4_sha1_final(h, d);
+    for (int i = 0; i < 20; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+}
+
+/* The key and request hash of a line, from its JSON alone (no tokenizing): the id, or
+ * "line:N" for a line without one; the hash of its canonical JSON (or of its bytes when
+ * it is not JSON) and of the default max_tokens that applies to it. */
+static void identify(const job *j, const char *line, size_t len, uint64_t lineno, request *r) {
     memset(r, 0, sizeof *r);
     snprintf(r->key_buf, sizeof r->key_buf, "line:%llu", (unsigned long long)lineno);
     r->key = r->key_buf;
     json_tokener *jt = json_tokener_new();
     r->obj = jt ? json_tokener_parse_ex(jt, line, (int)len) : NULL;
-    const bool complete = jt && json_tokener_get_error(jt) == json_tokener_success;
+    if (!jt || json_tokener_get_error(jt) != json_tokener_success) {
+        json_object_put(r->obj);
+        r->obj = NULL;
+    }
     json_tokener_free(jt);
-    if (!r->obj || !complete) return fail_req(err, esize, "not valid JSON");
+    ds4_sha1 h;
+    ds4_sha1_init(&h);
+    if (r->obj) {
+        const char *canon = json_object_to_json_string_ext(r->obj, JSON_C_TO_STRING_PLAIN);
+        ds4_sha1_update(&h, canon, strlen(canon));
+    } else {
+        ds4_sha1_update(&h, line, len);
+    }
+    char defaults[32];
+    snprintf(defaults, sizeof defaults, "\nmax_tokens=%d", j->o->default_max_tokens);
+    ds4_sha1_update(&h, defaults, strlen(defaults));
+    hex_digest(&h, r->hash);
+    if (r->obj && json_object_is_type(r->obj, json_type_object) && json_object_object_get_ex(r->obj, "id", &r->id) &&
+        (json_object_is_type(r->id, json_type_string) || json_object_is_type(r->id, json_type_int)))
+        r->key = json_object_to_json_string_ext(r->id, JSON_C_TO_STRING_PLAIN);
+    else
+        r->id = NULL;
+}
+
+/* Check and tokenize an identified line; -1 with a message in err. */
+static int parse_request(job *j, request *r, char *err, size_t esize) {
+    if (!r->obj) return fail_req(err, esize, "not valid JSON");
     if (!json_object_is_type(r->obj, json_type_object)) return fail_req(err, esize, "not a JSON object");
-    if (!json_object_object_get_ex(r->obj, "id", &r->id) ||
-        !(json_object_is_type(r->id, json_type_string) || json_object_is_type(r->id, json_type_int)))
-        return fail_req(err, esize, "no \"id\" (a string or an integer)");
-    r->key = json_object_to_json_string_ext(r->id, JSON_C_TO_STRING_PLAIN);
+    if (!r->id) return fail_req(err, esize, "no \"id\" (a string or an integer)");
     double v;
     r->max_tokens = j->o->default_max_tokens;
     if (get_number(r->obj, "max_tokens", &v)) {
@@ -206,26 +247,19 @@ static int parse_request(job *j, const char *line, size_t len, uint64_t lineno, 
     return 0;
 }
 
-/* Append one line and sync it, in one write so that a line is whole or absent. */
-static int emit(job *j, json_object *out) {
+/* Append one result line (with its provenance), whole and synced. */
+static int emit(job *j, json_object *out, const request *r) {
+    json_object_object_add(out, "model_fingerprint", json_object_new_string(j->fingerprint));
+    json_object_object_add(out, "request_hash", json_object_new_string(r->hash));
     const char *s = json_object_to_json_string_ext(out, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
     const size_t len = strlen(s);
     char *line = ds4_malloc(len + 2);
     if (!line) return -1;
     memcpy(line, s, len);
     line[len] = '\n';
-    size_t at = 0;
-    while (at < len + 1) {
-        const ssize_t w = write(j->fd, line + at, len + 1 - at);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            free(line);
-            return ds4_fail("%s: %s", j->o->out_path, strerror(errno));
-        }
-        at += (size_t)w;
-    }
+    const int rc = ds4_appendfile_write(&j->out, line, len + 1);
     free(line);
-    return fdatasync(j->fd) == 0 ? 0 : ds4_fail("%s: %s", j->o->out_path, strerror(errno));
+    return rc;
 }
 
 static json_object *error_line(const request *r, uint64_t lineno, const char *err) {
@@ -331,71 +365,204 @@ static json_object *run_request(job *j, request *r) {
     json_object_object_add(out, "cached_tokens", json_object_new_int64((int64_t)cached));
     json_object_object_add(out, "error", NULL);
     ds4_buf_free(&text);
-    char row[256];
-    const int len = snprintf(row, sizeof row, "%llu,%llu,%d,%.2f,%.2f,%s\n", (unsigned long long)j->n_prev,
-                             (unsigned long long)cached, n_gen, prefill_tps, decode_tps, finish);
-    const char *id = json_object_get_string(r->id); /* a string id bare, an integer as digits */
-    if (ds4_csv_field(&j->csv, id) == 0 && ds4_buf_append(&j->csv, ",", 1) == 0) ds4_buf_append(&j->csv, row, (size_t)len);
     return out;
 }
 
-static void mark_done(job *j, const char *key) {
-    char *copy = ds4_arena_strndup(&j->keys, key, strlen(key));
-    if (copy) ds4_strmap_put(&j->done, copy, strlen(copy), 1);
+/* The CSV row of a result: its speeds. */
+static int log_speeds(job *j, json_object *out) {
+    if (!j->o->csv_path) return 0;
+    json_object *v;
+    char row[256];
+    const int len = snprintf(
+        row, sizeof row, "%lld,%lld,%lld,%.2f,%.2f,%s\n",
+        (long long)json_object_get_int64(json_object_object_get_ex(out, "prompt_tokens", &v) ? v : NULL),
+        (long long)json_object_get_int64(json_object_object_get_ex(out, "cached_tokens", &v) ? v : NULL),
+        (long long)json_object_get_int64(json_object_object_get_ex(out, "completion_tokens", &v) ? v : NULL),
+        json_object_get_double(json_object_object_get_ex(out, "prefill_tps", &v) ? v : NULL),
+        json_object_get_double(json_object_object_get_ex(out, "decode_tps", &v) ? v : NULL),
+        json_object_get_string(json_object_object_get_ex(out, "finish_reason", &v) ? v : NULL));
+    ds4_buf b = {0};
+    json_object *id = json_object_object_get(out, "id");
+    int rc = ds4_csv_field(&b, json_object_get_string(id)); /* a string id bare, an integer as digits */
+    if (rc == 0) rc = ds4_buf_append(&b, ",", 1);
+    if (rc == 0) rc = ds4_buf_append(&b, row, (size_t)len);
+    if (rc == 0) rc = ds4_appendfile_write(&j->csv, (const char *)b.data, b.len);
+    ds4_buf_free(&b);
+    return rc;
 }
 
-/* Open the output for appending, cut a torn last line and note every finished key. */
-static int open_output(job *j) {
-    j->fd = open(j->o->out_path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (j->fd < 0) return ds4_fail("%s: cannot open: %s", j->o->out_path, strerror(errno));
+static void mark_done(job *j, const char *key, const char *fingerprint, const char *request_hash) {
+    provenance p = {"", ""};
+    snprintf(p.fingerprint, sizeof p.fingerprint, "%s", fingerprint ? fingerprint : "");
+    snprintf(p.request, sizeof p.request, "%s", request_hash ? request_hash : "");
+    const uint64_t at = j->made.len / sizeof p;
+    char *copy = ds4_arena_strndup(&j->keys, key, strlen(key));
+    if (copy && ds4_buf_append(&j->made, &p, sizeof p) == 0) ds4_strmap_put(&j->done, copy, strlen(copy), at);
+}
+
+static const provenance *made_of(const job *j, const char *key) {
+    uint64_t at;
+    return ds4_strmap_get(&j->done, key, strlen(key), &at) ? (const provenance *)(const void *)j->made.data + at : NULL;
+}
+
+static const char *string_field(json_object *o, const char *k) {
+    json_object *v;
+    return json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_string) ? json_object_get_string(v)
+                                                                                            : NULL;
+}
+
+/* The key of an output line: its id, or "line:N" for an error line without one. */
+static bool output_key(json_object *o, char *buf, size_t cap, const char **key) {
+    json_object *id = NULL, *ln = NULL;
+    if (o && json_object_object_get_ex(o, "id", &id) && id && !json_object_is_type(id, json_type_null)) {
+        *key = json_object_to_json_string_ext(id, JSON_C_TO_STRING_PLAIN);
+        return true;
+    }
+    if (o && json_object_object_get_ex(o, "line", &ln)) {
+        snprintf(buf, cap, "line:%lld", (long long)json_object_get_int64(ln));
+        *key = buf;
+        return true;
+    }
+    return false;
+}
+
+/* Note every result the output holds with where it came from. */
+static int load_done(job *j) {
+    ds4_strmap_free(&j->done);
+    j->made.len = 0;
     size_t len = 0;
     char *data = ds4_read_file(j->o->out_path, &len);
     if (!data) return -1;
-    size_t whole = len;
-    while (whole > 0 && data[whole - 1] != '\n') whole--;
-    if (whole < len && ftruncate(j->fd, (off_t)whole) < 0) {
-        free(data);
-        return ds4_fail("%s: cannot cut the torn last line: %s", j->o->out_path, strerror(errno));
-    }
     if (ds4_strmap_init(&j->done, 1024) < 0) {
         free(data);
         return -1;
     }
-    uint64_t lineno = 0;
-    for (char *line = data; line < data + whole;) {
-        char *end = memchr(line, '\n', (size_t)(data + whole - line));
-        lineno++;
+    for (char *line = data; line < data + len;) {
+        char *end = memchr(line, '\n', (size_t)(data + len - line));
         json_object *o = json_tokener_parse(line); /* stops at the newline */
-        json_object *id = NULL, *ln = NULL;
-        if (o && json_object_object_get_ex(o, "id", &id) && id && !json_object_is_type(id, json_type_null)) {
-            mark_done(j, json_object_to_json_string_ext(id, JSON_C_TO_STRING_PLAIN));
-        } else if (o && json_object_object_get_ex(o, "line", &ln)) {
-            char key[64];
-            snprintf(key, sizeof key, "line:%lld", (long long)json_object_get_int64(ln));
-            mark_done(j, key);
-        }
+        char buf[64];
+        const char *key;
+        if (output_key(o, buf, sizeof buf, &key))
+            mark_done(j, key, string_field(o, "model_fingerprint"), string_field(o, "request_hash"));
         json_object_put(o);
-        line = end + 1;
+        line = end ? end + 1 : data + len;
     }
     free(data);
     return 0;
 }
 
+/* Open the output for appending (locked; a torn last line cut) and note its results. */
+static int open_output(job *j) {
+    return ds4_appendfile_open(&j->out, j->o->out_path, true, NULL) < 0 ? -1 : load_done(j);
+}
+
+/* Results in the output that another model made, or that answer a request the input
+ * has since changed: refused (-1, naming the first), or with redo_stale taken out of the
+ * output (rewritten whole) so that they are computed again. */
+static int check_stale(job *j, const char *input, size_t size) {
+    ds4_strmap stale;
+    if (ds4_strmap_init(&stale, 64) < 0) return -1;
+    uint64_t lineno = 0, n_stale = 0, unknown = 0;
+    char first[256] = "";
+    for (const char *line = input; line < input + size;) {
+        const char *end = memchr(line, '\n', (size_t)(input + size - line));
+        const size_t len = end ? (size_t)(end - line) : (size_t)(input + size - line);
+        lineno++;
+        size_t k = 0;
+        while (k < len && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r')) k++;
+        if (k < len) {
+            request r;
+            identify(j, line, len, lineno, &r);
+            const provenance *p = made_of(j, r.key);
+            if (p && !p->fingerprint[0]) unknown++;
+            else if (p && (strcmp(p->fingerprint, j->fingerprint) || strcmp(p->request, r.hash))) {
+                if (!n_stale++)
+                    snprintf(first, sizeof first, "the result for %s %s", r.key,
+                             strcmp(p->fingerprint, j->fingerprint) ? "was made by another model"
+                                                                     : "answers a different request (edited since)");
+                char *copy = ds4_arena_strndup(&j->keys, r.key, strlen(r.key));
+                if (copy) ds4_strmap_put(&stale, copy, strlen(copy), 1);
+            }
+            json_object_put(r.obj);
+        }
+        line = end ? end + 1 : input + size;
+    }
+    int rc = 0;
+    if (unknown)
+        fprintf(stderr, "ds4: %llu results in %s record no model fingerprint (an older ds4 wrote them): kept\n",
+                (unsigned long long)unknown, j->o->out_path);
+    if (n_stale && !j->o->redo_stale)
+        rc = ds4_fail("%s: %s (%llu such results): use --redo-stale to compute them again, or another --out",
+                      j->o->out_path, first, (unsigned long long)n_stale);
+    else if (n_stale) {
+        /* keep every other line; the stale ids are then missing and run again */
+        size_t len = 0;
+        char *data = ds4_read_file(j->o->out_path, &len);
+        ds4_buf keep = {0};
+        rc = data ? 0 : -1;
+        for (char *line = data; rc == 0 && line < data + len;) {
+            char *end = memchr(line, '\n', (size_t)(data + len - line));
+            const size_t n = end ? (size_t)(end - line) + 1 : (size_t)(data + len - line);
+            json_object *o = json_tokener_parse(line);
+            char buf[64];
+            const char *key;
+            uint64_t dummy;
+            if (!(output_key(o, buf, sizeof buf, &key) && ds4_strmap_get(&stale, key, strlen(key), &dummy)))
+                rc = ds4_buf_append(&keep, line, n);
+            json_object_put(o);
+            line += n;
+        }
+        if (rc == 0) rc = ds4_appendfile_replace(&j->out, (const char *)keep.data, keep.len);
+        if (rc == 0) rc = load_done(j);
+        if (rc == 0)
+            fprintf(stderr, "ds4: %s: %llu stale results removed, computing them again\n", j->o->out_path,
+                    (unsigned long long)n_stale);
+        ds4_buf_free(&keep);
+        free(data);
+    }
+    ds4_strmap_free(&stale);
+    return rc;
+}
+
+/* The first few failed lines, for the summary on stderr. */
+static void note_error(ds4_batch_stats *st, const char *key, const char *err) {
+    if (st->errors > DS4_BATCH_ERRORS_SHOWN) return;
+    char *to = st->first_errors[st->errors - 1];
+    const size_t cap = sizeof st->first_errors[0];
+    const int n = snprintf(to, cap, "%.80s: ", key);
+    if (n > 0 && (size_t)n < cap) snprintf(to + n, cap - (size_t)n, "%.*s", (int)(cap - (size_t)n - 1), err);
+}
+
 int ds4_batch_run(const ds4_model *m, const ds4_tokenizer *tok, const ds4_batch_opts *o, ds4_batch_stats *st) {
     memset(st, 0, sizeof *st);
     const double t_start = ds4_time_now();
+    if (ds4_same_file(o->in_path, o->out_path)) {
+        ds4_fail("--out %s is the input file itself: give another path", o->out_path);
+        return -2;
+    }
+    if (o->csv_path && (ds4_same_file(o->in_path, o->csv_path) || ds4_same_file(o->out_path, o->csv_path))) {
+        ds4_fail("--csv %s is the input or the output: give another path", o->csv_path);
+        return -2;
+    }
     size_t size;
     char *input = ds4_read_file(o->in_path, &size);
-    if (!input) return -1;
-    job j = {.m = m, .tok = tok, .o = o, .fd = -1};
+    if (!input) return -2;
+    job j = {.m = m, .tok = tok, .o = o};
+    snprintf(j.fingerprint, sizeof j.fingerprint, "%016llx", (unsigned long long)ds4_model_fingerprint(m));
     const uint32_t V = m->cfg.n_vocab;
-    j.ctx = ds4_ctx_new(m, o->n_threads);
-    j.logits = ds4_malloc(V * sizeof *j.logits);
-    j.probs = ds4_malloc(V * sizeof *j.probs);
-    j.idx = ds4_malloc(V * sizeof *j.idx);
-    int rc = j.ctx && j.logits && j.probs && j.idx ? open_output(&j) : -1;
     static const char header[] = "id,prompt_tokens,cached_tokens,completion_tokens,prefill_tps,decode_tps,finish_reason\n";
-    if (rc == 0) rc = ds4_buf_append(&j.csv, header, sizeof header - 1);
+    int rc = open_output(&j);
+    if (rc == 0) rc = check_stale(&j, input, size);
+    if (rc == 0 && o->csv_path) rc = ds4_appendfile_open(&j.csv, o->csv_path, true, header);
+    if (rc < 0) rc = -2; /* refused before the first request */
+    if (rc == 0) rc = ds4_strmap_init(&j.seen, 1024);
+    if (rc == 0) {
+        j.ctx = ds4_ctx_new(m, o->n_threads);
+        j.logits = ds4_malloc(V * sizeof *j.logits);
+        j.probs = ds4_malloc(V * sizeof *j.probs);
+        j.idx = ds4_malloc(V * sizeof *j.idx);
+        if (!j.ctx || !j.logits || !j.probs || !j.idx) rc = -1;
+    }
     uint64_t lineno = 0;
     for (char *line = input; rc == 0 && line < input + size;) {
         char *end = memchr(line, '\n', (size_t)(input + size - line));
@@ -407,16 +574,30 @@ int ds4_batch_run(const ds4_model *m, const ds4_tokenizer *tok, const ds4_batch_
             st->requests++;
             request r;
             char err[DS4_ERROR_MAX + 64];
-            const int parsed = parse_request(&j, line, len, lineno, &r, err, sizeof err);
-            uint64_t dummy;
-            if (ds4_strmap_get(&j.done, r.key, strlen(r.key), &dummy)) {
+            identify(&j, line, len, lineno, &r);
+            uint64_t first_line;
+            if (!ds4_strmap_get(&j.seen, r.key, strlen(r.key), &first_line)) {
+                char *copy = ds4_arena_strndup(&j.keys, r.key, strlen(r.key));
+                if (copy) ds4_strmap_put(&j.seen, copy, strlen(copy), lineno);
+            } else {
+                /* one result per id: a repeat cannot get its own */
+                fprintf(stderr, "ds4: %s:%llu: id %s repeats line %llu: skipped (ids must be unique)\n", o->in_path,
+                        (unsigned long long)lineno, r.key, (unsigned long long)first_line);
+                st->duplicates++;
+                json_object_put(r.obj);
+                line = end ? end + 1 : input + size;
+                continue;
+            }
+            if (made_of(&j, r.key)) {
                 st->skipped++;
             } else {
+                const int parsed = parse_request(&j, &r, err, sizeof err);
                 json_object *out = parsed == 0 ? run_request(&j, &r) : NULL;
                 if (parsed == 0 && !out) snprintf(err, sizeof err, "%s", ds4_error());
                 if (!out) {
                     out = error_line(&r, lineno, err);
                     st->errors++;
+                    note_error(st, r.key, err);
                 } else {
                     st->done++;
                     st->prompt_tokens += j.n_prev;
@@ -424,8 +605,9 @@ int ds4_batch_run(const ds4_model *m, const ds4_tokenizer *tok, const ds4_batch_
                     st->completion_tokens +=
                         (uint64_t)json_object_get_int64(json_object_object_get(out, "completion_tokens"));
                 }
-                rc = emit(&j, out);
-                if (rc == 0) mark_done(&j, r.key);
+                rc = emit(&j, out, &r);
+                if (rc == 0 && !json_object_object_get(out, "error")) rc = log_speeds(&j, out);
+                if (rc == 0) mark_done(&j, r.key, j.fingerprint, r.hash);
                 json_object_put(out);
             }
             free(r.ids);
@@ -433,10 +615,11 @@ int ds4_batch_run(const ds4_model *m, const ds4_tokenizer *tok, const ds4_batch_
         }
         line = end ? end + 1 : input + size;
     }
-    if (rc == 0 && o->csv_path) rc = ds4_write_file_atomic(o->csv_path, j.csv.data, j.csv.len);
-    if (j.fd >= 0) close(j.fd);
-    ds4_buf_free(&j.csv);
+    ds4_appendfile_close(&j.out);
+    ds4_appendfile_close(&j.csv);
     ds4_strmap_free(&j.done);
+    ds4_strmap_free(&j.seen);
+    ds4_buf_free(&j.made);
     ds4_arena_free(&j.keys);
     free(j.prev);
     free(j.logits);

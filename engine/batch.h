@@ -7,13 +7,17 @@
  * "prefill_tps", "decode_tps", "cached_tokens", "error"}. A bad line gets a result with
  * "error" (and "line", its line number) and the job goes on.
  *
- * Every result line goes out in one write and is synced before the next request starts.
- * Rerunning with the same output resumes: a torn last line (a kill mid-write) is cut
- * off, requests whose id already has a line are skipped, so the output ends with
- * neither gaps nor duplicates. Through a KV cache (kvcache_disk.h: memory, and a
- * directory when given), prompts that share a prefix (the same system messages, or
- * leading prompt_ids shared with the request before) reuse its state: the state at that
- * prefix is saved the first time it is computed. */
+ * Every result line goes out in one write and is synced before the next request starts
+ * (appendfile.h; one job per output at a time, by a lock). Rerunning with the same output
+ * resumes: a torn last line (a kill mid-write) is cut off, requests whose id already has
+ * a line are skipped, so the output ends with neither gaps nor duplicates. Each result
+ * records the model's fingerprint and a hash of its request ("model_fingerprint",
+ * "request_hash"): a result made by another model, or for a request edited since, is
+ * refused on resume, or with redo_stale removed (the output rewritten) and computed
+ * again. An id that repeats in the input is reported and skipped. Through a KV cache
+ * (kvcache_disk.h: memory, and a directory when given), prompts that share a prefix
+ * (the same system messages, or leading prompt_ids shared with the request before)
+ * reuse its state: the state at that prefix is saved the first time it is computed. */
 #ifndef DS4_BATCH_H
 #define DS4_BATCH_H
 
@@ -25,22 +29,29 @@
 
 typedef struct {
     const char *in_path, *out_path;
-    const char *csv_path;  /* per-request speeds of this run, or NULL */
+    const char *csv_path;  /* per-request speeds, appended like the output, or NULL */
     ds4_kvcache *kvcache;  /* or NULL: no reuse */
     int n_threads;
     int default_max_tokens;
+    bool redo_stale;       /* compute again the results another model or request made */
 } ds4_batch_opts;
 
+#define DS4_BATCH_ERRORS_SHOWN 5
 typedef struct {
     uint64_t requests;   /* input lines with content */
     uint64_t skipped;    /* already in the output */
+    uint64_t duplicates; /* ids met before in the input */
     uint64_t done, errors;
     uint64_t prompt_tokens, cached_tokens, completion_tokens;
     double seconds;
+    char first_errors[DS4_BATCH_ERRORS_SHOWN][256]; /* "id: why" of the first failed lines */
 } ds4_batch_stats;
 
-/* tok may be NULL (then only prompt_ids requests can run). -1 only when the job itself
- * cannot go on (unreadable input, unwritable output). */
+/* tok may be NULL (then only prompt_ids requests can run). A request that fails is an
+ * error result, not a failure of the job. -2 when the job is refused before the first
+ * request (unreadable input, an output that is the input or that another job holds,
+ * stale results without redo_stale); -1 when it cannot go on (an output write fails:
+ * a full disk). */
 int ds4_batch_run(const ds4_model *m, const ds4_tokenizer *tok, const ds4_batch_opts *o, ds4_batch_stats *st);
 
 #endif

@@ -20,9 +20,11 @@ int ds4_bench_run(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int gen_tok
                   ds4_bench_result *out);
 
 /* Read bandwidth of this machine in GB/s: n_threads threads summing a buffer much larger
- * than the caches, the best of at least half a second of passes. */
+ * than the caches, the best of at least half a second of passes. Its buffer does not
+ * count in later ds4_peak_rss_bytes readings. */
 double ds4_probe_read_gbps(int n_threads);
 
+/* The most memory this process has held resident (since the last probe). */
 uint64_t ds4_peak_rss_bytes(void);
 
 #endif

@@ -572,6 +572,12 @@ int ds4_convert(const ds4_convert_opts *opts, ds4_convert_stats *stats) {
         return -1;
     }
     if (!(cv.st = st_open(opts->in_dir)) || index_checkpoint(&cv) < 0 || make_plan(&cv, stats) < 0) goto done;
+    ds4_tensor_spec *specs = NULL;
+    size_t n_specs = 0;
+    if (ds4_expected_tensors(&cv.hf.cfg, &specs, &n_specs) < 0) goto done;
+    const int unused = ds4_recipe_check_overrides(cv.recipe, specs, n_specs);
+    free(specs);
+    if (unused < 0) goto done;
     if (!(loss = ds4_calloc(cv.n_items + 1, sizeof *loss))) goto done;
     if (opts->want_loss) stats->loss = loss;
     int n_threads = opts->n_threads > 0 ? opts->n_threads : ds4_cpu_count();

@@ -16,6 +16,7 @@
 #include "util.h"
 
 #define MAX_TOP 64
+#define MISFIT (-2) /* the vectors were made for another vocabulary */
 
 typedef struct { int32_t id[MAX_TOP]; double lp[MAX_TOP]; int n; } ref_top;
 
@@ -47,8 +48,10 @@ static int compare(const float *logits, uint32_t V, const ref_top *ref, accum *a
     const double lse = ds4_logsumexp(logits, V);
     double ours[MAX_TOP], p_ref[MAX_TOP], p_ours[MAX_TOP], zr = 0, zo = 0;
     for (int k = 0; k < ref->n; k++) {
-        if (ref->id[k] < 0 || (uint32_t)ref->id[k] >= V)
-            return ds4_fail("%s: reference token id %d is outside the vocabulary", where, ref->id[k]);
+        if (ref->id[k] < 0 || (uint32_t)ref->id[k] >= V) {
+            ds4_fail("%s: reference token id %d is outside the vocabulary (0..%u)", where, ref->id[k], V - 1);
+            return MISFIT;
+        }
         ours[k] = logits[ref->id[k]] - lse;
         a->dlp_max = fmax(a->dlp_max, fabs(ours[k] - ref->lp[k]));
         zr += (p_ref[k] = exp(ref->lp[k]));
@@ -97,7 +100,9 @@ static int compare_full(json_object *full, const char *dir, const float *logits,
     const int np = (int)json_object_array_length(pos);
     int rc = 0;
     if (len != (size_t)np * V * sizeof(float)) {
-        rc = ds4_fail("%s: %zu bytes, expected %d positions x %u logits", path, len, np, V);
+        ds4_fail("%s: %zu bytes, expected %d positions x %u logits (vectors for another vocabulary?)", path, len,
+                 np, V);
+        rc = MISFIT;
     }
     double sum = 0;
     for (int k = 0; k < np && rc == 0; k++) {
@@ -254,6 +259,14 @@ static int run_case(ds4_ctx *ctx, const ds4_tokenizer *tok, json_object *o, cons
     int rc = -1;
     if (resolve_case(tok, o, &sp, cs->id) < 0) goto done;
     const int n = (int)sp.n_prompt;
+    for (size_t i = 0; i < sp.n_prompt + sp.n_cont; i++) {
+        const int32_t t = i < sp.n_prompt ? sp.prompt[i] : sp.cont[i - sp.n_prompt];
+        if (t < 0 || (uint32_t)t >= V) {
+            ds4_fail("%s: token id %d is outside the vocabulary (0..%u)", cs->id, t, V - 1);
+            rc = MISFIT;
+            goto done;
+        }
+    }
     if (!(logits = ds4_malloc((size_t)n * V * sizeof *logits))) goto done;
     cs->n_prompt = n;
 
@@ -266,9 +279,10 @@ static int run_case(ds4_ctx *ctx, const ds4_tokenizer *tok, json_object *o, cons
     cs->prefill_seconds = ds4_time_now() - t0;
     for (int i = 0; sp.prompt_top && i < n; i++)
         if (parse_top(json_object_array_get_idx(sp.prompt_top, i), &ref, cs->id) < 0 ||
-            compare(logits + (size_t)i * V, V, &ref, &a, cs->id) < 0)
+            (rc = compare(logits + (size_t)i * V, V, &ref, &a, cs->id)) < 0)
             goto done;
-    if (sp.full && compare_full(sp.full, dir, logits, n, V, cs) < 0) goto done;
+    if (sp.full && (rc = compare_full(sp.full, dir, logits, n, V, cs)) < 0) goto done;
+    rc = -1;
 
     /* The continuation, teacher-forced along the reference tokens: every step's
      * distribution is compared; greedy agreement is the prefix where our argmax is the
@@ -279,8 +293,9 @@ static int run_case(ds4_ctx *ctx, const ds4_tokenizer *tok, json_object *o, cons
     t0 = ds4_time_now();
     for (size_t i = 0; i < sp.n_cont; i++) {
         if (sp.cont_top && sp.cont_top[i].n && (i > 0 || !sp.prompt_top) &&
-            compare(step, V, &sp.cont_top[i], &a, cs->id) < 0)
+            (rc = compare(step, V, &sp.cont_top[i], &a, cs->id)) < 0)
             goto done;
+        rc = -1;
         int32_t best = 0;
         for (uint32_t v = 1; v < V; v++)
             if (step[v] > step[best]) best = (int32_t)v;
@@ -304,7 +319,9 @@ done:
     return rc;
 }
 
-static int run_file(ds4_ctx *ctx, const ds4_tokenizer *tok, const char *path, ds4_lc_report *r) {
+/* The cases of one file. `skip_misfits`: a case made for another vocabulary is
+ * recorded as skipped, with the reason, instead of ending the run. */
+static int run_file(ds4_ctx *ctx, const ds4_tokenizer *tok, const char *path, bool skip_misfits, ds4_lc_report *r) {
     char *text = ds4_read_file(path, NULL);
     if (!text) return -1;
     char *dir = ds4_strndup(path, strlen(path));
@@ -324,9 +341,20 @@ static int run_file(ds4_ctx *ctx, const ds4_tokenizer *tok, const char *path, ds
             if (!cases) rc = -1;
             else {
                 r->cases = cases;
-                memset(&cases[r->n_cases], 0, sizeof cases[0]);
-                rc = run_case(ctx, tok, o, dir ? dir : ".", &cases[r->n_cases]);
+                ds4_lc_case *c = &cases[r->n_cases];
+                memset(c, 0, sizeof *c);
+                rc = run_case(ctx, tok, o, dir ? dir : ".", c);
+                if (rc == MISFIT && skip_misfits) {
+                    const char *id = c->id;
+                    char keep[sizeof c->id];
+                    snprintf(keep, sizeof keep, "%s", id);
+                    memset(c, 0, sizeof *c);
+                    snprintf(c->id, sizeof c->id, "%s", keep);
+                    snprintf(c->skipped, sizeof c->skipped, "%s", ds4_error());
+                    rc = 0;
+                }
                 if (rc == 0) r->n_cases++;
+                else if (rc < -1) rc = -1;
             }
         }
         if (o) json_object_put(o);
@@ -341,7 +369,7 @@ static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const
 int ds4_logitcheck_path(ds4_ctx *ctx, const ds4_tokenizer *tok, const char *path, ds4_lc_report *r) {
     struct stat st;
     if (stat(path, &st) < 0) return ds4_fail("%s: no such file or directory", path);
-    if (!S_ISDIR(st.st_mode)) return run_file(ctx, tok, path, r);
+    if (!S_ISDIR(st.st_mode)) return run_file(ctx, tok, path, false, r);
     DIR *d = opendir(path);
     if (!d) return ds4_fail("%s: cannot open directory", path);
     char **names = NULL;
@@ -361,7 +389,7 @@ int ds4_logitcheck_path(ds4_ctx *ctx, const ds4_tokenizer *tok, const char *path
     for (int i = 0; i < n && rc == 0; i++) {
         char file[PATH_MAX];
         snprintf(file, sizeof file, "%s/%s", path, names[i]);
-        rc = run_file(ctx, tok, file, r);
+        rc = run_file(ctx, tok, file, true, r);
     }
     for (int i = 0; i < n; i++) free(names[i]);
     free(names);
@@ -380,6 +408,7 @@ ds4_lc_case ds4_lc_overall(const ds4_lc_report *r) {
     double wsum = 0, full_sum = 0;
     for (int i = 0; i < r->n_cases; i++) {
         const ds4_lc_case *c = &r->cases[i];
+        if (c->skipped[0]) continue;
         double w = c->n_positions;
         o.n_prompt += c->n_prompt;
         o.n_positions += c->n_positions;

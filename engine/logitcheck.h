@@ -25,6 +25,7 @@ typedef struct {
     double spearman;            /* mean rank correlation over the top-k support */
     int greedy_len, greedy_match; /* reference continuation length, agreeing prefix */
     double prefill_seconds, decode_seconds;
+    char skipped[512];          /* why the case did not run (vectors for another vocabulary), or "" */
 } ds4_lc_case;
 
 typedef struct {
@@ -37,11 +38,13 @@ typedef struct {
  * text "prompt", or chat "messages" with "think"; top, full_logits, greedy, greedy_top)
  * or a DeepSeek API capture: {"id", "messages", "think": false, "response": <chat
  * completion with logprobs and top_logprobs>}. Text needs tok (may be NULL otherwise).
- * Appends to report. Returns -1 on unreadable or malformed vectors. */
+ * Appends to report. Returns -1 on unreadable or malformed vectors. In a directory,
+ * a case whose ids or logits do not fit the model's vocabulary is recorded as skipped
+ * (with the reason) and the run goes on; a single file that does not fit is an error. */
 int ds4_logitcheck_path(ds4_ctx *ctx, const ds4_tokenizer *tok, const char *path, ds4_lc_report *report);
 void ds4_lc_report_free(ds4_lc_report *r);
 
-/* Aggregate over all cases (max of maxima, means of means weighted by positions). */
+/* Aggregate over the cases that ran (max of maxima, means of means weighted by positions). */
 ds4_lc_case ds4_lc_overall(const ds4_lc_report *r);
 
 #endif

@@ -580,8 +580,15 @@ const char *ds4_model_weight_type(const ds4_model *m) {
 
 void ds4_model_print_summary(const ds4_model *m, FILE *out) {
     const ds4_config *c = &m->cfg;
-    fprintf(out, "model: %s (DeepSeek V4, %u layers, %.3g M parameters, %.3g MiB file)\n", m->gguf->path,
-            c->n_layer, (double)m->n_params / 1e6, (double)m->gguf->size / (1 << 20));
+    uint64_t weight_bytes = 0;
+    for (int il = -1; il < (int)c->n_layer; il++)
+        for (int r = 0; r < DS4_T_COUNT; r++) {
+            const gguf_tensor *t = ds4_model_tensor(m, il, (ds4_tensor_role)r);
+            if (t) weight_bytes += t->size;
+        }
+    fprintf(out, "model: %s (DeepSeek V4, %u layers, %.3g M parameters, %.3g MiB file, %.3f bits per weight)\n",
+            m->gguf->path, c->n_layer, (double)m->n_params / 1e6, (double)m->gguf->size / (1 << 20),
+            m->n_params ? 8.0 * (double)weight_bytes / (double)m->n_params : 0.0);
     fprintf(out, "  hidden %u, vocab %u, context %llu, hyper-connection streams %u (sinkhorn %u)\n", c->n_embd,
             c->n_vocab, (unsigned long long)c->context_length, c->hc_mult, c->hc_sinkhorn_iters);
     fprintf(out, "  attention: %u heads x %u (rope %u), q_lora %u, output %u groups x %u, window %u\n",

@@ -12,6 +12,7 @@
 typedef struct {
     pcre2_code *re;
     uint32_t type;
+    char pattern[128]; /* as given, for messages */
 } override;
 
 struct ds4_recipe {
@@ -81,7 +82,9 @@ int ds4_recipe_add_override(ds4_recipe *r, const char *spec) {
         return ds4_fail("out of memory");
     }
     r->overrides = grown;
-    r->overrides[r->n_overrides++] = (override){re, (uint32_t)type};
+    override *o = &r->overrides[r->n_overrides++];
+    *o = (override){re, (uint32_t)type, ""};
+    snprintf(o->pattern, sizeof o->pattern, "%.*s", (int)(eq - spec), spec);
     return 0;
 }
 
@@ -119,6 +122,15 @@ uint32_t ds4_recipe_type(const ds4_recipe *r, const ds4_tensor_spec *s, bool *fe
     if (fell_back) *fell_back = !ggml_row_size(type, s->ne[0]);
     if (!ggml_row_size(type, s->ne[0])) type = ggml_row_size(GGML_TYPE_Q8_0, s->ne[0]) ? GGML_TYPE_Q8_0 : GGML_TYPE_F16;
     return type;
+}
+
+int ds4_recipe_check_overrides(const ds4_recipe *r, const ds4_tensor_spec *specs, size_t n) {
+    for (size_t i = 0; i < r->n_overrides; i++) {
+        bool used = false;
+        for (size_t k = 0; k < n && !used; k++) used = matches(&r->overrides[i], specs[k].name);
+        if (!used) return ds4_fail("--type-for '%s' matches no tensor of this model", r->overrides[i].pattern);
+    }
+    return 0;
 }
 
 static const char *const class_names[6] = {"routed experts gate", "routed experts up", "routed experts down",

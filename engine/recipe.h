@@ -35,6 +35,9 @@ const char *ds4_recipe_name(const ds4_recipe *r);
 /* The type of a tensor under the recipe (I32 for the routing table); *fell_back (may
  * be NULL) says the chosen type did not fit the row length. */
 uint32_t ds4_recipe_type(const ds4_recipe *r, const ds4_tensor_spec *s, bool *fell_back);
+/* -1, naming it, if an override matches none of the n tensors (a typo in a pattern
+ * would otherwise quietly change nothing). */
+int ds4_recipe_check_overrides(const ds4_recipe *r, const ds4_tensor_spec *specs, size_t n);
 /* llama.cpp's general.file_type for the recipe's files (its closest llama_ftype). */
 uint32_t ds4_recipe_file_type(const ds4_recipe *r);
 

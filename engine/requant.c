@@ -181,7 +181,9 @@ int ds4_requant(const ds4_requant_opts *o, ds4_requant_stats *st) {
     int rc = -1;
     int n_threads = o->n_threads > 0 ? o->n_threads : ds4_cpu_count();
     if (n_threads > MAX_THREADS) n_threads = MAX_THREADS;
-    if (!types || ds4_expected_tensors(&m->cfg, &specs, &n_specs) < 0) goto done;
+    if (!types || ds4_expected_tensors(&m->cfg, &specs, &n_specs) < 0 ||
+        ds4_recipe_check_overrides(o->recipe, specs, n_specs) < 0)
+        goto done;
     if (!(st->loss = ds4_calloc(f->n_tensors + 1, sizeof *st->loss))) goto done;
     /* Plan: each tensor's type from the recipe (tensors outside the model keep theirs). */
     for (uint64_t i = 0; i < f->n_tensors; i++) {
@@ -195,6 +197,13 @@ int ds4_requant(const ds4_requant_opts *o, ds4_requant_stats *st) {
             break;
         }
         if (types[i] == t->type) st->n_copied++;
+        /* Quantizing what is already below 8 bits compounds two errors: on request only. */
+        const ggml_type_info *ti = ggml_type_get(t->type);
+        if (types[i] != t->type && ti && ti->bytes * 8 < 8 * ti->block && !o->allow_requantize) {
+            ds4_fail("%s is %s already: requantizing a sub-8-bit file loses more than quantizing its source "
+                     "(--allow-requantize does it anyway)", t->name, ggml_type_name(t->type));
+            goto done;
+        }
         if (types[i] != t->type && (!ggml_type_get(t->type) || !ggml_type_get(t->type)->to_f32)) {
             ds4_fail("%s: cannot read %s to requantize it", t->name, ggml_type_name(t->type));
             goto done;

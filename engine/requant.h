@@ -32,6 +32,7 @@ typedef struct {
     const ds4_imatrix *imatrix; /* may be NULL */
     int n_threads;              /* 0: all cores */
     bool progress;
+    bool allow_requantize;      /* requantize tensors already below 8 bits */
 } ds4_requant_opts;
 
 typedef struct {

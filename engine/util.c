@@ -2,9 +2,11 @@
 #include "util.h"
 
 #include <csv.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <limits.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -351,6 +353,31 @@ static void track_outfile(ds4_outfile *f, bool add) {
     }
 }
 
+/* Removes PATH.tmp.PID files whose process is gone (a kill -9 mid-write leaves them). */
+static void remove_stale_temps(const char *path) {
+    char *copy = ds4_strndup(path, strlen(path)), *copy2 = ds4_strndup(path, strlen(path));
+    if (!copy || !copy2) {
+        free(copy);
+        free(copy2);
+        return;
+    }
+    const char *dir = dirname(copy), *base = basename(copy2);
+    const size_t blen = strlen(base);
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        const char *name = e->d_name;
+        if (strncmp(name, base, blen) || strncmp(name + blen, ".tmp.", 5)) continue;
+        char *end;
+        const long pid = strtol(name + blen + 5, &end, 10);
+        if (*end || pid <= 0 || pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        char stale[PATH_MAX];
+        if (snprintf(stale, sizeof stale, "%s/%s", dir, name) < (int)sizeof stale) unlink(stale);
+    }
+    if (d) closedir(d);
+    free(copy);
+    free(copy2);
+}
+
 int ds4_outfile_open(ds4_outfile *f, const char *path) {
     memset(f, 0, sizeof *f);
     f->fd = -1;
@@ -358,10 +385,11 @@ int ds4_outfile_open(ds4_outfile *f, const char *path) {
     f->path = ds4_strndup(path, n);
     f->tmp_path = ds4_malloc(n + 32);
     if (!f->path || !f->tmp_path) goto fail;
+    remove_stale_temps(path);
     snprintf(f->tmp_path, n + 32, "%s.tmp.%ld", path, (long)getpid());
     f->fd = open(f->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (f->fd < 0) {
-        ds4_fail("%s: cannot create: %s", f->tmp_path, strerror(errno));
+        ds4_fail("%s: cannot create: %s", path, strerror(errno));
         goto fail;
     }
     track_outfile(f, true);
@@ -380,7 +408,7 @@ int ds4_outfile_write(ds4_outfile *f, const void *p, size_t n) {
         ssize_t w = write(f->fd, s, n > (1u << 30) ? (1u << 30) : n);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0)
-            return ds4_fail("%s: write failed: %s", f->path, w < 0 ? strerror(errno) : "no space");
+            return ds4_fail("%s: write failed: %s", f->path, strerror(w < 0 ? errno : ENOSPC));
         s += w;
         n -= (size_t)w;
         f->written += (uint64_t)w;
@@ -531,6 +559,11 @@ int ds4_cpu_count(void) {
     /* A container limited to k CPUs of a bigger host runs k CPUs' worth of threads. */
     const int quota = ds4_cpu_quota("");
     return quota > 0 && quota < n ? quota : n;
+}
+
+bool ds4_same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
 uint64_t ds4_file_size(const char *path) {

@@ -85,6 +85,9 @@ int ds4_parse_token_ids(const char *s, int32_t **ids, size_t *n);
 /* Read a whole (small) file into a NUL-terminated buffer. */
 char *ds4_read_file(const char *path, size_t *len_out);
 
+/* Whether two paths name one file (through links too: same device and inode). */
+bool ds4_same_file(const char *a, const char *b);
+
 /* Size of a file in bytes, 0 if it cannot be read. */
 uint64_t ds4_file_size(const char *path);
 
@@ -93,8 +96,9 @@ typedef struct { const uint8_t *data; size_t size; } ds4_mmap;
 int ds4_mmap_open(ds4_mmap *m, const char *path);
 void ds4_mmap_close(ds4_mmap *m);
 
-/* Output file written under a temporary name and renamed into place only when complete,
- * so a failed or interrupted write never leaves a partial file at `path`. */
+/* Output file written under a temporary name (PATH.tmp.PID) and renamed into place
+ * only when complete, so a failed or interrupted write never leaves a partial file at
+ * `path`; opening one removes the temporary files that killed processes left. */
 typedef struct {
     int fd;
     char *path, *tmp_path;

@@ -60,8 +60,8 @@ expect check_truncated_data 1 $BIN/ds4-gguf check "$T/cut2.gguf"
 one_line check_truncated_data_message "cut2.gguf: .*lies outside the file"
 expect info_missing 2 $BIN/ds4-gguf info "$T/nope.gguf"
 one_line info_missing_message "nope.gguf: cannot open"
-expect convert_missing_dir 1 $BIN/ds4-quant convert --in "$T/nodir" --out "$T/x.gguf"
-one_line convert_missing_dir_message "nodir/config.json: cannot open"
+expect convert_missing_dir 2 $BIN/ds4-quant convert --in "$T/nodir" --out "$T/x.gguf"
+one_line convert_missing_dir_message "nodir: cannot open"
 expect convert_unwritable 1 $BIN/ds4-quant convert --in vectors/models/tiny-a --out "$T/no/such/dir/x.gguf"
 one_line convert_unwritable_message "cannot create"
 if ls "$T"/no* "$T"/x.gguf* >/dev/null 2>&1; then bad convert_leaves_nothing; else ok convert_leaves_nothing; fi
@@ -98,7 +98,8 @@ else
     skipped=$((skipped + 1))
 fi
 expect bench_help 0 $BIN/ds4-bench --help
-expect bench_needs_csv 2 $BIN/ds4-bench --model "$T/a.gguf"
+expect bench_table_by_default 0 $BIN/ds4-bench -m "$T/a.gguf" -p 16 -n 4 -r 2 -t 2
+has bench_table_has_row "^| *16 | " "$T/out"
 expect bench_bad_lens 2 $BIN/ds4-bench --model "$T/a.gguf" --csv "$T/b.csv" --prompt-lens 10,x
 expect bench_runs 0 $BIN/ds4-bench --model "$T/a.gguf" --csv "$T/bench.csv" --prompt-lens 16,40 --gen-tokens 4 -r 2 --threads 2
 if [ "$(wc -l <"$T/bench.csv")" -eq 3 ] && head -1 "$T/bench.csv" | grep -q "prefill_tps" &&

@@ -1,38 +1,53 @@
-/* ds4-bench - prefill and decode speed across context sizes, as CSV (and a plot). */
+/* ds4-bench - prefill and decode speed across context sizes: a table on stdout, and a
+ * CSV log, JSON and a plot on request. */
+#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "appendfile.h"
 #include "bench.h"
 #include "cpu.h"
 #include "forward.h"
 #include "model.h"
+#include "plot.h"
 #include "tokenizer.h"
 #include "util.h"
 #include "../flags.h"
-#include "../plot.h"
 
-#ifndef DS4_GIT_SHA
-#define DS4_GIT_SHA "unknown"
-#endif
+#define MAX_SIZES 4096
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: ds4-bench --model M.gguf --csv out.csv [--ctx-start N] [--ctx-max N] [--step-incr N]\n"
-            "                 [--prompt-lens N,N,...] [--gen-tokens N] [-r N] [--threads N] [--probe]\n"
-            "                 [--plot out.png] [--act auto|f32|q8]\n"
+            "usage: ds4-bench -m M.gguf [-p N,N,...] [-n N] [-r N] [-t N] [-o md|csv|json]\n"
+            "                 [--csv FILE] [--json FILE] [--plot FILE.png] [--probe] [--act auto|f32|q8]\n"
+            "                 [--ctx-start N --ctx-max N --step-incr N]\n"
             "\n"
-            "For each context size (default 2048 to 65536 in steps of 2048, or --prompt-lens): fill\n"
-            "the context with deterministic text (token ids for models without a tokenizer),\n"
-            "prefill, then decode --gen-tokens tokens (default 128) greedily. A warm-up pass is\n"
-            "excluded; each size runs -r times (default 3), reporting the median and the range.\n"
-            "prefill tok/s = prompt tokens / prefill time; decode tok/s = generated tokens /\n"
-            "decode time. --probe measures this machine's read bandwidth right after each size's\n"
-            "runs (it drifts with the machine's other load), so decode is also given as a fraction\n"
-            "of what the machine could stream then. --act picks how matrix products treat activations\n"
-            "(auto: int8 for sub-8-bit weights; f32; q8: int8 wherever a kernel exists).\n"
-            "The CSV columns are documented in the README.\n");
+            "For each context size: fill it with deterministic text (token ids for models without\n"
+            "a tokenizer), prefill, then decode greedily. A warm-up pass is excluded; each size\n"
+            "runs -r times (default 3), reporting the median and the min-max range, with a warning\n"
+            "when a row's runs differ by more than 2x (a noisy host). prefill tok/s = prompt\n"
+            "tokens / prefill time; decode tok/s = generated tokens / decode time.\n"
+            "\n"
+            "  -m, --model M       the GGUF\n"
+            "  -p, --prompt-lens   prompt sizes (default 512); or a sweep: --ctx-start N\n"
+            "                      --ctx-max N --step-incr N. Sizes past the model's context\n"
+            "                      length (less the generated tokens) are dropped with a warning.\n"
+            "  -n, --gen-tokens N  tokens to decode per run (default 128)\n"
+            "  -r N                runs per size (default 3)\n"
+            "  -t, --threads N     threads (default: the CPUs this process may use)\n"
+            "  -o md|csv|json      what stdout gets (default md, a table)\n"
+            "  --csv FILE          the rows as CSV, each written and synced as it is measured\n"
+            "                      (columns in the README); --json FILE: all rows, at the end\n"
+            "  --plot FILE.png     prefill and decode tok/s by context, with min-max bars\n"
+            "  --probe             measure this machine's read bandwidth after each size's runs\n"
+            "                      (it drifts with the machine's other load) and give decode as a\n"
+            "                      fraction of it\n"
+            "  --act MODE          how matrix products treat activations (auto: int8 for sub-8-bit\n"
+            "                      weights; f32; q8: int8 wherever a kernel exists)\n"
+            "  --version           the commit and the compiled backends\n"
+            EXIT_STATUS_HELP);
 }
 
 /* Deterministic prompt of n tokens: filler text through the tokenizer, else ids. */
@@ -64,107 +79,277 @@ static int32_t *make_prompt(const ds4_tokenizer *tok, uint32_t vocab, int n) {
     return ids;
 }
 
-static int plot(const char *csv, const char *png) {
-    char commands[1024];
+typedef struct {
+    long ctx;
+    ds4_bench_result r;
+    uint64_t peak_rss;
+    double eff_gbps, probe_gbps;
+} row;
+
+static const char csv_header[] =
+    "model,quant,backend,threads,ctx,prompt_tokens,gen_tokens,prefill_tps,prefill_tps_min,prefill_tps_max,"
+    "decode_tps,decode_tps_min,decode_tps_max,kv_bytes,peak_rss_bytes,weights_bytes_per_token,effective_gbps,"
+    "probe_gbps,bandwidth_fraction,git_sha,date\n";
+
+typedef struct {
+    const char *model, *quant, *date;
+    char backend[32];
+    long threads;
+    uint64_t bytes_per_token;
+} run_info;
+
+static int csv_line(ds4_buf *b, const run_info *ri, const row *w) {
+    char line[1024];
+    const ds4_bench_result *r = &w->r;
+    const int n = snprintf(line, sizeof line,
+                           ",%s,%s,%ld,%ld,%d,%d,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%llu,%llu,%llu,%.3f,%.2f,%.4f,%s,%s\n",
+                           ri->quant, ri->backend, ri->threads, w->ctx, r->prompt_tokens, r->gen_tokens,
+                           r->prefill_tps, r->prefill_tps_min, r->prefill_tps_max, r->decode_tps, r->decode_tps_min,
+                           r->decode_tps_max, (unsigned long long)r->kv_bytes, (unsigned long long)w->peak_rss,
+                           (unsigned long long)ri->bytes_per_token, w->eff_gbps, w->probe_gbps,
+                           w->probe_gbps > 0 ? w->eff_gbps / w->probe_gbps : 0.0, ds4_git_sha(), ri->date);
+    return ds4_csv_field(b, ri->model) < 0 || ds4_buf_append(b, line, (size_t)n) < 0 ? -1 : 0;
+}
+
+static json_object *json_rows(const run_info *ri, const row *rows, int n) {
+    json_object *arr = json_object_new_array();
+    for (int i = 0; i < n; i++) {
+        const ds4_bench_result *r = &rows[i].r;
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "model", json_object_new_string(ri->model));
+        json_object_object_add(o, "quant", json_object_new_string(ri->quant));
+        json_object_object_add(o, "backend", json_object_new_string(ri->backend));
+        json_object_object_add(o, "threads", json_object_new_int64(ri->threads));
+        json_object_object_add(o, "ctx", json_object_new_int64(rows[i].ctx));
+        json_object_object_add(o, "prompt_tokens", json_object_new_int(r->prompt_tokens));
+        json_object_object_add(o, "gen_tokens", json_object_new_int(r->gen_tokens));
+        json_object_object_add(o, "prefill_tps", json_object_new_double(r->prefill_tps));
+        json_object_object_add(o, "prefill_tps_min", json_object_new_double(r->prefill_tps_min));
+        json_object_object_add(o, "prefill_tps_max", json_object_new_double(r->prefill_tps_max));
+        json_object_object_add(o, "decode_tps", json_object_new_double(r->decode_tps));
+        json_object_object_add(o, "decode_tps_min", json_object_new_double(r->decode_tps_min));
+        json_object_object_add(o, "decode_tps_max", json_object_new_double(r->decode_tps_max));
+        json_object_object_add(o, "kv_bytes", json_object_new_int64((int64_t)r->kv_bytes));
+        json_object_object_add(o, "peak_rss_bytes", json_object_new_int64((int64_t)rows[i].peak_rss));
+        json_object_object_add(o, "weights_bytes_per_token", json_object_new_int64((int64_t)ri->bytes_per_token));
+        json_object_object_add(o, "effective_gbps", json_object_new_double(rows[i].eff_gbps));
+        json_object_object_add(o, "probe_gbps", json_object_new_double(rows[i].probe_gbps));
+        json_object_object_add(o, "bandwidth_fraction", json_object_new_double(
+                                                            rows[i].probe_gbps > 0 ? rows[i].eff_gbps / rows[i].probe_gbps : 0));
+        json_object_object_add(o, "git_sha", json_object_new_string(ds4_git_sha()));
+        json_object_object_add(o, "date", json_object_new_string(ri->date));
+        json_object_array_add(arr, o);
+    }
+    return arr;
+}
+
+static void md_header(bool probe) {
+    printf("| %8s | %-24s | %-24s | %9s | %8s |%s\n", "ctx", "prefill tok/s (min-max)", "decode tok/s (min-max)",
+           "KV MiB", "eff GB/s", probe ? " probe GB/s |" : "");
+    printf("|---------:|:-------------------------|:-------------------------|----------:|---------:|%s\n",
+           probe ? "-----------:|" : "");
+}
+
+static void md_row(const row *w, bool probe) {
+    char pre[64], dec[64];
+    snprintf(pre, sizeof pre, "%.1f (%.1f-%.1f)", w->r.prefill_tps, w->r.prefill_tps_min, w->r.prefill_tps_max);
+    snprintf(dec, sizeof dec, "%.1f (%.1f-%.1f)", w->r.decode_tps, w->r.decode_tps_min, w->r.decode_tps_max);
+    printf("| %8ld | %-24s | %-24s | %9.2f | %8.3f |", w->ctx, pre, dec, w->r.kv_bytes / 1048576.0, w->eff_gbps);
+    if (probe) printf(" %10.1f |", w->probe_gbps);
+    printf("\n");
+}
+
+static void warn_spread(const row *w) {
+    const ds4_bench_result *r = &w->r;
+    if (r->repeats < 2) return;
+    const char *what[2] = {"prefill", "decode"};
+    const double lo[2] = {r->prefill_tps_min, r->decode_tps_min}, hi[2] = {r->prefill_tps_max, r->decode_tps_max};
+    for (int k = 0; k < 2; k++)
+        if (lo[k] > 0 && hi[k] > 2 * lo[k])
+            fprintf(stderr, "ds4-bench: warning: ctx %ld: %s speed varied %.1fx across %d runs (%.1f-%.1f tok/s): "
+                            "the host is noisy\n", w->ctx, what[k], hi[k] / lo[k], r->repeats, lo[k], hi[k]);
+}
+
+static int draw(ds4_plot *p, const char *csv, const run_info *ri) {
+    char qcsv[4200], title[1024], qtitle[2200], commands[8192];
+    snprintf(title, sizeof title, "%s (%s), %s, %ld threads, commit %s", ri->model, ri->quant, ri->backend,
+             ri->threads, ds4_git_sha());
+    if (!ds4_plot_quote(csv, qcsv, sizeof qcsv) || !ds4_plot_quote(title, qtitle, sizeof qtitle)) {
+        ds4_plot_abort(p);
+        return ds4_fail("%s: cannot be quoted for gnuplot", csv);
+    }
     snprintf(commands, sizeof commands,
-             "set key autotitle columnhead; set xlabel 'context (tokens)'; set ylabel 'tokens/s'; set logscale y; "
-             "set grid; plot '%s' using 5:8 with linespoints title 'prefill', '' using 5:11 with linespoints title 'decode'",
-             csv);
-    return tool_plot(png, commands);
+             "set title %s noenhanced\nset xlabel 'context (tokens)'\nset ylabel 'tokens/s (median, min-max)'\n"
+             "set logscale y\nset format y '%%g'\nset grid xtics ytics mytics\nset key top right\n"
+             "plot %s using 5:8:9:10 with yerrorlines pointtype 7 title 'prefill', "
+             "'' using 5:11:12:13 with yerrorlines pointtype 5 title 'decode'\n",
+             qtitle, qcsv);
+    return ds4_plot_draw(p, commands);
 }
 
 int main(int argc, char **argv) {
-    const char *model_path = NULL, *csv = NULL, *png = NULL, *lens = NULL;
-    long ctx_start = 2048, ctx_max = 65536, step = 2048, gen = 128, repeats = 3, threads = 0;
-    bool probe = false;
+    const char *model_path = NULL, *csv = NULL, *json = NULL, *png = NULL, *lens = "512", *format = "md";
+    long ctx_start = 0, ctx_max = 0, step = 0, gen = 128, repeats = 3, threads = 0;
+    bool probe = false, sweep = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
+        if (!strcmp(a, "--version")) return tool_version("ds4-bench");
         if (!strcmp(a, "--probe")) { probe = true; continue; }
-        if (!v) { fprintf(stderr, "ds4-bench: %s needs a value\n", a); return 2; }
+        if (a[0] != '-') return tool_unknown_option("ds4-bench", a);
+        if (!v) return tool_missing_value("ds4-bench", a);
         i++;
-        if (!strcmp(a, "--model")) model_path = v;
+        if (!strcmp(a, "--model") || !strcmp(a, "-m")) model_path = v;
         else if (!strcmp(a, "--csv")) csv = v;
+        else if (!strcmp(a, "--json")) json = v;
         else if (!strcmp(a, "--plot")) png = v;
-        else if (!strcmp(a, "--prompt-lens")) lens = v;
-        else if (!strcmp(a, "--ctx-start")) ctx_start = flag_integer("ds4-bench", a, v, 1, INT_MAX);
-        else if (!strcmp(a, "--ctx-max")) ctx_max = flag_integer("ds4-bench", a, v, 1, INT_MAX);
-        else if (!strcmp(a, "--step-incr")) step = flag_integer("ds4-bench", a, v, 1, INT_MAX);
-        else if (!strcmp(a, "--gen-tokens")) gen = flag_integer("ds4-bench", a, v, 0, INT_MAX);
+        else if (!strcmp(a, "-o")) format = v;
+        else if (!strcmp(a, "--prompt-lens") || !strcmp(a, "-p")) lens = v;
+        else if (!strcmp(a, "--ctx-start")) ctx_start = flag_integer("ds4-bench", a, v, 1, INT_MAX), sweep = true;
+        else if (!strcmp(a, "--ctx-max")) ctx_max = flag_integer("ds4-bench", a, v, 1, INT_MAX), sweep = true;
+        else if (!strcmp(a, "--step-incr")) step = flag_integer("ds4-bench", a, v, 1, INT_MAX), sweep = true;
+        else if (!strcmp(a, "--gen-tokens") || !strcmp(a, "-n")) gen = flag_integer("ds4-bench", a, v, 0, INT_MAX);
         else if (!strcmp(a, "-r")) repeats = flag_integer("ds4-bench", a, v, 1, INT_MAX);
-        else if (!strcmp(a, "--threads")) threads = flag_integer("ds4-bench", a, v, 1, INT_MAX);
+        else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) threads = flag_integer("ds4-bench", a, v, 1, INT_MAX);
         else if (!strcmp(a, "--act")) flag_act("ds4-bench", v);
-        else { fprintf(stderr, "ds4-bench: unknown option '%s'\n", a); usage(stderr); return 2; }
+        else return tool_unknown_option("ds4-bench", a);
     }
-    if (!model_path || !csv) {
-        fprintf(stderr, "ds4-bench: --model and --csv are required\n");
+    if (!model_path) {
+        fprintf(stderr, "ds4-bench: give the model with -m (ds4-bench --help lists the options)\n");
         return 2;
     }
-    long sizes[4096];
+    if (strcmp(format, "md") && strcmp(format, "csv") && strcmp(format, "json")) {
+        fprintf(stderr, "ds4-bench: -o must be md, csv or json, not '%s'\n", format);
+        return 2;
+    }
+    static long sizes[MAX_SIZES];
     int n_sizes = 0;
-    if (lens) {
-        for (const char *p = lens; *p && n_sizes < 4096;) {
+    if (sweep) {
+        if (!ctx_start || !ctx_max || !step) {
+            fprintf(stderr, "ds4-bench: a sweep needs --ctx-start, --ctx-max and --step-incr\n");
+            return 2;
+        }
+        for (long c = ctx_start; c <= ctx_max && n_sizes < MAX_SIZES; c += step) sizes[n_sizes++] = c;
+    } else {
+        for (const char *p = lens; *p && n_sizes < MAX_SIZES;) {
             char *end;
-            long x = strtol(p, &end, 10);
-            if (end == p || x < 1) { fprintf(stderr, "ds4-bench: --prompt-lens wants positive integers\n"); return 2; }
+            const long x = strtol(p, &end, 10);
+            if (end == p || x < 1 || x > INT_MAX || (*end && *end != ',')) {
+                fprintf(stderr, "ds4-bench: --prompt-lens wants positive integers separated by commas\n");
+                return 2;
+            }
             sizes[n_sizes++] = x;
             p = *end == ',' ? end + 1 : end;
         }
-    } else {
-        for (long c = ctx_start; c <= ctx_max && n_sizes < 4096; c += step) sizes[n_sizes++] = c;
     }
-    if (!n_sizes) { fprintf(stderr, "ds4-bench: no context sizes to run\n"); return 2; }
+    if (!n_sizes) {
+        fprintf(stderr, "ds4-bench: no context sizes to run\n");
+        return 2;
+    }
     if (threads == 0) threads = ds4_cpu_count();
 
     ds4_model *m = ds4_model_load(model_path);
-    if (!m) { fprintf(stderr, "ds4-bench: %s\n", ds4_error()); return 1; }
-    ds4_tokenizer *tok = ds4_tokenizer_if_any(m->gguf);
-    ds4_ctx *ctx = ds4_ctx_new(m, (int)threads);
-    if (!ctx) { fprintf(stderr, "ds4-bench: %s\n", ds4_error()); return 1; }
+    if (!m) {
+        fprintf(stderr, "ds4-bench: %s\n", ds4_error());
+        return 2;
+    }
+    /* Sizes the model cannot hold go, with a warning. */
+    const uint64_t ctx_len = m->cfg.context_length;
+    int kept = 0;
+    for (int s = 0; s < n_sizes; s++) {
+        if (ctx_len && (uint64_t)sizes[s] + (uint64_t)gen > ctx_len) {
+            fprintf(stderr, "ds4-bench: warning: ctx %ld + %ld generated is past the model's context length %llu: "
+                            "skipped\n", sizes[s], gen, (unsigned long long)ctx_len);
+            continue;
+        }
+        sizes[kept++] = sizes[s];
+    }
+    if (!kept && ctx_len > (uint64_t)gen) {
+        sizes[kept++] = (long)(ctx_len - (uint64_t)gen);
+        fprintf(stderr, "ds4-bench: warning: measuring at ctx %ld, the longest prompt the model holds\n", sizes[0]);
+    }
+    if (!kept) {
+        fprintf(stderr, "ds4-bench: %ld generated tokens do not fit the model's context length %llu\n", gen,
+                (unsigned long long)ctx_len);
+        ds4_model_free(m);
+        return 2;
+    }
+    n_sizes = kept;
 
-    char backend[32], date[32];
-    snprintf(backend, sizeof backend, "cpu-%s", ds4_cpu_level_name(ds4_cpu_detect()));
+    run_info ri = {.model = model_path, .quant = ds4_model_weight_type(m), .threads = threads,
+                   .bytes_per_token = ds4_model_bytes_per_token(m)};
+    snprintf(ri.backend, sizeof ri.backend, "cpu-%s", ds4_cpu_level_name(ds4_cpu_detect()));
+    char date[32];
     time_t now = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-    const uint64_t bpt = ds4_model_bytes_per_token(m);
-    ds4_buf out = {0};
-    const char *header = "model,quant,backend,threads,ctx,prompt_tokens,gen_tokens,prefill_tps,prefill_tps_min,"
-                         "prefill_tps_max,decode_tps,decode_tps_min,decode_tps_max,kv_bytes,peak_rss_bytes,"
-                         "weights_bytes_per_token,effective_gbps,probe_gbps,bandwidth_fraction,git_sha,date\n";
-    ds4_buf_append(&out, header, strlen(header));
+    ri.date = date;
+
+    /* Every output opens before the first measurement: a bad path fails now. */
+    ds4_appendfile log = {0};
+    ds4_outfile json_out = {.fd = -1};
+    ds4_plot plot = {.png = {.fd = -1}};
     int rc = 0;
-    printf("%8s %12s %12s %12s %10s%s\n", "ctx", "prefill t/s", "decode t/s", "KV MiB", "eff GB/s",
-           probe ? "  probe GB/s" : "");
+    if (csv && ds4_appendfile_open(&log, csv, false, csv_header) < 0) rc = -1;
+    if (rc == 0 && json && ds4_outfile_open(&json_out, json) < 0) rc = -1;
+    if (rc == 0 && png && !csv) rc = ds4_fail("--plot draws from the --csv file: give --csv too");
+    if (rc == 0 && png && ds4_plot_open(&plot, png) < 0) rc = -1;
+    if (rc < 0) {
+        fprintf(stderr, "ds4-bench: %s\n", ds4_error());
+        ds4_appendfile_close(&log);
+        if (json_out.path) ds4_outfile_abort(&json_out);
+        ds4_model_free(m);
+        return 2;
+    }
+    ds4_install_cleanup_handlers();
+    ds4_tokenizer *tok = ds4_tokenizer_if_any(m->gguf);
+    ds4_ctx *ctx = ds4_ctx_new(m, (int)threads);
+    row *rows = calloc((size_t)n_sizes, sizeof *rows);
+    if (!ctx || !rows) rc = -1;
+    if (rc == 0 && !strcmp(format, "md")) md_header(probe);
+    if (rc == 0 && !strcmp(format, "csv")) fputs(csv_header, stdout);
+    fflush(stdout);
+    uint64_t peak = 0;
+    int done = 0;
     for (int s = 0; s < n_sizes && rc == 0; s++) {
         int32_t *prompt = make_prompt(tok, ds4_ctx_vocab(ctx), (int)sizes[s]);
-        ds4_bench_result r;
-        rc = prompt ? ds4_bench_run(ctx, prompt, (int)sizes[s], (int)gen, (int)repeats, &r) : -1;
+        row *w = &rows[s];
+        w->ctx = sizes[s];
+        rc = prompt ? ds4_bench_run(ctx, prompt, (int)sizes[s], (int)gen, (int)repeats, &w->r) : -1;
         free(prompt);
         if (rc < 0) break;
-        const double eff = (double)bpt * r.decode_tps / 1e9;
-        const double probe_gbps = probe ? ds4_probe_read_gbps((int)threads) : 0;
-        char line[1024];
-        ds4_csv_field(&out, model_path);
-        int n = snprintf(line, sizeof line,
-                         ",%s,%s,%ld,%ld,%d,%d,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%llu,%llu,%llu,%.3f,%.2f,%.4f,%s,%s\n",
-                         ds4_model_weight_type(m), backend, threads, sizes[s], r.prompt_tokens, r.gen_tokens,
-                         r.prefill_tps, r.prefill_tps_min, r.prefill_tps_max, r.decode_tps, r.decode_tps_min,
-                         r.decode_tps_max, (unsigned long long)r.kv_bytes, (unsigned long long)ds4_peak_rss_bytes(),
-                         (unsigned long long)bpt, eff, probe_gbps, probe_gbps > 0 ? eff / probe_gbps : 0.0,
-                         DS4_GIT_SHA, date);
-        ds4_buf_append(&out, line, (size_t)n);
-        printf("%8ld %12.1f %12.1f %12.2f %10.3f", sizes[s], r.prefill_tps, r.decode_tps, r.kv_bytes / 1048576.0,
-               eff);
-        if (probe) printf(" %12.1f", probe_gbps);
-        printf("\n");
+        const uint64_t rss = ds4_peak_rss_bytes(); /* before the probe's buffer */
+        peak = rss > peak ? rss : peak;
+        w->peak_rss = peak;
+        w->eff_gbps = (double)ri.bytes_per_token * w->r.decode_tps / 1e9;
+        w->probe_gbps = probe ? ds4_probe_read_gbps((int)threads) : 0;
+        ds4_buf line = {0};
+        rc = csv_line(&line, &ri, w);
+        if (rc == 0 && csv) rc = ds4_appendfile_write(&log, (const char *)line.data, line.len);
+        if (rc == 0 && !strcmp(format, "csv")) fwrite(line.data, 1, line.len, stdout);
+        ds4_buf_free(&line);
+        if (rc == 0 && !strcmp(format, "md")) md_row(w, probe);
         fflush(stdout);
+        warn_spread(w);
+        done++;
     }
-    if (rc == 0) rc = ds4_write_file_atomic(csv, out.data, out.len);
-    if (rc == 0 && png) rc = plot(csv, png);
+    if (rc == 0 && (json || !strcmp(format, "json"))) {
+        json_object *arr = json_rows(&ri, rows, done);
+        const char *text = json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PRETTY);
+        if (!strcmp(format, "json")) printf("%s\n", text);
+        if (json && (ds4_outfile_write(&json_out, text, strlen(text)) < 0 ||
+                     ds4_outfile_write(&json_out, "\n", 1) < 0 || ds4_outfile_commit(&json_out) < 0))
+            rc = -1;
+        json_object_put(arr);
+    }
+    if (rc == 0 && png) rc = draw(&plot, csv, &ri);
     if (rc < 0) fprintf(stderr, "ds4-bench: %s\n", ds4_error());
-    else printf("wrote %s%s%s (peak RSS %.1f MiB)\n", csv, png ? " and " : "", png ? png : "",
-                ds4_peak_rss_bytes() / 1048576.0);
-    ds4_buf_free(&out);
+    else
+        fprintf(stderr, "ds4-bench: %s, %s, %ld threads; peak RSS %.1f MiB%s%s%s%s\n", model_path, ri.quant, threads,
+                peak / 1048576.0, csv ? "; wrote " : "", csv ? csv : "", png ? " and " : "", png ? png : "");
+    if (json_out.path) ds4_outfile_abort(&json_out);
+    ds4_plot_abort(&plot);
+    ds4_appendfile_close(&log);
+    free(rows);
     ds4_ctx_free(ctx);
     ds4_tokenizer_free(tok);
     ds4_model_free(m);

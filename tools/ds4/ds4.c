@@ -18,48 +18,68 @@
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: ds4 run --model M.gguf (--prompt TEXT | --prompt-ids ID,ID,...) [--chat] [--think]\n"
-            "               [-n N] [--temp T] [--top-p P] [--seed S] [--threads N] [--state FILE]\n"
+            "usage: ds4 run -m M.gguf (-p TEXT | -f FILE | --prompt-ids ID,ID,...) [--chat] [--think]\n"
+            "               [-n N] [-c N] [--temp T] [--top-p P] [--seed S] [-t N] [--state FILE]\n"
             "               [--kv-disk-dir DIR [--kv-disk-space-mb N]]\n"
-            "       ds4 tokenize (--model M.gguf | --tokenizer tokenizer.json [--add-tokens F.json])\n"
-            "               [--chat] [--think] [--count] [--no-special] FILE|-\n"
-            "       ds4 detokenize (--model M.gguf | --tokenizer ...) [--show-special] FILE|-\n"
-            "       ds4 batch --model M.gguf --in IN.jsonl --out OUT.jsonl [--csv FILE] [--max-tokens N]\n"
-            "               [--kv-disk-dir DIR [--kv-disk-space-mb N]] [--kv-mem-mb N] [--threads N]\n"
-            "               [--quiet]\n"
-            "       ds4 imatrix --model M.gguf --data CALIB.jsonl --out IMATRIX.gguf [--chunk N]\n"
-            "               [--threads N] [--quiet]\n"
+            "       ds4 tokenize (-m M.gguf | --tokenizer tokenizer.json [--add-tokens F.json])\n"
+            "               [--chat] [--think] [--count] [--no-special] (-p TEXT | FILE | -)\n"
+            "       ds4 detokenize (-m M.gguf | --tokenizer ...) [--show-special] FILE|-\n"
+            "       ds4 batch -m M.gguf --in IN.jsonl --out OUT.jsonl [--csv FILE] [--max-tokens N]\n"
+            "               [--kv-disk-dir DIR [--kv-disk-space-mb N]] [--kv-mem-mb N] [-t N]\n"
+            "               [--redo-stale] [--strict] [--quiet]\n"
+            "       ds4 imatrix -m M.gguf --data CALIB.jsonl --out IMATRIX.gguf [--chunk N]\n"
+            "               [-t N] [--quiet]\n"
+            "       ds4 --version\n"
             "\n"
-            "  run         feed the prompt and generate N tokens (default 16): greedy when --temp\n"
+            "  run         feed the prompt and generate -n tokens (default 16): greedy when --temp\n"
             "              is 0 (the default), else temperature + top-p sampling, reproducible\n"
-            "              with --seed. --chat wraps the prompt as one user message of the V4 chat\n"
-            "              format (--think: thinking mode). Text is printed as it is generated;\n"
-            "              ids for --prompt-ids. Speeds go to stderr. --state FILE resumes from a\n"
-            "              saved KV state whose tokens begin the prompt (the cached tokens are not\n"
-            "              computed again) and saves the state after the prompt. --kv-disk-dir\n"
-            "              keeps a directory of states named by the SHA-1 of their tokens: the\n"
-            "              longest cached prefix of the prompt is restored, and the state is\n"
-            "              saved every 8192 prompt tokens and at the prompt; least recently\n"
-            "              used states go beyond --kv-disk-space-mb (default 4096).\n"
-            "  tokenize    print the token ids of the text (or with --count only their number).\n"
-            "              Special tokens written in the text are parsed unless --no-special.\n"
+            "              with --seed. -p TEXT, or the text of -f FILE; --chat wraps it as one user\n"
+            "              message of the V4 chat format (--think: thinking mode). Text is printed\n"
+            "              as it is generated; ids for --prompt-ids. Speeds go to stderr. -c N caps\n"
+            "              the context (default the model's context length): a longer prompt is\n"
+            "              refused and generation stops at the end of it. -t N threads (default:\n"
+            "              the CPUs this process may use). --state FILE resumes from a saved KV\n"
+            "              state whose tokens begin the prompt (the cached tokens are not computed\n"
+            "              again) and saves the state after the prompt. --kv-disk-dir keeps a\n"
+            "              directory of states named by the SHA-1 of their tokens: the longest\n"
+            "              cached prefix of the prompt is restored, and the state is saved every\n"
+            "              8192 prompt tokens and at the prompt; least recently used states go\n"
+            "              beyond --kv-disk-space-mb (default 4096).\n"
+            "  tokenize    print the token ids of the text (-p TEXT, a FILE, or - for stdin; with\n"
+            "              --count only their number). Special tokens written in the text are parsed\n"
+            "              unless --no-special.\n"
             "  detokenize  read ids (comma or space separated) and print their text.\n"
             "  batch       one JSON result per JSONL request ({\"id\", \"prompt\"|\"messages\"|\n"
             "              \"prompt_ids\", \"max_tokens\", \"temperature\", \"top_p\", \"seed\", \"think\",\n"
             "              \"stop\"}), in input order; a bad line gets an \"error\" result and the\n"
             "              job goes on. Rerun with the same --out to resume: finished ids are\n"
-            "              skipped and a torn last line (a kill) is cut off. Prompt prefixes\n"
-            "              (system messages, leading ids shared with the request before) are\n"
-            "              kept in memory (--kv-mem-mb, default 1024) and with --kv-disk-dir\n"
-            "              on disk for later runs. --csv: prefill/decode tok/s per request.\n"
-            "              --max-tokens: the default for requests without one (128).\n"
+            "              skipped and a torn last line (a kill) is cut off. Each result records\n"
+            "              the model's fingerprint and a hash of its request: a result made by\n"
+            "              another model or for an edited request is refused on resume, unless\n"
+            "              --redo-stale, which computes those requests again. One job at a time\n"
+            "              per --out (a lock; a killed job releases it). Prompt prefixes (system\n"
+            "              messages, leading ids shared with the request before) are kept in\n"
+            "              memory (--kv-mem-mb, default 1024) and with --kv-disk-dir on disk for\n"
+            "              later runs. --csv: prefill/decode tok/s per request, appended like the\n"
+            "              output. --max-tokens: the default for requests without one (128).\n"
+            "              Failed lines are error results: the exit status is 0 unless --strict.\n"
             "  imatrix     run the model over calibration text (JSONL lines with \"text\" or\n"
             "              \"prompt_ids\", cut into chunks of N tokens, default 512) and save each\n"
             "              weight matrix's per-column mean squared input (every routed expert on\n"
             "              its own) as an importance matrix for `ds4-quant quantize --imatrix`\n"
             "              (GGUF in llama.cpp's imatrix layout).\n"
-            "       ds4 tokenize (--model M.gguf | --tokenizer ...) --bench CORPUS.jsonl [--csv OUT]\n"
-            "              single-thread throughput (MB/s, best of 5) over the \"text\" of each line.\n");
+            "       ds4 tokenize (-m M.gguf | --tokenizer ...) --bench CORPUS.jsonl [--csv OUT]\n"
+            "              single-thread throughput (MB/s, best of 5) over the \"text\" of each line.\n"
+            "  --version   the commit and the compiled backends.\n"
+            EXIT_STATUS_HELP);
+}
+
+/* The V4 chat format needs <think> and </think> as single tokens; DeepSeek V3's
+ * vocabulary alone spells them out in pieces, which the model was not trained on. */
+static void warn_if_no_think_tokens(const ds4_tokenizer *t) {
+    if (ds4_token_id(t, "<think>") < 0 || ds4_token_id(t, "</think>") < 0)
+        fprintf(stderr, "ds4: warning: this vocabulary has no <think>/</think> tokens, so the chat format is "
+                        "tokenized as plain text; convert with --add-tokens vectors/tokenizer/v4-added-tokens.json\n");
 }
 
 static void warn_line(const char *msg) { fprintf(stderr, "ds4: %s\n", msg); }
@@ -163,6 +183,7 @@ static int bench(const ds4_tokenizer *t, const char *corpus, const char *csv) {
 
 static int cmd_tokenize(int argc, char **argv, bool decode) {
     const char *model = NULL, *json = NULL, *overlay = NULL, *input = NULL, *bench_corpus = NULL, *csv = NULL;
+    const char *inline_text = NULL;
     bool chat = false, think = false, count = false, no_special = false, show_special = false;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -172,18 +193,23 @@ static int cmd_tokenize(int argc, char **argv, bool decode) {
         else if (!strcmp(a, "--count")) count = true;
         else if (!strcmp(a, "--no-special")) no_special = true;
         else if (!strcmp(a, "--show-special")) show_special = true;
-        else if ((!strcmp(a, "--model") || !strcmp(a, "--tokenizer") || !strcmp(a, "--add-tokens") ||
-                  !strcmp(a, "--bench") || !strcmp(a, "--csv")) && v) {
-            if (!strcmp(a, "--model")) model = v;
+        else if ((!strcmp(a, "--model") || !strcmp(a, "-m") || !strcmp(a, "--tokenizer") ||
+                  !strcmp(a, "--add-tokens") || !strcmp(a, "--bench") || !strcmp(a, "--csv") ||
+                  !strcmp(a, "-p") || !strcmp(a, "--prompt")) && v) {
+            if (!strcmp(a, "--model") || !strcmp(a, "-m")) model = v;
+            else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) inline_text = v;
             else if (!strcmp(a, "--tokenizer")) json = v;
             else if (!strcmp(a, "--bench")) bench_corpus = v;
             else if (!strcmp(a, "--csv")) csv = v;
             else overlay = v;
             i++;
         } else if (a[0] != '-' || !strcmp(a, "-")) input = a;
-        else { fprintf(stderr, "ds4: unknown option '%s'\n", a); return 2; }
+        else return tool_unknown_option("ds4", a);
     }
-    if (!input && !bench_corpus) { fprintf(stderr, "ds4: give a FILE or - for stdin\n"); return 2; }
+    if (!input && !bench_corpus && !inline_text) {
+        fprintf(stderr, "ds4: give -p TEXT, a FILE, or - for stdin\n");
+        return 2;
+    }
     ds4_tokenizer *t = open_tokenizer(model, json, overlay, NULL);
     if (bench_corpus) {
         int brc = t ? bench(t, bench_corpus, csv) : -1;
@@ -191,7 +217,7 @@ static int cmd_tokenize(int argc, char **argv, bool decode) {
         ds4_tokenizer_free(t);
         return brc < 0 ? 1 : 0;
     }
-    char *text = t ? read_input(input) : NULL;
+    char *text = !t ? NULL : inline_text ? ds4_strndup(inline_text, strlen(inline_text)) : read_input(input);
     int rc = t && text ? 0 : -1;
     if (rc == 0 && decode) {
         int32_t *ids = NULL;
@@ -205,6 +231,7 @@ static int cmd_tokenize(int argc, char **argv, bool decode) {
     } else if (rc == 0) {
         int32_t *ids = NULL;
         size_t n = 0;
+        if (chat) warn_if_no_think_tokens(t);
         if (chat) rc = encode_prompt(t, text, true, think, false, &ids, &n);
         else rc = ds4_tokenize(t, text, strlen(text), !no_special, &ids, &n);
         if (rc == 0 && count) printf("%zu\n", n);
@@ -224,14 +251,17 @@ static int cmd_batch(int argc, char **argv) {
     const char *model = NULL, *in = NULL, *out = NULL, *csv = NULL, *kv_dir = NULL;
     double kv_space_mb = 4096, kv_mem_mb = 1024;
     long threads = 0, max_tokens = 128;
-    bool quiet = false;
+    bool quiet = false, strict = false, redo_stale = false;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
         if (!strcmp(a, "--quiet")) { quiet = true; continue; }
-        if (!v) { fprintf(stderr, "ds4: %s needs a value\n", a); return 2; }
+        if (!strcmp(a, "--strict")) { strict = true; continue; }
+        if (!strcmp(a, "--redo-stale")) { redo_stale = true; continue; }
+        if (a[0] != '-') return tool_unknown_option("ds4", a);
+        if (!v) return tool_missing_value("ds4", a);
         i++;
-        if (!strcmp(a, "--model")) model = v;
+        if (!strcmp(a, "--model") || !strcmp(a, "-m")) model = v;
         else if (!strcmp(a, "--in")) in = v;
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--csv")) csv = v;
@@ -239,36 +269,48 @@ static int cmd_batch(int argc, char **argv) {
         else if (!strcmp(a, "--kv-disk-space-mb")) kv_space_mb = flag_number("ds4", a, v, 1, 1e9);
         else if (!strcmp(a, "--kv-mem-mb")) kv_mem_mb = flag_number("ds4", a, v, 0, 1e9);
         else if (!strcmp(a, "--max-tokens")) max_tokens = flag_integer("ds4", a, v, 0, 10000000);
-        else if (!strcmp(a, "--threads")) threads = flag_integer("ds4", a, v, 1, 512);
-        else { fprintf(stderr, "ds4: batch: unknown option '%s'\n", a); return 2; }
+        else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) threads = flag_integer("ds4", a, v, 1, 512);
+        else return tool_unknown_option("ds4", a);
     }
     if (!model || !in || !out) {
-        fprintf(stderr, "ds4: batch needs --model, --in and --out\n");
+        fprintf(stderr, "ds4: batch needs -m, --in and --out\n");
         return 2;
     }
     ds4_model *m = ds4_model_load(model);
     if (!m) {
         fprintf(stderr, "ds4: %s\n", ds4_error());
-        return 1;
+        return 2;
     }
+    ds4_install_cleanup_handlers(); /* an interrupted cache save leaves no temporary file */
     ds4_tokenizer *tok = ds4_tokenizer_if_any(m->gguf);
     ds4_kvcache *kvc = ds4_kvcache_open(kv_dir, (uint64_t)(kv_space_mb * 1048576.0),
                                         (uint64_t)(kv_mem_mb * 1048576.0), m, warn_line);
-    int rc = 1;
+    int rc = 2;
     if (!kvc) {
         fprintf(stderr, "ds4: %s\n", ds4_error());
     } else {
         ds4_batch_opts o = {.in_path = in, .out_path = out, .csv_path = csv, .kvcache = kvc,
-                            .n_threads = threads ? (int)threads : ds4_cpu_count(), .default_max_tokens = (int)max_tokens};
+                            .n_threads = threads ? (int)threads : ds4_cpu_count(),
+                            .default_max_tokens = (int)max_tokens, .redo_stale = redo_stale};
         ds4_batch_stats s;
-        rc = ds4_batch_run(m, tok, &o, &s) == 0 ? 0 : 1;
-        if (rc) fprintf(stderr, "ds4: %s\n", ds4_error());
-        else if (!quiet)
-            printf("batch: %llu requests: %llu done, %llu errors, %llu already in %s; %llu prompt tokens (%llu cached), "
-                   "%llu generated, %.1f s\n",
+        const int brc = ds4_batch_run(m, tok, &o, &s);
+        rc = brc == -2 ? 2 : brc < 0 ? 1 : 0;
+        if (brc < 0) fprintf(stderr, "ds4: %s\n", ds4_error());
+        if (brc != -2 && !quiet)
+            printf("batch: %llu requests: %llu done, %llu errors, %llu already in %s%s; %llu prompt tokens (%llu "
+                   "cached), %llu generated, %.1f s\n",
                    (unsigned long long)s.requests, (unsigned long long)s.done, (unsigned long long)s.errors,
-                   (unsigned long long)s.skipped, out, (unsigned long long)s.prompt_tokens,
-                   (unsigned long long)s.cached_tokens, (unsigned long long)s.completion_tokens, s.seconds);
+                   (unsigned long long)s.skipped, out, s.duplicates ? ", repeated ids skipped" : "",
+                   (unsigned long long)s.prompt_tokens, (unsigned long long)s.cached_tokens,
+                   (unsigned long long)s.completion_tokens, s.seconds);
+        if (brc != -2 && s.errors) {
+            fprintf(stderr, "ds4: %llu request%s failed (error results in %s); the first:\n",
+                    (unsigned long long)s.errors, s.errors == 1 ? "" : "s", out);
+            for (uint64_t i = 0; i < s.errors && i < DS4_BATCH_ERRORS_SHOWN; i++)
+                fprintf(stderr, "  %s\n", s.first_errors[i]);
+            if (strict && rc == 0) rc = 1;
+        }
+        if (brc != -2 && s.duplicates && strict && rc == 0) rc = 1;
     }
     ds4_kvcache_close(kvc);
     ds4_tokenizer_free(tok);
@@ -284,14 +326,14 @@ static int cmd_imatrix(int argc, char **argv) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
         if (!strcmp(a, "--quiet")) { quiet = true; continue; }
-        if (!v) { fprintf(stderr, "ds4: %s needs a value\n", a); return 2; }
+        if (!v) return tool_missing_value("ds4", a);
         i++;
-        if (!strcmp(a, "--model")) model = v;
+        if (!strcmp(a, "--model") || !strcmp(a, "-m")) model = v;
         else if (!strcmp(a, "--data")) data = v;
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--chunk")) chunk = flag_integer("ds4", a, v, 1, 1 << 20);
-        else if (!strcmp(a, "--threads")) threads = flag_integer("ds4", a, v, 1, 512);
-        else { fprintf(stderr, "ds4: imatrix: unknown option '%s'\n", a); return 2; }
+        else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) threads = flag_integer("ds4", a, v, 1, 512);
+        else return tool_unknown_option("ds4", a);
     }
     if (!model || !data || !out) {
         fprintf(stderr, "ds4: imatrix needs --model, --data and --out\n");
@@ -324,10 +366,11 @@ static int cmd_imatrix(int argc, char **argv) {
 #define KV_DISK_PERIOD 8192 /* prompt tokens between saves of a long prefill */
 
 static int cmd_run(int argc, char **argv) {
-    const char *model_path = NULL, *ids_text = NULL, *prompt = NULL, *state = NULL, *kv_dir = NULL;
+    const char *model_path = NULL, *ids_text = NULL, *prompt = NULL, *prompt_file = NULL, *state = NULL;
+    const char *kv_dir = NULL;
     double kv_space_mb = 4096;
     bool chat = false, think = false;
-    int n_gen = 16, threads = 0;
+    long n_gen = 16, threads = 0, n_ctx = 0;
     float temp = 0, top_p = 1;
     uint64_t seed = 0;
     for (int i = 0; i < argc; i++) {
@@ -335,94 +378,116 @@ static int cmd_run(int argc, char **argv) {
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
         if (!strcmp(a, "--chat")) { chat = true; continue; }
         if (!strcmp(a, "--think")) { think = true; continue; }
-        if (!v) { fprintf(stderr, "ds4: %s needs a value\n", a); return 2; }
+        if (a[0] != '-') return tool_unknown_option("ds4", a);
+        if (!v) return tool_missing_value("ds4", a);
         i++;
-        if (!strcmp(a, "--model")) model_path = v;
+        if (!strcmp(a, "--model") || !strcmp(a, "-m")) model_path = v;
         else if (!strcmp(a, "--prompt-ids")) ids_text = v;
-        else if (!strcmp(a, "--prompt")) prompt = v;
+        else if (!strcmp(a, "--prompt") || !strcmp(a, "-p")) prompt = v;
+        else if (!strcmp(a, "--file") || !strcmp(a, "-f")) prompt_file = v;
         else if (!strcmp(a, "--state")) state = v;
         else if (!strcmp(a, "--kv-disk-dir")) kv_dir = v;
         else if (!strcmp(a, "--kv-disk-space-mb")) kv_space_mb = flag_number("ds4", a, v, 1, 1e9);
-        else if (!strcmp(a, "-n")) n_gen = (int)flag_integer("ds4", a, v, 0, INT_MAX);
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) n_gen = flag_integer("ds4", a, v, 0, INT_MAX);
+        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) n_ctx = flag_integer("ds4", a, v, 1, INT_MAX);
         else if (!strcmp(a, "--temp")) temp = (float)flag_number("ds4", a, v, 0, HUGE_VAL);
         else if (!strcmp(a, "--top-p")) top_p = (float)flag_number("ds4", a, v, 0, 1);
         else if (!strcmp(a, "--seed")) seed = (uint64_t)flag_number("ds4", a, v, 0, 0x1p53);
-        else if (!strcmp(a, "--threads")) threads = (int)flag_integer("ds4", a, v, 0, INT_MAX);
-        else { fprintf(stderr, "ds4: unknown option '%s'\n", a); return 2; }
+        else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) threads = flag_integer("ds4", a, v, 1, 512);
+        else return tool_unknown_option("ds4", a);
     }
-    if (!model_path || !!ids_text == !!prompt) {
-        fprintf(stderr, "ds4: run needs --model and one of --prompt or --prompt-ids\n");
+    if (!model_path || !!ids_text + !!prompt + !!prompt_file != 1) {
+        fprintf(stderr, "ds4: run needs -m MODEL and one of -p TEXT, -f FILE or --prompt-ids IDS\n");
+        return 2;
+    }
+    char *file_text = NULL;
+    if (prompt_file && !(prompt = file_text = read_input(prompt_file))) {
+        fprintf(stderr, "ds4: %s\n", ds4_error());
         return 2;
     }
     int32_t *ids = NULL;
-    int n = 0;
-    if (ids_text) {
-        size_t n_ids = 0;
-        if (ds4_parse_token_ids(ids_text, &ids, &n_ids) < 0 || n_ids == 0 || n_ids > INT_MAX) {
-            fprintf(stderr, "ds4: --prompt-ids wants comma-separated token ids\n");
-            free(ids);
-            return 2;
-        }
-        n = (int)n_ids;
+    size_t n = 0;
+    if (ids_text && (ds4_parse_token_ids(ids_text, &ids, &n) < 0 || n == 0 || n > INT_MAX)) {
+        fprintf(stderr, "ds4: --prompt-ids wants comma-separated token ids\n");
+        free(ids);
+        return 2;
     }
+    /* The state file opens before any work: a bad path fails now, not after the prefill. */
+    ds4_outfile state_out = {.fd = -1};
+    if (state && ds4_outfile_open(&state_out, state) < 0) {
+        fprintf(stderr, "ds4: %s\n", ds4_error());
+        free(ids);
+        free(file_text);
+        return 2;
+    }
+    ds4_install_cleanup_handlers();
     ds4_model *m = ds4_model_load(model_path);
     if (!m) {
         fprintf(stderr, "ds4: %s\n", ds4_error());
+        if (state) ds4_outfile_abort(&state_out);
         free(ids);
-        return 1;
+        free(file_text);
+        return 2;
     }
     ds4_tokenizer *tok = NULL;
+    int rc = 0;
     if (prompt) {
-        size_t nn = 0;
         tok = ds4_tokenizer_from_gguf(m->gguf);
-        if (!tok || encode_prompt(tok, prompt, chat, think, true, &ids, &nn) < 0) {
-            fprintf(stderr, "ds4: %s\n", ds4_error());
-            ds4_tokenizer_free(tok);
-            ds4_model_free(m);
-            return 1;
-        }
-        n = (int)nn;
+        if (tok && chat) warn_if_no_think_tokens(tok);
+        if (!tok || encode_prompt(tok, prompt, chat, think, true, &ids, &n) < 0) rc = -1;
     }
-    ds4_ctx *ctx = ds4_ctx_new(m, threads > 0 ? threads : ds4_cpu_count());
+    /* The context: -c, else the model's; generation stops where it ends. */
+    const uint64_t ctx_len = n_ctx ? (uint64_t)n_ctx : m->cfg.context_length;
+    if (rc == 0 && n == 0) rc = ds4_fail("the prompt has no tokens");
+    if (rc == 0 && ctx_len && n > ctx_len)
+        rc = ds4_fail("the prompt has %zu tokens, more than the context of %llu", n, (unsigned long long)ctx_len);
+    if (rc == 0 && ctx_len && n + (uint64_t)n_gen > ctx_len) {
+        fprintf(stderr, "ds4: warning: -n %ld runs past the context of %llu tokens: generating %llu\n", n_gen,
+                (unsigned long long)ctx_len, (unsigned long long)(ctx_len - n));
+        n_gen = (long)(ctx_len - n);
+    }
+    ds4_ctx *ctx = rc == 0 ? ds4_ctx_new(m, threads > 0 ? (int)threads : ds4_cpu_count()) : NULL;
     const uint32_t V = m->cfg.n_vocab;
     float *logits = malloc(V * sizeof *logits), *probs = malloc(V * sizeof *probs);
     int32_t *idx = malloc(V * sizeof *idx);
-    int rc = ctx && logits && probs && idx ? 0 : -1;
+    if (rc == 0 && (!ctx || !logits || !probs || !idx)) rc = -1;
     ds4_sampler s;
     ds4_sampler_init(&s, temp, top_p, seed);
     /* A saved state whose tokens begin this prompt replaces their prefill. */
-    int cached = 0;
+    uint64_t cached = 0;
     if (rc == 0 && state && access(state, R_OK) == 0) {
         int32_t *saved = NULL;
         uint64_t n_saved = 0;
         if (ds4_kv_load(ctx, state, &saved, &n_saved) < 0) {
             fprintf(stderr, "ds4: ignoring the saved state: %s\n", ds4_error());
-        } else if (n_saved < (uint64_t)n && !memcmp(saved, ids, n_saved * sizeof *ids)) {
-            cached = (int)n_saved;
+        } else if (n_saved < n && !memcmp(saved, ids, n_saved * sizeof *ids)) {
+            cached = n_saved;
         } else {
             ds4_ctx_reset(ctx); /* not a prefix of this prompt */
         }
         free(saved);
     }
     ds4_kvcache *kvc = NULL;
-    if (rc == 0 && kv_dir && !(kvc = ds4_kvcache_open(kv_dir, (uint64_t)(kv_space_mb * 1048576.0), 0, m, warn_line))) {
-        fprintf(stderr, "ds4: %s\n", ds4_error());
+    if (rc == 0 && kv_dir && !(kvc = ds4_kvcache_open(kv_dir, (uint64_t)(kv_space_mb * 1048576.0), 0, m, warn_line)))
         rc = -1;
-    }
     double t0 = ds4_time_now(), t1 = t0;
     if (rc == 0 && kvc && !cached) {
-        uint64_t restored = 0;
-        rc = ds4_prefill_cached(ctx, kvc, ids, (uint64_t)n, logits, KV_DISK_PERIOD, 0, &restored);
-        cached = (int)restored;
+        rc = ds4_prefill_cached(ctx, kvc, ids, (uint64_t)n, logits, KV_DISK_PERIOD, 0, &cached);
     } else if (rc == 0) {
-        rc = ds4_eval(ctx, ids + cached, n - cached, logits, false);
+        rc = ds4_eval(ctx, ids + cached, (int)(n - cached), logits, false);
     }
     ds4_kvcache_close(kvc);
-    if (rc == 0 && state) rc = ds4_kv_save(ctx, ids, (uint64_t)n, state);
+    if (rc == 0 && state) {
+        ds4_buf file = {0};
+        rc = ds4_kv_encode(ctx, ids, (uint64_t)n, &file);
+        if (rc == 0) rc = ds4_outfile_write(&state_out, file.data, file.len);
+        if (rc == 0) rc = ds4_outfile_commit(&state_out);
+        ds4_buf_free(&file);
+    }
     t1 = ds4_time_now();
     ds4_buf pending = {0}; /* bytes of a character not yet complete */
     int generated = 0;
-    for (int i = 0; i < n_gen && rc == 0; i++) {
+    for (long i = 0; i < n_gen && rc == 0; i++) {
         int32_t next = ds4_sample(&s, logits, V, probs, idx);
         generated++;
         if (tok) {
@@ -441,13 +506,15 @@ static int cmd_run(int argc, char **argv) {
     fwrite(pending.data, 1, pending.len, stdout);
     ds4_buf_free(&pending);
     double t2 = ds4_time_now();
-    if (rc < 0) fprintf(stderr, "\nds4: %s\n", ds4_error());
-    else
-        fprintf(stderr, "\nprefill %d tokens (%d cached) %.1f tok/s, decode %d tokens %.1f tok/s, KV state %.1f KiB\n",
-                n, cached, (n - cached) / (t1 - t0), generated, generated > 0 ? generated / (t2 - t1) : 0.0,
-                ds4_ctx_kv_bytes(ctx) / 1024.0);
     printf("\n");
+    if (rc < 0) fprintf(stderr, "%sds4: %s\n", generated ? "\n" : "", ds4_error());
+    else
+        fprintf(stderr, "\nprefill %zu tokens (%llu cached) %.1f tok/s, decode %d tokens %.1f tok/s, KV state %.1f KiB\n",
+                n, (unsigned long long)cached, (n - cached) / (t1 - t0), generated,
+                generated > 0 ? generated / (t2 - t1) : 0.0, ds4_ctx_kv_bytes(ctx) / 1024.0);
+    if (state_out.path) ds4_outfile_abort(&state_out);
     free(ids); free(logits); free(probs); free(idx);
+    free(file_text);
     ds4_ctx_free(ctx);
     ds4_tokenizer_free(tok);
     ds4_model_free(m);
@@ -455,6 +522,7 @@ static int cmd_run(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "--version")) return tool_version("ds4");
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

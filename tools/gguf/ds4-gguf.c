@@ -19,7 +19,8 @@ static void usage(FILE *out) {
             "  check  exit 0 only if FILE is a complete, loadable deepseek4 model\n"
             "  diff   print metadata and tensor differences; exit 0 if none, 1 if any\n"
             "\n"
-            "Exit status 2 means a file could not be read (the error names the file).\n");
+            "--version prints the commit and the compiled backends.\n"
+            EXIT_STATUS_HELP);
 }
 
 static int cmd_info(int argc, char **argv) {
@@ -29,7 +30,8 @@ static int cmd_info(int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--no-tensors")) tensors = false;
         else if (!strcmp(argv[i], "--items") && i + 1 < argc) items = (size_t)flag_integer("ds4-gguf", "--items", argv[++i], 0, INT_MAX);
-        else if (argv[i][0] == '-' || path) { usage(stderr); return 2; }
+        else if (argv[i][0] == '-') return tool_unknown_option("ds4-gguf", argv[i]);
+        else if (path) { fprintf(stderr, "ds4-gguf: info takes one FILE\n"); return 2; }
         else path = argv[i];
     }
     if (!path) { usage(stderr); return 2; }
@@ -68,7 +70,8 @@ static int cmd_diff(int argc, char **argv) {
     int n_ignore = 0, n_paths = 0;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--ignore") && i + 1 < argc && n_ignore < 63) ignore[n_ignore++] = argv[++i];
-        else if (argv[i][0] == '-' || n_paths == 2) { usage(stderr); return 2; }
+        else if (argv[i][0] == '-') return tool_unknown_option("ds4-gguf", argv[i]);
+        else if (n_paths == 2) { fprintf(stderr, "ds4-gguf: diff takes two files\n"); return 2; }
         else paths[n_paths++] = argv[i];
     }
     ignore[n_ignore] = NULL;
@@ -92,6 +95,7 @@ static int cmd_diff(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "--version")) return tool_version("ds4-gguf");
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

@@ -27,15 +27,19 @@ static void usage(FILE *out) {
             "and --require-greedy are off unless given; --max-kl bounds the worst position,\n"
             "--max-kl-mean the mean over all positions). --act picks how matrix products\n"
             "treat activations (ops.h: auto = int8 for sub-8-bit weights, f32 = always F32,\n"
-            "q8 = int8 wherever a kernel exists). Exit 2 on unreadable input.\n");
+            "q8 = int8 wherever a kernel exists). In a directory of vectors, a case made for\n"
+            "another vocabulary is skipped, with the reason in the table and the CSV's skipped\n"
+            "column. --csv and --json are opened before the first case and written at the end.\n"
+            "--version prints the commit and the compiled backends.\n"
+            EXIT_STATUS_HELP);
 }
 
-static int write_csv(const char *path, const char *model, const ds4_lc_report *r) {
+static int write_csv(ds4_outfile *out, const char *model, const ds4_lc_report *r) {
     ds4_buf b = {0};
     char line[1024];
     int n = snprintf(line, sizeof line,
                      "model,case,prompt_tokens,positions,max_dlogit,mean_dlogit,max_dlogprob,kl_mean,kl_max,top1,"
-                     "topk_overlap,spearman,greedy_len,greedy_match,prefill_tps,decode_tps\n");
+                     "topk_overlap,spearman,greedy_len,greedy_match,prefill_tps,decode_tps,skipped\n");
     ds4_buf_append(&b, line, (size_t)n);
     ds4_lc_case all = ds4_lc_overall(r);
     for (int i = 0; i <= r->n_cases; i++) {
@@ -43,14 +47,21 @@ static int write_csv(const char *path, const char *model, const ds4_lc_report *r
         ds4_csv_field(&b, model);
         ds4_buf_append(&b, ",", 1);
         ds4_csv_field(&b, c->id);
-        n = snprintf(line, sizeof line, ",%d,%d,%.6g,%.6g,%.6g,%.6g,%.6g,%.6f,%.6f,%.6f,%d,%d,%.2f,%.2f\n", c->n_prompt,
+        if (c->skipped[0]) {
+            ds4_buf_append(&b, ",,,,,,,,,,,,,,,", 15);
+            ds4_csv_field(&b, c->skipped);
+            ds4_buf_append(&b, "\n", 1);
+            continue;
+        }
+        n = snprintf(line, sizeof line, ",%d,%d,%.6g,%.6g,%.6g,%.6g,%.6g,%.6f,%.6f,%.6f,%d,%d,%.2f,%.2f,\n", c->n_prompt,
                      c->n_positions, c->max_dlogit, c->mean_dlogit, c->max_dlogprob, c->kl_mean, c->kl_max, c->top1,
                      c->overlap, c->spearman, c->greedy_len, c->greedy_match,
                      c->prefill_seconds > 0 ? c->n_prompt / c->prefill_seconds : 0,
                      c->decode_seconds > 0 ? c->greedy_match / c->decode_seconds : 0);
         ds4_buf_append(&b, line, (size_t)n);
     }
-    int rc = ds4_write_file_atomic(path, b.data, b.len);
+    int rc = ds4_outfile_write(out, b.data, b.len);
+    if (rc == 0) rc = ds4_outfile_commit(out);
     ds4_buf_free(&b);
     return rc;
 }
@@ -70,10 +81,11 @@ static json_object *case_json(const ds4_lc_case *c) {
     json_object_object_add(o, "spearman", json_object_new_double(c->spearman));
     json_object_object_add(o, "greedy_len", json_object_new_int(c->greedy_len));
     json_object_object_add(o, "greedy_match", json_object_new_int(c->greedy_match));
+    if (c->skipped[0]) json_object_object_add(o, "skipped", json_object_new_string(c->skipped));
     return o;
 }
 
-static int write_json(const char *path, const char *model, const ds4_lc_report *r, bool pass) {
+static int write_json(ds4_outfile *out, const char *model, const ds4_lc_report *r, bool pass) {
     json_object *root = json_object_new_object(), *cases = json_object_new_array();
     json_object_object_add(root, "model", json_object_new_string(model));
     json_object_object_add(root, "pass", json_object_new_boolean(pass));
@@ -82,16 +94,18 @@ static int write_json(const char *path, const char *model, const ds4_lc_report *
     ds4_lc_case all = ds4_lc_overall(r);
     json_object_object_add(root, "overall", case_json(&all));
     const char *text = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY);
-    ds4_buf b = {0};
-    ds4_buf_append(&b, text, strlen(text));
-    ds4_buf_append(&b, "\n", 1);
+    int rc = ds4_outfile_write(out, text, strlen(text));
+    if (rc == 0) rc = ds4_outfile_write(out, "\n", 1);
+    if (rc == 0) rc = ds4_outfile_commit(out);
     json_object_put(root);
-    int rc = ds4_write_file_atomic(path, b.data, b.len);
-    ds4_buf_free(&b);
     return rc;
 }
 
 static void print_row(const ds4_lc_case *c) {
+    if (c->skipped[0]) {
+        printf("%-26s skipped: %s\n", c->id, c->skipped);
+        return;
+    }
     char dl[32] = "-";
     if (c->full_positions) snprintf(dl, sizeof dl, "%.2e", c->max_dlogit);
     printf("%-26s %6d %11s %10.2e %10.2e %10.2e %7.2f%% %7.2f%% %8.5f %4d/%-4d\n", c->id, c->n_prompt, dl,
@@ -107,9 +121,11 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
+        if (!strcmp(a, "--version")) return tool_version("ds4-logitcheck");
         if (!strcmp(a, "--require-greedy")) { require_greedy = true; continue; }
         if (!strcmp(a, "--quiet")) { quiet = true; continue; }
-        if (!v) { fprintf(stderr, "ds4-logitcheck: %s needs a value\n", a); return 2; }
+        if (a[0] != '-') return tool_unknown_option("ds4-logitcheck", a);
+        if (!v) return tool_missing_value("ds4-logitcheck", a);
         i++;
         if (!strcmp(a, "--model")) model_path = v;
         else if (!strcmp(a, "--vectors") && n_vectors < 64) vectors[n_vectors++] = v;
@@ -121,15 +137,25 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--max-kl-mean")) max_kl_mean = flag_number("ds4-logitcheck", a, v, 0, HUGE_VAL);
         else if (!strcmp(a, "--min-top1")) min_top1 = flag_number("ds4-logitcheck", a, v, 0, 1);
         else if (!strcmp(a, "--act")) flag_act("ds4-logitcheck", v);
-        else { fprintf(stderr, "ds4-logitcheck: unknown option '%s'\n", a); usage(stderr); return 2; }
+        else return tool_unknown_option("ds4-logitcheck", a);
     }
     if (!model_path || !n_vectors) {
         fprintf(stderr, "ds4-logitcheck: --model and --vectors are required\n");
         return 2;
     }
+    /* The outputs open before the first case: a bad path fails now, not after the run. */
+    ds4_outfile csv_out = {.fd = -1}, json_out = {.fd = -1};
+    if ((csv && ds4_outfile_open(&csv_out, csv) < 0) || (json && ds4_outfile_open(&json_out, json) < 0)) {
+        fprintf(stderr, "ds4-logitcheck: %s\n", ds4_error());
+        if (csv_out.path) ds4_outfile_abort(&csv_out);
+        return 2;
+    }
+    ds4_install_cleanup_handlers();
     ds4_model *m = ds4_model_load(model_path);
     if (!m) {
         fprintf(stderr, "ds4-logitcheck: %s\n", ds4_error());
+        if (csv_out.path) ds4_outfile_abort(&csv_out);
+        if (json_out.path) ds4_outfile_abort(&json_out);
         return 2;
     }
     ds4_ctx *ctx = ds4_ctx_new(m, threads > 0 ? threads : ds4_cpu_count());
@@ -140,6 +166,8 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n_vectors && rc == 0; i++) rc = ds4_logitcheck_path(ctx, tok, vectors[i], &r);
     if (rc < 0) {
         fprintf(stderr, "ds4-logitcheck: %s\n", ds4_error());
+        if (csv_out.path) ds4_outfile_abort(&csv_out);
+        if (json_out.path) ds4_outfile_abort(&json_out);
         ds4_lc_report_free(&r);
         ds4_tokenizer_free(tok);
         ds4_ctx_free(ctx);
@@ -163,13 +191,15 @@ int main(int argc, char **argv) {
     if (max_dlogit >= 0) printf(", max|dlogit| %.3g (<= %g)", all.max_dlogit, max_dlogit);
     if (require_greedy) printf(", greedy %d/%d", all.greedy_match, all.greedy_len);
     printf("\n");
-    if ((csv && write_csv(csv, model_path, &r) < 0) || (json && write_json(json, model_path, &r, pass) < 0)) {
+    if ((csv && write_csv(&csv_out, model_path, &r) < 0) || (json && write_json(&json_out, model_path, &r, pass) < 0)) {
         fprintf(stderr, "ds4-logitcheck: %s\n", ds4_error());
         rc = -1;
     }
+    if (csv_out.path) ds4_outfile_abort(&csv_out);
+    if (json_out.path) ds4_outfile_abort(&json_out);
     ds4_lc_report_free(&r);
     ds4_tokenizer_free(tok);
     ds4_ctx_free(ctx);
     ds4_model_free(m);
-    return rc < 0 ? 2 : pass ? 0 : 1;
+    return pass && rc == 0 ? 0 : 1;
 }

@@ -10,15 +10,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "appendfile.h"
 #include "bench.h"
 #include "forward.h"
 #include "logitcheck.h"
 #include "longctx.h"
 #include "model.h"
 #include "needle.h"
+#include "plot.h"
 #include "util.h"
 #include "../flags.h"
-#include "../plot.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -54,37 +55,85 @@ static void usage(FILE *out) {
             "question. Pass: the greedy answer (up to --max-tokens, default 48) holds every value\n"
             "and no distractor's. The model must have a tokenizer and must predict plain English\n"
             "far better than chance (random weights cannot find a needle); --allow-untrained runs\n"
-            "the test anyway. CSV metric: recall (and distracted). Exit 0 only if every case passes.\n");
+            "the test anyway. CSV metric: recall (and distracted). Exit 0 only if every case passes.\n"
+            "\n"
+            "The CSV takes each case's rows as soon as the case is done; --plot (needs --csv) draws it\n"
+            "at the end. --version prints the commit and the compiled backends.\n"
+            EXIT_STATUS_HELP);
 }
 
 /* One CSV schema for every mode. */
 static const char csv_header[] =
     "mode,model,length,depth,chunk,pass,metric,value,prefill_tps,decode_tps,kv_bytes,peak_rss_bytes,seconds\n";
 
-static int write_csv(const char *path, const char *model, const ds4_longctx_result *r, int n) {
-    ds4_buf b = {0};
-    int rc = ds4_buf_append(&b, csv_header, sizeof csv_header - 1);
+/* The five rows of one consistency length. */
+static int consistency_rows(ds4_buf *b, const char *model, const ds4_longctx_result *r) {
     const uint64_t rss = ds4_peak_rss_bytes();
-    for (int i = 0; i < n && rc == 0; i++) {
-        const struct { const char *metric; double value; bool ok; } m[] = {
-            {"chunked_max_dlogit", r[i].max_dlogit_chunked, r[i].pass},
-            {"decode_max_dlogit", r[i].max_dlogit_decode, r[i].pass},
-            {"restored_max_dlogit", r[i].max_dlogit_restored, r[i].pass},
-            {"kv_bytes_expected", (double)r[i].kv_bytes_expected, r[i].kv_bytes == r[i].kv_bytes_expected},
-            {"indexer_share", r[i].indexer_share, r[i].pass}, /* reported, not judged */
-        };
-        for (size_t k = 0; k < sizeof m / sizeof m[0] && rc == 0; k++) {
-            char line[512];
-            rc = ds4_buf_append(&b, "consistency,", 12) < 0 || ds4_csv_field(&b, model) < 0;
-            const int len = snprintf(line, sizeof line, ",%llu,,,%s,%s,%.6g,%.2f,%.2f,%llu,%llu,%.2f\n",
-                                     (unsigned long long)r[i].length, m[k].ok ? "pass" : "fail", m[k].metric,
-                                     m[k].value, r[i].prefill_tps, r[i].decode_tps,
-                                     (unsigned long long)r[i].kv_bytes, (unsigned long long)rss, r[i].seconds);
-            if (!rc) rc = ds4_buf_append(&b, line, (size_t)len);
+    const struct { const char *metric; double value; bool ok; } m[] = {
+        {"chunked_max_dlogit", r->max_dlogit_chunked, r->pass},
+        {"decode_max_dlogit", r->max_dlogit_decode, r->pass},
+        {"restored_max_dlogit", r->max_dlogit_restored, r->pass},
+        {"kv_bytes_expected", (double)r->kv_bytes_expected, r->kv_bytes == r->kv_bytes_expected},
+        {"indexer_share", r->indexer_share, r->pass}, /* reported, not judged */
+    };
+    int rc = 0;
+    for (size_t k = 0; k < sizeof m / sizeof m[0] && rc == 0; k++) {
+        char line[512];
+        rc = ds4_buf_append(b, "consistency,", 12) < 0 || ds4_csv_field(b, model) < 0;
+        const int len = snprintf(line, sizeof line, ",%llu,,,%s,%s,%.6g,%.2f,%.2f,%llu,%llu,%.2f\n",
+                                 (unsigned long long)r->length, m[k].ok ? "pass" : "fail", m[k].metric, m[k].value,
+                                 r->prefill_tps, r->decode_tps, (unsigned long long)r->kv_bytes,
+                                 (unsigned long long)rss, r->seconds);
+        if (!rc) rc = ds4_buf_append(b, line, (size_t)len);
+    }
+    return rc;
+}
+
+/* --csv and --plot, opened before any work so that a bad path fails at once; the CSV
+ * takes each case's rows as soon as they are known. */
+typedef struct {
+    ds4_appendfile csv;
+    ds4_plot plot;
+    const char *csv_path;
+    bool want_plot;
+} outputs;
+
+static int open_outputs(outputs *o, const char *csv, const char *png) {
+    memset(o, 0, sizeof *o);
+    o->plot.png.fd = -1;
+    o->csv_path = csv;
+    if (png && !csv) return ds4_fail("--plot draws from the --csv file: give --csv too");
+    if (csv && ds4_appendfile_open(&o->csv, csv, false, csv_header) < 0) return -1;
+    if (png && ds4_plot_open(&o->plot, png) < 0) {
+        ds4_appendfile_close(&o->csv);
+        return -1;
+    }
+    o->want_plot = png != NULL;
+    return 0;
+}
+
+static int log_rows(outputs *o, ds4_buf *rows) {
+    const int rc = o->csv_path && rows->len ? ds4_appendfile_write(&o->csv, (const char *)rows->data, rows->len) : 0;
+    rows->len = 0;
+    return rc;
+}
+
+/* Draws `body` (gnuplot plot commands; %s in it is the CSV) under a title naming the
+ * model and the commit; closes the outputs. */
+static int close_outputs(outputs *o, int rc, const char *model, const char *what, const char *body) {
+    if (rc == 0 && o->want_plot) {
+        char qcsv[4200], title[1024], qtitle[2200], commands[8192], plot[4096];
+        snprintf(title, sizeof title, "%s: %s, commit %s", what, model, ds4_git_sha());
+        if (!ds4_plot_quote(o->csv_path, qcsv, sizeof qcsv) || !ds4_plot_quote(title, qtitle, sizeof qtitle)) {
+            rc = ds4_fail("%s: cannot be quoted for gnuplot", o->csv_path);
+        } else {
+            snprintf(plot, sizeof plot, body, qcsv);
+            snprintf(commands, sizeof commands, "set title %s noenhanced\n%s\n", qtitle, plot);
+            rc = ds4_plot_draw(&o->plot, commands);
         }
     }
-    if (rc == 0) rc = ds4_write_file_atomic(path, b.data, b.len);
-    ds4_buf_free(&b);
+    ds4_plot_abort(&o->plot);
+    ds4_appendfile_close(&o->csv);
     return rc;
 }
 
@@ -94,7 +143,7 @@ static int cmd_reference(int argc, char **argv) {
     long threads = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!v) { fprintf(stderr, "ds4-longctx: %s needs a value\n", a); return 2; }
+        if (!v) return tool_missing_value("ds4-longctx", a);
         i++;
         if (!strcmp(a, "--model")) model_path = v;
         else if (!strcmp(a, "--vectors")) vectors = v;
@@ -104,10 +153,15 @@ static int cmd_reference(int argc, char **argv) {
         else if (!strcmp(a, "--max-kl")) max_kl = flag_number("ds4-longctx", a, v, 0, 1e9);
         else if (!strcmp(a, "--min-top1")) min_top1 = flag_number("ds4-longctx", a, v, 0, 1);
         else if (!strcmp(a, "--threads")) threads = flag_integer("ds4-longctx", a, v, 1, 512);
-        else { fprintf(stderr, "ds4-longctx: unknown option '%s'\n", a); return 2; }
+        else return tool_unknown_option("ds4-longctx", a);
     }
     if (!model_path || !vectors) {
         fprintf(stderr, "ds4-longctx: reference needs --model and --vectors\n");
+        return 2;
+    }
+    outputs out;
+    if (open_outputs(&out, csv, png) < 0) {
+        fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
         return 2;
     }
     ds4_model *m = ds4_model_load(model_path);
@@ -116,18 +170,18 @@ static int cmd_reference(int argc, char **argv) {
     const double t0 = ds4_time_now();
     if (!ctx || ds4_logitcheck_path(ctx, NULL, vectors, &r) < 0) {
         fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
+        close_outputs(&out, -1, model_path, "", "");
         ds4_lc_report_free(&r);
         ds4_ctx_free(ctx);
         ds4_model_free(m);
-        return 1;
+        return 2;
     }
     const double seconds = ds4_time_now() - t0;
-    int failed = 0;
+    int failed = 0, rc = 0;
     ds4_buf b = {0};
-    ds4_buf_append(&b, csv_header, sizeof csv_header - 1);
     printf("%-26s %8s %11s %10s %10s %8s %9s  %s\n", "case", "length", "max|dlogit|", "KL mean", "KL max", "top1",
            "greedy", "result");
-    for (int i = 0; i < r.n_cases; i++) {
+    for (int i = 0; i < r.n_cases && rc == 0; i++) {
         const ds4_lc_case *c = &r.cases[i];
         const bool pass = c->max_dlogit <= max_dlogit && c->kl_max <= max_kl && c->top1 >= min_top1 &&
                           c->greedy_match == c->greedy_len;
@@ -148,18 +202,17 @@ static int cmd_reference(int argc, char **argv) {
                                      (unsigned long long)ds4_peak_rss_bytes(), seconds);
             ds4_buf_append(&b, line, (size_t)len);
         }
+        rc = log_rows(&out, &b);
     }
-    int rc = csv && ds4_write_file_atomic(csv, b.data, b.len) < 0 ? -1 : 0;
-    if (rc == 0 && csv && png) {
-        char commands[1024];
-        /* the worst logit difference and KL of each case against its length */
-        snprintf(commands, sizeof commands,
-                 "set xlabel 'prompt (tokens)'; set logscale xy; set grid; set key left noenhanced; "
-                 "plot '%s' using 3:(strcol(7) eq 'max_dlogit' ? column(8) : 1/0) with points pointtype 7 "
-                 "title 'max |dlogit|', '' using 3:(strcol(7) eq 'kl_max' ? column(8) : 1/0) with points "
-                 "pointtype 5 title 'KL max'", csv);
-        rc = tool_plot(png, commands);
-    }
+    char body[1024];
+    /* the worst logit difference and KL of each case against its length, with the gates */
+    snprintf(body, sizeof body,
+             "set xlabel 'prompt (tokens)'\nset logscale xy\nset format y '%%%%g'\nset grid\nset key left noenhanced\n"
+             "plot %%s using 3:(strcol(7) eq 'max_dlogit' ? column(8) : 1/0) with points pointtype 7 "
+             "title 'max |dlogit|', '' using 3:(strcol(7) eq 'kl_max' ? column(8) : 1/0) with points "
+             "pointtype 5 title 'KL max', %g with lines dashtype 2 title 'max |dlogit| gate', %g with lines "
+             "dashtype 3 title 'KL max gate'", max_dlogit, max_kl);
+    rc = close_outputs(&out, rc, model_path, "reference", body);
     if (rc < 0) fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
     printf("%d cases: %d pass, %d fail\n", r.n_cases, r.n_cases - failed, failed);
     ds4_buf_free(&b);
@@ -193,7 +246,7 @@ static int cmd_needle(int argc, char **argv) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--distractors")) { distractors = true; continue; }
         if (!strcmp(a, "--allow-untrained")) { allow_untrained = true; continue; }
-        if (!v) { fprintf(stderr, "ds4-longctx: %s needs a value\n", a); return 2; }
+        if (!v) return tool_missing_value("ds4-longctx", a);
         i++;
         if (!strcmp(a, "--model")) model_path = v;
         else if (!strcmp(a, "--lengths")) lengths = v;
@@ -204,7 +257,7 @@ static int cmd_needle(int argc, char **argv) {
         else if (!strcmp(a, "--threads")) threads = flag_integer("ds4-longctx", a, v, 1, 512);
         else if (!strcmp(a, "--csv")) csv = v;
         else if (!strcmp(a, "--plot")) png = v;
-        else { fprintf(stderr, "ds4-longctx: unknown option '%s'\n", a); return 2; }
+        else return tool_unknown_option("ds4-longctx", a);
     }
     if (!model_path) {
         fprintf(stderr, "ds4-longctx: needle needs --model\n");
@@ -213,6 +266,13 @@ static int cmd_needle(int argc, char **argv) {
     size_t n_lens, n_depths;
     int32_t *lens = number_list("--lengths", lengths, 1, 1 << 24, &n_lens); /* 16x V4's context is plenty */
     int32_t *deps = number_list("--depths", depths, 0, 100, &n_depths);
+    outputs out;
+    if (open_outputs(&out, csv, png) < 0) {
+        fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
+        free(lens);
+        free(deps);
+        return 2;
+    }
     ds4_model *m = ds4_model_load(model_path);
     ds4_tokenizer *tok = m ? ds4_tokenizer_if_any(m->gguf) : NULL;
     ds4_ctx *ctx = tok ? ds4_ctx_new(m, threads ? (int)threads : ds4_cpu_count()) : NULL;
@@ -234,7 +294,6 @@ static int cmd_needle(int argc, char **argv) {
         rc = 1;
     }
     ds4_buf b = {0};
-    ds4_buf_append(&b, csv_header, sizeof csv_header - 1);
     int cases = 0, failed = 0;
     if (rc == 0)
         printf("english: %.2f nats/token (chance %.2f)\n%9s %6s %7s %11s %9s %9s  %-30s %s\n", nll, chance, "length",
@@ -286,19 +345,21 @@ static int cmd_needle(int argc, char **argv) {
                 ds4_buf_append(&b, line, (size_t)len);
             }
             ds4_needle_prompt_free(&p);
+            if (log_rows(&out, &b) < 0) {
+                fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
+                rc = 1;
+            }
         }
-    if (rc == 0 && csv && ds4_write_file_atomic(csv, b.data, b.len) < 0) rc = 1;
-    if (rc == 0 && csv && png) {
-        char commands[1024];
-        /* recall by length and depth, one square per case */
-        snprintf(commands, sizeof commands,
-                 "set xlabel 'context (tokens)'; set ylabel 'needle depth (%%)'; set logscale x; set yrange [-10:110]; "
-                 "set cbrange [0:1]; set cblabel 'recall'; set palette defined (0 'red', 1 'forest-green'); "
-                 "set key off; plot '%s' using 3:(strcol(7) eq 'recall' ? column(4) : 1/0):8 with points pointtype 5 "
-                 "pointsize 3 palette", csv);
-        if (tool_plot(png, commands) < 0) rc = 1;
+    /* recall by length and depth, one square per case */
+    if (close_outputs(&out, rc ? -1 : 0, model_path, "needle recall",
+                      "set xlabel 'context (tokens)'\nset ylabel 'needle depth (%%)'\nset logscale x\n"
+                      "set yrange [-10:110]\nset cbrange [0:1]\nset cblabel 'recall'\n"
+                      "set palette defined (0 'red', 1 'forest-green')\nset key off\n"
+                      "plot %s using 3:(strcol(7) eq 'recall' ? column(4) : 1/0):8 with points pointtype 5 "
+                      "pointsize 3 palette") < 0 && !rc) {
+        fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
+        rc = 1;
     }
-    if (rc && csv) fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
     if (cases) printf("%d cases: %d pass, %d fail\n", cases, cases - failed, failed);
     ds4_buf_free(&b);
     ds4_ctx_free(ctx);
@@ -310,6 +371,7 @@ static int cmd_needle(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "--version")) return tool_version("ds4-longctx");
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
@@ -330,7 +392,7 @@ int main(int argc, char **argv) {
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
-        if (!v) { fprintf(stderr, "ds4-longctx: %s needs a value\n", a); return 2; }
+        if (!v) return tool_missing_value("ds4-longctx", a);
         i++;
         if (!strcmp(a, "--model")) model_path = v;
         else if (!strcmp(a, "--lengths")) lengths = v;
@@ -340,7 +402,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--csv")) csv = v;
         else if (!strcmp(a, "--plot")) png = v;
         else if (!strcmp(a, "--tmp")) tmp = v;
-        else { fprintf(stderr, "ds4-longctx: unknown option '%s'\n", a); return 2; }
+        else return tool_unknown_option("ds4-longctx", a);
     }
     if (!model_path) {
         fprintf(stderr, "ds4-longctx: consistency needs --model\n");
@@ -348,11 +410,18 @@ int main(int argc, char **argv) {
     }
     size_t n_lens = 0;
     int32_t *lens = number_list("--lengths", lengths, 1, INT32_MAX, &n_lens);
+    outputs out;
+    if (open_outputs(&out, csv, png) < 0) {
+        fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
+        free(lens);
+        return 2;
+    }
     ds4_model *m = ds4_model_load(model_path);
     if (!m) {
         fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
+        close_outputs(&out, -1, model_path, "", "");
         free(lens);
-        return 1;
+        return 2;
     }
     ds4_longctx_result r[64];
     int rc = 0, failed = 0, done = 0;
@@ -369,20 +438,27 @@ int main(int argc, char **argv) {
                (unsigned long long)r[i].kv_bytes, (unsigned long long)r[i].kv_bytes_expected, r[i].prefill_tps,
                r[i].decode_tps, 100 * r[i].indexer_share, r[i].pass ? "pass" : "FAIL");
         fflush(stdout);
+        ds4_buf rows = {0};
+        rc = consistency_rows(&rows, model_path, &r[i]);
+        if (rc == 0) rc = log_rows(&out, &rows);
+        ds4_buf_free(&rows);
     }
+    /* Each way's max |dlogit| against the tolerance (exact agreement, 0, drawn at 1e-9 so
+     * that the log scale shows it), and the KV state's size against the architecture's. */
+    char body[2048];
+    snprintf(body, sizeof body,
+             "set xlabel 'context (tokens)'\nset ylabel 'max |dlogit| (0 drawn at 1e-9)'\nset y2label 'KV state (bytes)'\n"
+             "set logscale x\nset logscale y\nset logscale y2\nset format y '%%%%g'\nset format y2 '%%%%g'\n"
+             "set ytics nomirror\nset y2tics\nset grid\nset key left top noenhanced\nshown(v) = v > 1e-9 ? v : 1e-9\n"
+             "plot %%s using 3:(strcol(7) eq 'chunked_max_dlogit' ? shown(column(8)) : 1/0) with points pointtype 7 "
+             "title 'chunked', '' using 3:(strcol(7) eq 'decode_max_dlogit' ? shown(column(8)) : 1/0) with points "
+             "pointtype 5 title 'decode', '' using 3:(strcol(7) eq 'restored_max_dlogit' ? shown(column(8)) : 1/0) "
+             "with points pointtype 9 title 'restored', %g with lines dashtype 2 lw 2 title 'tolerance', "
+             "'' every 5::4 using 3:11 axes x1y2 with linespoints pointtype 4 title 'kv_bytes measured', "
+             "'' every 5::4 using 3:8 axes x1y2 with lines dashtype 3 title 'kv_bytes implied'", tol);
+    /* (rows come in fives per length after the header line, the fourth being kv_bytes_expected) */
+    rc = close_outputs(&out, rc, model_path, "consistency", body);
     if (rc < 0) fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
-    if (rc == 0 && csv && write_csv(csv, model_path, r, done) < 0) rc = -1;
-    if (rc == 0 && csv && png) {
-        char commands[1024];
-        /* the KV state's size against the length (the logit differences are in the CSV) */
-        snprintf(commands, sizeof commands,
-                 "set xlabel 'context (tokens)'; set ylabel 'KV state (bytes)'; set logscale xy; set grid; "
-                 "set key left noenhanced; plot '%s' every 5::4 using 3:11 with linespoints title 'kv_bytes measured', "
-                 "'' every 5::4 using 3:8 with lines dashtype 2 title 'implied by the architecture'",
-                 csv); /* rows come in fives per length after the header, the fourth being kv_bytes_expected */
-        rc = tool_plot(png, commands);
-    }
-    if (rc < 0 && csv) fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
     printf("%d lengths: %d pass, %d fail (tolerance %g)\n", done, done - failed, failed, tol);
     ds4_model_free(m);
     free(lens);

@@ -2,7 +2,9 @@
  * (Hugging Face or DeepSeek release layout) into a GGUF; `quantize` writes a GGUF (from
  * a GGUF or a checkpoint) under a recipe; `plan` prints a recipe's sizes from shapes
  * alone; `check-golden` holds our block formats to ggml's. */
+#include <errno.h>
 #include <limits.h>
+#include <unistd.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -27,7 +29,7 @@ static void usage(FILE *out) {
             "                         [--threads N] [--add-tokens FILE.json] [--quiet]\n"
             "       ds4-quant quantize --in MODEL.gguf|DIR --out FILE.gguf --recipe RECIPE\n"
             "                         [--imatrix FILE] [--type-for REGEX=TYPE]... [--threads N]\n"
-            "                         [--loss-csv FILE] [--quiet]\n"
+            "                         [--loss-csv FILE] [--allow-requantize] [--quiet]\n"
             "       ds4-quant plan --recipe RECIPE [--config flash|MODEL.gguf|config.json]\n"
             "                         [--layers N] [--experts N]\n"
             "       ds4-quant synth --out FILE.gguf --recipe RECIPE [--config flash|MODEL.gguf|config.json]\n"
@@ -54,7 +56,9 @@ static void usage(FILE *out) {
             "            quantization error per input column; without one, iq2_xxs uses\n"
             "            uniform importance. --type-for REGEX=TYPE overrides the type of\n"
             "            tensors whose GGUF name matches (PCRE2; last match wins), e.g.\n"
-            "            'blk\\.[0-2]\\.ffn_down_exps=q4_K'. --loss-csv writes each tensor's\n"
+            "            'blk\\.[0-2]\\.ffn_down_exps=q4_K'; a pattern that matches no tensor\n"
+            "            is an error. A GGUF input already below 8 bits per weight is\n"
+            "            requantized only with --allow-requantize. --loss-csv writes each tensor's\n"
             "            relative RMSE (plain and importance-weighted). Streams tensor by\n"
             "            tensor on all cores with a progress line; an interrupted run leaves\n"
             "            no partial file.\n"
@@ -68,7 +72,16 @@ static void usage(FILE *out) {
             "  check-golden  dequantize ggml's bytes (must match exactly) and quantize its\n"
             "            inputs (our row error must be <= 1.02x ggml's) for every set of a\n"
             "            golden file (shared/golden/README.md); --csv writes the table.\n"
-            "  --threads defaults to all cores.\n");
+            "  --threads defaults to the CPUs this process may use. --out may not name the\n"
+            "  input. --version prints the commit and the compiled backends.\n"
+            EXIT_STATUS_HELP);
+}
+
+/* An --in that does not open is unreadable input (status 2), not a failed run. */
+static bool readable_input(const char *path) {
+    if (access(path, R_OK) == 0) return true;
+    fprintf(stderr, "ds4-quant: %s: cannot open: %s\n", path, strerror(errno));
+    return false;
 }
 
 static bool is_dir(const char *path) {
@@ -83,10 +96,14 @@ static int cmd_quantize(int argc, char **argv) {
     ds4_recipe *recipe = NULL;
     const char *overrides[64];
     int n_overrides = 0;
+    bool allow_requantize = false;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
         if (!strcmp(a, "--quiet")) { quiet = true; continue; }
-        if (!v) { fprintf(stderr, "ds4-quant: %s needs a value\n", a); return 2; }
+        if (!strcmp(a, "--allow-requantize")) { allow_requantize = true; continue; }
+        if (a[0] != '-') return tool_unknown_option("ds4-quant", a);
+        if (!v) return tool_missing_value("ds4-quant", a);
         i++;
         if (!strcmp(a, "--in")) in = v;
         else if (!strcmp(a, "--out")) out = v;
@@ -95,13 +112,16 @@ static int cmd_quantize(int argc, char **argv) {
         else if (!strcmp(a, "--loss-csv")) loss_csv = v;
         else if (!strcmp(a, "--threads")) n_threads = (int)flag_integer("ds4-quant", a, v, 1, 512);
         else if (!strcmp(a, "--type-for") && n_overrides < 64) overrides[n_overrides++] = v;
-        else {
-            fprintf(stderr, "ds4-quant: quantize: unknown option '%s'\n", a);
-            return 2;
-        }
+        else return tool_unknown_option("ds4-quant", a);
     }
     if (!in || !out || !recipe_name) {
         fprintf(stderr, "ds4-quant: quantize needs --in, --out and --recipe\n");
+        return 2;
+    }
+    if (!readable_input(in)) return 2;
+    if (ds4_same_file(in, out)) {
+        fprintf(stderr, "ds4-quant: --out %s is the input file itself (through a link or not): give another path\n",
+                out);
         return 2;
     }
     if (!(recipe = ds4_recipe_new(recipe_name))) {
@@ -143,7 +163,7 @@ static int cmd_quantize(int argc, char **argv) {
         }
     } else {
         ds4_requant_opts o = {.in_path = in, .out_path = out, .recipe = recipe, .imatrix = im,
-                              .n_threads = threads, .progress = !quiet};
+                              .n_threads = threads, .progress = !quiet, .allow_requantize = allow_requantize};
         ds4_requant_stats s;
         if (ds4_requant(&o, &s) < 0) {
             fprintf(stderr, "ds4-quant: %s\n", ds4_error());
@@ -192,7 +212,7 @@ static int parse_shape_args(const char *cmd, int argc, char **argv, shape_args *
     for (int i = 0; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(k, "--quiet")) { a->quiet = true; continue; }
-        if (!v) { fprintf(stderr, "ds4-quant: %s needs a value\n", k); return 2; }
+        if (!v) return tool_missing_value("ds4-quant", k);
         i++;
         if (!strcmp(k, "--recipe")) a->recipe = v;
         else if (!strcmp(k, "--config")) a->config = v;
@@ -202,10 +222,7 @@ static int parse_shape_args(const char *cmd, int argc, char **argv, shape_args *
         else if (!strcmp(k, "--experts")) a->experts = flag_integer("ds4-quant", k, v, 1, 65536);
         else if (!strcmp(k, "--seed")) a->seed = flag_integer("ds4-quant", k, v, 0, LONG_MAX);
         else if (!strcmp(k, "--threads")) a->threads = flag_integer("ds4-quant", k, v, 1, 512);
-        else {
-            fprintf(stderr, "ds4-quant: %s: unknown option '%s'\n", cmd, k);
-            return 2;
-        }
+        else return tool_unknown_option("ds4-quant", k);
     }
     if (!a->recipe) {
         fprintf(stderr, "ds4-quant: %s needs --recipe\n", cmd);
@@ -365,7 +382,7 @@ static int cmd_convert(int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--quiet")) { quiet = true; o.progress = false; continue; }
-        if (!v) { fprintf(stderr, "ds4-quant: %s needs a value\n", a); return 2; }
+        if (!v) return tool_missing_value("ds4-quant", a);
         i++;
         if (!strcmp(a, "--in")) o.in_dir = v;
         else if (!strcmp(a, "--out")) o.out_path = v;
@@ -379,15 +396,14 @@ static int cmd_convert(int argc, char **argv) {
             }
             o.type = (uint32_t)t;
         } else {
-            fprintf(stderr, "ds4-quant: unknown option '%s'\n", a);
-            usage(stderr);
-            return 2;
+            return tool_unknown_option("ds4-quant", a);
         }
     }
     if (!o.in_dir || !o.out_path) {
         fprintf(stderr, "ds4-quant: convert needs --in and --out\n");
         return 2;
     }
+    if (!readable_input(o.in_dir)) return 2;
     ds4_install_cleanup_handlers();
     ds4_convert_stats s;
     if (ds4_convert(&o, &s) < 0) {
@@ -417,6 +433,7 @@ static int cmd_convert(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "--version")) return tool_version("ds4-quant");
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
