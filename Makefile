@@ -23,7 +23,7 @@ SAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanit
 ENGINE_SRC := $(wildcard engine/*.c)
 TOOLS      := ds4-gguf ds4-quant ds4-logitcheck ds4 ds4-bench ds4-longctx
 TEST_SRC   := $(wildcard tests/unit/*.c)
-FUZZ_NAMES := fuzz_gguf fuzz_safetensors fuzz_chat
+FUZZ_NAMES := fuzz_gguf fuzz_forward fuzz_safetensors fuzz_chat
 
 OBJ     := $(ENGINE_SRC:%.c=build/obj/%.o)
 SAN_OBJ := $(ENGINE_SRC:%.c=build/san/%.o)

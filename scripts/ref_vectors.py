@@ -16,8 +16,14 @@ With --round q8_0 (or bf16) the model's weights are first rounded exactly as `ds
 matrices to F16, vectors untouched), so the vectors are the reference for a Q8_0 GGUF with
 the quantization error taken out, as BF16 files are checked against BF16-rounded weights.
 
+With --hash-tables repeated the hash-routing tables are replaced first (layer 0 sends
+token t to expert (3t + 1) mod E in every slot, the other hash layers everything to expert
+0): the reference for models whose tables repeat an expert within a row, which ds4 must
+compute as transformers does (tests/unit/test_hostile.c builds the same GGUF).
+
 Usage: python3 scripts/ref_vectors.py [--models vectors/models] [--out vectors/ref] [--round q8_0]
        python3 scripts/ref_vectors.py --only tiny-b --lengths 16384 --out vectors/ref-long
+       python3 scripts/ref_vectors.py --only tiny-a --hash-tables repeated --lengths 5,300 --out vectors/ref-hash
 """
 import argparse
 import json
@@ -57,6 +63,20 @@ def q8_0_round(w):
     t = torch.trunc(v.abs())  # roundf: ties away from zero, done exactly
     q = torch.sign(v) * (t + ((v.abs() - t) >= 0.5).float())
     return (q * d.half().float()).reshape(shape)
+
+
+@torch.no_grad()
+def repeated_hash_tables(model):
+    """Every slot of a row the same expert: (3t + 1) mod E in the first hash layer, 0 after."""
+    first = True
+    for layer in model.model.layers:
+        table = getattr(layer.mlp.gate, "tid2eid", None)
+        if table is None:
+            continue
+        t = torch.arange(table.shape[0])
+        experts = (3 * t + 1) % layer.mlp.gate.num_experts if first else torch.zeros_like(t)
+        table.copy_(experts[:, None].expand_as(table))
+        first = False
 
 
 @torch.no_grad()
@@ -135,7 +155,8 @@ def try_case(model, name, n, seed, out_dir, device):
     raw = os.path.join(out_dir, f"{case}.f32")
     logits[positions].cpu().numpy().astype("<f4").tofile(raw)
     return {
-        "id": f"{name}/{case}", "model": "vectors/models/" + name.removesuffix("-q8_0").removesuffix("-bf16"),
+        "id": f"{name}/{case}",
+        "model": "vectors/models/" + name.removesuffix("-q8_0").removesuffix("-bf16").removesuffix("-hash-repeated"),
         "source": "transformers 5.17 fp32 eager, " + ("cuda" if device == "cuda" else "cpu")
                   + (f", weights rounded as ds4-quant's {name.rsplit('-', 1)[1]}"
                      if name.endswith(("-q8_0", "-bf16")) else ""),
@@ -158,6 +179,7 @@ def main():
     ap.add_argument("--out", default="vectors/ref")
     ap.add_argument("--only", action="append")
     ap.add_argument("--round", choices=["none", "q8_0", "bf16"], default="none")
+    ap.add_argument("--hash-tables", choices=["repeated"], help="replace the hash-routing tables (see above)")
     ap.add_argument("--lengths", help="comma-separated prompt lengths instead of the model's own (long-context "
                                       "vectors: e.g. --only tiny-b --lengths 16384 --out vectors/ref-long)")
     args = ap.parse_args()
@@ -178,6 +200,9 @@ def main():
             # On the CPU: CUDA's float division rounds some exact .5 ties differently.
             (round_like_q8_0 if args.round == "q8_0" else round_like_bf16)(model)
             label = f"{name}-{args.round}"
+        if args.hash_tables:
+            repeated_hash_tables(model)
+            label = f"{name}-hash-{args.hash_tables}"
         model = model.to(device)
         with open(os.path.join(args.out, f"{label}.jsonl"), "w") as f:
             for k, n in enumerate(lengths):

@@ -2,12 +2,13 @@
 # Every committed test model against its committed reference vectors (transformers fp32):
 # F32, BF16 and Q8_0 GGUFs, both checkpoint layouts, at the strict tolerance of the
 # forward-pass acceptance: max |dlogit| <= 1e-3, top-1 100%, greedy continuations identical.
-# Prints "N passed, N failed".
+# Prints "N passed, N failed, N skipped".
 cd "$(dirname "$0")/.." || exit 2
 D=build/tests/models
 mkdir -p "$D"
 pass=0
 fail=0
+skipped=0
 check() { # check NAME MODEL_DIR TYPE VECTORS
     out="$D/$1.gguf"
     if ! bin/ds4-quant convert --quiet --in "$2" --out "$out" --type "$3" --threads 2; then
@@ -46,5 +47,19 @@ kl() { # kl NAME GGUF VECTORS
     fi
 }
 for m in tiny-a tiny-b tiny-q; do kl "$m-q8_0-vs-f32" "$D/$m-q8_0.gguf" "vectors/ref/$m.jsonl"; done
-echo "logitcheck: $pass passed, $fail failed"
+# Hash tables that repeat an expert within a row (and an all-zero one), as transformers
+# computes them (the unit tests write the GGUF; scripts/ref_vectors.py --hash-tables).
+H="$D/tiny-a-hash-repeated.gguf"
+V=vectors/ref-hash/tiny-a-hash-repeated.jsonl
+if [ -f "$H" ] && [ -f "$V" ]; then
+    if bin/ds4-logitcheck --model "$H" --vectors "$V" --threads 2 --max-dlogit 1e-3 --min-top1 1 --max-kl 1e-6 \
+        --require-greedy --quiet; then
+        pass=$((pass + 1)); echo "ok   logitcheck/tiny-a-hash-repeated"
+    else
+        fail=$((fail + 1)); echo "FAIL logitcheck/tiny-a-hash-repeated"
+    fi
+else
+    skipped=$((skipped + 1)); echo "skip logitcheck/tiny-a-hash-repeated ($H or $V missing)"
+fi
+echo "logitcheck: $pass passed, $fail failed, $skipped skipped"
 [ "$fail" -eq 0 ]

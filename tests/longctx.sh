@@ -4,8 +4,8 @@
 # state restored in a fresh process must agree (they agree exactly by design; the
 # tolerance is the issue's 1e-4), and the KV state must have the size the architecture
 # implies; the 16k-token reference vectors; the needle mode's refusal of random weights
-# and its exact-length prompts when made to run; the tool's refusals. Prints "N passed,
-# N failed".
+# and its exact-length prompts when made to run; quantized files at their tolerances; the
+# tool's refusals. Prints "N passed, N failed, N skipped".
 cd "$(dirname "$0")/.." || exit 2
 D=build/tests/models
 T=$(mktemp -d "${TMPDIR:-/tmp}/ds4-longctx-XXXXXX")
@@ -13,6 +13,7 @@ trap 'rm -rf "$T"' EXIT
 mkdir -p "$D"
 pass=0
 fail=0
+skipped=0
 for m in tiny-a tiny-b tiny-q; do
     g="$D/$m-f32.gguf"
     [ -f "$g" ] || bin/ds4-quant convert --quiet --in "vectors/models/$m" --out "$g" --type f32 --threads 2
@@ -21,6 +22,22 @@ for m in tiny-a tiny-b tiny-q; do
         pass=$((pass + 1)); echo "ok   longctx/$m"
     else
         fail=$((fail + 1)); echo "FAIL longctx/$m"
+    fi
+done
+# Quantized files. Q8_0 (multiplied with F32 activations) agrees to a few 1e-6: its rows
+# are read per block in decode and converted whole in prefill, which rounds differently.
+# Sub-8-bit files round activations to 8 bits before their products, and such a last-bit
+# difference upstream now and then flips one rounding: usually ~5e-6, but up to ~1.4e-3
+# was seen (tiny-b q2 at 300 tokens), hence their tolerance.
+[ -f "$D/tiny-b-q8_0.gguf" ] || bin/ds4-quant convert --quiet --in vectors/models/tiny-b --out "$D/tiny-b-q8_0.gguf" \
+    --type q8_0 --threads 2
+bin/ds4-quant quantize --quiet --in "$D/tiny-b-f32.gguf" --out "$T/tiny-b-q2.gguf" --recipe q2 --threads 2
+for q in "$D/tiny-b-q8_0.gguf 1e-4" "$T/tiny-b-q2.gguf 5e-3"; do
+    set -- $q
+    if bin/ds4-longctx consistency --model "$1" --lengths 300,4096 --tol "$2" --threads 2 --tmp "$T"; then
+        pass=$((pass + 1)); echo "ok   longctx/$(basename "$1" .gguf) (tolerance $2)"
+    else
+        fail=$((fail + 1)); echo "FAIL longctx/$(basename "$1" .gguf) (tolerance $2)"
     fi
 done
 # transformers' 16,384-token vectors (vectors/ref-long) through logitcheck's statistics
@@ -55,6 +72,7 @@ if [ -f "$TOK" ]; then
     fi
 else
     echo "skip longctx/needle ($TOK missing: make deps)"
+    skipped=$((skipped + 2))
 fi
 # refusals: a length too short for the check, a model without a tokenizer for the needle
 # test, a depth outside 0..100, a missing model
@@ -67,5 +85,5 @@ for c in "consistency --model $D/tiny-a-f32.gguf --lengths 10" "needle --model $
         pass=$((pass + 1)); echo "ok   longctx/refuses: $c ($(head -c 80 "$T/err"))"
     fi
 done
-echo "longctx: $pass passed, $fail failed"
+echo "longctx: $pass passed, $fail failed, $skipped skipped"
 [ "$fail" -eq 0 ]
