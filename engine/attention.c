@@ -12,6 +12,7 @@
 #include "indexer.h"
 #include "forward_impl.h"
 #include "numeric.h"
+#include "profile.h"
 #include "threads.h"
 #include "util.h"
 
@@ -184,9 +185,12 @@ static void one_token(chunk_job *j, int t) {
         for (int i = 0; i < nt; i++) ds4_topk_merge(heap, &j->heaps[j->T + i]);
         j->n_sel[t] = ds4_topk_indices(heap, j->sel + (uint64_t)t * j->topk);
         j->c->indexer_seconds += ds4_time_now() - t0;
+        ds4_prof_end(DS4_PROF_INDEXER, t0);
     }
+    const double t1 = ds4_prof_begin();
     const uint64_t keys = (uint64_t)j->st->window.cap + (j->hca ? j->n_comp[t] : j->csa ? j->n_sel[t] : 0);
     ds4_parallel_for((uint64_t)j->H * keys * j->d < (1u << 16) ? 1 : j->threads, (uint64_t)j->H, heads_range, j);
+    ds4_prof_end(DS4_PROF_ATTEND, t1);
 }
 
 int ds4_attention(ds4_ctx *c, int il, const float *x, int T, uint64_t pos0, float *out) {
@@ -220,30 +224,36 @@ int ds4_attention(ds4_ctx *c, int il, const float *x, int T, uint64_t pos0, floa
         if (!ikv || !igate || !iq || !iw) return -1;
     }
 
-    /* Batched projections for the chunk. */
-    ds4_matmul(w->q_a, 0, r, x, D, T, qres, r, nt);
-    ds4_matmul(w->kv, 0, d, x, D, T, kv, d, nt);
+    /* Batched projections for the chunk: everything that reads x in one loop, then what
+     * reads the low-rank query. */
+    double t0 = ds4_prof_begin();
+    ds4_matmul_part parts[7] = {{w->q_a, 0, r, x, D, T, qres, r}, {w->kv, 0, d, x, D, T, kv, d}};
+    int n_parts = 2;
+    if (compressed) {
+        parts[n_parts++] = (ds4_matmul_part){w->comp_kv, 0, cw, x, D, T, ckv, cw};
+        parts[n_parts++] = (ds4_matmul_part){w->comp_gate, 0, cw, x, D, T, cgate, cw};
+    }
+    if (csa) {
+        parts[n_parts++] = (ds4_matmul_part){w->idx_kv, 0, 2 * Id, x, D, T, ikv, 2 * Id};
+        parts[n_parts++] = (ds4_matmul_part){w->idx_gate, 0, 2 * Id, x, D, T, igate, 2 * Id};
+        parts[n_parts++] = (ds4_matmul_part){w->idx_proj, 0, Ih, x, D, T, iw, Ih};
+    }
+    ds4_matmul_batch(parts, n_parts, nt);
     for (int t = 0; t < T; t++) {
         ds4_rmsnorm(qres + (size_t)t * r, r, w->q_a_norm, cf->rms_eps);
         ds4_rmsnorm(kv + (size_t)t * d, d, w->kv_norm, cf->rms_eps);
         ds4_rope_apply(kv + (size_t)t * d, d, rd, rope, (int64_t)(pos0 + t), 1);
     }
-    ds4_matmul(w->q_b, 0, (uint64_t)H * d, qres, r, T, q, (uint64_t)H * d, nt);
+    parts[0] = (ds4_matmul_part){w->q_b, 0, (uint64_t)H * d, qres, r, T, q, (uint64_t)H * d};
+    if (csa) parts[1] = (ds4_matmul_part){w->idx_q_b, 0, (uint64_t)Ih * Id, qres, r, T, iq, (uint64_t)Ih * Id};
+    ds4_matmul_batch(parts, csa ? 2 : 1, nt);
     for (int t = 0; t < T; t++)
         for (int h = 0; h < H; h++) {
             float *qh = q + ((size_t)t * H + h) * d;
             ds4_rmsnorm(qh, d, NULL, cf->rms_eps);
             ds4_rope_apply(qh, d, rd, rope, (int64_t)(pos0 + t), 1);
         }
-    if (compressed) {
-        ds4_matmul(w->comp_kv, 0, cw, x, D, T, ckv, cw, nt);
-        ds4_matmul(w->comp_gate, 0, cw, x, D, T, cgate, cw, nt);
-    }
     if (csa) {
-        ds4_matmul(w->idx_kv, 0, 2 * Id, x, D, T, ikv, 2 * Id, nt);
-        ds4_matmul(w->idx_gate, 0, 2 * Id, x, D, T, igate, 2 * Id, nt);
-        ds4_matmul(w->idx_q_b, 0, (uint64_t)Ih * Id, qres, r, T, iq, (uint64_t)Ih * Id, nt);
-        ds4_matmul(w->idx_proj, 0, Ih, x, D, T, iw, Ih, nt);
         const float wscale = 1.0f / sqrtf((float)Ih);
         for (int t = 0; t < T; t++) {
             for (int h = 0; h < Ih; h++)
@@ -251,6 +261,8 @@ int ds4_attention(ds4_ctx *c, int il, const float *x, int T, uint64_t pos0, floa
             for (int h = 0; h < Ih; h++) iw[(size_t)t * Ih + h] *= wscale;
         }
     }
+
+    ds4_prof_end(DS4_PROF_ATTN_PROJ, t0);
 
     /* The state advances token by token, in order; each token then attends to exactly
      * what it would have seen in a token-by-token decode: the window up to itself and
@@ -266,6 +278,7 @@ int ds4_attention(ds4_ctx *c, int il, const float *x, int T, uint64_t pos0, floa
         memcpy(wpos, st->window.pos, (size_t)cap * sizeof(int64_t));
         old_kv = wkv, old_pos = wpos;
     }
+    t0 = ds4_prof_begin();
     bool oom = false;
     for (int t = 0; t < T && !oom; t++) {
         ds4_window_push(&st->window, kv + (size_t)t * d, (int64_t)(pos0 + t));
@@ -282,6 +295,7 @@ int ds4_attention(ds4_ctx *c, int il, const float *x, int T, uint64_t pos0, floa
         n_entries[T + t] = st->indexer.n_entries;
     }
     if (oom || st->indexer.n_entries > UINT32_MAX) return ds4_fail("out of memory growing the KV state");
+    ds4_prof_end(DS4_PROF_KV_APPEND, t0);
 
     chunk_job j = {.c = c, .w = w, .st = st, .index = ds4_index_best(), .T = T, .H = H, .d = d, .rd = rd,
                    .Ih = Ih, .Id = Id, .threads = threads, .pos0 = pos0, .hca = w->kind == DS4_LAYER_HCA,
@@ -306,20 +320,31 @@ int ds4_attention(ds4_ctx *c, int il, const float *x, int T, uint64_t pos0, floa
      * serves all of a thread's tokens); a few go one by one, split over entries and heads. */
     if (T >= 4 * threads || threads == 1) {
         if (csa) {
-            const double t0 = ds4_time_now();
+            const double ti = ds4_time_now();
             ds4_parallel_for(threads, (uint64_t)T, select_range, &j);
-            c->indexer_seconds += ds4_time_now() - t0;
+            c->indexer_seconds += ds4_time_now() - ti;
+            ds4_prof_end(DS4_PROF_INDEXER, ti);
         }
+        t0 = ds4_prof_begin();
         ds4_parallel_for(threads, (uint64_t)T, attend_range, &j);
+        ds4_prof_end(DS4_PROF_ATTEND, t0);
     } else {
         for (int t = 0; t < T; t++) one_token(&j, t);
     }
 
-    /* Grouped output projection: group g maps its heads' slice through rows g*R.. of out_a. */
+    /* Grouped output projection: group g maps its heads' slice through rows g*R.. of
+     * out_a (all groups in one loop). */
+    t0 = ds4_prof_begin();
     const uint64_t per_group = (uint64_t)H * d / G;
-    for (int g = 0; g < G; g++)
-        ds4_matmul(w->out_a, (uint64_t)g * R, R, att + g * per_group, (uint64_t)H * d, T, grp + (size_t)g * R,
-                   (uint64_t)G * R, nt);
+    ds4_matmul_part groups[64];
+    for (int g0 = 0; g0 < G; g0 += 64) {
+        const int n = G - g0 < 64 ? G - g0 : 64;
+        for (int g = g0; g < g0 + n; g++)
+            groups[g - g0] = (ds4_matmul_part){w->out_a, (uint64_t)g * R, R, att + g * per_group, (uint64_t)H * d, T,
+                                               grp + (size_t)g * R, (uint64_t)G * R};
+        ds4_matmul_batch(groups, n, nt);
+    }
     ds4_matmul(w->out_b, 0, D, grp, (uint64_t)G * R, T, out, D, nt);
+    ds4_prof_end(DS4_PROF_ATTN_OUT, t0);
     return 0;
 }

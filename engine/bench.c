@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "ops.h"
+#include "profile.h"
 #include "threads.h"
 #include "util.h"
 
@@ -67,6 +68,32 @@ done:
     free(logits);
     free(pre);
     free(dec);
+    return rc;
+}
+
+int ds4_bench_profile(ds4_ctx *ctx, const int32_t *prompt, int n, int gen, FILE *out) {
+    float *logits = ds4_malloc(ds4_ctx_vocab(ctx) * sizeof *logits);
+    if (!logits) return -1;
+    const uint32_t V = ds4_ctx_vocab(ctx);
+    ds4_ctx_reset(ctx);
+    int rc = ds4_eval(ctx, prompt, n, logits, false);
+    ds4_profile_reset();
+    ds4_profile_enable(true);
+    const double t0 = ds4_time_now();
+    for (int i = 0; i < gen && rc == 0; i++) {
+        int32_t best = 0;
+        for (uint32_t v = 1; v < V; v++)
+            if (logits[v] > logits[best]) best = (int32_t)v;
+        rc = ds4_eval(ctx, &best, 1, logits, false);
+    }
+    const double dt = ds4_time_now() - t0;
+    ds4_profile_enable(false);
+    if (rc == 0) {
+        fprintf(out, "decode profile at %d tokens of context: %.3f ms/token (%.2f tok/s with the timers on)\n", n,
+                gen ? 1e3 * dt / gen : 0, dt > 0 ? gen / dt : 0);
+        ds4_profile_report(out, (uint64_t)gen);
+    }
+    free(logits);
     return rc;
 }
 

@@ -5,6 +5,7 @@
 #define DS4_BENCH_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "forward.h"
 
@@ -18,6 +19,10 @@ typedef struct {
 /* Prefill `prompt` then decode gen_tokens greedily, `repeats` times after one warm-up. */
 int ds4_bench_run(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int gen_tokens, int repeats,
                   ds4_bench_result *out);
+
+/* Prefill `prompt`, then decode gen_tokens greedily with the profile on (profile.h),
+ * and print where each decoded token's time went. */
+int ds4_bench_profile(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int gen_tokens, FILE *out);
 
 /* Read bandwidth of this machine in GB/s: n_threads threads summing a buffer much larger
  * than the caches, the best of at least half a second of passes. Its buffer does not

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "forward_impl.h"
+#include "profile.h"
 #include "quants.h"
 
 #define DEFAULT_BATCH 256
@@ -251,28 +252,37 @@ static int eval_chunk(ds4_ctx *c, const int32_t *tokens, int T, float *logits, b
     int rc = -1;
     if (!streams || !flat || !mix || !post || !comb || !x || !y || !tmp) goto done;
 
+    double t0 = ds4_prof_begin();
     const gguf_tensor *embd = ds4_model_tensor(c->model, -1, DS4_T_TOKEN_EMBD);
     for (int t = 0; t < T; t++) {
         float *s = streams + (size_t)t * hc * D;
         ds4_tensor_row(embd, (uint64_t)tokens[t], s);
         for (int j = 1; j < hc; j++) memcpy(s + (size_t)j * D, s, (size_t)D * sizeof(float));
     }
+    ds4_prof_end(DS4_PROF_EMBED, t0);
     for (uint32_t il = 0; il < cf->n_layer; il++) {
         const ds4_layer_weights *w = &c->layers[il];
+        t0 = ds4_prof_begin();
         hc_pre(c, &w->hc_attn, streams, T, flat, mix, post, comb, x);
         for (int t = 0; t < T; t++) ds4_rmsnorm(x + (size_t)t * D, D, w->attn_norm, cf->rms_eps);
+        ds4_prof_end(DS4_PROF_HC, t0);
         if (ds4_attention(c, (int)il, x, T, c->pos, y) < 0) goto done;
+        t0 = ds4_prof_begin();
         hc_post(cf, streams, y, post, comb, T, tmp);
         hc_pre(c, &w->hc_ffn, streams, T, flat, mix, post, comb, x);
         for (int t = 0; t < T; t++) ds4_rmsnorm(x + (size_t)t * D, D, w->ffn_norm, cf->rms_eps);
+        ds4_prof_end(DS4_PROF_HC, t0);
         if (ds4_moe(c, (int)il, x, tokens, T, y) < 0) goto done;
+        t0 = ds4_prof_begin();
         hc_post(cf, streams, y, post, comb, T, tmp);
+        ds4_prof_end(DS4_PROF_HC, t0);
     }
     c->pos += (uint64_t)T;
     if (!logits) {
         rc = 0;
         goto done;
     }
+    t0 = ds4_prof_begin();
     /* Hyper-head: collapse the streams with sigmoid weights, then norm and LM head. */
     const int first = all_logits ? 0 : T - 1, n_out = T - first;
     const gguf_tensor *head_fn = ds4_model_tensor(c->model, -1, DS4_T_OUTPUT_HC_FN);
@@ -290,6 +300,7 @@ static int eval_chunk(ds4_ctx *c, const int32_t *tokens, int T, float *logits, b
         ds4_rmsnorm(xt, D, c->out_norm, cf->rms_eps);
     }
     ds4_matmul(ds4_model_tensor(c->model, -1, DS4_T_OUTPUT), 0, V, x, D, n_out, logits, V, c->n_threads);
+    ds4_prof_end(DS4_PROF_HEAD, t0);
     rc = 0;
 done:
     return rc;

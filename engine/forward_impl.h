@@ -33,7 +33,8 @@ typedef enum {
     SB_STREAMS, SB_FLAT, SB_MIX, SB_POST, SB_COMB, SB_X, SB_Y, SB_TMP,                       /* forward.c */
     SB_QRES, SB_Q, SB_KV, SB_ATT, SB_GRP, SB_CKV, SB_CGATE, SB_IKV, SB_IGATE, SB_IQ, SB_IW, /* attention.c */
     SB_NENT, SB_WIN, SB_WINPOS, SB_KEYS, SB_LOGITS, SB_KT, SB_HEAP, SB_TOPK, SB_SEL, SB_NSEL,
-    SB_ROUTER, SB_CHOICE, SB_WEIGHT, SB_ROWS, SB_SLOT, SB_XS, SB_YS, SB_HG, SB_HU, SB_SCORE, SB_BIASED, /* moe.c */
+    SB_ROUTER, SB_CHOICE, SB_WEIGHT, SB_ROWS, SB_SLOT, SB_OWNER, SB_XS, SB_YS, SB_HG, SB_HU, SB_SG, SB_SU, /* moe.c */
+    SB_SCORE, SB_BIASED, SB_COUNT_E,
     SB_COUNT
 } ds4_scratch_id;
 

@@ -2,12 +2,14 @@
  * sigmoid), expert choice by score + correction bias or by the hash table of the first
  * layers, normalised and scaled weights, SwiGLU experts with the clamp limit, and the
  * shared expert. Tokens are grouped by expert so each expert's weights are read once
- * per chunk. */
+ * per chunk, and the experts' products go out together: the gate and up products of
+ * every expert in one parallel loop, their down products in another. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "forward_impl.h"
+#include "profile.h"
 
 static float route_score(uint32_t gating, float logit) {
     switch (gating) {
@@ -17,13 +19,9 @@ static float route_score(uint32_t gating, float logit) {
     }
 }
 
-/* SwiGLU expert on n gathered rows: out = down(silu(min(gate, L)) * clamp(up, -L, L)). */
-static void swiglu(const gguf_tensor *gate, const gguf_tensor *up, const gguf_tensor *down, uint64_t e,
-                   uint64_t I, uint64_t D, float limit, const float *x, int n, float *hg, float *hu, float *y,
-                   int nt) {
-    ds4_matmul(gate, e * I, I, x, D, n, hg, I, nt);
-    ds4_matmul(up, e * I, I, x, D, n, hu, I, nt);
-    for (uint64_t i = 0; i < (uint64_t)n * I; i++) {
+/* SwiGLU's middle on n rows: hg = silu(min(gate, L)) * clamp(up, -L, L). */
+static void swiglu_act(float *hg, const float *hu, uint64_t n, float limit) {
+    for (uint64_t i = 0; i < n; i++) {
         float g = hg[i], u = hu[i];
         if (limit > 0) {
             g = fminf(g, limit);
@@ -31,20 +29,15 @@ static void swiglu(const gguf_tensor *gate, const gguf_tensor *up, const gguf_te
         }
         hg[i] = ds4_silu(g) * u;
     }
-    ds4_matmul(down, e * D, D, hg, I, n, y, D, nt);
 }
 
-/* Routed expert e on n gathered rows, each added into its token's output row with the
- * weight of its slot. */
-static void run_expert(const ds4_layer_weights *w, uint64_t e, uint64_t I, uint64_t D, uint64_t K,
-                       const float *xs, int n, const int *rows, const int *slot, const float *weight, float *hg,
-                       float *hu, float *ys, float *out, int nt) {
-    swiglu(w->gate_exps, w->up_exps, w->down_exps, e, I, D, w->limit, xs, n, hg, hu, ys, nt);
-    for (int j = 0; j < n; j++) {
-        const float wt = weight[(size_t)rows[j] * K + slot[j]];
-        float *o = out + (size_t)rows[j] * D;
-        for (uint64_t i = 0; i < D; i++) o[i] += wt * ys[(size_t)j * D + i];
-    }
+#define MAX_BATCH_EXPERTS 32 /* routed experts whose products share a loop */
+
+/* Buffer rows for gathered experts: every row of the chunk when that is not much
+ * (decode, short chunks: all experts in one batch), else at least the chunk's tokens. */
+static int gather_capacity(int T, uint64_t K) {
+    const uint64_t all = (uint64_t)T * K;
+    return (int)(all <= 1024 ? all : T > 1024 ? (uint64_t)T : 1024);
 }
 
 int ds4_moe(ds4_ctx *c, int il, const float *x, const int32_t *tokens, int T, float *out) {
@@ -52,21 +45,26 @@ int ds4_moe(ds4_ctx *c, int il, const float *x, const int32_t *tokens, int T, fl
     const ds4_layer_weights *w = &c->layers[il];
     const uint64_t D = cf->n_embd, E = cf->n_expert, I = cf->expert_ff, K = cf->n_expert_used;
     const uint64_t Is = (uint64_t)cf->expert_ff * cf->n_expert_shared;
-    const uint64_t Imax = I > Is ? I : Is;
-    const int nt = c->n_threads;
+    const int nt = c->n_threads, cap = gather_capacity(T, K);
+    double t0 = ds4_prof_begin();
     float *logits = ds4_ctx_scratch(c, SB_ROUTER, (size_t)T * E * sizeof(float));
     int32_t *choice = ds4_ctx_scratch(c, SB_CHOICE, (size_t)T * K * sizeof(int32_t));
     float *weight = ds4_ctx_scratch(c, SB_WEIGHT, (size_t)T * K * sizeof(float));
-    int *rows = ds4_ctx_scratch(c, SB_ROWS, (size_t)T * sizeof(int));
-    int *slot = ds4_ctx_scratch(c, SB_SLOT, (size_t)T * sizeof(int));
-    float *xs = ds4_ctx_scratch(c, SB_XS, (size_t)T * D * sizeof(float));
-    float *ys = ds4_ctx_scratch(c, SB_YS, (size_t)T * D * sizeof(float));
-    float *hg = ds4_ctx_scratch(c, SB_HG, (size_t)T * Imax * sizeof(float));
-    float *hu = ds4_ctx_scratch(c, SB_HU, (size_t)T * Imax * sizeof(float));
+    int *rows = ds4_ctx_scratch(c, SB_ROWS, (size_t)T * K * sizeof(int));
+    int *slot = ds4_ctx_scratch(c, SB_SLOT, (size_t)T * K * sizeof(int));
+    int32_t *owner = ds4_ctx_scratch(c, SB_OWNER, (size_t)T * K * sizeof(int32_t));
+    float *xs = ds4_ctx_scratch(c, SB_XS, (size_t)cap * D * sizeof(float));
+    float *ys = ds4_ctx_scratch(c, SB_YS, (size_t)cap * D * sizeof(float));
+    float *hg = ds4_ctx_scratch(c, SB_HG, (size_t)cap * I * sizeof(float));
+    float *hu = ds4_ctx_scratch(c, SB_HU, (size_t)cap * I * sizeof(float));
+    float *sg = ds4_ctx_scratch(c, SB_SG, (size_t)T * (Is ? Is : 1) * sizeof(float));
+    float *su = ds4_ctx_scratch(c, SB_SU, (size_t)T * (Is ? Is : 1) * sizeof(float));
     float *score = ds4_ctx_scratch(c, SB_SCORE, E * sizeof(float));
     float *biased = ds4_ctx_scratch(c, SB_BIASED, E * sizeof(float));
-    int rc = -1;
-    if (!logits || !choice || !weight || !rows || !slot || !xs || !ys || !hg || !hu || !score || !biased) goto done;
+    int *count = ds4_ctx_scratch(c, SB_COUNT_E, (E + 1) * sizeof(int));
+    if (!logits || !choice || !weight || !rows || !slot || !owner || !xs || !ys || !hg || !hu || !sg || !su ||
+        !score || !biased || !count)
+        return -1;
 
     ds4_matmul(w->gate_inp, 0, E, x, D, T, logits, E, nt);
     for (int t = 0; t < T; t++) {
@@ -75,17 +73,9 @@ int ds4_moe(ds4_ctx *c, int il, const float *x, const int32_t *tokens, int T, fl
         if (cf->gating_func == DS4_GATING_SOFTMAX) ds4_softmax(score, (int)E);
         int32_t *ch = choice + (size_t)t * K;
         if (w->tid2eid) {
+            /* ids were checked against E when the model loaded */
             const uint8_t *row = (const uint8_t *)w->tid2eid->data + (size_t)tokens[t] * K * sizeof(int32_t);
-            for (uint64_t k = 0; k < K; k++) {
-                int32_t id;
-                memcpy(&id, row + k * sizeof id, sizeof id);
-                if (id < 0 || (uint64_t)id >= E) {
-                    ds4_fail("layer %d: hash table sends token %d to expert %d of %llu", il, tokens[t], id,
-                             (unsigned long long)E);
-                    goto done;
-                }
-                ch[k] = id;
-            }
+            memcpy(ch, row, K * sizeof(int32_t));
         } else {
             for (uint64_t e = 0; e < E; e++) biased[e] = score[e] + (w->exp_bias ? w->exp_bias[e] : 0.0f);
             for (uint64_t k = 0; k < K; k++) {
@@ -101,32 +91,74 @@ int ds4_moe(ds4_ctx *c, int il, const float *x, const int32_t *tokens, int T, fl
         for (uint64_t k = 0; k < K; k++)
             wt[k] = (cf->expert_weights_norm ? wt[k] / (sum + 1e-20f) : wt[k]) * cf->expert_weights_scale;
     }
+    /* The rows of each expert, expert by expert. A hash table may name one expert in
+     * several slots of a token (transformers then counts it once per slot), so an expert
+     * can have up to T*K rows. */
+    memset(count, 0, (E + 1) * sizeof *count);
+    for (uint64_t i = 0; i < (uint64_t)T * K; i++) count[choice[i] + 1]++;
+    for (uint64_t e = 0; e < E; e++) count[e + 1] += count[e];
+    for (int t = 0; t < T; t++)
+        for (uint64_t k = 0; k < K; k++) {
+            const int32_t e = choice[(size_t)t * K + k];
+            const int at = count[e]++;
+            rows[at] = t;
+            slot[at] = (int)k;
+            owner[at] = e;
+        }
+    ds4_prof_end(DS4_PROF_ROUTER, t0);
 
-    /* Shared expert on every token. */
-    memset(out, 0, (size_t)T * D * sizeof(float));
-    if (Is) {
-        swiglu(w->gate_sh, w->up_sh, w->down_sh, 0, Is, D, w->limit_shared, x, T, hg, hu, out, nt);
-    }
-    /* Routed experts: gather the rows of each expert, run it once, scatter-add. A hash
-     * table may name one expert in several slots of a token (transformers then counts it
-     * once per slot), so an expert can have up to T*K rows: they go through in batches of
-     * at most T, the rows the buffers hold. */
-    for (uint64_t e = 0; e < E; e++) {
-        int n = 0;
-        for (int t = 0; t < T; t++)
-            for (uint64_t k = 0; k < K; k++) {
-                if ((uint64_t)choice[(size_t)t * K + k] != e) continue;
-                rows[n] = t;
-                slot[n] = (int)k;
-                memcpy(xs + (size_t)n * D, x + (size_t)t * D, D * sizeof(float));
-                if (++n == T) {
-                    run_expert(w, e, I, D, K, xs, n, rows, slot, weight, hg, hu, ys, out, nt);
-                    n = 0;
-                }
+    t0 = ds4_prof_begin();
+    /* Batches of whole experts that fit the buffers (an expert with more rows than they
+     * hold goes alone, in parts); the shared expert rides with the first batch. Its down
+     * product writes `out`; the routed ones are then added in expert order. */
+    const int n_rows = T * (int)K;
+    ds4_matmul_part parts[2 * MAX_BATCH_EXPERTS + 2];
+    if (!Is) memset(out, 0, (size_t)T * D * sizeof(float));
+    for (int r0 = 0; r0 < n_rows;) {
+        /* whole experts while they fit; an expert larger than the buffers alone, in parts */
+        int r1 = r0, experts = 0;
+        while (r1 < n_rows && experts < MAX_BATCH_EXPERTS) {
+            int end = r1;
+            while (end < n_rows && owner[end] == owner[r1]) end++;
+            if (end - r0 > cap) {
+                if (r1 == r0) r1 = r0 + cap;
+                break;
             }
-        if (n) run_expert(w, e, I, D, K, xs, n, rows, slot, weight, hg, hu, ys, out, nt);
+            r1 = end;
+            experts++;
+        }
+        for (int i = r0; i < r1; i++) memcpy(xs + (size_t)(i - r0) * D, x + (size_t)rows[i] * D, D * sizeof(float));
+        const bool shared = r0 == 0 && Is;
+        int n_parts = 0;
+        if (shared) {
+            parts[n_parts++] = (ds4_matmul_part){w->gate_sh, 0, Is, x, D, T, sg, Is};
+            parts[n_parts++] = (ds4_matmul_part){w->up_sh, 0, Is, x, D, T, su, Is};
+        }
+        for (int i = r0, j; i < r1; i = j) {
+            for (j = i; j < r1 && owner[j] == owner[i];) j++;
+            const uint64_t e = (uint64_t)owner[i], off = (uint64_t)(i - r0);
+            parts[n_parts++] = (ds4_matmul_part){w->gate_exps, e * I, I, xs + off * D, D, j - i, hg + off * I, I};
+            parts[n_parts++] = (ds4_matmul_part){w->up_exps, e * I, I, xs + off * D, D, j - i, hu + off * I, I};
+        }
+        ds4_matmul_batch(parts, n_parts, nt);
+        if (shared) swiglu_act(sg, su, (uint64_t)T * Is, w->limit_shared);
+        swiglu_act(hg, hu, (uint64_t)(r1 - r0) * I, w->limit);
+        n_parts = 0;
+        if (shared) parts[n_parts++] = (ds4_matmul_part){w->down_sh, 0, D, sg, Is, T, out, D};
+        for (int i = r0, j; i < r1; i = j) {
+            for (j = i; j < r1 && owner[j] == owner[i];) j++;
+            const uint64_t e = (uint64_t)owner[i], off = (uint64_t)(i - r0);
+            parts[n_parts++] = (ds4_matmul_part){w->down_exps, e * D, D, hg + off * I, I, j - i, ys + off * D, D};
+        }
+        ds4_matmul_batch(parts, n_parts, nt);
+        for (int i = r0; i < r1; i++) {
+            const float wt = weight[(size_t)rows[i] * K + slot[i]];
+            float *o = out + (size_t)rows[i] * D;
+            const float *y = ys + (size_t)(i - r0) * D;
+            for (uint64_t d = 0; d < D; d++) o[d] += wt * y[d];
+        }
+        r0 = r1;
     }
-    rc = 0;
-done:
-    return rc;
+    ds4_prof_end(DS4_PROF_EXPERTS, t0);
+    return 0;
 }

@@ -32,6 +32,20 @@ void ds4_matmul_set_observer(ds4_matmul_observer fn, void *ctx);
 void ds4_matmul(const gguf_tensor *W, uint64_t row0, uint64_t n_out, const float *x, uint64_t ldx, int T,
                 float *y, uint64_t ldy, int n_threads);
 
+/* Several products in one parallel loop (saves a loop's start and end per product:
+ * the many small products of a decoded token): each computed exactly as ds4_matmul
+ * computes it alone. */
+typedef struct {
+    const gguf_tensor *W;
+    uint64_t row0, n_out;
+    const float *x;
+    uint64_t ldx;
+    int T;
+    float *y;
+    uint64_t ldy;
+} ds4_matmul_part;
+void ds4_matmul_batch(const ds4_matmul_part *parts, int n, int n_threads);
+
 /* Dot product of two F32 vectors: AVX-512 or AVX2+FMA where the CPU has them (more
  * partial sums, so the last bits differ from the scalar reference's), else scalar. */
 float ds4_dot(const float *a, const float *b, uint64_t n);

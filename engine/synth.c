@@ -91,9 +91,44 @@ typedef struct {
     uint8_t *out;
     float **rows;
     double *seconds; /* per thread, inside the quantizer */
+    const uint8_t *pool; /* fast mode: quantized blocks that rows are drawn from, or NULL */
+    uint64_t pool_blocks, block_bytes;
     pthread_mutex_t lock;
     char error[DS4_ERROR_MAX];
 } synth_job;
+
+/* Fast mode: every block of a row is one of the pool's, picked by the row's seed: valid
+ * blocks with the scales of quantized random weights, at the speed of copying them. */
+static void pooled_row(const synth_job *j, uint64_t r, uint8_t *dst) {
+    const uint64_t blocks = j->row_bytes / j->block_bytes;
+    uint64_t s = mix(j->seed ^ mix(r));
+    for (uint64_t b = 0; b < blocks; b++) {
+        s = mix(s);
+        memcpy(dst + b * j->block_bytes, j->pool + (s % j->pool_blocks) * j->block_bytes, j->block_bytes);
+    }
+}
+
+#define POOL_BLOCKS 4096
+
+/* The pool for a block-quantized tensor: rows of it made and quantized as usual. */
+static uint8_t *make_pool(synth_job *j, uint64_t *n_blocks) {
+    const ggml_type_info *ti = ggml_type_get(j->type);
+    const uint64_t per_row = j->row_bytes / ti->bytes;
+    const uint64_t rows = (POOL_BLOCKS + per_row - 1) / per_row;
+    uint8_t *pool = ds4_malloc(rows * j->row_bytes);
+    if (!pool) return NULL;
+    for (uint64_t r = 0; r < rows; r++) {
+        make_row(j->cfg, j->t, mix(j->seed ^ mix(~r)), j->rows[0]);
+        if (ds4_quantize_row(j->type, j->rows[0], pool + r * j->row_bytes, (int64_t)j->t->ne[0],
+                             ds4_quantize_needs_imatrix(j->type) ? j->rows[0] + j->t->ne[0] : NULL) < 0) {
+            free(pool);
+            return NULL;
+        }
+    }
+    *n_blocks = rows * per_row;
+    j->block_bytes = ti->bytes;
+    return pool;
+}
 
 static void synth_rows(void *arg, uint64_t begin, uint64_t end, int thread) {
     synth_job *j = arg;
@@ -101,6 +136,10 @@ static void synth_rows(void *arg, uint64_t begin, uint64_t end, int thread) {
     int rc = 0;
     for (uint64_t i = begin; i < end && rc == 0; i++) {
         const uint64_t r = j->row0 + i;
+        if (j->pool) {
+            pooled_row(j, r, j->out + i * j->row_bytes);
+            continue;
+        }
         float *x = j->rows[thread];
         make_row(j->cfg, j->t, mix(j->seed ^ mix(r)), x);
         uint8_t *dst = j->out + i * j->row_bytes;
@@ -167,6 +206,12 @@ int ds4_synth(const ds4_synth_opts *o, ds4_synth_stats *st) {
         synth_job j = {.cfg = o->cfg, .t = t, .type = types[i], .seed = mix(o->seed ^ mix(i + 1)),
                        .row_bytes = row_bytes, .rows = rows, .seconds = seconds};
         if (!(j.out = ds4_malloc(chunk * row_bytes))) { rc = -1; break; }
+        const ggml_type_info *ti = ggml_type_get(types[i]);
+        if (o->fast && ti && ti->block > 1 && !(j.pool = make_pool(&j, &j.pool_blocks))) {
+            free(j.out);
+            rc = -1;
+            break;
+        }
         for (int k = 0; k < n_threads; k++) seconds[k] = 0;
         pthread_mutex_init(&j.lock, NULL);
         for (uint64_t r = 0; r < n_rows && rc == 0; r += chunk) {
@@ -179,6 +224,7 @@ int ds4_synth(const ds4_synth_opts *o, ds4_synth_stats *st) {
         }
         pthread_mutex_destroy(&j.lock);
         free(j.out);
+        free((void *)j.pool);
         if (types[i] != GGML_TYPE_I32) {
             st->type_bytes[types[i]] += n_rows * t->ne[0] * 4;
             for (int k = 0; k < n_threads; k++) st->type_seconds[types[i]] += seconds[k];

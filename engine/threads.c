@@ -25,6 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "profile.h"
+
 #define MAX_THREADS 512
 #define WORKER_SPIN_NS 200000 /* the longest an idle worker watches for the next loop */
 #define CALLER_SPIN_NS 50000  /* the caller waits this long for running pieces, then sleeps */
@@ -269,6 +271,7 @@ static void parallel_run(int n_threads, uint64_t n, uint64_t grain, ds4_range_fn
             parallel_run(n_threads, n - s.offset < PART ? n - s.offset : PART, grain, shifted_range, &s);
         return;
     }
+    ds4_prof_loop();
     pthread_mutex_lock(&pool_lock);
     grow_pool(n_threads);
     if (n_threads > n_workers + 1) n_threads = n_workers + 1;

@@ -228,6 +228,50 @@ static void matmul_equals_single_dots(void) {
     free(x);
 }
 
+/* A batch of products (ds4_matmul_batch) computes each exactly as ds4_matmul does alone,
+ * for every weight type's path (F32 rows, F16/Q8_0 read per block for one or two
+ * activation rows and converted for more, int8 kernels for the sub-8-bit types), with
+ * any mix of row counts, offsets and thread counts. */
+static void matmul_batch_equals_single_products(void) {
+    enum { N = 512, ROWS = 40, TMAX = 5, PARTS = 12 };
+    const uint32_t types[] = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_Q8_0, GGML_TYPE_Q2_K, GGML_TYPE_IQ2_XXS,
+                              GGML_TYPE_Q4_K};
+    float *w = malloc(ROWS * N * sizeof *w), *x = malloc(TMAX * N * sizeof *x), imp[N];
+    srand(77);
+    for (int i = 0; i < ROWS * N; i++) w[i] = (float)rand() / RAND_MAX - 0.5f;
+    for (int i = 0; i < TMAX * N; i++) x[i] = (float)rand() / RAND_MAX - 0.5f;
+    for (int i = 0; i < N; i++) imp[i] = 1.0f;
+    uint8_t *q[6];
+    gguf_tensor W[6];
+    for (int k = 0; k < 6; k++) {
+        const uint64_t rb = ggml_row_size(types[k], N);
+        q[k] = malloc(ROWS * rb);
+        for (int r = 0; r < ROWS; r++)
+            CHECK(ds4_quantize_row(types[k], w + (size_t)r * N, q[k] + r * rb, N,
+                                   ds4_quantize_needs_imatrix(types[k]) ? imp : NULL) == 0);
+        W[k] = (gguf_tensor){"w", types[k], 2, {N, ROWS, 1, 1}, 0, ROWS * rb, q[k]};
+    }
+    ds4_matmul_part parts[PARTS];
+    float one[PARTS][TMAX * ROWS], many[PARTS][TMAX * ROWS];
+    int bad = 0;
+    for (int rep = 0; rep < 8; rep++)
+        for (int threads = 1; threads <= 3; threads += 2) {
+            for (int p = 0; p < PARTS; p++) {
+                const int T = 1 + (p + rep) % TMAX, row0 = (p * 7 + rep) % 20, n_out = 1 + (p * 5 + rep * 3) % 20;
+                parts[p] = (ds4_matmul_part){&W[(p + rep) % 6], (uint64_t)row0, (uint64_t)n_out, x, N, T, many[p],
+                                             (uint64_t)n_out};
+                ds4_matmul(parts[p].W, parts[p].row0, parts[p].n_out, x, N, T, one[p], parts[p].n_out, threads);
+            }
+            ds4_matmul_batch(parts, PARTS, threads);
+            for (int p = 0; p < PARTS; p++)
+                bad += memcmp(one[p], many[p], (size_t)parts[p].T * parts[p].n_out * sizeof(float)) != 0;
+        }
+    CHECKF(bad == 0, "%d products of a batch differ from the same product alone", bad);
+    for (int k = 0; k < 6; k++) free(q[k]);
+    free(w);
+    free(x);
+}
+
 /* The attention's y += a*x: every level gives the scalar loop's bits. */
 static void axpy_matches_scalar_exactly(void) {
     enum { N = 517 };
@@ -379,6 +423,7 @@ const test_case forward_tests[] = {
     {"simd_dot_matches_scalar", simd_dot_matches_scalar},
     {"rowdot_matches_reference", rowdot_matches_reference},
     {"matmul_equals_single_dots", matmul_equals_single_dots},
+    {"matmul_batch_equals_single_products", matmul_batch_equals_single_products},
     {"axpy_matches_scalar_exactly", axpy_matches_scalar_exactly},
     {"index_kernel_matches_scalar_exactly", index_kernel_matches_scalar_exactly},
     {"topk_matches_full_sort", topk_matches_full_sort},

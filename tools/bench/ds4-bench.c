@@ -21,7 +21,8 @@
 static void usage(FILE *out) {
     fprintf(out,
             "usage: ds4-bench -m M.gguf [-p N,N,...] [-n N] [-r N] [-t N] [-o md|csv|json]\n"
-            "                 [--csv FILE] [--json FILE] [--plot FILE.png] [--probe] [--act auto|f32|q8]\n"
+            "                 [--csv FILE] [--json FILE] [--plot FILE.png] [--probe] [--profile]\n"
+            "                 [--act auto|f32|q8]\n"
             "                 [--ctx-start N --ctx-max N --step-incr N]\n"
             "\n"
             "For each context size: fill it with deterministic text (token ids for models without\n"
@@ -44,6 +45,9 @@ static void usage(FILE *out) {
             "  --probe             measure this machine's read bandwidth after each size's runs\n"
             "                      (it drifts with the machine's other load) and give decode as a\n"
             "                      fraction of it\n"
+            "  --profile           after each size's runs, one more decode with timers on, and a\n"
+            "                      table on stderr of where a token's time goes: per stage, and per\n"
+            "                      weight type the bytes read and GB/s of the matrix products\n"
             "  --act MODE          how matrix products treat activations (auto: int8 for sub-8-bit\n"
             "                      weights; f32; q8: int8 wherever a kernel exists)\n"
             "  --version           the commit and the compiled backends\n"
@@ -190,12 +194,13 @@ static int draw(ds4_plot *p, const char *csv, const run_info *ri) {
 int main(int argc, char **argv) {
     const char *model_path = NULL, *csv = NULL, *json = NULL, *png = NULL, *lens = "512", *format = "md";
     long ctx_start = 0, ctx_max = 0, step = 0, gen = 128, repeats = 3, threads = 0;
-    bool probe = false, sweep = false;
+    bool probe = false, sweep = false, profile = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
         if (!strcmp(a, "--version")) return tool_version("ds4-bench");
         if (!strcmp(a, "--probe")) { probe = true; continue; }
+        if (!strcmp(a, "--profile")) { profile = true; continue; }
         if (a[0] != '-') return tool_unknown_option("ds4-bench", a);
         if (!v) return tool_missing_value("ds4-bench", a);
         i++;
@@ -317,6 +322,12 @@ int main(int argc, char **argv) {
         rc = prompt ? ds4_bench_run(ctx, prompt, (int)sizes[s], (int)gen, (int)repeats, &w->r) : -1;
         free(prompt);
         if (rc < 0) break;
+        if (profile) { /* on stderr, so that stdout stays the table */
+            int32_t *again = make_prompt(tok, ds4_ctx_vocab(ctx), (int)sizes[s]);
+            rc = again ? ds4_bench_profile(ctx, again, (int)sizes[s], (int)gen, stderr) : -1;
+            free(again);
+            if (rc < 0) break;
+        }
         const uint64_t rss = ds4_peak_rss_bytes(); /* before the probe's buffer */
         peak = rss > peak ? rss : peak;
         w->peak_rss = peak;

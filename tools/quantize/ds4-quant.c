@@ -34,7 +34,7 @@ static void usage(FILE *out) {
             "                         [--layers N] [--experts N]\n"
             "       ds4-quant synth --out FILE.gguf --recipe RECIPE [--config flash|MODEL.gguf|config.json]\n"
             "                         [--layers N] [--experts N] [--seed S] [--threads N] [--csv FILE]\n"
-            "                         [--quiet]\n"
+            "                         [--fast] [--quiet]\n"
             "       ds4-quant check-golden FILE [--csv FILE]\n"
             "\n"
             "  convert   DeepSeek-V4 checkpoint directory (config.json + safetensors, single\n"
@@ -69,6 +69,9 @@ static void usage(FILE *out) {
             "            shrink it) with seeded random weights, written under RECIPE (no\n"
             "            tokenizer: feed it token ids). Reports each quantizer's speed on\n"
             "            those shapes (MB/s of F32 input per thread; --csv writes them).\n"
+            "            --fast draws every block from a pool of quantized random blocks per\n"
+            "            tensor: a model for speed runs at disk speed (its quantizer speeds\n"
+            "            then measure the pool only).\n"
             "  check-golden  dequantize ggml's bytes (must match exactly) and quantize its\n"
             "            inputs (our row error must be <= 1.02x ggml's) for every set of a\n"
             "            golden file (shared/golden/README.md); --csv writes the table.\n"
@@ -204,7 +207,7 @@ done:
 typedef struct {
     const char *recipe, *config, *out, *csv;
     long layers, experts, seed, threads;
-    bool quiet;
+    bool quiet, fast;
 } shape_args;
 
 static int parse_shape_args(const char *cmd, int argc, char **argv, shape_args *a) {
@@ -212,6 +215,7 @@ static int parse_shape_args(const char *cmd, int argc, char **argv, shape_args *
     for (int i = 0; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(k, "--quiet")) { a->quiet = true; continue; }
+        if (!strcmp(k, "--fast")) { a->fast = true; continue; }
         if (!v) return tool_missing_value("ds4-quant", k);
         i++;
         if (!strcmp(k, "--recipe")) a->recipe = v;
@@ -273,7 +277,7 @@ static int cmd_synth(int argc, char **argv) {
     }
     ds4_install_cleanup_handlers();
     ds4_synth_opts o = {.cfg = &c, .recipe = r, .out_path = a.out, .seed = (uint64_t)a.seed,
-                        .n_threads = (int)a.threads, .progress = !a.quiet};
+                        .n_threads = (int)a.threads, .progress = !a.quiet, .fast = a.fast};
     ds4_synth_stats s;
     rc = ds4_synth(&o, &s) == 0 ? 0 : 1;
     if (rc) fprintf(stderr, "ds4-quant: %s\n", ds4_error());

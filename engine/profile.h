@@ -1,0 +1,42 @@
+/* profile.h - where the time of a forward pass goes, when asked (ds4-bench --profile):
+ * wall seconds per stage of the schedule, and per weight type the bytes the matrix
+ * products read and the seconds they took (so their GB/s), and how many parallel loops
+ * ran. Off, it costs a branch per stage. Counted on the thread that runs the forward
+ * pass: one context at a time. */
+#ifndef DS4_PROFILE_H
+#define DS4_PROFILE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "util.h"
+
+typedef enum {
+    DS4_PROF_EMBED,       /* token embedding rows */
+    DS4_PROF_HC,          /* hyper-connection mixing, Sinkhorn, collapse and the streams update */
+    DS4_PROF_ATTN_PROJ,   /* attention projections: Q (low rank), KV, compressor and indexer inputs */
+    DS4_PROF_KV_APPEND,   /* window and compressor state updates */
+    DS4_PROF_INDEXER,     /* lightning indexer scoring and top-k */
+    DS4_PROF_ATTEND,      /* softmax over the keys with sinks, inverse RoPE */
+    DS4_PROF_ATTN_OUT,    /* grouped output projection */
+    DS4_PROF_ROUTER,      /* router scores and expert choice */
+    DS4_PROF_EXPERTS,     /* shared and routed experts */
+    DS4_PROF_HEAD,        /* hyper-head, final norm, LM head */
+    DS4_PROF_COUNT
+} ds4_prof_stage;
+
+extern bool ds4_profile_on;
+
+void ds4_profile_enable(bool on);
+void ds4_profile_reset(void);
+void ds4_prof_end(ds4_prof_stage stage, double t0);
+/* A matrix product over a weight of `type` that read `bytes` of it in `seconds`. */
+void ds4_prof_matmul(uint32_t type, uint64_t bytes, double seconds);
+void ds4_prof_loop(void); /* one parallel loop started */
+/* The table since the last reset, per decoded token when tokens > 0. */
+void ds4_profile_report(FILE *out, uint64_t tokens);
+
+static inline double ds4_prof_begin(void) { return ds4_profile_on ? ds4_time_now() : 0; }
+
+#endif
