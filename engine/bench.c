@@ -115,8 +115,22 @@ static void probe_slice(void *arg, uint64_t begin, uint64_t end, int thread) {
     j->sums[thread] += s; /* a thread may run several slices */
 }
 
+/* The last-level cache, so that the probe's buffer can be far larger: a server's L3
+ * holds hundreds of MiB (300 on the Xeon that runs our GPU tests), and a buffer that
+ * fits in it measures the cache, not the memory. */
+static uint64_t last_level_cache_bytes(void) {
+    const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    if (l3 > 0) return (uint64_t)l3;
+    char *text = ds4_read_file("/sys/devices/system/cpu/cpu0/cache/index3/size", NULL);
+    uint64_t kib = text ? strtoull(text, NULL, 10) : 0;
+    free(text);
+    return kib * 1024;
+}
+
 double ds4_probe_read_gbps(int n_threads) {
-    const uint64_t n = 64ull << 20; /* 256 MiB of floats */
+    /* 256 MiB, or four times the last-level cache */
+    const uint64_t llc = last_level_cache_bytes();
+    const uint64_t n = (llc * 4 > (256ull << 20) ? llc * 4 : 256ull << 20) / sizeof(float);
     float *buf = malloc(n * sizeof *buf);
     double *sums = calloc(512, sizeof *sums);
     if (!buf || !sums) {

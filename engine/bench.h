@@ -25,7 +25,8 @@ int ds4_bench_run(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int gen_tok
 int ds4_bench_profile(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int gen_tokens, FILE *out);
 
 /* Read bandwidth of this machine in GB/s: n_threads threads summing a buffer much larger
- * than the caches, the best of at least half a second of passes. Its buffer does not
+ * than the caches (256 MiB, or four times the last-level cache where that is larger),
+ * the best of at least half a second of passes. Its buffer does not
  * count in later ds4_peak_rss_bytes readings. */
 double ds4_probe_read_gbps(int n_threads);
 
