@@ -143,6 +143,8 @@ static void attend(const chunk_job *j, int t, int h0, int h1, int thread) {
     for (uint64_t k = 0; k < n; k++)
         for (int h = h0; h < h1; h++)
             lg[(uint64_t)(h - h0) * j->stride + k] = ds4_dot(q + (size_t)(h - h0) * d, keys[k], (uint64_t)d) * scale;
+    float cs[DS4_ROPE_MAX];
+    ds4_rope_table(cs, j->rd, j->rope, (int64_t)j->pos0 + t);
     for (int h = h0; h < h1; h++) {
         float *row = lg + (uint64_t)(h - h0) * j->stride;
         const float sink = j->w->sinks[h];
@@ -153,7 +155,7 @@ static void attend(const chunk_job *j, int t, int h0, int h1, int thread) {
         float *o = j->att + ((size_t)t * j->H + h) * d;
         memset(o, 0, (size_t)d * sizeof *o);
         for (uint64_t k = 0; k < n; k++) ds4_axpy(row[k] / sum, keys[k], o, (uint64_t)d);
-        ds4_rope_apply(o, d, j->rd, j->rope, (int64_t)j->pos0 + t, -1);
+        ds4_rope_apply_table(o, d, j->rd, cs, -1);
     }
 }
 
@@ -239,6 +241,7 @@ int ds4_attention(ds4_ctx *c, int il, const float *x, int T, uint64_t pos0, floa
         parts[n_parts++] = (ds4_matmul_part){w->idx_proj, 0, Ih, x, D, T, iw, Ih};
     }
     ds4_matmul_batch(parts, n_parts, nt);
+    float cs[DS4_ROPE_MAX], ccs[DS4_ROPE_MAX]; /* a token's rotation, for every head */
     for (int t = 0; t < T; t++) {
         ds4_rmsnorm(qres + (size_t)t * r, r, w->q_a_norm, cf->rms_eps);
         ds4_rmsnorm(kv + (size_t)t * d, d, w->kv_norm, cf->rms_eps);
@@ -247,17 +250,19 @@ int ds4_attention(ds4_ctx *c, int il, const float *x, int T, uint64_t pos0, floa
     parts[0] = (ds4_matmul_part){w->q_b, 0, (uint64_t)H * d, qres, r, T, q, (uint64_t)H * d};
     if (csa) parts[1] = (ds4_matmul_part){w->idx_q_b, 0, (uint64_t)Ih * Id, qres, r, T, iq, (uint64_t)Ih * Id};
     ds4_matmul_batch(parts, csa ? 2 : 1, nt);
-    for (int t = 0; t < T; t++)
+    for (int t = 0; t < T; t++) {
+        ds4_rope_table(cs, rd, rope, (int64_t)(pos0 + t));
         for (int h = 0; h < H; h++) {
             float *qh = q + ((size_t)t * H + h) * d;
             ds4_rmsnorm(qh, d, NULL, cf->rms_eps);
-            ds4_rope_apply(qh, d, rd, rope, (int64_t)(pos0 + t), 1);
+            ds4_rope_apply_table(qh, d, rd, cs, 1);
         }
+    }
     if (csa) {
         const float wscale = 1.0f / sqrtf((float)Ih);
         for (int t = 0; t < T; t++) {
-            for (int h = 0; h < Ih; h++)
-                ds4_rope_apply(iq + ((size_t)t * Ih + h) * Id, Id, rd, c->rope_comp, (int64_t)(pos0 + t), 1);
+            ds4_rope_table(ccs, rd, c->rope_comp, (int64_t)(pos0 + t));
+            for (int h = 0; h < Ih; h++) ds4_rope_apply_table(iq + ((size_t)t * Ih + h) * Id, Id, rd, ccs, 1);
             for (int h = 0; h < Ih; h++) iw[(size_t)t * Ih + h] *= wscale;
         }
     }

@@ -209,12 +209,9 @@ static void hc_pre(ds4_ctx *c, const ds4_hc_weights *w, const float *streams, in
                 for (int j = 0; j < hc; j++) cb[j * hc + k] /= sum + cf->hc_eps;
             }
         }
-        float *xt = x + (size_t)t * D;
-        for (int i = 0; i < D; i++) {
-            float acc = 0.0f;
-            for (int j = 0; j < hc; j++) acc += pre[j] * s[(size_t)j * D + i];
-            xt[i] = acc;
-        }
+        const float *rows[64];
+        for (int j = 0; j < hc; j++) rows[j] = s + (size_t)j * D;
+        ds4_weighted_sum(x + (size_t)t * D, rows, pre, hc, (uint64_t)D, true);
     }
 }
 
@@ -224,13 +221,14 @@ static void hc_post(const ds4_config *cf, float *streams, const float *y, const 
     const int hc = (int)cf->hc_mult, D = (int)cf->n_embd;
     for (int t = 0; t < T; t++) {
         float *s = streams + (size_t)t * hc * D;
-        const float *po = post + (size_t)t * hc, *cb = comb + (size_t)t * hc * hc, *yt = y + (size_t)t * D;
-        for (int k = 0; k < hc; k++)
-            for (int i = 0; i < D; i++) {
-                float acc = po[k] * yt[i];
-                for (int j = 0; j < hc; j++) acc += cb[j * hc + k] * s[(size_t)j * D + i];
-                tmp[(size_t)k * D + i] = acc;
-            }
+        const float *po = post + (size_t)t * hc, *cb = comb + (size_t)t * hc * hc;
+        const float *rows[65] = {y + (size_t)t * D};
+        for (int j = 0; j < hc; j++) rows[1 + j] = s + (size_t)j * D;
+        for (int k = 0; k < hc; k++) {
+            float w[65] = {po[k]};
+            for (int j = 0; j < hc; j++) w[1 + j] = cb[j * hc + k];
+            ds4_weighted_sum(tmp + (size_t)k * D, rows, w, hc + 1, (uint64_t)D, false);
+        }
         memcpy(s, tmp, (size_t)hc * D * sizeof(float));
     }
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops.h"
 #include "quants.h"
 
 static const struct {
@@ -261,6 +262,7 @@ int ds4_config_check(const ds4_config *c) {
         {"attention.indexer.head_count", c->indexer_heads, 1u << 14},
         {"attention.indexer.key_length", c->indexer_dim, 1u << 14},
         {"attention.indexer.top_k", c->indexer_topk, 1u << 20},
+        {"rope.dimension_count", c->rope_dim, DS4_ROPE_MAX},
     };
     for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
         if (dims[i].value > dims[i].max)

@@ -10,6 +10,7 @@
 
 #include "forward_impl.h"
 #include "profile.h"
+#include "threads.h"
 
 static float route_score(uint32_t gating, float logit) {
     switch (gating) {
@@ -19,16 +20,30 @@ static float route_score(uint32_t gating, float logit) {
     }
 }
 
-/* SwiGLU's middle on n rows: hg = silu(min(gate, L)) * clamp(up, -L, L). */
-static void swiglu_act(float *hg, const float *hu, uint64_t n, float limit) {
-    for (uint64_t i = 0; i < n; i++) {
-        float g = hg[i], u = hu[i];
-        if (limit > 0) {
-            g = fminf(g, limit);
-            u = fminf(fmaxf(u, -limit), limit);
+/* SwiGLU's middle: hg = silu(min(gate, L)) * clamp(up, -L, L), element by element. */
+typedef struct {
+    float *hg;
+    const float *hu;
+    float limit;
+} swiglu_job;
+
+static void swiglu_range(void *arg, uint64_t begin, uint64_t end, int thread) {
+    (void)thread;
+    const swiglu_job *j = arg;
+    for (uint64_t i = begin; i < end; i++) {
+        float g = j->hg[i], u = j->hu[i];
+        if (j->limit > 0) {
+            g = fminf(g, j->limit);
+            u = fminf(fmaxf(u, -j->limit), j->limit);
         }
-        hg[i] = ds4_silu(g) * u;
+        j->hg[i] = ds4_silu(g) * u;
     }
+}
+
+/* On threads once there are enough elements: an exponential each. */
+static void swiglu_act(float *hg, const float *hu, uint64_t n, float limit, int n_threads) {
+    swiglu_job j = {hg, hu, limit};
+    ds4_parallel_for_chunked(n < 4096 ? 1 : n_threads, n, 1024, swiglu_range, &j);
 }
 
 #define MAX_BATCH_EXPERTS 32 /* routed experts whose products share a loop */
@@ -141,8 +156,8 @@ int ds4_moe(ds4_ctx *c, int il, const float *x, const int32_t *tokens, int T, fl
             parts[n_parts++] = (ds4_matmul_part){w->up_exps, e * I, I, xs + off * D, D, j - i, hu + off * I, I};
         }
         ds4_matmul_batch(parts, n_parts, nt);
-        if (shared) swiglu_act(sg, su, (uint64_t)T * Is, w->limit_shared);
-        swiglu_act(hg, hu, (uint64_t)(r1 - r0) * I, w->limit);
+        if (shared) swiglu_act(sg, su, (uint64_t)T * Is, w->limit_shared, nt);
+        swiglu_act(hg, hu, (uint64_t)(r1 - r0) * I, w->limit, nt);
         n_parts = 0;
         if (shared) parts[n_parts++] = (ds4_matmul_part){w->down_sh, 0, D, sg, Is, T, out, D};
         for (int i = r0, j; i < r1; i = j) {

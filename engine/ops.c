@@ -2,6 +2,7 @@
 #include "ops.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -280,6 +281,67 @@ void ds4_axpy(float a, const float *x, float *y, uint64_t n) {
     fn(a, x, y, n);
 }
 
+/* out[i] = w0*r0[i] + w1*r1[i] + ..., each product rounded, then added left to right
+ * (no FMA; from +0 when from_zero): every level gives the scalar loop's bits, since the
+ * streams of the hyper-connections feed every later choice. */
+void ds4_weighted_sum_scalar(float *out, const float *const *rows, const float *w, int n_rows, uint64_t n,
+                             bool from_zero) {
+    for (uint64_t i = 0; i < n; i++) {
+        float acc = from_zero ? 0.0f + w[0] * rows[0][i] : w[0] * rows[0][i];
+        for (int r = 1; r < n_rows; r++) acc += w[r] * rows[r][i];
+        out[i] = acc;
+    }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) static void weighted_sum_avx2(float *out, const float *const *rows, const float *w,
+                                                              int n_rows, uint64_t n, bool from_zero) {
+    uint64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 acc = _mm256_mul_ps(_mm256_set1_ps(w[0]), _mm256_loadu_ps(rows[0] + i));
+        if (from_zero) acc = _mm256_add_ps(_mm256_setzero_ps(), acc);
+        for (int r = 1; r < n_rows; r++)
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(w[r]), _mm256_loadu_ps(rows[r] + i)));
+        _mm256_storeu_ps(out + i, acc);
+    }
+    const float *tail[65];
+    for (int r = 0; r < n_rows; r++) tail[r] = rows[r] + i;
+    ds4_weighted_sum_scalar(out + i, tail, w, n_rows, n - i, from_zero);
+}
+
+__attribute__((target("avx512f"))) static void weighted_sum_avx512(float *out, const float *const *rows,
+                                                                   const float *w, int n_rows, uint64_t n,
+                                                                   bool from_zero) {
+    uint64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 acc = _mm512_mul_ps(_mm512_set1_ps(w[0]), _mm512_loadu_ps(rows[0] + i));
+        if (from_zero) acc = _mm512_add_ps(_mm512_setzero_ps(), acc);
+        for (int r = 1; r < n_rows; r++)
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(w[r]), _mm512_loadu_ps(rows[r] + i)));
+        _mm512_storeu_ps(out + i, acc);
+    }
+    const float *tail[65];
+    for (int r = 0; r < n_rows; r++) tail[r] = rows[r] + i;
+    ds4_weighted_sum_scalar(out + i, tail, w, n_rows, n - i, from_zero);
+}
+#endif
+
+ds4_weighted_sum_fn ds4_weighted_sum_for_level(int level) {
+    if (level > (int)ds4_cpu_detect()) return NULL;
+#if defined(__x86_64__)
+    if (level == DS4_CPU_AVX512) return weighted_sum_avx512;
+    if (level == DS4_CPU_AVX2) return weighted_sum_avx2;
+#endif
+    return level == DS4_CPU_SCALAR ? ds4_weighted_sum_scalar : NULL;
+}
+
+void ds4_weighted_sum(float *out, const float *const *rows, const float *w, int n_rows, uint64_t n, bool from_zero) {
+    static _Atomic(ds4_weighted_sum_fn) best;
+    ds4_weighted_sum_fn fn = atomic_load(&best);
+    if (!fn) atomic_store(&best, fn = ds4_weighted_sum_for_level((int)ds4_cpu_detect()));
+    fn(out, rows, w, n_rows, n, from_zero);
+}
+
 ds4_dot_fn ds4_dot_for_level(int level) {
     if (level > (int)ds4_cpu_detect()) return NULL;
 #if defined(__x86_64__)
@@ -440,14 +502,23 @@ void ds4_matmul_batch(const ds4_matmul_part *parts, int n, int n_threads) {
         return;
     }
     /* Each product as ds4_matmul runs it alone: its kernel, its quantized activations. */
+    int act_from[BATCH_MAX]; /* the product whose quantized activations a product reads */
     for (int k = 0; k < n; k++) {
         const ds4_matmul_part *p = &parts[k];
+        act_from[k] = k;
         if (observer) observer(observer_ctx, p->W, p->row0, p->x, p->ldx, p->T);
         jobs[k] = (matmul_job){*p, int8_kernel(p->W->type), NULL, 0, p->T >= 4 && blocked_dot_available()};
         act_at[k] = act_bytes;
         if (jobs[k].qdot) {
             jobs[k].act_row_bytes = ds4_qdot_act_size(ds4_qdot_act_type(p->W->type), (int64_t)p->W->ne[0]);
-            act_bytes += jobs[k].act_row_bytes * (size_t)p->T;
+            /* products of one input in one format (an expert's gate and up) share it */
+            for (int i = 0; i < k && act_from[k] == k; i++)
+                if (jobs[i].qdot && act_from[i] == i && parts[i].x == p->x && parts[i].ldx == p->ldx &&
+                    parts[i].T == p->T && parts[i].W->ne[0] == p->W->ne[0] &&
+                    ds4_qdot_act_type(parts[i].W->type) == ds4_qdot_act_type(p->W->type))
+                    act_from[k] = i;
+            act_at[k] = act_from[k] == k ? act_bytes : act_at[act_from[k]];
+            if (act_from[k] == k) act_bytes += jobs[k].act_row_bytes * (size_t)p->T;
         }
     }
     uint8_t *act = act_bytes ? scratch_bytes(act_bytes) : NULL;
@@ -460,7 +531,7 @@ void ds4_matmul_batch(const ds4_matmul_part *parts, int n, int n_threads) {
             /* Quantize the activations once for all output rows. */
             const int act_type = ds4_qdot_act_type(p->W->type);
             j->act = act + act_at[k];
-            for (int t = 0; t < p->T; t++)
+            for (int t = 0; t < p->T && act_from[k] == k; t++)
                 ds4_qdot_quantize_act(act_type, p->x + (uint64_t)t * p->ldx, act + act_at[k] + (size_t)t * j->act_row_bytes,
                                       (int64_t)p->W->ne[0]);
         }
@@ -556,13 +627,26 @@ void ds4_rope_freqs(float *inv_freq, int dim, float base, float factor, uint32_t
     }
 }
 
-void ds4_rope_apply(float *x, int n, int dim, const float *inv_freq, int64_t pos, int sign) {
-    float *r = x + (n - dim);
+void ds4_rope_table(float *cs, int dim, const float *inv_freq, int64_t pos) {
     for (int i = 0; i < dim / 2; i++) {
         const float angle = (float)pos * inv_freq[i];
-        const float c = cosf(angle), s = sign * sinf(angle);
+        cs[2 * i] = cosf(angle);
+        cs[2 * i + 1] = sinf(angle);
+    }
+}
+
+void ds4_rope_apply_table(float *x, int n, int dim, const float *cs, int sign) {
+    float *r = x + (n - dim);
+    for (int i = 0; i < dim / 2; i++) {
+        const float c = cs[2 * i], s = sign * cs[2 * i + 1];
         const float a = r[2 * i], b = r[2 * i + 1];
         r[2 * i] = a * c - b * s;
         r[2 * i + 1] = b * c + a * s;
     }
+}
+
+void ds4_rope_apply(float *x, int n, int dim, const float *inv_freq, int64_t pos, int sign) {
+    float cs[DS4_ROPE_MAX];
+    ds4_rope_table(cs, dim, inv_freq, pos);
+    ds4_rope_apply_table(x, n, dim, cs, sign);
 }

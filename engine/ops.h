@@ -6,6 +6,7 @@
 #ifndef DS4_OPS_H
 #define DS4_OPS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "gguf.h"
@@ -85,5 +86,21 @@ void ds4_rope_freqs(float *inv_freq, int dim, float base, float factor, uint32_t
                     float beta_slow);
 /* Rotate the trailing `dim` values of x (length n) by position pos; sign -1 undoes it. */
 void ds4_rope_apply(float *x, int n, int dim, const float *inv_freq, int64_t pos, int sign);
+/* The same in two steps, for many vectors at one position (every head of a token):
+ * the cosines and sines of the position (dim floats, dim <= DS4_ROPE_MAX), then the
+ * rotation by them; the same bits as ds4_rope_apply. */
+#define DS4_ROPE_MAX 1024
+void ds4_rope_table(float *cs, int dim, const float *inv_freq, int64_t pos);
+void ds4_rope_apply_table(float *x, int n, int dim, const float *cs, int sign);
+
+/* out[i] = w[0]*rows[0][i] + w[1]*rows[1][i] + ... (n_rows <= 65), each product rounded
+ * and added left to right, starting from +0 when from_zero: at every level the bits of
+ * that scalar loop (the hyper-connections' stream mixing). */
+typedef void (*ds4_weighted_sum_fn)(float *out, const float *const *rows, const float *w, int n_rows, uint64_t n,
+                                    bool from_zero);
+void ds4_weighted_sum(float *out, const float *const *rows, const float *w, int n_rows, uint64_t n, bool from_zero);
+void ds4_weighted_sum_scalar(float *out, const float *const *rows, const float *w, int n_rows, uint64_t n,
+                             bool from_zero);
+ds4_weighted_sum_fn ds4_weighted_sum_for_level(int level);
 
 #endif

@@ -190,17 +190,19 @@ static void shifted_range(void *arg, uint64_t begin, uint64_t end, int thread) {
 
 /* Threads beyond the cores the host gives us only take turns with each other: every
  * ADAPT_NS the caller reads how long it waited for a CPU while runnable (the kernel's
- * run-queue delay). Above CROWDED of the time, the pool uses one thread fewer; after
- * RETRY_NS it tries one more again, and keeps it while the waits stay low. */
-#define ADAPT_NS 100000000ull
-#define RETRY_NS 2000000000ull
+ * run-queue delay). Above CROWDED of the time, the pool uses one thread fewer. After a
+ * while it tries one more again (after RETRY_NS, doubling up to RETRY_MAX_NS while the
+ * tries fail), and keeps it while the waits stay low. */
+#define ADAPT_NS 20000000ull
+#define RETRY_NS 1000000000ull
+#define RETRY_MAX_NS 32000000000ull
 #define CROWDED 0.15
 #define QUIET 0.05
 static struct {
     int cap, widest;          /* threads a loop may use; most requested since the last look */
-    uint64_t at, wall, waited, cut;
+    uint64_t at, wall, waited, cut, retry;
     pid_t tid;
-} adapt = {MAX_THREADS, 1, 0, 0, 0, 0, 0};
+} adapt = {MAX_THREADS, 1, 0, 0, 0, 0, RETRY_NS, 0};
 
 /* Nanoseconds this thread has spent runnable but waiting for a CPU; false where the
  * kernel does not say. */
@@ -229,11 +231,15 @@ static void adapt_threads(uint64_t now) {
         const double crowded = (double)(waited - adapt.waited) / (double)(now - adapt.wall);
         const int in_use = adapt.cap < adapt.widest ? adapt.cap : adapt.widest;
         if (crowded > CROWDED && in_use > 1) {
+            /* a cut right after a try: the try failed, wait longer before the next */
+            if (now - adapt.cut < 2 * ADAPT_NS && adapt.retry < RETRY_MAX_NS) adapt.retry *= 2;
             adapt.cap = in_use - 1;
             adapt.cut = now;
-        } else if (crowded < QUIET && adapt.cap < MAX_THREADS && now - adapt.cut > RETRY_NS) {
+        } else if (crowded < QUIET && adapt.cap < MAX_THREADS && now - adapt.cut > adapt.retry) {
             adapt.cap = adapt.cap + 1 >= adapt.widest ? MAX_THREADS : adapt.cap + 1;
             adapt.cut = now;
+        } else if (crowded < QUIET && now - adapt.cut > 2 * ADAPT_NS) {
+            adapt.retry = RETRY_NS; /* the last try held */
         }
     }
     adapt.tid = tid;

@@ -272,6 +272,42 @@ static void matmul_batch_equals_single_products(void) {
     free(x);
 }
 
+/* The hyper-connections' weighted row sums: every level gives the scalar loop's bits,
+ * from zero or not, for every tail length. */
+static void weighted_sum_matches_scalar_exactly(void) {
+    enum { N = 4096 + 13, R = 5 };
+    float *rows[R], w[R], want[N], got[N];
+    srand(41);
+    for (int r = 0; r < R; r++) {
+        rows[r] = malloc(N * sizeof(float));
+        for (int i = 0; i < N; i++) rows[r][i] = (float)rand() / RAND_MAX * 4 - 2;
+        w[r] = (float)rand() / RAND_MAX - 0.5f;
+    }
+    rows[2][7] = -0.0f;
+    w[0] = -0.0f; /* -0 products: from zero they turn +0 */
+    int bad = 0;
+    for (int level = 0; level <= 2; level++) {
+        const ds4_weighted_sum_fn fn = ds4_weighted_sum_for_level(level);
+        if (!fn) continue;
+        for (int from_zero = 0; from_zero < 2; from_zero++)
+            for (uint64_t n = 1; n <= N; n += n < 40 ? 1 : 997) {
+                ds4_weighted_sum_scalar(want, (const float *const *)rows, w, R, n, from_zero);
+                fn(got, (const float *const *)rows, w, R, n, from_zero);
+                bad += memcmp(want, got, n * sizeof(float)) != 0;
+            }
+    }
+    for (int r = 0; r < R; r++) free(rows[r]);
+    CHECKF(bad == 0, "%d weighted sums differ from the scalar loop", bad);
+    /* RoPE from a table of the position is ds4_rope_apply, bit for bit */
+    float inv[32], cs[64], a[128], b[128];
+    ds4_rope_freqs(inv, 64, 160000.0f, 16.0f, 65536, 32.0f, 1.0f);
+    for (int i = 0; i < 128; i++) a[i] = b[i] = (float)rand() / RAND_MAX - 0.5f;
+    ds4_rope_apply(a, 128, 64, inv, 12345, -1);
+    ds4_rope_table(cs, 64, inv, 12345);
+    ds4_rope_apply_table(b, 128, 64, cs, -1);
+    CHECK(!memcmp(a, b, sizeof a));
+}
+
 /* The attention's y += a*x: every level gives the scalar loop's bits. */
 static void axpy_matches_scalar_exactly(void) {
     enum { N = 517 };
@@ -425,6 +461,7 @@ const test_case forward_tests[] = {
     {"matmul_equals_single_dots", matmul_equals_single_dots},
     {"matmul_batch_equals_single_products", matmul_batch_equals_single_products},
     {"axpy_matches_scalar_exactly", axpy_matches_scalar_exactly},
+    {"weighted_sum_matches_scalar_exactly", weighted_sum_matches_scalar_exactly},
     {"index_kernel_matches_scalar_exactly", index_kernel_matches_scalar_exactly},
     {"topk_matches_full_sort", topk_matches_full_sort},
     {"sampler", sampler},
