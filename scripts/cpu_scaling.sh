@@ -4,7 +4,8 @@
 # real bytes per decoded token, ~9.5 GB: every layer, the shared expert, 6 routed experts
 # of 4096 x 2048, the head), then ds4-bench measures each thread count with --probe and
 # profiles decode at the largest. Writes DIR/cpu-scaling.csv (ds4-bench's columns, one row
-# per thread count), DIR/cpu-scaling-profile.txt and DIR/cpu.txt (what the CPU is).
+# per thread count), DIR/cpu-scaling-profile.txt (decode at the most threads) and DIR/cpu.txt
+# (what the CPU is).
 #   usage: scripts/cpu_scaling.sh DIR [THREADS ...]   (default 1 2 4 8 16; MODEL_DIR for the model)
 set -e
 cd "$(dirname "$0")/.."
@@ -25,5 +26,5 @@ for t in $threads; do
     if [ -f "$csv" ]; then tail -n +2 "$out/t$t.csv" >>"$csv"; else cp "$out/t$t.csv" "$csv"; fi
     rm -f "$out/t$t.csv"
 done
-last=$(echo "$threads" | awk '{print $NF}')
-$BIN/ds4-bench -m "$model" -p 32 -n 8 -r 1 -t "$last" --profile 2>"$out/cpu-scaling-profile.txt" >/dev/null
+most=$(echo "$threads" | tr ' ' '\n' | sort -n | tail -1)
+$BIN/ds4-bench -m "$model" -p 32 -n 8 -r 1 -t "$most" --profile 2>"$out/cpu-scaling-profile.txt" >/dev/null
