@@ -1,10 +1,13 @@
 # ds4 - DeepSeek V4 Flash inference engine and validation toolkit.
 #
 #   make            build the library (build/libds4.a) and the tools (bin/)
-#   make deps       install missing Debian packages (fast no-op when present)
-#   make demo       convert a synthetic test model and print its summary
-#   make test       unit tests, CLI tests and fuzzing, plain and under ASan+UBSan
-#   make fuzz       libFuzzer builds of the fuzz targets (needs clang)
+#   make deps       install missing Debian packages and the test npm packages
+#                   (scripts/deps.sh; a fast no-op when present)
+#   make demo       the main job on the synthetic test model: convert, check against
+#                   transformers, benchmark, quantize, batch, generate (results/demo/)
+#   make test       unit tests (plain and ASan+UBSan), CLI and hardening tests, logitcheck,
+#                   long-context consistency, fuzzing; ends "N passed, N failed[, N skipped]"
+#   make fuzz       libFuzzer builds of the fuzz targets (needs clang; scripts/fuzz_long.sh)
 
 CC      ?= gcc
 ARCH    := $(shell uname -m)

