@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include "convert.h"
 #include "kvcache_disk.h"
@@ -239,7 +240,80 @@ static void sha1_vectors(void) {
     }
 }
 
+/* A state file whose checksum is right but whose counts do not fit its position (made
+ * here: the payload decompressed, one count changed, checksum and compression redone)
+ * is refused: its counts would index the compressed entries. The header layout is
+ * kvfile.c's (magic, version, reserved, fingerprint, tokens, position, raw size, packed
+ * size, FNV-1a checksum of the payload). */
+typedef struct {
+    char magic[8];
+    uint32_t version, reserved;
+    uint64_t fingerprint, n_tokens, position, raw_size, packed_size, checksum;
+} kv_header;
+
+static uint64_t fnv1a(const uint8_t *p, size_t n) {
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* Re-pack `raw` under the header of `file` into out. */
+static void repack(const ds4_buf *file, const uint8_t *raw, size_t n, ds4_buf *out) {
+    kv_header h;
+    memcpy(&h, file->data, sizeof h);
+    h.raw_size = n;
+    h.checksum = fnv1a(raw, n);
+    const size_t bound = ZSTD_compressBound(n);
+    uint8_t *packed = malloc(bound);
+    h.packed_size = ZSTD_compress(packed, bound, raw, n, 1);
+    out->len = 0;
+    ds4_buf_append(out, &h, sizeof h);
+    ds4_buf_append(out, packed, h.packed_size);
+    free(packed);
+}
+
+static void inconsistent_states_refused(void) {
+    ds4_model *m = model("tiny-b");
+    CHECKF(m, "%s", ds4_error());
+    ds4_ctx *c = ds4_ctx_new(m, 2);
+    enum { N = 150 };
+    int32_t ids[N], *back = NULL;
+    for (int i = 0; i < N; i++) ids[i] = 2 + (i * 7) % (int)(m->cfg.n_vocab - 2);
+    CHECK(ds4_eval(c, ids, N, NULL, false) == 0);
+    ds4_buf file = {0}, bad = {0};
+    CHECK(ds4_kv_encode(c, ids, N, &file) == 0);
+    kv_header h;
+    memcpy(&h, file.data, sizeof h);
+    uint8_t *raw = malloc(h.raw_size);
+    CHECK(ZSTD_decompress(raw, h.raw_size, file.data + sizeof h, h.packed_size) == h.raw_size);
+    uint64_t n_back;
+    repack(&file, raw, h.raw_size, &bad); /* unchanged: loads */
+    CHECKF(ds4_kv_decode(c, bad.data, bad.len, "state", &back, &n_back) == 0, "%s", ds4_error());
+    free(back);
+    /* the tokens array, then layer 0's window: kv array, then the position of each slot */
+    const size_t window_pos = 8 + (size_t)N * 4 + 8 + (size_t)m->cfg.sliding_window * m->cfg.head_dim * 4 + 8;
+    int64_t wrong = 12345;
+    memcpy(raw + window_pos, &wrong, sizeof wrong);
+    repack(&file, raw, h.raw_size, &bad);
+    CHECK(ds4_kv_decode(c, bad.data, bad.len, "state", &back, &n_back) < 0);
+    CHECKF(strstr(ds4_error(), "impossible window"), "%s", ds4_error());
+    /* a token id past the vocabulary */
+    CHECK(ZSTD_decompress(raw, h.raw_size, file.data + sizeof h, h.packed_size) == h.raw_size);
+    const int32_t big = (int32_t)m->cfg.n_vocab;
+    memcpy(raw + 8, &big, sizeof big);
+    repack(&file, raw, h.raw_size, &bad);
+    CHECK(ds4_kv_decode(c, bad.data, bad.len, "state", &back, &n_back) < 0);
+    CHECKF(strstr(ds4_error(), "outside the vocabulary"), "%s", ds4_error());
+    CHECK(ds4_ctx_pos(c) == 0); /* refused states leave nothing loaded */
+    free(raw);
+    ds4_buf_free(&file);
+    ds4_buf_free(&bad);
+    ds4_ctx_free(c);
+    ds4_model_free(m);
+}
+
 const test_case kvfile_tests[] = {
+    {"inconsistent_states_refused", inconsistent_states_refused},
     {"restore_then_decode_is_identical", restore_then_decode_is_identical},
     {"disk_cache_prefix_restore_evict_reject", disk_cache_prefix_restore_evict_reject},
     {"sha1_vectors", sha1_vectors},

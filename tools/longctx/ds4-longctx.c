@@ -12,6 +12,7 @@
 
 #include "appendfile.h"
 #include "bench.h"
+#include "cpu.h"
 #include "forward.h"
 #include "logitcheck.h"
 #include "longctx.h"
@@ -119,11 +120,14 @@ static int log_rows(outputs *o, ds4_buf *rows) {
 }
 
 /* Draws `body` (gnuplot plot commands; %s in it is the CSV) under a title naming the
- * model and the commit; closes the outputs. */
-static int close_outputs(outputs *o, int rc, const char *model, const char *what, const char *body) {
+ * mode, the model and its weight types, the backend, the threads and the commit; closes
+ * the outputs. m may be NULL when nothing ran. */
+static int close_outputs(outputs *o, int rc, const char *model, const ds4_model *m, int threads, const char *what,
+                         const char *body) {
     if (rc == 0 && o->want_plot) {
         char qcsv[4200], title[1024], qtitle[2200], commands[8192], plot[4096];
-        snprintf(title, sizeof title, "%s: %s, commit %s", what, model, ds4_git_sha());
+        snprintf(title, sizeof title, "%s: %s (%s), cpu-%s, %d threads, commit %s", what, model,
+                 m ? ds4_model_weight_type(m) : "?", ds4_cpu_level_name(ds4_cpu_detect()), threads, ds4_git_sha());
         if (!ds4_plot_quote(o->csv_path, qcsv, sizeof qcsv) || !ds4_plot_quote(title, qtitle, sizeof qtitle)) {
             rc = ds4_fail("%s: cannot be quoted for gnuplot", o->csv_path);
         } else {
@@ -170,7 +174,7 @@ static int cmd_reference(int argc, char **argv) {
     const double t0 = ds4_time_now();
     if (!ctx || ds4_logitcheck_path(ctx, NULL, vectors, &r) < 0) {
         fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
-        close_outputs(&out, -1, model_path, "", "");
+        close_outputs(&out, -1, model_path, NULL, 0, "", "");
         ds4_lc_report_free(&r);
         ds4_ctx_free(ctx);
         ds4_model_free(m);
@@ -212,7 +216,7 @@ static int cmd_reference(int argc, char **argv) {
              "title 'max |dlogit|', '' using 3:(strcol(7) eq 'kl_max' ? column(8) : 1/0) with points "
              "pointtype 5 title 'KL max', %g with lines dashtype 2 title 'max |dlogit| gate', %g with lines "
              "dashtype 3 title 'KL max gate'", max_dlogit, max_kl);
-    rc = close_outputs(&out, rc, model_path, "reference", body);
+    rc = close_outputs(&out, rc, model_path, m, threads ? (int)threads : ds4_cpu_count(), "reference", body);
     if (rc < 0) fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
     printf("%d cases: %d pass, %d fail\n", r.n_cases, r.n_cases - failed, failed);
     ds4_buf_free(&b);
@@ -351,7 +355,7 @@ static int cmd_needle(int argc, char **argv) {
             }
         }
     /* recall by length and depth, one square per case */
-    if (close_outputs(&out, rc ? -1 : 0, model_path, "needle recall",
+    if (close_outputs(&out, rc ? -1 : 0, model_path, m, threads ? (int)threads : ds4_cpu_count(), "needle recall",
                       "set xlabel 'context (tokens)'\nset ylabel 'needle depth (%%)'\nset logscale x\n"
                       "set yrange [-10:110]\nset cbrange [0:1]\nset cblabel 'recall'\n"
                       "set palette defined (0 'red', 1 'forest-green')\nset key off\n"
@@ -419,7 +423,7 @@ int main(int argc, char **argv) {
     ds4_model *m = ds4_model_load(model_path);
     if (!m) {
         fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
-        close_outputs(&out, -1, model_path, "", "");
+        close_outputs(&out, -1, model_path, NULL, 0, "", "");
         free(lens);
         return 2;
     }
@@ -457,7 +461,7 @@ int main(int argc, char **argv) {
              "'' every 5::4 using 3:11 axes x1y2 with linespoints pointtype 4 title 'kv_bytes measured', "
              "'' every 5::4 using 3:8 axes x1y2 with lines dashtype 3 title 'kv_bytes implied'", tol);
     /* (rows come in fives per length after the header line, the fourth being kv_bytes_expected) */
-    rc = close_outputs(&out, rc, model_path, "consistency", body);
+    rc = close_outputs(&out, rc, model_path, m, threads ? (int)threads : ds4_cpu_count(), "consistency", body);
     if (rc < 0) fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
     printf("%d lengths: %d pass, %d fail (tolerance %g)\n", done, done - failed, failed, tol);
     ds4_model_free(m);
