@@ -21,7 +21,17 @@ rm -rf "$root/root/ds4" "$root/root/shared"
 git clone -q --no-hardlinks . "$root/root/ds4"
 cp -a ../shared "$root/root/shared"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
-mounted=""
+# This host's network may re-sign TLS (a proxy with its own CA, trusted by the host in
+# /usr/local/share/ca-certificates): the root gets those certificates, and npm, which
+# keeps its own list, is told of them. Nothing else of the host goes in.
+extra_ca=
+if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
+    cat /usr/local/share/ca-certificates/*.crt >"$root/root/host-network-ca.crt"
+    extra_ca="NODE_EXTRA_CA_CERTS=/root/host-network-ca.crt"
+fi
+# The root is a mount point, as on a machine (the tests make private mount namespaces)
+mount --bind "$root" "$root"
+mounted="$root"
 for m in proc sys dev dev/pts; do
     mkdir -p "$root/$m"
     mount --bind "/$m" "$root/$m"
@@ -34,7 +44,7 @@ echo "$cmds" | while IFS= read -r cmd; do
     n=$((n + 1))
     echo "== [$n] $cmd"
     log=/tmp/fresh-debian-$n.log
-    chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin TERM=dumb \
+    chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin TERM=dumb $extra_ca \
         sh -c "cd /root/ds4 && $cmd" >"$log" 2>&1 && rc=0 || rc=$?
     echo "exit $rc; last line: $(tail -n 1 "$log")   (log: $log)"
 done

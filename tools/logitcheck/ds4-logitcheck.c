@@ -28,8 +28,9 @@ static void usage(FILE *out) {
             "--max-kl-mean the mean over all positions). --act picks how matrix products\n"
             "treat activations (ops.h: auto = int8 for sub-8-bit weights, f32 = always F32,\n"
             "q8 = int8 wherever a kernel exists). In a directory of vectors, a case made for\n"
-            "another vocabulary is skipped, with the reason in the table and the CSV's skipped\n"
-            "column. --csv and --json are opened before the first case and written at the end.\n"
+            "another vocabulary is skipped, with the reason in the table and in the CSV's case\n"
+            "field (its numbers empty). --csv and --json are opened before the first case and\n"
+            "written at the end.\n"
             "--version prints the commit and the compiled backends.\n"
             EXIT_STATUS_HELP);
 }
@@ -39,21 +40,22 @@ static int write_csv(ds4_outfile *out, const char *model, const ds4_lc_report *r
     char line[1024];
     int n = snprintf(line, sizeof line,
                      "model,case,prompt_tokens,positions,max_dlogit,mean_dlogit,max_dlogprob,kl_mean,kl_max,top1,"
-                     "topk_overlap,spearman,greedy_len,greedy_match,prefill_tps,decode_tps,skipped\n");
+                     "topk_overlap,spearman,greedy_len,greedy_match,prefill_tps,decode_tps\n");
     ds4_buf_append(&b, line, (size_t)n);
     ds4_lc_case all = ds4_lc_overall(r);
     for (int i = 0; i <= r->n_cases; i++) {
         const ds4_lc_case *c = i < r->n_cases ? &r->cases[i] : &all;
         ds4_csv_field(&b, model);
         ds4_buf_append(&b, ",", 1);
-        ds4_csv_field(&b, c->id);
-        if (c->skipped[0]) {
-            ds4_buf_append(&b, ",,,,,,,,,,,,,,,", 15);
-            ds4_csv_field(&b, c->skipped);
-            ds4_buf_append(&b, "\n", 1);
+        if (c->skipped[0]) { /* no numbers: the case field says why */
+            char why[sizeof c->id + sizeof c->skipped + 16];
+            snprintf(why, sizeof why, "%s [skipped: %s]", c->id, c->skipped);
+            ds4_csv_field(&b, why);
+            ds4_buf_append(&b, ",,,,,,,,,,,,,,\n", 15);
             continue;
         }
-        n = snprintf(line, sizeof line, ",%d,%d,%.6g,%.6g,%.6g,%.6g,%.6g,%.6f,%.6f,%.6f,%d,%d,%.2f,%.2f,\n", c->n_prompt,
+        ds4_csv_field(&b, c->id);
+        n = snprintf(line, sizeof line, ",%d,%d,%.6g,%.6g,%.6g,%.6g,%.6g,%.6f,%.6f,%.6f,%d,%d,%.2f,%.2f\n", c->n_prompt,
                      c->n_positions, c->max_dlogit, c->mean_dlogit, c->max_dlogprob, c->kl_mean, c->kl_max, c->top1,
                      c->overlap, c->spearman, c->greedy_len, c->greedy_match,
                      c->prefill_seconds > 0 ? c->n_prompt / c->prefill_seconds : 0,
