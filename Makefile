@@ -12,7 +12,9 @@
 CC      ?= gcc
 ARCH    := $(shell uname -m)
 WARN    := -Wall -Wextra -Werror -Wshadow
-BASE    := -std=c11 -D_GNU_SOURCE -Iengine -g -pthread
+# engine/ is layered in folders (README, Layout); each folder's headers are on the path.
+ENGINE_DIRS := base formats model ops forward cpu text jobs
+BASE    := -std=c11 -D_GNU_SOURCE $(ENGINE_DIRS:%=-Iengine/%) -g -pthread
 ifeq ($(ARCH),x86_64)
 # Baseline x86-64-v2; AVX2/AVX-512 kernels are compiled per function and chosen at run time.
 BASE    += -march=x86-64-v2 -mtune=generic
@@ -23,7 +25,8 @@ LDLIBS  := -ljson-c -lgsl -lgslcblas -lpcre2-8 -lcsv -lzstd -lm -lpthread
 
 SAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-ENGINE_SRC := $(wildcard engine/*.c)
+ENGINE_SRC := $(foreach d,$(ENGINE_DIRS),$(wildcard engine/$(d)/*.c))
+ENGINE_HDR := $(foreach d,$(ENGINE_DIRS),$(wildcard engine/$(d)/*.h engine/$(d)/*.inc))
 TOOLS      := ds4-gguf ds4-quant ds4-logitcheck ds4 ds4-bench ds4-longctx
 TEST_SRC   := $(wildcard tests/unit/*.c)
 FUZZ_NAMES := fuzz_gguf fuzz_forward fuzz_safetensors fuzz_chat
@@ -45,15 +48,15 @@ build/git-sha.txt: FORCE
 	@[ "$$(cat $@ 2>/dev/null)" = "$(GIT_SHA)" ] || echo "$(GIT_SHA)" >$@
 .PHONY: FORCE
 
-build/obj/engine/version.o build/san/engine/version.o: build/git-sha.txt
-build/obj/engine/version.o build/san/engine/version.o: CPPFLAGS += -DDS4_GIT_SHA='"$(GIT_SHA)"'
+build/obj/engine/base/version.o build/san/engine/base/version.o: build/git-sha.txt
+build/obj/engine/base/version.o build/san/engine/base/version.o: CPPFLAGS += -DDS4_GIT_SHA='"$(GIT_SHA)"'
 
-build/obj/%.o: %.c $(wildcard engine/*.h engine/*.inc) | deps-checked
+build/obj/%.o: %.c $(ENGINE_HDR) | deps-checked
 	@mkdir -p $(dir $@)
 	@echo "CC $<"
 	@$(CC) $(ALL_CFLAGS) $(CPPFLAGS) -c $< -o $@
 
-build/san/%.o: %.c $(wildcard engine/*.h engine/*.inc) | deps-checked
+build/san/%.o: %.c $(ENGINE_HDR) | deps-checked
 	@mkdir -p $(dir $@)
 	@echo "CC (asan+ubsan) $<"
 	@$(CC) $(BASE) $(WARN) $(SAN_FLAGS) $(CPPFLAGS) -c $< -o $@
