@@ -1,5 +1,6 @@
 /* gguf_inspect.c - human-readable views of GGUF files: value formatting, the info
  * listing and a metadata + tensor diff (see gguf.h). */
+#include <stdarg.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -155,20 +155,6 @@ double ds4_probe_read_gbps(int n_threads) {
     free(sums);
     /* The buffer is gone: restart the high-water mark of the resident set from here, so
      * that later peak readings are the engine's own. */
-    const int fd = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        if (write(fd, "5", 1) < 0) {}
-        close(fd);
-    }
+    ds4_peak_rss_restart();
     return best;
-}
-
-uint64_t ds4_peak_rss_bytes(void) {
-    char *status = ds4_read_file("/proc/self/status", NULL);
-    const char *hwm = status ? strstr(status, "VmHWM:") : NULL;
-    const uint64_t kib = hwm ? strtoull(hwm + 6, NULL, 10) : 0;
-    free(status);
-    if (kib) return kib * 1024;
-    struct rusage ru;
-    return getrusage(RUSAGE_SELF, &ru) == 0 ? (uint64_t)ru.ru_maxrss * 1024 : 0;
 }

@@ -30,7 +30,4 @@ int ds4_bench_profile(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int gen
  * count in later ds4_peak_rss_bytes readings. */
 double ds4_probe_read_gbps(int n_threads);
 
-/* The most memory this process has held resident (since the last probe). */
-uint64_t ds4_peak_rss_bytes(void);
-
 #endif
