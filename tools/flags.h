@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "matmul.h"
 #include "ops.h"
 #include "util.h"
 #include "version.h"

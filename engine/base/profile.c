@@ -61,7 +61,7 @@ void ds4_profile_report(FILE *out, uint64_t tokens) {
             "calls");
     for (uint32_t t = 0; t < GGML_TYPE_COUNT; t++)
         if (type_calls[t])
-            fprintf(out, "%-34s %12.3f %12.2f %10.2f %10llu\n", ggml_type_name(t), 1e3 * type_seconds[t] / per,
+            fprintf(out, "%-34s %12.3f %12.2f %10.2f %10llu\n", ds4_type_name(t), 1e3 * type_seconds[t] / per,
                     type_bytes[t] / per / 1e6, type_seconds[t] > 0 ? type_bytes[t] / type_seconds[t] / 1e9 : 0,
                     (unsigned long long)type_calls[t]);
 }

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu.h"
+#include "cpufeatures.h"
 #include "numeric.h"
 
 #if defined(__x86_64__)

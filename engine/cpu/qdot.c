@@ -7,7 +7,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
-#include "cpu.h"
+#include "cpufeatures.h"
 #include "iq_tables.h"
 #include "numeric.h"
 #include "quants.h"
@@ -88,7 +88,7 @@ static void regroup_for_iq2(block_q8_K *y, int64_t n) {
 
 void ds4_qdot_quantize_act(int act_type, const float *x, void *act, int64_t n) {
     if (act_type == GGML_TYPE_Q8_0) {
-        quantize_row_q8_0(x, act, n);
+        ds4_quantize_row_q8_0(x, act, n);
         return;
     }
     quantize_q8_k(x, act, n);

@@ -145,7 +145,7 @@ static void dequant_iq2_xxs(const uint8_t *b, float *y) {
 }
 
 int ds4_dequant_blocks(uint32_t type, const uint8_t *src, float *dst, int64_t n) {
-    const ggml_type_info *t = ggml_type_get(type);
+    const ds4_type_info *t = ds4_type_get(type);
     for (int64_t b = 0; b < n / t->block; b++) {
         const uint8_t *blk = src + b * t->bytes;
         float *y = dst + b * t->block;

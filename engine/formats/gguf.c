@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "quants.h"
+#include "types.h"
 
 #define MAX_ARRAY_DEPTH 8
 #define MAX_TENSOR_NAME 256
@@ -21,18 +21,18 @@ static const struct { const char *name; size_t size; } gguf_types[GGUF_TYPE_COUN
     [GGUF_TYPE_FLOAT64] = {"f64", 8},
 };
 
-const char *gguf_type_name(uint32_t type) {
+const char *ds4_gguf_type_name(uint32_t type) {
     return type < GGUF_TYPE_COUNT ? gguf_types[type].name : "invalid";
 }
 
-size_t gguf_type_size(uint32_t type) { return type < GGUF_TYPE_COUNT ? gguf_types[type].size : 0; }
+size_t ds4_gguf_type_size(uint32_t type) { return type < GGUF_TYPE_COUNT ? gguf_types[type].size : 0; }
 
-bool gguf_str_eq(gguf_str s, const char *cstr) {
+bool ds4_gguf_str_eq(gguf_str s, const char *cstr) {
     size_t n = strlen(cstr);
     return s.len == n && memcmp(s.ptr, cstr, n) == 0;
 }
 
-uint64_t gguf_tensor_nelements(const gguf_tensor *t) {
+uint64_t ds4_gguf_tensor_nelements(const gguf_tensor *t) {
     return t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
 }
 
@@ -161,10 +161,10 @@ static int parse_kv(parser *ps, gguf_file *f) {
 
 static int parse_alignment(gguf_file *f) {
     f->alignment = GGUF_DEFAULT_ALIGNMENT;
-    const gguf_value *v = gguf_get(f, "general.alignment");
+    const gguf_value *v = ds4_gguf_get(f, "general.alignment");
     if (!v) return 0;
     if (v->type != GGUF_TYPE_UINT32)
-        return ds4_fail("general.alignment has type %s, expected u32", gguf_type_name(v->type));
+        return ds4_fail("general.alignment has type %s, expected u32", ds4_gguf_type_name(v->type));
     if (v->u32 == 0 || (v->u32 & (v->u32 - 1)))
         return ds4_fail("general.alignment %u is not a power of two", v->u32);
     f->alignment = v->u32;
@@ -196,13 +196,13 @@ static int parse_tensor_info(parser *ps, gguf_file *f, uint64_t i) {
             return ds4_fail("%s: dimensions overflow (ne[%u] = %llu)", what, d, (unsigned long long)t->ne[d]);
     }
     if (rd_u32(ps, &t->type, what) < 0 || rd_u64(ps, &t->offset, what) < 0) return -1;
-    const ggml_type_info *ti = ggml_type_get(t->type);
+    const ds4_type_info *ti = ds4_type_get(t->type);
     if (!ti) return ds4_fail("%s: unknown ggml type %u", what, t->type);
     if (t->ne[0] % ti->block)
         return ds4_fail("%s: row of %llu elements is not a multiple of the %s block size %u", what,
                         (unsigned long long)t->ne[0], ti->name, ti->block);
     uint64_t rows = t->ne[1] * t->ne[2] * t->ne[3]; /* cannot overflow: <= nel */
-    if (!ds4_mul_ok(ggml_row_size(t->type, t->ne[0]), rows, &t->size))
+    if (!ds4_mul_ok(ds4_row_size(t->type, t->ne[0]), rows, &t->size))
         return ds4_fail("%s: byte size overflows", what);
     if (t->ne[0] == 0) t->size = 0;
     int r = ds4_strmap_put(&f->tensor_index, t->name, name.len, i);
@@ -289,13 +289,13 @@ static gguf_file *parse_or_fail(gguf_file *f, const char *label) {
     f->path = ds4_strndup(label, strlen(label));
     if (!f->path || parse(f) < 0) {
         ds4_error_prefix(label);
-        gguf_close(f);
+        ds4_gguf_close(f);
         return NULL;
     }
     return f;
 }
 
-gguf_file *gguf_parse(const void *data, size_t size, const char *label) {
+gguf_file *ds4_gguf_parse(const void *data, size_t size, const char *label) {
     gguf_file *f = ds4_calloc(1, sizeof *f);
     if (!f) return NULL;
     f->base = data;
@@ -303,7 +303,7 @@ gguf_file *gguf_parse(const void *data, size_t size, const char *label) {
     return parse_or_fail(f, label);
 }
 
-gguf_file *gguf_open(const char *path) {
+gguf_file *ds4_gguf_open(const char *path) {
     gguf_file *f = ds4_calloc(1, sizeof *f);
     if (!f) return NULL;
     if (ds4_mmap_open(&f->map, path) < 0) {
@@ -315,7 +315,7 @@ gguf_file *gguf_open(const char *path) {
     return parse_or_fail(f, path);
 }
 
-void gguf_close(gguf_file *f) {
+void ds4_gguf_close(gguf_file *f) {
     if (!f) return;
     ds4_mmap_close(&f->map);
     ds4_arena_free(&f->arena);
@@ -329,13 +329,13 @@ void gguf_close(gguf_file *f) {
 
 /* ---- lookups ---- */
 
-const gguf_value *gguf_get(const gguf_file *f, const char *key) {
+const gguf_value *ds4_gguf_get(const gguf_file *f, const char *key) {
     uint64_t i;
     if (!ds4_strmap_get(&f->key_index, key, strlen(key), &i)) return NULL;
     return &f->kv[i].value;
 }
 
-const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name) {
+const gguf_tensor *ds4_gguf_find_tensor(const gguf_file *f, const char *name) {
     uint64_t i;
     if (!ds4_strmap_get(&f->tensor_index, name, strlen(name), &i)) return NULL;
     return &f->tensors[i];
@@ -349,7 +349,7 @@ static gguf_value scalar_at(uint32_t type, const void *data, uint64_t i) {
     return v;
 }
 
-bool gguf_value_to_u64(const gguf_value *v, uint64_t *out) {
+bool ds4_gguf_value_to_u64(const gguf_value *v, uint64_t *out) {
     switch (v->type) {
     case GGUF_TYPE_UINT8: *out = v->u8; return true;
     case GGUF_TYPE_UINT16: *out = v->u16; return true;
@@ -363,7 +363,7 @@ bool gguf_value_to_u64(const gguf_value *v, uint64_t *out) {
     }
 }
 
-bool gguf_value_to_f64(const gguf_value *v, double *out) {
+bool ds4_gguf_value_to_f64(const gguf_value *v, double *out) {
     switch (v->type) {
     case GGUF_TYPE_FLOAT32: *out = v->f32; return true;
     case GGUF_TYPE_FLOAT64: *out = v->f64; return true;
@@ -373,44 +373,44 @@ bool gguf_value_to_f64(const gguf_value *v, double *out) {
     case GGUF_TYPE_INT64: *out = (double)v->i64; return true;
     default: {
         uint64_t u;
-        if (!gguf_value_to_u64(v, &u)) return false;
+        if (!ds4_gguf_value_to_u64(v, &u)) return false;
         *out = (double)u;
         return true;
     }
     }
 }
 
-bool gguf_arr_f64(const gguf_value *arr, uint64_t i, double *out) {
+bool ds4_gguf_arr_f64(const gguf_value *arr, uint64_t i, double *out) {
     if (arr->type != GGUF_TYPE_ARRAY || i >= arr->arr.n || !gguf_types[arr->arr.type].size) return false;
     gguf_value v = scalar_at(arr->arr.type, arr->arr.data, i);
-    return gguf_value_to_f64(&v, out);
+    return ds4_gguf_value_to_f64(&v, out);
 }
 
-bool gguf_arr_u64(const gguf_value *arr, uint64_t i, uint64_t *out) {
+bool ds4_gguf_arr_u64(const gguf_value *arr, uint64_t i, uint64_t *out) {
     if (arr->type != GGUF_TYPE_ARRAY || i >= arr->arr.n || !gguf_types[arr->arr.type].size) return false;
     gguf_value v = scalar_at(arr->arr.type, arr->arr.data, i);
-    return gguf_value_to_u64(&v, out);
+    return ds4_gguf_value_to_u64(&v, out);
 }
 
-bool gguf_get_u64(const gguf_file *f, const char *key, uint64_t *out) {
-    const gguf_value *v = gguf_get(f, key);
-    return v && gguf_value_to_u64(v, out);
+bool ds4_gguf_get_u64(const gguf_file *f, const char *key, uint64_t *out) {
+    const gguf_value *v = ds4_gguf_get(f, key);
+    return v && ds4_gguf_value_to_u64(v, out);
 }
 
-bool gguf_get_f64(const gguf_file *f, const char *key, double *out) {
-    const gguf_value *v = gguf_get(f, key);
-    return v && gguf_value_to_f64(v, out);
+bool ds4_gguf_get_f64(const gguf_file *f, const char *key, double *out) {
+    const gguf_value *v = ds4_gguf_get(f, key);
+    return v && ds4_gguf_value_to_f64(v, out);
 }
 
-bool gguf_get_bool(const gguf_file *f, const char *key, bool *out) {
-    const gguf_value *v = gguf_get(f, key);
+bool ds4_gguf_get_bool(const gguf_file *f, const char *key, bool *out) {
+    const gguf_value *v = ds4_gguf_get(f, key);
     if (!v || v->type != GGUF_TYPE_BOOL) return false;
     *out = v->b;
     return true;
 }
 
-bool gguf_get_str(const gguf_file *f, const char *key, gguf_str *out) {
-    const gguf_value *v = gguf_get(f, key);
+bool ds4_gguf_get_str(const gguf_file *f, const char *key, gguf_str *out) {
+    const gguf_value *v = ds4_gguf_get(f, key);
     if (!v || v->type != GGUF_TYPE_STRING) return false;
     *out = v->str;
     return true;

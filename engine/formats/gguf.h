@@ -7,7 +7,7 @@
  *
  * The writer streams: metadata and tensor infos are declared first, the header is
  * written, then tensor data is appended in declaration order. The file is built under
- * a temporary name and renamed into place by gguf_writer_finish(). */
+ * a temporary name and renamed into place by ds4_gguf_writer_finish(). */
 #ifndef DS4_GGUF_H
 #define DS4_GGUF_H
 
@@ -76,60 +76,60 @@ typedef struct gguf_file {
     ds4_strmap key_index, tensor_index;
 } gguf_file;
 
-gguf_file *gguf_open(const char *path);
+gguf_file *ds4_gguf_open(const char *path);
 /* Parse a GGUF image already in memory (not copied; must outlive the result).
  * `label` names it in error messages. */
-gguf_file *gguf_parse(const void *data, size_t size, const char *label);
-void gguf_close(gguf_file *f);
+gguf_file *ds4_gguf_parse(const void *data, size_t size, const char *label);
+void ds4_gguf_close(gguf_file *f);
 
-const gguf_value *gguf_get(const gguf_file *f, const char *key);
-const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name);
+const gguf_value *ds4_gguf_get(const gguf_file *f, const char *key);
+const gguf_tensor *ds4_gguf_find_tensor(const gguf_file *f, const char *name);
 
 /* Typed lookups. They return false if the key is absent or of an incompatible type
  * (integers convert between widths when the value fits). */
-bool gguf_get_u64(const gguf_file *f, const char *key, uint64_t *out);
-bool gguf_get_f64(const gguf_file *f, const char *key, double *out);
-bool gguf_get_bool(const gguf_file *f, const char *key, bool *out);
-bool gguf_get_str(const gguf_file *f, const char *key, gguf_str *out);
-bool gguf_value_to_u64(const gguf_value *v, uint64_t *out);
-bool gguf_value_to_f64(const gguf_value *v, double *out);
+bool ds4_gguf_get_u64(const gguf_file *f, const char *key, uint64_t *out);
+bool ds4_gguf_get_f64(const gguf_file *f, const char *key, double *out);
+bool ds4_gguf_get_bool(const gguf_file *f, const char *key, bool *out);
+bool ds4_gguf_get_str(const gguf_file *f, const char *key, gguf_str *out);
+bool ds4_gguf_value_to_u64(const gguf_value *v, uint64_t *out);
+bool ds4_gguf_value_to_f64(const gguf_value *v, double *out);
 /* Element i of an array of numbers, converted; false if out of range or not numeric. */
-bool gguf_arr_f64(const gguf_value *arr, uint64_t i, double *out);
-bool gguf_arr_u64(const gguf_value *arr, uint64_t i, uint64_t *out);
+bool ds4_gguf_arr_f64(const gguf_value *arr, uint64_t i, double *out);
+bool ds4_gguf_arr_u64(const gguf_value *arr, uint64_t i, uint64_t *out);
 
-const char *gguf_type_name(uint32_t type);
-size_t gguf_type_size(uint32_t type); /* 0 for string/array/unknown */
-bool gguf_str_eq(gguf_str s, const char *cstr);
-uint64_t gguf_tensor_nelements(const gguf_tensor *t);
+const char *ds4_gguf_type_name(uint32_t type);
+size_t ds4_gguf_type_size(uint32_t type); /* 0 for string/array/unknown */
+bool ds4_gguf_str_eq(gguf_str s, const char *cstr);
+uint64_t ds4_gguf_tensor_nelements(const gguf_tensor *t);
 
 /* ---- writer ---- */
 
 typedef struct gguf_writer gguf_writer;
 
-gguf_writer *gguf_writer_open(const char *path);
-int gguf_writer_set_alignment(gguf_writer *w, uint32_t alignment);
+gguf_writer *ds4_gguf_writer_open(const char *path);
+int ds4_gguf_writer_set_alignment(gguf_writer *w, uint32_t alignment);
 /* Metadata. Keys must be unique; the value is copied. */
-int gguf_writer_kv(gguf_writer *w, const char *key, const gguf_value *v);
-int gguf_writer_kv_u32(gguf_writer *w, const char *key, uint32_t v);
-int gguf_writer_kv_i32(gguf_writer *w, const char *key, int32_t v);
-int gguf_writer_kv_u64(gguf_writer *w, const char *key, uint64_t v);
-int gguf_writer_kv_f32(gguf_writer *w, const char *key, float v);
-int gguf_writer_kv_bool(gguf_writer *w, const char *key, bool v);
-int gguf_writer_kv_str(gguf_writer *w, const char *key, const char *v);
+int ds4_gguf_writer_kv(gguf_writer *w, const char *key, const gguf_value *v);
+int ds4_gguf_writer_kv_u32(gguf_writer *w, const char *key, uint32_t v);
+int ds4_gguf_writer_kv_i32(gguf_writer *w, const char *key, int32_t v);
+int ds4_gguf_writer_kv_u64(gguf_writer *w, const char *key, uint64_t v);
+int ds4_gguf_writer_kv_f32(gguf_writer *w, const char *key, float v);
+int ds4_gguf_writer_kv_bool(gguf_writer *w, const char *key, bool v);
+int ds4_gguf_writer_kv_str(gguf_writer *w, const char *key, const char *v);
 /* Array of scalars given as a packed little-endian buffer of n elements of elem_type. */
-int gguf_writer_kv_arr(gguf_writer *w, const char *key, uint32_t elem_type, const void *data, uint64_t n);
-int gguf_writer_kv_arr_str(gguf_writer *w, const char *key, const char *const *strs, uint64_t n);
+int ds4_gguf_writer_kv_arr(gguf_writer *w, const char *key, uint32_t elem_type, const void *data, uint64_t n);
+int ds4_gguf_writer_kv_arr_str(gguf_writer *w, const char *key, const char *const *strs, uint64_t n);
 /* Tensor declarations, in the order their data will follow. */
-int gguf_writer_add_tensor(gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
+int ds4_gguf_writer_add_tensor(gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
                            const uint64_t *ne);
 /* Write the header (metadata + tensor infos); no more declarations after this. */
-int gguf_writer_begin_data(gguf_writer *w);
+int ds4_gguf_writer_begin_data(gguf_writer *w);
 /* Append bytes of the current tensor; a tensor may arrive in several pieces. */
-int gguf_writer_write(gguf_writer *w, const void *data, size_t n);
+int ds4_gguf_writer_write(gguf_writer *w, const void *data, size_t n);
 /* Check every tensor got exactly its size, fsync and rename into place; frees w. */
-int gguf_writer_finish(gguf_writer *w);
+int ds4_gguf_writer_finish(gguf_writer *w);
 /* Discard the temporary file; frees w. */
-void gguf_writer_abort(gguf_writer *w);
+void ds4_gguf_writer_abort(gguf_writer *w);
 
 #endif
 
@@ -137,10 +137,10 @@ void gguf_writer_abort(gguf_writer *w);
 
 /* Render a value for humans: strings quoted and escaped, arrays abbreviated after
  * max_items elements. Always NUL-terminates buf. */
-void gguf_value_format(const gguf_value *v, char *buf, size_t size, size_t max_items);
-bool gguf_value_equal(const gguf_value *a, const gguf_value *b);
+void ds4_gguf_value_format(const gguf_value *v, char *buf, size_t size, size_t max_items);
+bool ds4_gguf_value_equal(const gguf_value *a, const gguf_value *b);
 /* Print the header, metadata and tensor table (like gguf-dump). */
-void gguf_print_info(const gguf_file *f, FILE *out, bool show_tensors, size_t max_items);
+void ds4_gguf_print_info(const gguf_file *f, FILE *out, bool show_tensors, size_t max_items);
 /* Print the differences between two files; returns how many were found. Keys listed
  * in ignore_keys (NULL-terminated) are not compared. */
-uint64_t gguf_print_diff(const gguf_file *a, const gguf_file *b, const char *const *ignore_keys, FILE *out);
+uint64_t ds4_gguf_print_diff(const gguf_file *a, const gguf_file *b, const char *const *ignore_keys, FILE *out);

@@ -36,7 +36,7 @@ static int put_str(ds4_buf *b, const char *s, uint64_t n) {
     return put_u64(b, n) < 0 || put(b, s, n) < 0 ? -1 : 0;
 }
 
-gguf_writer *gguf_writer_open(const char *path) {
+gguf_writer *ds4_gguf_writer_open(const char *path) {
     gguf_writer *w = ds4_calloc(1, sizeof *w);
     if (!w) return NULL;
     w->alignment = GGUF_DEFAULT_ALIGNMENT;
@@ -50,11 +50,11 @@ gguf_writer *gguf_writer_open(const char *path) {
     return w;
 }
 
-int gguf_writer_set_alignment(gguf_writer *w, uint32_t alignment) {
+int ds4_gguf_writer_set_alignment(gguf_writer *w, uint32_t alignment) {
     if (!alignment || (alignment & (alignment - 1)))
         return ds4_fail("alignment %u is not a power of two", alignment);
     w->alignment = alignment;
-    return gguf_writer_kv_u32(w, "general.alignment", alignment);
+    return ds4_gguf_writer_kv_u32(w, "general.alignment", alignment);
 }
 
 static int put_value(ds4_buf *b, const gguf_value *v, int depth) {
@@ -63,26 +63,26 @@ static int put_value(ds4_buf *b, const gguf_value *v, int depth) {
     case GGUF_TYPE_ARRAY: {
         if (depth > 8) return ds4_fail("arrays nested too deeply");
         if (put_u32(b, v->arr.type) < 0 || put_u64(b, v->arr.n) < 0) return -1;
-        size_t es = gguf_type_size(v->arr.type);
+        size_t es = ds4_gguf_type_size(v->arr.type);
         if (es) return put(b, v->arr.data, v->arr.n * es);
         for (uint64_t i = 0; i < v->arr.n; i++) {
             if (v->arr.items[i].type != v->arr.type)
                 return ds4_fail("array element %llu has type %s, array holds %s",
-                                (unsigned long long)i, gguf_type_name(v->arr.items[i].type),
-                                gguf_type_name(v->arr.type));
+                                (unsigned long long)i, ds4_gguf_type_name(v->arr.items[i].type),
+                                ds4_gguf_type_name(v->arr.type));
             if (put_value(b, &v->arr.items[i], depth + 1) < 0) return -1;
         }
         return 0;
     }
     default: {
-        size_t es = gguf_type_size(v->type);
+        size_t es = ds4_gguf_type_size(v->type);
         if (!es) return ds4_fail("invalid gguf value type %u", v->type);
         return put(b, &v->u64, es);
     }
     }
 }
 
-int gguf_writer_kv(gguf_writer *w, const char *key, const gguf_value *v) {
+int ds4_gguf_writer_kv(gguf_writer *w, const char *key, const gguf_value *v) {
     if (w->started) return ds4_fail("metadata '%s' declared after the data began", key);
     size_t n = strlen(key);
     if (n == 0) return ds4_fail("empty metadata key");
@@ -104,63 +104,63 @@ int gguf_writer_kv(gguf_writer *w, const char *key, const gguf_value *v) {
     return 0;
 }
 
-int gguf_writer_kv_u32(gguf_writer *w, const char *key, uint32_t v) {
+int ds4_gguf_writer_kv_u32(gguf_writer *w, const char *key, uint32_t v) {
     gguf_value val = {.type = GGUF_TYPE_UINT32, .u32 = v};
-    return gguf_writer_kv(w, key, &val);
+    return ds4_gguf_writer_kv(w, key, &val);
 }
-int gguf_writer_kv_i32(gguf_writer *w, const char *key, int32_t v) {
+int ds4_gguf_writer_kv_i32(gguf_writer *w, const char *key, int32_t v) {
     gguf_value val = {.type = GGUF_TYPE_INT32, .i32 = v};
-    return gguf_writer_kv(w, key, &val);
+    return ds4_gguf_writer_kv(w, key, &val);
 }
-int gguf_writer_kv_u64(gguf_writer *w, const char *key, uint64_t v) {
+int ds4_gguf_writer_kv_u64(gguf_writer *w, const char *key, uint64_t v) {
     gguf_value val = {.type = GGUF_TYPE_UINT64, .u64 = v};
-    return gguf_writer_kv(w, key, &val);
+    return ds4_gguf_writer_kv(w, key, &val);
 }
-int gguf_writer_kv_f32(gguf_writer *w, const char *key, float v) {
+int ds4_gguf_writer_kv_f32(gguf_writer *w, const char *key, float v) {
     gguf_value val = {.type = GGUF_TYPE_FLOAT32, .f32 = v};
-    return gguf_writer_kv(w, key, &val);
+    return ds4_gguf_writer_kv(w, key, &val);
 }
-int gguf_writer_kv_bool(gguf_writer *w, const char *key, bool v) {
+int ds4_gguf_writer_kv_bool(gguf_writer *w, const char *key, bool v) {
     gguf_value val = {.type = GGUF_TYPE_BOOL, .b = v};
-    return gguf_writer_kv(w, key, &val);
+    return ds4_gguf_writer_kv(w, key, &val);
 }
-int gguf_writer_kv_str(gguf_writer *w, const char *key, const char *v) {
+int ds4_gguf_writer_kv_str(gguf_writer *w, const char *key, const char *v) {
     gguf_value val = {.type = GGUF_TYPE_STRING, .str = {v, strlen(v)}};
-    return gguf_writer_kv(w, key, &val);
+    return ds4_gguf_writer_kv(w, key, &val);
 }
-int gguf_writer_kv_arr(gguf_writer *w, const char *key, uint32_t elem_type, const void *data, uint64_t n) {
-    if (!gguf_type_size(elem_type)) return ds4_fail("'%s': not a scalar array type", key);
+int ds4_gguf_writer_kv_arr(gguf_writer *w, const char *key, uint32_t elem_type, const void *data, uint64_t n) {
+    if (!ds4_gguf_type_size(elem_type)) return ds4_fail("'%s': not a scalar array type", key);
     gguf_value val = {.type = GGUF_TYPE_ARRAY, .arr = {.type = elem_type, .n = n, .data = data}};
-    return gguf_writer_kv(w, key, &val);
+    return ds4_gguf_writer_kv(w, key, &val);
 }
-int gguf_writer_kv_arr_str(gguf_writer *w, const char *key, const char *const *strs, uint64_t n) {
+int ds4_gguf_writer_kv_arr_str(gguf_writer *w, const char *key, const char *const *strs, uint64_t n) {
     gguf_value *items = ds4_calloc(n, sizeof *items);
     if (!items) return -1;
     for (uint64_t i = 0; i < n; i++)
         items[i] = (gguf_value){.type = GGUF_TYPE_STRING, .str = {strs[i], strlen(strs[i])}};
     gguf_value val = {.type = GGUF_TYPE_ARRAY, .arr = {.type = GGUF_TYPE_STRING, .n = n, .items = items}};
-    int rc = gguf_writer_kv(w, key, &val);
+    int rc = ds4_gguf_writer_kv(w, key, &val);
     free(items);
     return rc;
 }
 
-int gguf_writer_add_tensor(gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
+int ds4_gguf_writer_add_tensor(gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
                            const uint64_t *ne) {
     if (w->started) return ds4_fail("tensor '%s' declared after the data began", name);
     size_t len = strlen(name);
     if (len == 0 || len >= GGUF_MAX_NAME)
         return ds4_fail("tensor name '%s' must have 1 to %d bytes", name, GGUF_MAX_NAME - 1);
     if (n_dims == 0 || n_dims > GGUF_MAX_DIMS) return ds4_fail("tensor '%s': %u dimensions", name, n_dims);
-    if (!ggml_type_get(type)) return ds4_fail("tensor '%s': unknown ggml type %u", name, type);
+    if (!ds4_type_get(type)) return ds4_fail("tensor '%s': unknown ggml type %u", name, type);
     out_tensor t = {.type = type, .n_dims = n_dims, .ne = {1, 1, 1, 1}};
     uint64_t rows = 1;
     for (uint32_t d = 0; d < n_dims; d++) {
         t.ne[d] = ne[d];
         if (d > 0 && !ds4_mul_ok(rows, ne[d], &rows)) return ds4_fail("tensor '%s': size overflows", name);
     }
-    uint64_t row = ggml_row_size(type, ne[0]);
+    uint64_t row = ds4_row_size(type, ne[0]);
     if (!row && ne[0]) return ds4_fail("tensor '%s': %llu is not a multiple of the %s block", name,
-                                      (unsigned long long)ne[0], ggml_type_name(type));
+                                      (unsigned long long)ne[0], ds4_type_name(type));
     if (!ds4_mul_ok(row, rows, &t.size)) return ds4_fail("tensor '%s': size overflows", name);
     if (w->n_tensors == w->cap_tensors) {
         uint64_t cap = w->cap_tensors ? w->cap_tensors * 2 : 64;
@@ -191,7 +191,7 @@ static int write_padding(gguf_writer *w, uint64_t pos) {
     return 0;
 }
 
-int gguf_writer_begin_data(gguf_writer *w) {
+int ds4_gguf_writer_begin_data(gguf_writer *w) {
     if (w->started) return 0;
     ds4_buf h = {0};
     uint64_t off = 0;
@@ -228,9 +228,9 @@ static int advance(gguf_writer *w) {
     return 0;
 }
 
-int gguf_writer_write(gguf_writer *w, const void *data, size_t n) {
+int ds4_gguf_writer_write(gguf_writer *w, const void *data, size_t n) {
     if (w->failed) return ds4_fail("writer already failed");
-    if (!w->started && gguf_writer_begin_data(w) < 0) return -1;
+    if (!w->started && ds4_gguf_writer_begin_data(w) < 0) return -1;
     const uint8_t *p = data;
     while (n) {
         if (advance(w) < 0) goto fail;
@@ -263,8 +263,8 @@ static void writer_free(gguf_writer *w) {
     free(w);
 }
 
-int gguf_writer_finish(gguf_writer *w) {
-    if (!w->failed && (w->started || gguf_writer_begin_data(w) == 0) && advance(w) == 0) {
+int ds4_gguf_writer_finish(gguf_writer *w) {
+    if (!w->failed && (w->started || ds4_gguf_writer_begin_data(w) == 0) && advance(w) == 0) {
         if (w->cur < w->n_tensors) {
             ds4_fail("%s: tensor '%s' got %llu of %llu bytes", w->out.path, w->tensors[w->cur].name,
                      (unsigned long long)w->cur_written, (unsigned long long)w->tensors[w->cur].size);
@@ -274,11 +274,11 @@ int gguf_writer_finish(gguf_writer *w) {
             return rc;
         }
     }
-    gguf_writer_abort(w);
+    ds4_gguf_writer_abort(w);
     return -1;
 }
 
-void gguf_writer_abort(gguf_writer *w) {
+void ds4_gguf_writer_abort(gguf_writer *w) {
     if (!w) return;
     if (w->out.fd >= 0) ds4_outfile_abort(&w->out);
     writer_free(w);

@@ -625,8 +625,8 @@ bool ds4_quantize_supported(uint32_t type) {
 bool ds4_quantize_needs_imatrix(uint32_t type) { return type == GGML_TYPE_IQ2_XXS; }
 
 int ds4_quantize_row(uint32_t type, const float *src, void *dst, int64_t n, const float *imatrix) {
-    const ggml_type_info *info = ggml_type_get(type);
-    if (!info || !ds4_quantize_supported(type)) return ds4_fail("cannot quantize to %s", ggml_type_name(type));
+    const ds4_type_info *info = ds4_type_get(type);
+    if (!info || !ds4_quantize_supported(type)) return ds4_fail("cannot quantize to %s", ds4_type_name(type));
     if (n % info->block)
         return ds4_fail("%s rows need a multiple of %u values, got %lld", info->name, info->block, (long long)n);
     if (!imatrix && ds4_quantize_needs_imatrix(type))
@@ -638,6 +638,6 @@ int ds4_quantize_row(uint32_t type, const float *src, void *dst, int64_t n, cons
     case GGML_TYPE_Q4_K: quantize_q4_k(src, dst, n, imatrix); return 0;
     case GGML_TYPE_Q6_K: quantize_q6_k(src, dst, n, imatrix); return 0;
     case GGML_TYPE_IQ2_XXS: quantize_iq2_xxs(src, dst, n, imatrix); return 0;
-    default: return ggml_row_from_f32(type, src, dst, n); /* imatrix changes nothing there */
+    default: return ds4_row_from_f32(type, src, dst, n); /* imatrix changes nothing there */
     }
 }

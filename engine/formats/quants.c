@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cpu.h"
+#include "cpufeatures.h"
 #include "numeric.h"
 #include "util.h"
 
@@ -13,69 +13,9 @@
 #include <immintrin.h>
 #endif
 
-static const ggml_type_info type_table[GGML_TYPE_COUNT] = {
-    [GGML_TYPE_F32] = {"f32", 1, 4, true},
-    [GGML_TYPE_F16] = {"f16", 1, 2, true},
-    [GGML_TYPE_Q4_0] = {"q4_0", 32, 18, true},
-    [GGML_TYPE_Q4_1] = {"q4_1", 32, 20, false},
-    [GGML_TYPE_Q5_0] = {"q5_0", 32, 22, false},
-    [GGML_TYPE_Q5_1] = {"q5_1", 32, 24, false},
-    [GGML_TYPE_Q8_0] = {"q8_0", 32, 34, true},
-    [GGML_TYPE_Q8_1] = {"q8_1", 32, 36, false},
-    [GGML_TYPE_Q2_K] = {"q2_K", 256, 84, true},
-    [GGML_TYPE_Q3_K] = {"q3_K", 256, 110, true},
-    [GGML_TYPE_Q4_K] = {"q4_K", 256, 144, true},
-    [GGML_TYPE_Q5_K] = {"q5_K", 256, 176, true},
-    [GGML_TYPE_Q6_K] = {"q6_K", 256, 210, true},
-    [GGML_TYPE_Q8_K] = {"q8_K", 256, 292, false},
-    [GGML_TYPE_IQ2_XXS] = {"iq2_xxs", 256, 66, true},
-    [GGML_TYPE_IQ2_XS] = {"iq2_xs", 256, 74, false},
-    [GGML_TYPE_IQ3_XXS] = {"iq3_xxs", 256, 98, false},
-    [GGML_TYPE_IQ1_S] = {"iq1_s", 256, 50, false},
-    [GGML_TYPE_IQ4_NL] = {"iq4_nl", 32, 18, false},
-    [GGML_TYPE_IQ3_S] = {"iq3_s", 256, 110, false},
-    [GGML_TYPE_IQ2_S] = {"iq2_s", 256, 82, false},
-    [GGML_TYPE_IQ4_XS] = {"iq4_xs", 256, 136, false},
-    [GGML_TYPE_I8] = {"i8", 1, 1, false},
-    [GGML_TYPE_I16] = {"i16", 1, 2, false},
-    [GGML_TYPE_I32] = {"i32", 1, 4, false},
-    [GGML_TYPE_I64] = {"i64", 1, 8, false},
-    [GGML_TYPE_F64] = {"f64", 1, 8, false},
-    [GGML_TYPE_IQ1_M] = {"iq1_m", 256, 56, false},
-    [GGML_TYPE_BF16] = {"bf16", 1, 2, true},
-    [GGML_TYPE_TQ1_0] = {"tq1_0", 256, 54, false},
-    [GGML_TYPE_TQ2_0] = {"tq2_0", 256, 66, false},
-    [GGML_TYPE_MXFP4] = {"mxfp4", 32, 17, true},
-};
-
-const ggml_type_info *ggml_type_get(uint32_t type) {
-    if (type >= GGML_TYPE_COUNT || !type_table[type].name) return NULL;
-    return &type_table[type];
-}
-
-const char *ggml_type_name(uint32_t type) {
-    const ggml_type_info *t = ggml_type_get(type);
-    if (t) return t->name;
-    static _Thread_local char buf[32];
-    snprintf(buf, sizeof buf, "type#%u", type);
-    return buf;
-}
-
-int ggml_type_from_name(const char *name) {
-    for (int i = 0; i < GGML_TYPE_COUNT; i++)
-        if (type_table[i].name && !strcasecmp(type_table[i].name, name)) return i;
-    return -1;
-}
-
-uint64_t ggml_row_size(uint32_t type, uint64_t n) {
-    const ggml_type_info *t = ggml_type_get(type);
-    if (!t || n % t->block) return 0;
-    return n / t->block * t->bytes;
-}
-
 /* ---- Q8_0 ---- */
 
-void quantize_row_q8_0_scalar(const float *x, block_q8_0 *y, int64_t n) {
+void ds4_quantize_row_q8_0_scalar(const float *x, block_q8_0 *y, int64_t n) {
     for (int64_t b = 0; b < n / QK8_0; b++) {
         const float *v = x + b * QK8_0;
         float amax = 0.0f;
@@ -168,14 +108,14 @@ __attribute__((target("avx2"))) static void bf16_to_f32_row_avx2(const uint8_t *
 }
 #endif
 
-void quantize_row_q8_0(const float *x, block_q8_0 *y, int64_t n) {
+void ds4_quantize_row_q8_0(const float *x, block_q8_0 *y, int64_t n) {
 #if defined(__x86_64__)
     if (ds4_cpu_detect() >= DS4_CPU_AVX2) {
         quantize_row_q8_0_avx2(x, y, n);
         return;
     }
 #endif
-    quantize_row_q8_0_scalar(x, y, n);
+    ds4_quantize_row_q8_0_scalar(x, y, n);
 }
 
 void ds4_f32_to_f16_row_scalar(const float *x, uint16_t *y, int64_t n) {
@@ -207,7 +147,7 @@ void ds4_f16_to_f32_row(const uint16_t *x, float *y, int64_t n) {
 }
 
 /* Rows in a mapped file need not be aligned for their element type: go through memcpy. */
-int ggml_row_to_f32(uint32_t type, const void *src, float *dst, int64_t n) {
+int ds4_row_to_f32(uint32_t type, const void *src, float *dst, int64_t n) {
     const uint8_t *s = src;
     switch (type) {
     case GGML_TYPE_F32:
@@ -266,11 +206,11 @@ int ggml_row_to_f32(uint32_t type, const void *src, float *dst, int64_t n) {
         return 0;
     default:
         if (ds4_dequant_blocks(type, s, dst, n) == 0) return 0;
-        return ds4_fail("cannot convert %s to f32 yet", ggml_type_name(type));
+        return ds4_fail("cannot convert %s to f32 yet", ds4_type_name(type));
     }
 }
 
-int ggml_row_from_f32(uint32_t type, const float *src, void *dst, int64_t n) {
+int ds4_row_from_f32(uint32_t type, const float *src, void *dst, int64_t n) {
     switch (type) {
     case GGML_TYPE_F32:
         memcpy(dst, src, (size_t)n * 4);
@@ -285,9 +225,22 @@ int ggml_row_from_f32(uint32_t type, const float *src, void *dst, int64_t n) {
     }
     case GGML_TYPE_Q8_0:
         if (n % QK8_0) return ds4_fail("q8_0 rows need a multiple of 32 values, got %lld", (long long)n);
-        quantize_row_q8_0(src, dst, n);
+        ds4_quantize_row_q8_0(src, dst, n);
         return 0;
     default:
-        return ds4_fail("cannot write %s tensors yet", ggml_type_name(type));
+        return ds4_fail("cannot write %s tensors yet", ds4_type_name(type));
     }
+}
+
+void ds4_tensor_row(const gguf_tensor *W, uint64_t r, float *out) {
+    const uint64_t n = W->ne[0];
+    ds4_row_to_f32(W->type, (const uint8_t *)W->data + r * ds4_row_size(W->type, n), out, (int64_t)n);
+}
+
+float *ds4_tensor_f32(const gguf_tensor *W) {
+    const uint64_t rows = W->ne[1] * W->ne[2] * W->ne[3];
+    float *out = ds4_malloc(ds4_gguf_tensor_nelements(W) * sizeof *out);
+    if (!out) return NULL;
+    for (uint64_t r = 0; r < rows; r++) ds4_tensor_row(W, r, out + r * W->ne[0]);
+    return out;
 }

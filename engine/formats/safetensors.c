@@ -22,10 +22,10 @@ static const struct { const char *name; size_t size; } dtypes[ST_DTYPE_COUNT] = 
     [ST_BOOL] = {"BOOL", 1},
 };
 
-const char *st_dtype_name(st_dtype t) { return t < ST_DTYPE_COUNT ? dtypes[t].name : "?"; }
-size_t st_dtype_size(st_dtype t) { return t < ST_DTYPE_COUNT ? dtypes[t].size : 0; }
+const char *ds4_st_dtype_name(st_dtype t) { return t < ST_DTYPE_COUNT ? dtypes[t].name : "?"; }
+size_t ds4_st_dtype_size(st_dtype t) { return t < ST_DTYPE_COUNT ? dtypes[t].size : 0; }
 
-uint64_t st_nelements(const st_tensor *t) {
+uint64_t ds4_st_nelements(const st_tensor *t) {
     uint64_t n = 1;
     for (uint32_t i = 0; i < t->n_dims; i++) n *= t->shape[i];
     return n;
@@ -204,12 +204,12 @@ static st_model *model_new(void) {
     return m;
 }
 
-st_model *st_parse(const void *data, size_t size, const char *label) {
+st_model *ds4_st_parse(const void *data, size_t size, const char *label) {
     st_model *m = model_new();
     if (!m) return NULL;
     if (parse_shard(m, 0, data, size) < 0) {
         ds4_error_prefix(label);
-        st_close(m);
+        ds4_st_close(m);
         return NULL;
     }
     return m;
@@ -276,7 +276,7 @@ static int shards_from_index(st_model *m, const char *dir, const char *index_pat
     if (rc == 0) {
         json_object_object_foreach(wm, tname2, fobj2) {
             (void)fobj2;
-            if (!st_find(m, tname2)) {
+            if (!ds4_st_find(m, tname2)) {
                 rc = ds4_fail("%s: tensor '%s' is listed but missing from its shard", index_path, safe(tname2));
                 break;
             }
@@ -317,7 +317,7 @@ static int shards_from_dir(st_model *m, const char *dir) {
     return rc;
 }
 
-st_model *st_open(const char *path) {
+st_model *ds4_st_open(const char *path) {
     struct stat st;
     if (stat(path, &st) < 0) {
         ds4_fail("%s: no such file or directory", path);
@@ -334,13 +334,13 @@ st_model *st_open(const char *path) {
         rc = open_shard(m, path);
     }
     if (rc < 0) {
-        st_close(m);
+        ds4_st_close(m);
         return NULL;
     }
     return m;
 }
 
-void st_close(st_model *m) {
+void ds4_st_close(st_model *m) {
     if (!m) return;
     for (uint32_t i = 0; i < m->n_shards; i++) {
         ds4_mmap_close(&m->shards[i].map);
@@ -353,7 +353,7 @@ void st_close(st_model *m) {
     free(m);
 }
 
-const st_tensor *st_find(const st_model *m, const char *name) {
+const st_tensor *ds4_st_find(const st_model *m, const char *name) {
     uint64_t i;
     if (!ds4_strmap_get(&m->index, name, strlen(name), &i)) return NULL;
     return &m->tensors[i];

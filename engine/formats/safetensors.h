@@ -43,14 +43,14 @@ typedef struct st_model {
 } st_model;
 
 /* Open a .safetensors file or a checkpoint directory. */
-st_model *st_open(const char *path);
+st_model *ds4_st_open(const char *path);
 /* Parse one safetensors image in memory (for tests and fuzzing); not copied. */
-st_model *st_parse(const void *data, size_t size, const char *label);
-void st_close(st_model *m);
+st_model *ds4_st_parse(const void *data, size_t size, const char *label);
+void ds4_st_close(st_model *m);
 
-const st_tensor *st_find(const st_model *m, const char *name);
-const char *st_dtype_name(st_dtype t);
-size_t st_dtype_size(st_dtype t);
-uint64_t st_nelements(const st_tensor *t);
+const st_tensor *ds4_st_find(const st_model *m, const char *name);
+const char *ds4_st_dtype_name(st_dtype t);
+size_t ds4_st_dtype_size(st_dtype t);
+uint64_t ds4_st_nelements(const st_tensor *t);
 
 #endif

@@ -5,7 +5,9 @@
 
 #include "forward.h"
 #include "kvstate.h"
+#include "matmul.h"
 #include "ops.h"
+#include "vec.h"
 
 typedef struct {
     const gguf_tensor *fn;  /* [mix, hc*D] */

@@ -24,10 +24,4 @@ int ds4_bench_run(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int gen_tok
  * and print where each decoded token's time went. */
 int ds4_bench_profile(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int gen_tokens, FILE *out);
 
-/* Read bandwidth of this machine in GB/s: n_threads threads summing a buffer much larger
- * than the caches (256 MiB, or four times the last-level cache where that is larger),
- * the best of at least half a second of passes. Its buffer does not
- * count in later ds4_peak_rss_bytes readings. */
-double ds4_probe_read_gbps(int n_threads);
-
 #endif

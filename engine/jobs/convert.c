@@ -203,7 +203,7 @@ static bool bind_source(converter *cv, source *s, const char *name, uint64_t row
              (int)(strlen(name) - (strstr(name, ".weight") ? 7 : 0)), name);
     const st_tensor *w = s->w;
     s->rows = rows;
-    uint64_t nd = w->n_dims, last = nd ? w->shape[nd - 1] : 1, nel = st_nelements(w);
+    uint64_t nd = w->n_dims, last = nd ? w->shape[nd - 1] : 1, nel = ds4_st_nelements(w);
     char got[96];
     shape_text(got, sizeof got, w->shape, w->n_dims);
     if ((w->dtype == ST_I8 || w->dtype == ST_U8) && (s->scale = lookup(cv, scale_name))) {
@@ -211,15 +211,15 @@ static bool bind_source(converter *cv, source *s, const char *name, uint64_t row
         s->enc = ENC_FP4;
         const st_tensor *sc = s->scale;
         if (cols % 32 || last * 2 != cols || nel * 2 != rows * cols || !is_scale_dtype(sc->dtype) ||
-            st_nelements(sc) != rows * (cols / 32)) {
+            ds4_st_nelements(sc) != rows * (cols / 32)) {
             ds4_problem(&cv->problems, "%s: FP4 tensor %s %s (scale %s) does not hold [%llu, %llu]", what, name,
-                        got, st_dtype_name(sc->dtype), (unsigned long long)rows, (unsigned long long)cols);
+                        got, ds4_st_dtype_name(sc->dtype), (unsigned long long)rows, (unsigned long long)cols);
             return false;
         }
         return true;
     }
     if (!is_float_dtype(w->dtype) && !(is_int_dtype(w->dtype) && strstr(name, "tid2eid"))) {
-        ds4_problem(&cv->problems, "%s: %s has dtype %s", what, name, st_dtype_name(w->dtype));
+        ds4_problem(&cv->problems, "%s: %s has dtype %s", what, name, ds4_st_dtype_name(w->dtype));
         return false;
     }
     if (nel != rows * cols || (nd > 0 && last != cols)) {
@@ -232,9 +232,9 @@ static bool bind_source(converter *cv, source *s, const char *name, uint64_t row
         s->block_r = cv->hf.fp8_block[0];
         s->block_c = cv->hf.fp8_block[1];
         uint64_t br = (rows + s->block_r - 1) / s->block_r, bc = (cols + s->block_c - 1) / s->block_c;
-        if (!is_scale_dtype(s->scale->dtype) || st_nelements(s->scale) != br * bc) {
+        if (!is_scale_dtype(s->scale->dtype) || ds4_st_nelements(s->scale) != br * bc) {
             ds4_problem(&cv->problems, "%s: FP8 scale %s holds %llu values, expected %llu x %llu blocks", what,
-                        scale_name, (unsigned long long)st_nelements(s->scale), (unsigned long long)br,
+                        scale_name, (unsigned long long)ds4_st_nelements(s->scale), (unsigned long long)br,
                         (unsigned long long)bc);
             return false;
         }
@@ -308,7 +308,7 @@ static void read_row(const source *s, uint64_t r, uint64_t cols, float *dst) {
 /* Integer row (hash routing table) into I32, checking every id names an expert. */
 static int read_index_row(const source *s, uint64_t r, uint64_t cols, int32_t *dst, uint32_t n_expert) {
     const st_tensor *w = s->w;
-    size_t es = st_dtype_size(w->dtype);
+    size_t es = ds4_st_dtype_size(w->dtype);
     bool is_signed = w->dtype == ST_I64 || w->dtype == ST_I32 || w->dtype == ST_I16 || w->dtype == ST_I8;
     for (uint64_t c = 0; c < cols; c++) {
         uint64_t raw = 0;
@@ -472,7 +472,7 @@ static int write_tensor(converter *cv, gguf_writer *w, const plan_item *it, ds4_
                         ds4_tensor_loss *loss) {
     const uint64_t rows = it->spec.ne[1] * it->spec.ne[2] * it->spec.ne[3];
     const uint64_t row_bytes = it->out_type == GGML_TYPE_I32 ? it->spec.ne[0] * 4
-                                                             : ggml_row_size(it->out_type, it->spec.ne[0]);
+                                                             : ds4_row_size(it->out_type, it->spec.ne[0]);
     uint64_t chunk_rows = CHUNK_BYTES / (it->spec.ne[0] * 4 + 1);
     if (chunk_rows == 0) chunk_rows = 1;
     if (chunk_rows > rows) chunk_rows = rows;
@@ -489,7 +489,7 @@ static int write_tensor(converter *cv, gguf_writer *w, const plan_item *it, ds4_
         job.row0 = r;
         ds4_parallel_for(n_threads, n, convert_rows, &job);
         if (job.error[0]) rc = ds4_fail("%s: %s", it->spec.name, job.error);
-        else rc = gguf_writer_write(w, buf, n * row_bytes);
+        else rc = ds4_gguf_writer_write(w, buf, n * row_bytes);
         ds4_progress_add(prog, n * it->spec.ne[0] * 4);
     }
     snprintf(loss->name, sizeof loss->name, "%s", it->spec.name);
@@ -511,10 +511,10 @@ static int write_tensor(converter *cv, gguf_writer *w, const plan_item *it, ds4_
 static int write_metadata(converter *cv, gguf_writer *w) {
     const char *base = strrchr(cv->opts->in_dir, '/');
     base = base && base[1] ? base + 1 : cv->opts->in_dir;
-    if (gguf_writer_kv_str(w, "general.architecture", DS4_ARCH) < 0 ||
-        gguf_writer_kv_str(w, "general.name", base) < 0 ||
-        gguf_writer_kv_u32(w, "general.file_type", ds4_recipe_file_type(cv->recipe)) < 0 ||
-        gguf_writer_kv_u32(w, "general.quantization_version", 2) < 0)
+    if (ds4_gguf_writer_kv_str(w, "general.architecture", DS4_ARCH) < 0 ||
+        ds4_gguf_writer_kv_str(w, "general.name", base) < 0 ||
+        ds4_gguf_writer_kv_u32(w, "general.file_type", ds4_recipe_file_type(cv->recipe)) < 0 ||
+        ds4_gguf_writer_kv_u32(w, "general.quantization_version", 2) < 0)
         return -1;
     return ds4_config_to_gguf(&cv->hf.cfg, w);
 }
@@ -544,7 +544,7 @@ static void converter_free(converter *cv) {
     free(cv->canon_names);
     free(cv->used);
     ds4_strmap_free(&cv->canon);
-    st_close(cv->st);
+    ds4_st_close(cv->st);
 }
 
 int ds4_convert(const ds4_convert_opts *opts, ds4_convert_stats *stats) {
@@ -562,7 +562,7 @@ int ds4_convert(const ds4_convert_opts *opts, ds4_convert_stats *stats) {
                            : opts->type == GGML_TYPE_BF16 ? "bf16"
                            : opts->type == GGML_TYPE_Q8_0 ? "q8"
                                                           : NULL;
-        if (!name) return ds4_fail("convert writes f32, f16, bf16 or q8_0, not %s", ggml_type_name(opts->type));
+        if (!name) return ds4_fail("convert writes f32, f16, bf16 or q8_0, not %s", ds4_type_name(opts->type));
         if (!(own_recipe = ds4_recipe_new(name))) return -1;
     }
     cv.recipe = opts->recipe ? opts->recipe : own_recipe;
@@ -571,7 +571,7 @@ int ds4_convert(const ds4_convert_opts *opts, ds4_convert_stats *stats) {
         ds4_recipe_free(own_recipe);
         return -1;
     }
-    if (!(cv.st = st_open(opts->in_dir)) || index_checkpoint(&cv) < 0 || make_plan(&cv, stats) < 0) goto done;
+    if (!(cv.st = ds4_st_open(opts->in_dir)) || index_checkpoint(&cv) < 0 || make_plan(&cv, stats) < 0) goto done;
     ds4_tensor_spec *specs = NULL;
     size_t n_specs = 0;
     if (ds4_expected_tensors(&cv.hf.cfg, &specs, &n_specs) < 0) goto done;
@@ -582,14 +582,14 @@ int ds4_convert(const ds4_convert_opts *opts, ds4_convert_stats *stats) {
     if (opts->want_loss) stats->loss = loss;
     int n_threads = opts->n_threads > 0 ? opts->n_threads : ds4_cpu_count();
 
-    if (!(w = gguf_writer_open(opts->out_path)) || write_metadata(&cv, w) < 0) goto done;
+    if (!(w = ds4_gguf_writer_open(opts->out_path)) || write_metadata(&cv, w) < 0) goto done;
     int tok = ds4_tokenizer_to_gguf(opts->in_dir, w, cv.hf.cfg.n_vocab, cv.hf.bos_id, cv.hf.eos_id, opts->added_tokens);
     if (tok < 0) goto done;
     stats->tokenizer = tok > 0;
     uint64_t total = 0;
     for (size_t i = 0; i < cv.n_items; i++) {
         const plan_item *it = &cv.items[i];
-        if (gguf_writer_add_tensor(w, it->spec.name, it->out_type, it->spec.n_dims, it->spec.ne) < 0) goto done;
+        if (ds4_gguf_writer_add_tensor(w, it->spec.name, it->out_type, it->spec.n_dims, it->spec.ne) < 0) goto done;
         total += it->spec.ne[0] * it->spec.ne[1] * it->spec.ne[2] * 4;
     }
     ds4_progress prog;
@@ -607,11 +607,11 @@ int ds4_convert(const ds4_convert_opts *opts, ds4_convert_stats *stats) {
             snprintf(stats->first_ignored, sizeof stats->first_ignored, "%s", cv.st->tensors[i].name);
     }
     stats->n_tensors = cv.n_items;
-    rc = gguf_writer_finish(w);
+    rc = ds4_gguf_writer_finish(w);
     w = NULL;
     if (rc == 0) stats->bytes_out = ds4_file_size(opts->out_path);
 done:
-    if (w) gguf_writer_abort(w);
+    if (w) ds4_gguf_writer_abort(w);
     converter_free(&cv);
     ds4_recipe_free(own_recipe);
     if (rc < 0 || !opts->want_loss) {

@@ -1,4 +1,5 @@
 /* imatrix.c - see imatrix.h. */
+#include "matmul.h"
 #include "imatrix.h"
 
 #include <stdlib.h>
@@ -44,7 +45,7 @@ void ds4_imatrix_free(ds4_imatrix *im) {
     }
     free(im->e);
     ds4_strmap_free(&im->by_name);
-    gguf_close(im->file);
+    ds4_gguf_close(im->file);
     free(im);
 }
 
@@ -57,13 +58,13 @@ static int add_entry(ds4_imatrix *im, const char *name, size_t len) {
 }
 
 ds4_imatrix *ds4_imatrix_load(const char *path) {
-    gguf_file *f = gguf_open(path);
+    gguf_file *f = ds4_gguf_open(path);
     if (!f) return NULL;
     gguf_str type;
     ds4_imatrix *im = ds4_calloc(1, sizeof *im);
-    if (!im) { gguf_close(f); return NULL; }
+    if (!im) { ds4_gguf_close(f); return NULL; }
     im->file = f;
-    if (!gguf_get_str(f, "general.type", &type) || !gguf_str_eq(type, "imatrix")) {
+    if (!ds4_gguf_get_str(f, "general.type", &type) || !ds4_gguf_str_eq(type, "imatrix")) {
         ds4_fail("%s is a GGUF but not an importance matrix (general.type is not \"imatrix\")", path);
         goto fail;
     }
@@ -75,7 +76,7 @@ ds4_imatrix *ds4_imatrix_load(const char *path) {
         if (len < 9 || strcmp(t->name + len - 8, ".in_sum2")) continue;
         char counts_name[GGUF_MAX_NAME + 8];
         snprintf(counts_name, sizeof counts_name, "%.*s.counts", (int)(len - 8), t->name);
-        const gguf_tensor *c = gguf_find_tensor(f, counts_name);
+        const gguf_tensor *c = ds4_gguf_find_tensor(f, counts_name);
         if (!c || t->type != GGML_TYPE_F32 || c->type != GGML_TYPE_F32 || c->ne[0] != 1 || c->ne[1] != t->ne[1] ||
             t->ne[2] != 1 || c->ne[2] != 1) {
             ds4_fail("%s: %s has no matching F32 .counts [1, %llu]", path, t->name, (unsigned long long)t->ne[1]);
@@ -183,32 +184,32 @@ uint64_t ds4_imatrix_n_entries(const ds4_imatrix *im) {
 int ds4_imatrix_save(const ds4_imatrix *im, const char *path, const char *dataset, uint32_t chunks,
                      uint32_t chunk_size) {
     if (im->file) return ds4_fail("this importance matrix was loaded, not collected");
-    gguf_writer *w = gguf_writer_open(path);
+    gguf_writer *w = ds4_gguf_writer_open(path);
     if (!w) return -1;
     const char *datasets[1] = {dataset};
-    int rc = gguf_writer_kv_str(w, "general.type", "imatrix") < 0 ||
-             gguf_writer_kv_arr_str(w, "imatrix.datasets", datasets, 1) < 0 ||
-             gguf_writer_kv_u32(w, "imatrix.chunk_count", chunks) < 0 ||
-             gguf_writer_kv_u32(w, "imatrix.chunk_size", chunk_size) < 0;
+    int rc = ds4_gguf_writer_kv_str(w, "general.type", "imatrix") < 0 ||
+             ds4_gguf_writer_kv_arr_str(w, "imatrix.datasets", datasets, 1) < 0 ||
+             ds4_gguf_writer_kv_u32(w, "imatrix.chunk_count", chunks) < 0 ||
+             ds4_gguf_writer_kv_u32(w, "imatrix.chunk_size", chunk_size) < 0;
     char name[GGUF_MAX_NAME + 16];
     for (size_t i = 0; i < im->n && !rc; i++) {
         const entry *e = &im->e[i];
         const uint64_t ne_sum[2] = {e->cols, e->n_mat}, ne_cnt[2] = {1, e->n_mat};
         snprintf(name, sizeof name, "%s.in_sum2", e->name);
-        rc = gguf_writer_add_tensor(w, name, GGML_TYPE_F32, 2, ne_sum) < 0;
+        rc = ds4_gguf_writer_add_tensor(w, name, GGML_TYPE_F32, 2, ne_sum) < 0;
         snprintf(name, sizeof name, "%s.counts", e->name);
-        rc = rc || gguf_writer_add_tensor(w, name, GGML_TYPE_F32, 2, ne_cnt) < 0;
+        rc = rc || ds4_gguf_writer_add_tensor(w, name, GGML_TYPE_F32, 2, ne_cnt) < 0;
     }
     for (size_t i = 0; i < im->n && !rc; i++) {
         const entry *e = &im->e[i];
-        rc = gguf_writer_write(w, e->sum2, e->cols * e->n_mat * sizeof(float)) < 0 ||
-             gguf_writer_write(w, e->counts, e->n_mat * sizeof(float)) < 0;
+        rc = ds4_gguf_writer_write(w, e->sum2, e->cols * e->n_mat * sizeof(float)) < 0 ||
+             ds4_gguf_writer_write(w, e->counts, e->n_mat * sizeof(float)) < 0;
     }
     if (rc) {
-        gguf_writer_abort(w);
+        ds4_gguf_writer_abort(w);
         return -1;
     }
-    return gguf_writer_finish(w);
+    return ds4_gguf_writer_finish(w);
 }
 
 /* Token ids of one calibration line; -1 with the error set. */

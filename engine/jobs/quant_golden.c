@@ -45,15 +45,15 @@ static int check_set(ds4_golden_set *s, const float *src, const float *imatrix, 
         free(back); free(ours); free(mine);
         return -1;
     }
-    const ggml_type_info *info = ggml_type_get(s->type);
-    s->dequant_checked = info && info->to_f32 && ggml_row_size(s->type, n) == row_bytes;
+    const ds4_type_info *info = ds4_type_get(s->type);
+    s->dequant_checked = info && info->to_f32 && ds4_row_size(s->type, n) == row_bytes;
     s->quant_checked = s->dequant_checked && ds4_quantize_supported(s->type);
     double src2 = 0, ours2 = 0, ggml2 = 0;
     for (uint32_t r = 0; r < s->nrows; r++) {
         const float *x = src + (uint64_t)r * n, *g = deq + (uint64_t)r * n;
         const uint8_t *gq = q + (uint64_t)r * row_bytes;
         if (s->dequant_checked) {
-            if (ggml_row_to_f32(s->type, gq, back, n) != 0 || memcmp(back, g, (size_t)n * 4)) s->dequant_bad_rows++;
+            if (ds4_row_to_f32(s->type, gq, back, n) != 0 || memcmp(back, g, (size_t)n * 4)) s->dequant_bad_rows++;
         }
         if (!s->quant_checked) continue;
         const double t0 = ds4_time_now();
@@ -63,7 +63,7 @@ static int check_set(ds4_golden_set *s, const float *src, const float *imatrix, 
         }
         s->quant_seconds += ds4_time_now() - t0;
         s->identical_rows += !memcmp(mine, gq, row_bytes);
-        ggml_row_to_f32(s->type, mine, ours, n);
+        ds4_row_to_f32(s->type, mine, ours, n);
         const double eo = row_error(ours, x, imatrix, n), eg = row_error(g, x, imatrix, n);
         const double ratio = eg > 0 ? eo / eg : (eo > 0 ? INFINITY : 1.0);
         if (ratio > s->worst_ratio) s->worst_ratio = ratio;
@@ -123,7 +123,7 @@ int ds4_golden_check(const char *path, ds4_golden_set **sets_out, size_t *n_out)
         const void *src = take(&r, cells * 4), *imat = s->has_imatrix ? take(&r, (uint64_t)s->ncols * 4) : NULL;
         const void *q = take(&r, (uint64_t)s->nrows * row_bytes), *deq = take(&r, cells * 4);
         if (!src || (s->has_imatrix && !imat) || !q || !deq) {
-            rc = ds4_fail("%s: truncated in set %u (%s)", path, i, ggml_type_name(s->type));
+            rc = ds4_fail("%s: truncated in set %u (%s)", path, i, ds4_type_name(s->type));
             break;
         }
         float *fsrc = copy_floats(src, cells), *fdeq = copy_floats(deq, cells);
@@ -158,7 +158,7 @@ void ds4_golden_print(const ds4_golden_set *sets, size_t n, FILE *out) {
             snprintf(worst, sizeof worst, "-");
             snprintf(same, sizeof same, "-");
         }
-        fprintf(out, "%-8s %-7s %-9s %-22s %-10.5f %-10.5f %-11s %-9s %s\n", ggml_type_name(s->type),
+        fprintf(out, "%-8s %-7s %-9s %-22s %-10.5f %-10.5f %-11s %-9s %s\n", ds4_type_name(s->type),
                 s->has_imatrix ? "yes" : "no", dq, qt, s->ours_rel_rmse, s->ggml_rel_rmse, worst, same,
                 s->pass ? "pass" : "FAIL");
     }
@@ -173,7 +173,7 @@ int ds4_golden_write_csv(const ds4_golden_set *sets, size_t n, const char *path)
     for (size_t i = 0; i < n && rc == 0; i++) {
         const ds4_golden_set *s = &sets[i];
         int len = snprintf(line, sizeof line, "%s,%d,%u,%u,%s,%d,%.6f,%.6f,%.6g,%.6g,%.6f,%d,%d\n",
-                           ggml_type_name(s->type), s->has_imatrix, s->nrows, s->ncols,
+                           ds4_type_name(s->type), s->has_imatrix, s->nrows, s->ncols,
                            !s->dequant_checked ? "" : s->dequant_bad_rows ? "0" : "1", s->quant_checked,
                            s->ours_rel_rmse, s->ggml_rel_rmse, s->ours_werr, s->ggml_werr,
                            s->quant_checked ? s->worst_ratio : 0.0, s->identical_rows, s->pass);

@@ -48,7 +48,7 @@ int ds4_row_quantize(ds4_row_quantizer *q, uint64_t mat, const float *x, void *d
     }
     const bool weigh = q->have || ds4_quantize_needs_imatrix(q->type);
     if (ds4_quantize_row(q->type, x, dst, (int64_t)n, weigh ? q->importance : NULL) < 0) return -1;
-    if (ggml_row_to_f32(q->type, dst, q->back, (int64_t)n) < 0) return -1;
+    if (ds4_row_to_f32(q->type, dst, q->back, (int64_t)n) < 0) return -1;
     for (uint64_t i = 0; i < n; i++) {
         const double e = (double)q->back[i] - x[i], w = q->importance[i];
         q->sum_x2 += (double)x[i] * x[i];
@@ -86,11 +86,11 @@ typedef struct {
 
 static void quantize_rows(void *arg, uint64_t begin, uint64_t end, int thread) {
     chunk_job *j = arg;
-    const uint64_t cols = j->in->ne[0], in_row_bytes = ggml_row_size(j->in->type, cols);
+    const uint64_t cols = j->in->ne[0], in_row_bytes = ds4_row_size(j->in->type, cols);
     int rc = 0;
     for (uint64_t i = begin; i < end && rc == 0; i++) {
         const uint64_t r = j->row0 + i;
-        rc = ggml_row_to_f32(j->in->type, (const uint8_t *)j->in->data + r * in_row_bytes, j->rows[thread],
+        rc = ds4_row_to_f32(j->in->type, (const uint8_t *)j->in->data + r * in_row_bytes, j->rows[thread],
                              (int64_t)cols);
         if (rc == 0) rc = ds4_row_quantize(&j->q[thread], r / j->rows_per_mat, j->rows[thread],
                                            j->out + i * j->out_row_bytes);
@@ -116,7 +116,7 @@ static int quantize_tensor(const ds4_requant_opts *o, gguf_writer *w, const gguf
     const uint64_t cols = t->ne[0], rows = t->ne[1] * t->ne[2] * t->ne[3];
     const double t0 = ds4_time_now();
     if (type == t->type) { /* same type: bytes as they are */
-        const int rc = gguf_writer_write(w, t->data, t->size);
+        const int rc = ds4_gguf_writer_write(w, t->data, t->size);
         ds4_progress_add(prog, cols * rows * 4);
         loss->seconds = ds4_time_now() - t0;
         release(t);
@@ -125,7 +125,7 @@ static int quantize_tensor(const ds4_requant_opts *o, gguf_writer *w, const gguf
     uint64_t chunk = CHUNK_BYTES / (cols * 4 + 1);
     chunk = chunk < 1 ? 1 : chunk > rows ? rows : chunk;
     chunk_job j = {.in = t, .type = type, .rows_per_mat = t->n_dims >= 3 ? t->ne[1] : rows,
-                   .out_row_bytes = ggml_row_size(type, cols)};
+                   .out_row_bytes = ds4_row_size(type, cols)};
     j.out = ds4_malloc(chunk * j.out_row_bytes);
     j.q = ds4_calloc((size_t)n_threads, sizeof *j.q);
     j.rows = ds4_calloc((size_t)n_threads, sizeof *j.rows);
@@ -140,7 +140,7 @@ static int quantize_tensor(const ds4_requant_opts *o, gguf_writer *w, const gguf
         j.row0 = r;
         ds4_parallel_for(n_threads, n, quantize_rows, &j);
         if (j.error[0]) rc = ds4_fail("%s: %s", t->name, j.error);
-        else rc = gguf_writer_write(w, j.out, n * j.out_row_bytes);
+        else rc = ds4_gguf_writer_write(w, j.out, n * j.out_row_bytes);
         ds4_progress_add(prog, n * cols * 4);
     }
     if (j.q) ds4_row_quantizers_finish(j.q, n_threads, loss);
@@ -163,9 +163,9 @@ static int copy_metadata(const gguf_file *f, gguf_writer *w, const ds4_recipe *r
         memcpy(key, kv->key.ptr, kv->key.len);
         key[kv->key.len] = 0;
         if (!strcmp(key, "general.file_type")) continue;
-        if (gguf_writer_kv(w, key, &kv->value) < 0) return -1;
+        if (ds4_gguf_writer_kv(w, key, &kv->value) < 0) return -1;
     }
-    return gguf_writer_kv_u32(w, "general.file_type", ds4_recipe_file_type(r));
+    return ds4_gguf_writer_kv_u32(w, "general.file_type", ds4_recipe_file_type(r));
 }
 
 int ds4_requant(const ds4_requant_opts *o, ds4_requant_stats *st) {
@@ -198,22 +198,22 @@ int ds4_requant(const ds4_requant_opts *o, ds4_requant_stats *st) {
         }
         if (types[i] == t->type) st->n_copied++;
         /* Quantizing what is already below 8 bits compounds two errors: on request only. */
-        const ggml_type_info *ti = ggml_type_get(t->type);
+        const ds4_type_info *ti = ds4_type_get(t->type);
         if (types[i] != t->type && ti && ti->bytes * 8 < 8 * ti->block && !o->allow_requantize) {
             ds4_fail("%s is %s already: requantizing a sub-8-bit file loses more than quantizing its source "
-                     "(--allow-requantize does it anyway)", t->name, ggml_type_name(t->type));
+                     "(--allow-requantize does it anyway)", t->name, ds4_type_name(t->type));
             goto done;
         }
-        if (types[i] != t->type && (!ggml_type_get(t->type) || !ggml_type_get(t->type)->to_f32)) {
-            ds4_fail("%s: cannot read %s to requantize it", t->name, ggml_type_name(t->type));
+        if (types[i] != t->type && (!ds4_type_get(t->type) || !ds4_type_get(t->type)->to_f32)) {
+            ds4_fail("%s: cannot read %s to requantize it", t->name, ds4_type_name(t->type));
             goto done;
         }
-        st->f32_bytes += gguf_tensor_nelements(t) * 4;
+        st->f32_bytes += ds4_gguf_tensor_nelements(t) * 4;
         st->bytes_in += t->size;
     }
-    if (!(w = gguf_writer_open(o->out_path)) || copy_metadata(f, w, o->recipe) < 0) goto done;
+    if (!(w = ds4_gguf_writer_open(o->out_path)) || copy_metadata(f, w, o->recipe) < 0) goto done;
     for (uint64_t i = 0; i < f->n_tensors; i++)
-        if (gguf_writer_add_tensor(w, f->tensors[i].name, types[i], f->tensors[i].n_dims, f->tensors[i].ne) < 0)
+        if (ds4_gguf_writer_add_tensor(w, f->tensors[i].name, types[i], f->tensors[i].n_dims, f->tensors[i].ne) < 0)
             goto done;
     ds4_progress prog;
     ds4_progress_begin(&prog, "quantize", o->progress ? st->f32_bytes : 0);
@@ -224,17 +224,17 @@ int ds4_requant(const ds4_requant_opts *o, ds4_requant_stats *st) {
         snprintf(l->name, sizeof l->name, "%s", t->name);
         l->type_in = t->type;
         l->type_out = types[i];
-        l->n_elements = gguf_tensor_nelements(t);
-        l->bytes_out = types[i] == GGML_TYPE_I32 ? l->n_elements * 4 : ggml_row_size(types[i], t->ne[0]) * (l->n_elements / t->ne[0]);
+        l->n_elements = ds4_gguf_tensor_nelements(t);
+        l->bytes_out = types[i] == GGML_TYPE_I32 ? l->n_elements * 4 : ds4_row_size(types[i], t->ne[0]) * (l->n_elements / t->ne[0]);
         if (quantize_tensor(o, w, t, types[i], n_threads, &prog, l) < 0) goto done;
         st->n_tensors++;
     }
     ds4_progress_end(&prog);
-    rc = gguf_writer_finish(w);
+    rc = ds4_gguf_writer_finish(w);
     w = NULL;
     if (rc == 0) st->bytes_out = ds4_file_size(o->out_path);
 done:
-    if (w) gguf_writer_abort(w);
+    if (w) ds4_gguf_writer_abort(w);
     if (rc < 0) {
         free(st->loss);
         st->loss = NULL;
@@ -254,7 +254,7 @@ int ds4_tensor_loss_write_csv(const ds4_tensor_loss *loss, uint64_t n, const cha
     for (uint64_t i = 0; i < n && rc == 0; i++) {
         const ds4_tensor_loss *l = &loss[i];
         const int len = snprintf(line, sizeof line, "%s,%s,%s,%llu,%llu,%.6g,%.6g,%d,%.4f\n", l->name,
-                                 ggml_type_name(l->type_in), ggml_type_name(l->type_out),
+                                 ds4_type_name(l->type_in), ds4_type_name(l->type_out),
                                  (unsigned long long)l->n_elements, (unsigned long long)l->bytes_out, l->rel_rmse,
                                  l->rel_wrmse, l->imatrix, l->seconds);
         rc = ds4_buf_append(&b, line, (size_t)len);

@@ -112,7 +112,7 @@ static void pooled_row(const synth_job *j, uint64_t r, uint8_t *dst) {
 
 /* The pool for a block-quantized tensor: rows of it made and quantized as usual. */
 static uint8_t *make_pool(synth_job *j, uint64_t *n_blocks) {
-    const ggml_type_info *ti = ggml_type_get(j->type);
+    const ds4_type_info *ti = ds4_type_get(j->type);
     const uint64_t per_row = j->row_bytes / ti->bytes;
     const uint64_t rows = (POOL_BLOCKS + per_row - 1) / per_row;
     uint8_t *pool = ds4_malloc(rows * j->row_bytes);
@@ -186,27 +186,27 @@ int ds4_synth(const ds4_synth_opts *o, ds4_synth_stats *st) {
         if (!(rows[i] = ds4_malloc(2 * widest * sizeof(float)))) rc = -1;
         else for (uint64_t k = 0; k < widest; k++) rows[i][widest + k] = 1.0f;
     }
-    if (rc == 0 && (!(w = gguf_writer_open(o->out_path)) || gguf_writer_kv_str(w, "general.architecture", DS4_ARCH) < 0 ||
-                    gguf_writer_kv_str(w, "general.name", "ds4-synth") < 0 ||
-                    gguf_writer_kv_u32(w, "general.file_type", ds4_recipe_file_type(o->recipe)) < 0 ||
-                    gguf_writer_kv_u32(w, "general.quantization_version", 2) < 0 ||
+    if (rc == 0 && (!(w = ds4_gguf_writer_open(o->out_path)) || ds4_gguf_writer_kv_str(w, "general.architecture", DS4_ARCH) < 0 ||
+                    ds4_gguf_writer_kv_str(w, "general.name", "ds4-synth") < 0 ||
+                    ds4_gguf_writer_kv_u32(w, "general.file_type", ds4_recipe_file_type(o->recipe)) < 0 ||
+                    ds4_gguf_writer_kv_u32(w, "general.quantization_version", 2) < 0 ||
                     ds4_config_to_gguf(o->cfg, w) < 0))
         rc = -1;
     for (size_t i = 0; i < n_specs && rc == 0; i++)
-        rc = gguf_writer_add_tensor(w, specs[i].name, types[i], specs[i].n_dims, specs[i].ne);
+        rc = ds4_gguf_writer_add_tensor(w, specs[i].name, types[i], specs[i].n_dims, specs[i].ne);
     ds4_progress prog;
     ds4_progress_begin(&prog, "synth", o->progress ? f32_total : 0);
     prog.tty = prog.tty && o->progress;
     for (size_t i = 0; i < n_specs && rc == 0; i++) {
         const ds4_tensor_spec *t = &specs[i];
         const uint64_t n_rows = t->ne[1] * t->ne[2] * t->ne[3];
-        const uint64_t row_bytes = types[i] == GGML_TYPE_I32 ? t->ne[0] * 4 : ggml_row_size(types[i], t->ne[0]);
+        const uint64_t row_bytes = types[i] == GGML_TYPE_I32 ? t->ne[0] * 4 : ds4_row_size(types[i], t->ne[0]);
         uint64_t chunk = CHUNK_BYTES / (t->ne[0] * 4 + 1);
         chunk = chunk < 1 ? 1 : chunk > n_rows ? n_rows : chunk;
         synth_job j = {.cfg = o->cfg, .t = t, .type = types[i], .seed = mix(o->seed ^ mix(i + 1)),
                        .row_bytes = row_bytes, .rows = rows, .seconds = seconds};
         if (!(j.out = ds4_malloc(chunk * row_bytes))) { rc = -1; break; }
-        const ggml_type_info *ti = ggml_type_get(types[i]);
+        const ds4_type_info *ti = ds4_type_get(types[i]);
         if (o->fast && ti && ti->block > 1 && !(j.pool = make_pool(&j, &j.pool_blocks))) {
             free(j.out);
             rc = -1;
@@ -219,7 +219,7 @@ int ds4_synth(const ds4_synth_opts *o, ds4_synth_stats *st) {
             j.row0 = r;
             ds4_parallel_for(n_threads, n, synth_rows, &j);
             if (j.error[0]) rc = ds4_fail("%s: %s", t->name, j.error);
-            else rc = gguf_writer_write(w, j.out, n * row_bytes);
+            else rc = ds4_gguf_writer_write(w, j.out, n * row_bytes);
             ds4_progress_add(&prog, n * t->ne[0] * 4);
         }
         pthread_mutex_destroy(&j.lock);
@@ -233,11 +233,11 @@ int ds4_synth(const ds4_synth_opts *o, ds4_synth_stats *st) {
     }
     ds4_progress_end(&prog);
     if (rc == 0) {
-        rc = gguf_writer_finish(w);
+        rc = ds4_gguf_writer_finish(w);
         w = NULL;
         if (rc == 0) st->bytes_out = ds4_file_size(o->out_path);
     }
-    if (w) gguf_writer_abort(w);
+    if (w) ds4_gguf_writer_abort(w);
     for (int i = 0; rows && i < n_threads; i++) free(rows[i]);
     free(rows);
     free(seconds);

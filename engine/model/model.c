@@ -141,8 +141,8 @@ int ds4_expected_tensors(const ds4_config *c, ds4_tensor_spec **specs, size_t *n
 
 static int need_u32(const gguf_file *f, const char *key, uint32_t *out) {
     uint64_t v;
-    if (!gguf_get(f, key)) return ds4_fail("missing metadata %s", key);
-    if (!gguf_get_u64(f, key, &v) || v > UINT32_MAX)
+    if (!ds4_gguf_get(f, key)) return ds4_fail("missing metadata %s", key);
+    if (!ds4_gguf_get_u64(f, key, &v) || v > UINT32_MAX)
         return ds4_fail("metadata %s is not a non-negative 32-bit integer", key);
     *out = (uint32_t)v;
     return 0;
@@ -150,46 +150,46 @@ static int need_u32(const gguf_file *f, const char *key, uint32_t *out) {
 
 static int opt_u32(const gguf_file *f, const char *key, uint32_t *out, uint32_t def) {
     *out = def;
-    return gguf_get(f, key) ? need_u32(f, key, out) : 0;
+    return ds4_gguf_get(f, key) ? need_u32(f, key, out) : 0;
 }
 
 static int opt_f32(const gguf_file *f, const char *key, float *out, float def) {
     double v;
     *out = def;
-    if (!gguf_get(f, key)) return 0;
-    if (!gguf_get_f64(f, key, &v)) return ds4_fail("metadata %s is not a number", key);
+    if (!ds4_gguf_get(f, key)) return 0;
+    if (!ds4_gguf_get_f64(f, key, &v)) return ds4_fail("metadata %s is not a number", key);
     *out = (float)v;
     return 0;
 }
 
 /* A per-layer array, or a scalar that applies to every layer. */
 static int per_layer_f32(const gguf_file *f, const char *key, uint32_t n_layer, float *out, float def) {
-    const gguf_value *v = gguf_get(f, key);
+    const gguf_value *v = ds4_gguf_get(f, key);
     double x;
     for (uint32_t i = 0; i < n_layer; i++) out[i] = def;
     if (!v) return 0;
     if (v->type != GGUF_TYPE_ARRAY) {
-        if (!gguf_value_to_f64(v, &x)) return ds4_fail("metadata %s is not a number", key);
+        if (!ds4_gguf_value_to_f64(v, &x)) return ds4_fail("metadata %s is not a number", key);
         for (uint32_t i = 0; i < n_layer; i++) out[i] = (float)x;
         return 0;
     }
     if (v->arr.n < n_layer) return ds4_fail("metadata %s has %llu entries for %u layers", key,
                                             (unsigned long long)v->arr.n, n_layer);
     for (uint32_t i = 0; i < n_layer; i++) {
-        if (!gguf_arr_f64(v, i, &x)) return ds4_fail("metadata %s[%u] is not a number", key, i);
+        if (!ds4_gguf_arr_f64(v, i, &x)) return ds4_fail("metadata %s[%u] is not a number", key, i);
         out[i] = (float)x;
     }
     return 0;
 }
 
 static int read_vocab(const gguf_file *f, ds4_config *c) {
-    if (gguf_get(f, KEY("vocab_size"))) return need_u32(f, KEY("vocab_size"), &c->n_vocab);
-    const gguf_value *toks = gguf_get(f, "tokenizer.ggml.tokens");
+    if (ds4_gguf_get(f, KEY("vocab_size"))) return need_u32(f, KEY("vocab_size"), &c->n_vocab);
+    const gguf_value *toks = ds4_gguf_get(f, "tokenizer.ggml.tokens");
     if (toks && toks->type == GGUF_TYPE_ARRAY && toks->arr.n <= UINT32_MAX) {
         c->n_vocab = (uint32_t)toks->arr.n;
         return 0;
     }
-    const gguf_tensor *emb = gguf_find_tensor(f, "token_embd.weight");
+    const gguf_tensor *emb = ds4_gguf_find_tensor(f, "token_embd.weight");
     if (emb && emb->n_dims == 2 && emb->ne[1] <= UINT32_MAX) {
         c->n_vocab = (uint32_t)emb->ne[1];
         return 0;
@@ -202,9 +202,9 @@ static ds4_layer_kind layer_kind(const gguf_file *f, const ds4_config *c, uint32
     if (c->compress_ratio[il] == 0) return DS4_LAYER_SWA;
     char name[GGUF_MAX_NAME];
     snprintf(name, sizeof name, roles[DS4_T_IDX_PROJ].gguf, (int)il);
-    if (gguf_find_tensor(f, name)) return DS4_LAYER_CSA;
+    if (ds4_gguf_find_tensor(f, name)) return DS4_LAYER_CSA;
     snprintf(name, sizeof name, roles[DS4_T_COMP_KV].gguf, (int)il);
-    const gguf_tensor *kv = gguf_find_tensor(f, name);
+    const gguf_tensor *kv = ds4_gguf_find_tensor(f, name);
     if (kv && kv->n_dims == 2 && kv->ne[1] == 2ull * c->head_dim) return DS4_LAYER_CSA;
     return DS4_LAYER_HCA;
 }
@@ -290,8 +290,8 @@ int ds4_config_check(const ds4_config *c) {
 int ds4_config_from_gguf(const gguf_file *f, ds4_config *c) {
     memset(c, 0, sizeof *c);
     gguf_str arch;
-    if (!gguf_get_str(f, "general.architecture", &arch)) return ds4_fail("missing general.architecture");
-    if (!gguf_str_eq(arch, DS4_ARCH))
+    if (!ds4_gguf_get_str(f, "general.architecture", &arch)) return ds4_fail("missing general.architecture");
+    if (!ds4_gguf_str_eq(arch, DS4_ARCH))
         return ds4_fail("architecture is '%.*s', expected '%s'", (int)(arch.len > 40 ? 40 : arch.len), arch.ptr, DS4_ARCH);
     if (need_u32(f, KEY("block_count"), &c->n_layer) < 0 || need_u32(f, KEY("embedding_length"), &c->n_embd) < 0 ||
         need_u32(f, KEY("attention.head_count"), &c->n_head) < 0 ||
@@ -326,11 +326,11 @@ int ds4_config_from_gguf(const gguf_file *f, ds4_config *c) {
         read_vocab(f, c) < 0)
         return -1;
     uint64_t ctx = 0;
-    if (gguf_get(f, KEY("context_length")) && !gguf_get_u64(f, KEY("context_length"), &ctx))
+    if (ds4_gguf_get(f, KEY("context_length")) && !ds4_gguf_get_u64(f, KEY("context_length"), &ctx))
         return ds4_fail("metadata %s is not an integer", KEY("context_length"));
     c->context_length = ctx;
     c->expert_weights_norm = true;
-    if (gguf_get(f, KEY("expert_weights_norm")) && !gguf_get_bool(f, KEY("expert_weights_norm"), &c->expert_weights_norm))
+    if (ds4_gguf_get(f, KEY("expert_weights_norm")) && !ds4_gguf_get_bool(f, KEY("expert_weights_norm"), &c->expert_weights_norm))
         return ds4_fail("metadata %s is not a bool", KEY("expert_weights_norm"));
     if (c->gating_func != DS4_GATING_SQRT_SOFTPLUS && c->gating_func != DS4_GATING_SOFTMAX &&
         c->gating_func != DS4_GATING_SIGMOID)
@@ -341,18 +341,18 @@ int ds4_config_from_gguf(const gguf_file *f, ds4_config *c) {
     if (nextn && nextn < c->n_layer) {
         char name[GGUF_MAX_NAME];
         snprintf(name, sizeof name, "blk.%u.nextn.eh_proj.weight", c->n_layer - 1);
-        if (gguf_find_tensor(f, name)) c->n_layer -= nextn;
+        if (ds4_gguf_find_tensor(f, name)) c->n_layer -= nextn;
     }
     if (c->n_layer == 0 || c->n_layer > DS4_MAX_LAYERS)
         return ds4_fail("block_count %u is out of range (1..%d)", c->n_layer, DS4_MAX_LAYERS);
 
-    const gguf_value *ratios = gguf_get(f, KEY("attention.compress_ratios"));
+    const gguf_value *ratios = ds4_gguf_get(f, KEY("attention.compress_ratios"));
     if (!ratios) return ds4_fail("missing metadata %s", KEY("attention.compress_ratios"));
     if (ratios->type != GGUF_TYPE_ARRAY || ratios->arr.n < c->n_layer)
         return ds4_fail("metadata %s must be an array with one entry per layer", KEY("attention.compress_ratios"));
     for (uint32_t i = 0; i < c->n_layer; i++) {
         uint64_t r;
-        if (!gguf_arr_u64(ratios, i, &r) || r > (1u << 20))
+        if (!ds4_gguf_arr_u64(ratios, i, &r) || r > (1u << 20))
             return ds4_fail("metadata %s[%u] is not a valid ratio", KEY("attention.compress_ratios"), i);
         c->compress_ratio[i] = (uint32_t)r;
         c->kind[i] = layer_kind(f, c, i);
@@ -369,56 +369,56 @@ int ds4_config_to_gguf(const ds4_config *c, gguf_writer *w) {
     uint32_t ratios[DS4_MAX_LAYERS];
     for (uint32_t i = 0; i < c->n_layer; i++) ratios[i] = c->compress_ratio[i];
     int rc = 0;
-    rc |= gguf_writer_kv_u32(w, KEY("block_count"), c->n_layer);
-    rc |= gguf_writer_kv_u32(w, KEY("context_length"), (uint32_t)c->context_length);
-    rc |= gguf_writer_kv_u32(w, KEY("embedding_length"), c->n_embd);
-    rc |= gguf_writer_kv_u32(w, KEY("embedding_length_out"), c->n_embd * c->hc_mult);
-    rc |= gguf_writer_kv_u32(w, KEY("vocab_size"), c->n_vocab);
-    rc |= gguf_writer_kv_u32(w, KEY("attention.head_count"), c->n_head);
-    rc |= gguf_writer_kv_u32(w, KEY("attention.head_count_kv"), c->n_head_kv);
-    rc |= gguf_writer_kv_u32(w, KEY("attention.key_length"), c->head_dim);
-    rc |= gguf_writer_kv_u32(w, KEY("attention.value_length"), c->value_dim);
-    rc |= gguf_writer_kv_u32(w, KEY("attention.q_lora_rank"), c->q_lora_rank);
-    rc |= gguf_writer_kv_f32(w, KEY("attention.layer_norm_rms_epsilon"), c->rms_eps);
-    rc |= gguf_writer_kv_u32(w, KEY("attention.sliding_window"), c->sliding_window);
-    rc |= gguf_writer_kv_u32(w, KEY("attention.output_group_count"), c->o_groups);
-    rc |= gguf_writer_kv_u32(w, KEY("attention.output_lora_rank"), c->o_lora_rank);
-    rc |= gguf_writer_kv_arr(w, KEY("attention.compress_ratios"), GGUF_TYPE_UINT32, ratios, c->n_layer);
-    rc |= gguf_writer_kv_f32(w, KEY("attention.compress_rope_freq_base"), c->compress_rope_base);
-    rc |= gguf_writer_kv_u32(w, KEY("attention.indexer.head_count"), c->indexer_heads);
-    rc |= gguf_writer_kv_u32(w, KEY("attention.indexer.key_length"), c->indexer_dim);
-    rc |= gguf_writer_kv_u32(w, KEY("attention.indexer.top_k"), c->indexer_topk);
-    rc |= gguf_writer_kv_u32(w, KEY("rope.dimension_count"), c->rope_dim);
-    rc |= gguf_writer_kv_f32(w, KEY("rope.freq_base"), c->rope_base);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("block_count"), c->n_layer);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("context_length"), (uint32_t)c->context_length);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("embedding_length"), c->n_embd);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("embedding_length_out"), c->n_embd * c->hc_mult);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("vocab_size"), c->n_vocab);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("attention.head_count"), c->n_head);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("attention.head_count_kv"), c->n_head_kv);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("attention.key_length"), c->head_dim);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("attention.value_length"), c->value_dim);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("attention.q_lora_rank"), c->q_lora_rank);
+    rc |= ds4_gguf_writer_kv_f32(w, KEY("attention.layer_norm_rms_epsilon"), c->rms_eps);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("attention.sliding_window"), c->sliding_window);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("attention.output_group_count"), c->o_groups);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("attention.output_lora_rank"), c->o_lora_rank);
+    rc |= ds4_gguf_writer_kv_arr(w, KEY("attention.compress_ratios"), GGUF_TYPE_UINT32, ratios, c->n_layer);
+    rc |= ds4_gguf_writer_kv_f32(w, KEY("attention.compress_rope_freq_base"), c->compress_rope_base);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("attention.indexer.head_count"), c->indexer_heads);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("attention.indexer.key_length"), c->indexer_dim);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("attention.indexer.top_k"), c->indexer_topk);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("rope.dimension_count"), c->rope_dim);
+    rc |= ds4_gguf_writer_kv_f32(w, KEY("rope.freq_base"), c->rope_base);
     if (c->rope_orig_ctx) {
-        rc |= gguf_writer_kv_str(w, KEY("rope.scaling.type"), "yarn");
-        rc |= gguf_writer_kv_f32(w, KEY("rope.scaling.factor"), c->rope_scale);
-        rc |= gguf_writer_kv_u32(w, KEY("rope.scaling.original_context_length"), c->rope_orig_ctx);
-        rc |= gguf_writer_kv_f32(w, KEY("rope.scaling.yarn_beta_fast"), c->yarn_beta_fast);
-        rc |= gguf_writer_kv_f32(w, KEY("rope.scaling.yarn_beta_slow"), c->yarn_beta_slow);
+        rc |= ds4_gguf_writer_kv_str(w, KEY("rope.scaling.type"), "yarn");
+        rc |= ds4_gguf_writer_kv_f32(w, KEY("rope.scaling.factor"), c->rope_scale);
+        rc |= ds4_gguf_writer_kv_u32(w, KEY("rope.scaling.original_context_length"), c->rope_orig_ctx);
+        rc |= ds4_gguf_writer_kv_f32(w, KEY("rope.scaling.yarn_beta_fast"), c->yarn_beta_fast);
+        rc |= ds4_gguf_writer_kv_f32(w, KEY("rope.scaling.yarn_beta_slow"), c->yarn_beta_slow);
     }
-    rc |= gguf_writer_kv_u32(w, KEY("expert_count"), c->n_expert);
-    rc |= gguf_writer_kv_u32(w, KEY("expert_used_count"), c->n_expert_used);
-    rc |= gguf_writer_kv_u32(w, KEY("expert_shared_count"), c->n_expert_shared);
-    rc |= gguf_writer_kv_u32(w, KEY("expert_feed_forward_length"), c->expert_ff);
-    rc |= gguf_writer_kv_f32(w, KEY("expert_weights_scale"), c->expert_weights_scale);
-    rc |= gguf_writer_kv_bool(w, KEY("expert_weights_norm"), c->expert_weights_norm);
-    rc |= gguf_writer_kv_u32(w, KEY("expert_gating_func"), c->gating_func);
-    rc |= gguf_writer_kv_u32(w, KEY("expert_group_count"), 1);
-    rc |= gguf_writer_kv_u32(w, KEY("expert_group_used_count"), 1);
-    rc |= gguf_writer_kv_u32(w, KEY("hash_layer_count"), c->n_hash_layers);
-    rc |= gguf_writer_kv_arr(w, KEY("swiglu_clamp_exp"), GGUF_TYPE_FLOAT32, c->swiglu_limit, c->n_layer);
-    rc |= gguf_writer_kv_arr(w, KEY("swiglu_clamp_shexp"), GGUF_TYPE_FLOAT32, c->swiglu_limit_shared, c->n_layer);
-    rc |= gguf_writer_kv_u32(w, KEY("hyper_connection.count"), c->hc_mult);
-    rc |= gguf_writer_kv_u32(w, KEY("hyper_connection.sinkhorn_iterations"), c->hc_sinkhorn_iters);
-    rc |= gguf_writer_kv_f32(w, KEY("hyper_connection.epsilon"), c->hc_eps);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("expert_count"), c->n_expert);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("expert_used_count"), c->n_expert_used);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("expert_shared_count"), c->n_expert_shared);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("expert_feed_forward_length"), c->expert_ff);
+    rc |= ds4_gguf_writer_kv_f32(w, KEY("expert_weights_scale"), c->expert_weights_scale);
+    rc |= ds4_gguf_writer_kv_bool(w, KEY("expert_weights_norm"), c->expert_weights_norm);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("expert_gating_func"), c->gating_func);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("expert_group_count"), 1);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("expert_group_used_count"), 1);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("hash_layer_count"), c->n_hash_layers);
+    rc |= ds4_gguf_writer_kv_arr(w, KEY("swiglu_clamp_exp"), GGUF_TYPE_FLOAT32, c->swiglu_limit, c->n_layer);
+    rc |= ds4_gguf_writer_kv_arr(w, KEY("swiglu_clamp_shexp"), GGUF_TYPE_FLOAT32, c->swiglu_limit_shared, c->n_layer);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("hyper_connection.count"), c->hc_mult);
+    rc |= ds4_gguf_writer_kv_u32(w, KEY("hyper_connection.sinkhorn_iterations"), c->hc_sinkhorn_iters);
+    rc |= ds4_gguf_writer_kv_f32(w, KEY("hyper_connection.epsilon"), c->hc_eps);
     return rc ? -1 : 0;
 }
 
 /* ---- loading and validation ---- */
 
 static bool type_allowed(ds4_tensor_class cls, uint32_t type) {
-    const ggml_type_info *t = ggml_type_get(type);
+    const ds4_type_info *t = ds4_type_get(type);
     switch (cls) {
     case DS4_CLASS_VECTOR: return type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16;
     case DS4_CLASS_INDEX: return type == GGML_TYPE_I32;
@@ -449,7 +449,7 @@ static int check_hash_tables(const ds4_model *m) {
     for (uint32_t il = 0; il < m->cfg.n_hash_layers; il++) {
         const gguf_tensor *t = ds4_model_tensor(m, (int)il, DS4_T_FFN_TID2EID);
         const uint8_t *p = t->data;
-        for (uint64_t i = 0; i < gguf_tensor_nelements(t); i++) {
+        for (uint64_t i = 0; i < ds4_gguf_tensor_nelements(t); i++) {
             int32_t id;
             memcpy(&id, p + i * sizeof id, sizeof id);
             if (id < 0 || (uint32_t)id >= E)
@@ -468,7 +468,7 @@ static int validate(ds4_model *m) {
     const gguf_file *f = m->gguf;
     for (size_t i = 0; i < n; i++) {
         const ds4_tensor_spec *s = &specs[i];
-        const gguf_tensor *t = gguf_find_tensor(f, s->name);
+        const gguf_tensor *t = ds4_gguf_find_tensor(f, s->name);
         char want[96], got[96];
         if (!t) {
             ds4_problem(&p, "missing %s", s->name);
@@ -481,10 +481,10 @@ static int validate(ds4_model *m) {
             shape_str(got, sizeof got, t->n_dims, t->ne);
             ds4_problem(&p, "%s has shape %s, expected %s", s->name, got, want);
         } else if (!type_allowed(roles[s->role].cls, t->type)) {
-            ds4_problem(&p, "%s has type %s, which this build cannot use there", s->name, ggml_type_name(t->type));
+            ds4_problem(&p, "%s has type %s, which this build cannot use there", s->name, ds4_type_name(t->type));
         }
         m->tensors[(size_t)(s->layer + 1) * DS4_T_COUNT + s->role] = t;
-        m->n_params += gguf_tensor_nelements(t);
+        m->n_params += ds4_gguf_tensor_nelements(t);
     }
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         const char *name = f->tensors[i].name;
@@ -504,7 +504,7 @@ static int validate(ds4_model *m) {
 ds4_model *ds4_model_from_gguf(gguf_file *f) {
     ds4_model *m = ds4_calloc(1, sizeof *m);
     if (!m) {
-        gguf_close(f);
+        ds4_gguf_close(f);
         return NULL;
     }
     m->gguf = f;
@@ -519,13 +519,13 @@ ds4_model *ds4_model_from_gguf(gguf_file *f) {
 }
 
 ds4_model *ds4_model_load(const char *path) {
-    gguf_file *f = gguf_open(path);
+    gguf_file *f = ds4_gguf_open(path);
     return f ? ds4_model_from_gguf(f) : NULL;
 }
 
 void ds4_model_free(ds4_model *m) {
     if (!m) return;
-    gguf_close(m->gguf);
+    ds4_gguf_close(m->gguf);
     free(m->tensors);
     free(m);
 }
@@ -571,12 +571,12 @@ const char *ds4_model_weight_type(const ds4_model *m) {
     const gguf_tensor *down = ds4_model_tensor(m, (int)m->cfg.n_layer - 1, DS4_T_FFN_DOWN_EXPS);
     const uint32_t rest = main_type(m, false), experts = main_type(m, true);
     if (gate && down && gate->type != down->type)
-        snprintf(buf, sizeof buf, "%s/%s+%s", ggml_type_name(gate->type), ggml_type_name(down->type),
-                 ggml_type_name(rest));
+        snprintf(buf, sizeof buf, "%s/%s+%s", ds4_type_name(gate->type), ds4_type_name(down->type),
+                 ds4_type_name(rest));
     else if (experts != rest)
-        snprintf(buf, sizeof buf, "%s+%s", ggml_type_name(experts), ggml_type_name(rest));
+        snprintf(buf, sizeof buf, "%s+%s", ds4_type_name(experts), ds4_type_name(rest));
     else
-        snprintf(buf, sizeof buf, "%s", ggml_type_name(rest));
+        snprintf(buf, sizeof buf, "%s", ds4_type_name(rest));
     return buf;
 }
 
@@ -613,7 +613,7 @@ void ds4_model_print_summary(const ds4_model *m, FILE *out) {
     }
     fprintf(out, "  tensors:");
     for (int t = 0; t < GGML_TYPE_COUNT; t++)
-        if (count[t]) fprintf(out, " %s %llu (%.3g MiB)", ggml_type_name((uint32_t)t), (unsigned long long)count[t],
+        if (count[t]) fprintf(out, " %s %llu (%.3g MiB)", ds4_type_name((uint32_t)t), (unsigned long long)count[t],
                               (double)bytes[t] / (1 << 20));
     if (m->n_mtp_tensors) fprintf(out, "; %llu MTP tensors (unused)", (unsigned long long)m->n_mtp_tensors);
     fprintf(out, "\n");

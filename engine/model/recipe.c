@@ -65,7 +65,7 @@ ds4_recipe *ds4_recipe_new(const char *name) {
 int ds4_recipe_add_override(ds4_recipe *r, const char *spec) {
     const char *eq = strrchr(spec, '=');
     if (!eq || eq == spec) return ds4_fail("override '%s' is not REGEX=TYPE", spec);
-    const int type = ggml_type_from_name(eq + 1);
+    const int type = ds4_type_from_name(eq + 1);
     if (type < 0 || !ds4_quantize_supported((uint32_t)type))
         return ds4_fail("override '%s': '%s' is not a type ds4-quant writes", spec, eq + 1);
     int err;
@@ -119,8 +119,8 @@ uint32_t ds4_recipe_type(const ds4_recipe *r, const ds4_tensor_spec *s, bool *fe
     }
     for (size_t i = 0; i < r->n_overrides; i++)
         if (matches(&r->overrides[i], s->name)) type = r->overrides[i].type;
-    if (fell_back) *fell_back = !ggml_row_size(type, s->ne[0]);
-    if (!ggml_row_size(type, s->ne[0])) type = ggml_row_size(GGML_TYPE_Q8_0, s->ne[0]) ? GGML_TYPE_Q8_0 : GGML_TYPE_F16;
+    if (fell_back) *fell_back = !ds4_row_size(type, s->ne[0]);
+    if (!ds4_row_size(type, s->ne[0])) type = ds4_row_size(GGML_TYPE_Q8_0, s->ne[0]) ? GGML_TYPE_Q8_0 : GGML_TYPE_F16;
     return type;
 }
 
@@ -145,7 +145,7 @@ int ds4_recipe_plan(const ds4_recipe *r, const ds4_config *c, ds4_size_plan *p) 
         const ds4_tensor_spec *s = &specs[i];
         const uint32_t type = ds4_recipe_type(r, s, NULL);
         const uint64_t elems = s->ne[0] * s->ne[1] * s->ne[2] * s->ne[3];
-        const uint64_t bytes = type == GGML_TYPE_I32 ? elems * 4 : ggml_row_size(type, s->ne[0]) * (elems / s->ne[0]);
+        const uint64_t bytes = type == GGML_TYPE_I32 ? elems * 4 : ds4_row_size(type, s->ne[0]) * (elems / s->ne[0]);
         const ds4_tensor_class cls = ds4_role_class(s->role);
         int k;
         uint64_t per_token = bytes;
@@ -173,8 +173,8 @@ void ds4_size_plan_print(const ds4_size_plan *p, const ds4_recipe *r, const ds4_
                                 {.role = DS4_T_FFN_UP_EXPS, .ne = {c->n_embd, c->expert_ff, c->n_expert, 1}},
                                 {.role = DS4_T_FFN_DOWN_EXPS, .ne = {c->expert_ff, c->n_embd, c->n_expert, 1}}};
     fprintf(out, "recipe %s: routed experts gate %s, up %s, down %s\n", r->name,
-            ggml_type_name(ds4_recipe_type(r, &probe[0], NULL)), ggml_type_name(ds4_recipe_type(r, &probe[1], NULL)),
-            ggml_type_name(ds4_recipe_type(r, &probe[2], NULL)));
+            ds4_type_name(ds4_recipe_type(r, &probe[0], NULL)), ds4_type_name(ds4_recipe_type(r, &probe[1], NULL)),
+            ds4_type_name(ds4_recipe_type(r, &probe[2], NULL)));
     fprintf(out, "%-28s %16s %16s %10s %8s\n", "weight class", "parameters", "bytes", "GiB", "bits/w");
     for (int k = 0; k < 6; k++)
         fprintf(out, "%-28s %16llu %16llu %10.2f %8.3f\n", class_names[k], (unsigned long long)p->class_params[k],

@@ -151,11 +151,11 @@ int ds4_vocab_add_tokens(ds4_vocab_data *v, const char *path) {
 }
 
 int ds4_vocab_write_gguf(const ds4_vocab_data *v, gguf_writer *w) {
-    if (gguf_writer_kv_str(w, "tokenizer.ggml.model", "gpt2") < 0 ||
-        gguf_writer_kv_str(w, "tokenizer.ggml.pre", "deepseek-v3") < 0 ||
-        gguf_writer_kv_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v->tokens, v->n) < 0 ||
-        gguf_writer_kv_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, v->types, v->n) < 0 ||
-        gguf_writer_kv_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v->merges, v->n_merges) < 0)
+    if (ds4_gguf_writer_kv_str(w, "tokenizer.ggml.model", "gpt2") < 0 ||
+        ds4_gguf_writer_kv_str(w, "tokenizer.ggml.pre", "deepseek-v3") < 0 ||
+        ds4_gguf_writer_kv_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v->tokens, v->n) < 0 ||
+        ds4_gguf_writer_kv_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, v->types, v->n) < 0 ||
+        ds4_gguf_writer_kv_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v->merges, v->n_merges) < 0)
         return -1;
     return 0;
 }
@@ -179,14 +179,14 @@ int ds4_tokenizer_to_gguf(const char *dir, gguf_writer *w, uint32_t n_vocab, int
         goto done;
     }
     if (ds4_vocab_write_gguf(&v, w) < 0) goto done;
-    if (bos_id >= 0 && gguf_writer_kv_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)bos_id) < 0) goto done;
-    if (eos_id >= 0 && gguf_writer_kv_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)eos_id) < 0) goto done;
+    if (bos_id >= 0 && ds4_gguf_writer_kv_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)bos_id) < 0) goto done;
+    if (eos_id >= 0 && ds4_gguf_writer_kv_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)eos_id) < 0) goto done;
     json_object *tmpl = member(cfg, "chat_template"), *add_bos = member(cfg, "add_bos_token");
     if (tmpl && json_object_is_type(tmpl, json_type_string) &&
-        gguf_writer_kv_str(w, "tokenizer.chat_template", json_object_get_string(tmpl)) < 0)
+        ds4_gguf_writer_kv_str(w, "tokenizer.chat_template", json_object_get_string(tmpl)) < 0)
         goto done;
     if (add_bos && json_object_is_type(add_bos, json_type_boolean) &&
-        gguf_writer_kv_bool(w, "tokenizer.ggml.add_bos_token", json_object_get_boolean(add_bos)) < 0)
+        ds4_gguf_writer_kv_bool(w, "tokenizer.ggml.add_bos_token", json_object_get_boolean(add_bos)) < 0)
         goto done;
     rc = 1;
 done:

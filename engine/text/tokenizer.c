@@ -163,27 +163,27 @@ ds4_tokenizer *ds4_tokenizer_from_json(const char *path, const char *overlay) {
 }
 
 ds4_tokenizer *ds4_tokenizer_if_any(const gguf_file *f) {
-    return gguf_get(f, "tokenizer.ggml.model") ? ds4_tokenizer_from_gguf(f) : NULL;
+    return ds4_gguf_get(f, "tokenizer.ggml.model") ? ds4_tokenizer_from_gguf(f) : NULL;
 }
 
 ds4_tokenizer *ds4_tokenizer_from_gguf(const gguf_file *f) {
     gguf_str model, pre;
-    if (!gguf_get_str(f, "tokenizer.ggml.model", &model)) {
+    if (!ds4_gguf_get_str(f, "tokenizer.ggml.model", &model)) {
         ds4_fail("%s: the model has no tokenizer (no tokenizer.ggml.model)", f->path);
         return NULL;
     }
-    if (!gguf_str_eq(model, "gpt2")) {
+    if (!ds4_gguf_str_eq(model, "gpt2")) {
         ds4_fail("%s: tokenizer model '%.*s' is not supported (byte-level BPE, 'gpt2')", f->path,
                  (int)(model.len > 32 ? 32 : model.len), model.ptr);
         return NULL;
     }
-    if (gguf_get_str(f, "tokenizer.ggml.pre", &pre) && !gguf_str_eq(pre, "deepseek-v3") && !gguf_str_eq(pre, "joyai-llm")) {
+    if (ds4_gguf_get_str(f, "tokenizer.ggml.pre", &pre) && !ds4_gguf_str_eq(pre, "deepseek-v3") && !ds4_gguf_str_eq(pre, "joyai-llm")) {
         ds4_fail("%s: pre-tokenizer '%.*s' is not supported (deepseek-v3)", f->path, (int)(pre.len > 32 ? 32 : pre.len),
                  pre.ptr);
         return NULL;
     }
-    const gguf_value *toks = gguf_get(f, "tokenizer.ggml.tokens"), *types = gguf_get(f, "tokenizer.ggml.token_type");
-    const gguf_value *merges = gguf_get(f, "tokenizer.ggml.merges");
+    const gguf_value *toks = ds4_gguf_get(f, "tokenizer.ggml.tokens"), *types = ds4_gguf_get(f, "tokenizer.ggml.token_type");
+    const gguf_value *merges = ds4_gguf_get(f, "tokenizer.ggml.merges");
     if (!toks || toks->type != GGUF_TYPE_ARRAY || toks->arr.type != GGUF_TYPE_STRING || !merges ||
         merges->type != GGUF_TYPE_ARRAY || merges->arr.type != GGUF_TYPE_STRING) {
         ds4_fail("%s: tokenizer.ggml.tokens and .merges must be string arrays", f->path);
@@ -208,7 +208,7 @@ ds4_tokenizer *ds4_tokenizer_from_gguf(const gguf_file *f) {
         }
         if (!(v.tokens[i] = ds4_strndup(s->ptr, s->len))) goto done;
         uint64_t ty = DS4_TOKEN_NORMAL;
-        if (types && !gguf_arr_u64(types, i, &ty)) ty = DS4_TOKEN_NORMAL;
+        if (types && !ds4_gguf_arr_u64(types, i, &ty)) ty = DS4_TOKEN_NORMAL;
         v.types[i] = (int32_t)ty;
     }
     for (uint64_t i = 0; i < merges->arr.n; i++) {
@@ -217,8 +217,8 @@ ds4_tokenizer *ds4_tokenizer_from_gguf(const gguf_file *f) {
         v.n_merges++;
     }
     uint64_t bos = UINT64_MAX, eos = UINT64_MAX;
-    gguf_get_u64(f, "tokenizer.ggml.bos_token_id", &bos);
-    gguf_get_u64(f, "tokenizer.ggml.eos_token_id", &eos);
+    ds4_gguf_get_u64(f, "tokenizer.ggml.bos_token_id", &bos);
+    ds4_gguf_get_u64(f, "tokenizer.ggml.eos_token_id", &eos);
     t = ds4_tokenizer_from_vocab(&v, bos < v.n ? (int32_t)bos : -1, eos < v.n ? (int32_t)eos : -1);
     if (!t) ds4_error_prefix(f->path);
 done:

@@ -32,7 +32,7 @@ static int small_enough(const ds4_config *c) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    gguf_file *f = gguf_parse(data, size, "fuzz");
+    gguf_file *f = ds4_gguf_parse(data, size, "fuzz");
     if (!f) {
         check_error_line();
         return 0;

@@ -17,21 +17,21 @@ static void check_error_line(void) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    gguf_file *f = gguf_parse(data, size, "fuzz");
+    gguf_file *f = ds4_gguf_parse(data, size, "fuzz");
     if (!f) {
         check_error_line();
         return 0;
     }
     char text[512];
     volatile uint8_t sink = 0;
-    for (uint64_t i = 0; i < f->n_kv; i++) gguf_value_format(&f->kv[i].value, text, sizeof text, 16);
+    for (uint64_t i = 0; i < f->n_kv; i++) ds4_gguf_value_format(&f->kv[i].value, text, sizeof text, 16);
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         const gguf_tensor *t = &f->tensors[i];
         if (t->size) sink ^= ((const uint8_t *)t->data)[0] ^ ((const uint8_t *)t->data)[t->size - 1];
     }
     (void)sink;
     /* A tokenizer in the metadata must load or be refused cleanly, then tokenize. */
-    if (gguf_get(f, "tokenizer.ggml.model")) {
+    if (ds4_gguf_get(f, "tokenizer.ggml.model")) {
         ds4_tokenizer *t = ds4_tokenizer_from_gguf(f);
         if (t) {
             static const char sample[] = "Hello <think>wor\xffld</think> 12345 \xe4\xbd\xa0\xe5\xa5\xbd";

@@ -41,7 +41,7 @@ static void every_model_and_type_loads(void) {
             snprintf(in, sizeof in, MODELS "/%s", models[m]);
             snprintf(name, sizeof name, "%s-%s.gguf", models[m], types[t]);
             const char *out = out_path(name);
-            CHECKF(convert(in, out, (uint32_t)ggml_type_from_name(types[t])) == 0, "%s: %s", name, ds4_error());
+            CHECKF(convert(in, out, (uint32_t)ds4_type_from_name(types[t])) == 0, "%s: %s", name, ds4_error());
             ds4_model *model = ds4_model_load(out);
             CHECKF(model, "%s", ds4_error());
             CHECK(model->cfg.n_layer == (m == 2 ? 4u : 6u));
@@ -50,24 +50,24 @@ static void every_model_and_type_loads(void) {
 }
 
 static bool same_tensors(const char *pa, const char *pb, char *why, size_t n) {
-    gguf_file *a = gguf_open(pa), *b = gguf_open(pb);
+    gguf_file *a = ds4_gguf_open(pa), *b = ds4_gguf_open(pb);
     bool same = a && b && a->n_tensors == b->n_tensors;
     for (uint64_t i = 0; same && i < a->n_tensors; i++) {
-        const gguf_tensor *ta = &a->tensors[i], *tb = gguf_find_tensor(b, ta->name);
+        const gguf_tensor *ta = &a->tensors[i], *tb = ds4_gguf_find_tensor(b, ta->name);
         same = tb && ta->type == tb->type && ta->size == tb->size && !memcmp(ta->data, tb->data, ta->size);
         if (!same) snprintf(why, n, "%s differs", ta->name);
     }
     for (uint64_t i = 0; same && a && i < a->n_kv; i++) {
         const gguf_kv *kv = &a->kv[i];
-        if (gguf_str_eq(kv->key, "general.name")) continue;
+        if (ds4_gguf_str_eq(kv->key, "general.name")) continue;
         char key[256];
         snprintf(key, sizeof key, "%.*s", (int)kv->key.len, kv->key.ptr);
-        const gguf_value *o = gguf_get(b, key);
-        same = o && gguf_value_equal(&kv->value, o);
+        const gguf_value *o = ds4_gguf_get(b, key);
+        same = o && ds4_gguf_value_equal(&kv->value, o);
         if (!same) snprintf(why, n, "metadata %.200s differs", key);
     }
-    gguf_close(a);
-    gguf_close(b);
+    ds4_gguf_close(a);
+    ds4_gguf_close(b);
     return same;
 }
 
@@ -84,12 +84,12 @@ static void release_and_hf_layouts_agree(void) {
 static void f32_values_match_checkpoint(void) {
     const char *path = out_path("values.gguf");
     CHECKF(convert(MODELS "/tiny-b", path, GGML_TYPE_F32) == 0, "%s", ds4_error());
-    gguf_file *g = gguf_open(path);
-    st_model *st = st_open(MODELS "/tiny-b");
+    gguf_file *g = ds4_gguf_open(path);
+    st_model *st = ds4_st_open(MODELS "/tiny-b");
     CHECK(g && st);
     /* A stacked expert tensor: expert 3, row 5 of the up projection. */
-    const gguf_tensor *up = gguf_find_tensor(g, "blk.2.ffn_up_exps.weight");
-    const st_tensor *w3 = st_find(st, "model.layers.2.ffn.experts.3.w3.weight");
+    const gguf_tensor *up = ds4_gguf_find_tensor(g, "blk.2.ffn_up_exps.weight");
+    const st_tensor *w3 = ds4_st_find(st, "model.layers.2.ffn.experts.3.w3.weight");
     CHECK(up && w3 && w3->dtype == ST_BF16);
     const uint64_t D = up->ne[0], I = up->ne[1];
     int bad = 0;
@@ -103,10 +103,10 @@ static void f32_values_match_checkpoint(void) {
     }
     CHECKF(bad == 0, "%d values of expert 3 differ", bad);
     /* The hash routing table: I64 [V, k] in the checkpoint, I32 [k, V] in the GGUF. */
-    const gguf_tensor *t = gguf_find_tensor(g, "blk.1.ffn_gate_tid2eid.weight");
-    const st_tensor *s = st_find(st, "model.layers.1.ffn.gate.tid2eid");
+    const gguf_tensor *t = ds4_gguf_find_tensor(g, "blk.1.ffn_gate_tid2eid.weight");
+    const st_tensor *s = ds4_st_find(st, "model.layers.1.ffn.gate.tid2eid");
     CHECK(t && s && t->type == GGML_TYPE_I32 && s->dtype == ST_I64 && t->ne[0] == s->shape[1] && t->ne[1] == s->shape[0]);
-    for (uint64_t i = 0; i < st_nelements(s); i++) {
+    for (uint64_t i = 0; i < ds4_st_nelements(s); i++) {
         int32_t a;
         int64_t b;
         memcpy(&a, (const uint8_t *)t->data + 4 * i, 4);
@@ -115,10 +115,10 @@ static void f32_values_match_checkpoint(void) {
     }
     CHECKF(bad == 0, "%d routing entries differ", bad);
     /* The correction bias keeps its .bias name; norms stay F32. */
-    CHECK(gguf_find_tensor(g, "blk.3.exp_probs_b.bias") && !gguf_find_tensor(g, "blk.1.exp_probs_b.bias"));
-    CHECK(gguf_find_tensor(g, "output_norm.weight")->type == GGML_TYPE_F32);
-    st_close(st);
-    gguf_close(g);
+    CHECK(ds4_gguf_find_tensor(g, "blk.3.exp_probs_b.bias") && !ds4_gguf_find_tensor(g, "blk.1.exp_probs_b.bias"));
+    CHECK(ds4_gguf_find_tensor(g, "output_norm.weight")->type == GGML_TYPE_F32);
+    ds4_st_close(st);
+    ds4_gguf_close(g);
 }
 
 /* Q8_0 output stays within half a quantization step of the F32 values (plus the
@@ -126,18 +126,18 @@ static void f32_values_match_checkpoint(void) {
 static void q8_0_within_half_a_step(void) {
     const char *pf = out_path("q-f32.gguf"), *pq = out_path("q-q8.gguf");
     CHECK(convert(MODELS "/tiny-b", pf, GGML_TYPE_F32) == 0 && convert(MODELS "/tiny-b", pq, GGML_TYPE_Q8_0) == 0);
-    gguf_file *f = gguf_open(pf), *q = gguf_open(pq);
+    gguf_file *f = ds4_gguf_open(pf), *q = ds4_gguf_open(pq);
     CHECK(f && q);
     int n_q8 = 0, bad = 0;
     float *x = malloc(4096 * sizeof *x), *y = malloc(4096 * sizeof *y);
     for (uint64_t i = 0; i < q->n_tensors; i++) {
-        const gguf_tensor *tq = &q->tensors[i], *tf = gguf_find_tensor(f, tq->name);
+        const gguf_tensor *tq = &q->tensors[i], *tf = ds4_gguf_find_tensor(f, tq->name);
         if (tq->type != GGML_TYPE_Q8_0) continue;
         n_q8++;
         const uint64_t cols = tq->ne[0], rows = tq->ne[1] * tq->ne[2];
         for (uint64_t r = 0; r < rows && cols <= 4096; r++) {
             memcpy(x, (const uint8_t *)tf->data + r * cols * 4, cols * 4);
-            ggml_row_to_f32(GGML_TYPE_Q8_0, (const uint8_t *)tq->data + r * ggml_row_size(GGML_TYPE_Q8_0, cols), y, (int64_t)cols);
+            ds4_row_to_f32(GGML_TYPE_Q8_0, (const uint8_t *)tq->data + r * ds4_row_size(GGML_TYPE_Q8_0, cols), y, (int64_t)cols);
             for (uint64_t b = 0; b < cols; b += 32) {
                 float amax = 0;
                 for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b + j]));
@@ -147,8 +147,8 @@ static void q8_0_within_half_a_step(void) {
     }
     free(x);
     free(y);
-    gguf_close(f);
-    gguf_close(q);
+    ds4_gguf_close(f);
+    ds4_gguf_close(q);
     CHECK(n_q8 > 10);
     CHECKF(bad == 0, "%d values off by more than half a step", bad);
 }
@@ -160,7 +160,7 @@ static void merged_in_memory_layout_converts(void) {
     mkdir(dir, 0755);
     snprintf(path, sizeof path, "cp " MODELS "/tiny-a/config.json %s/", dir);
     CHECK(system(path) == 0);
-    st_model *st = st_open(MODELS "/tiny-a");
+    st_model *st = ds4_st_open(MODELS "/tiny-a");
     CHECK(st);
     st_image im = {0};
     const uint64_t E = 8, I = 32, D = 64;
@@ -171,9 +171,9 @@ static void merged_in_memory_layout_converts(void) {
             snprintf(n1, sizeof n1, "model.layers.%d.ffn.experts.%llu.w1.weight", il, (unsigned long long)e);
             snprintf(n3, sizeof n3, "model.layers.%d.ffn.experts.%llu.w3.weight", il, (unsigned long long)e);
             snprintf(n2, sizeof n2, "model.layers.%d.ffn.experts.%llu.w2.weight", il, (unsigned long long)e);
-            memcpy(gate_up + e * 2 * I * D, st_find(st, n1)->data, I * D * 4);
-            memcpy(gate_up + e * 2 * I * D + I * D, st_find(st, n3)->data, I * D * 4);
-            memcpy(down + e * D * I, st_find(st, n2)->data, D * I * 4);
+            memcpy(gate_up + e * 2 * I * D, ds4_st_find(st, n1)->data, I * D * 4);
+            memcpy(gate_up + e * 2 * I * D + I * D, ds4_st_find(st, n3)->data, I * D * 4);
+            memcpy(down + e * D * I, ds4_st_find(st, n2)->data, D * I * 4);
         }
         char name[128];
         snprintf(name, sizeof name, "model.layers.%d.mlp.experts.gate_up_proj", il);
@@ -202,9 +202,9 @@ static void merged_in_memory_layout_converts(void) {
             snprintf(tail, sizeof tail, "%s", at + strlen(renames[r][0]));
             snprintf(at, sizeof name - (size_t)(at - name), "%s%s", renames[r][1], tail);
         }
-        st_image_add(&im, name, st_dtype_name(t->dtype), (int)t->n_dims, t->shape, t->data, t->nbytes);
+        st_image_add(&im, name, ds4_st_dtype_name(t->dtype), (int)t->n_dims, t->shape, t->data, t->nbytes);
     }
-    st_close(st);
+    ds4_st_close(st);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     CHECK(st_image_write(&im, path) == 0);
     const char *a = out_path("merged.gguf"), *b = out_path("merged-ref.gguf");
@@ -220,7 +220,7 @@ static void broken_checkpoint_is_reported(void) {
     mkdir(dir, 0755);
     snprintf(path, sizeof path, "cp " MODELS "/tiny-a/config.json %s/", dir);
     CHECK(system(path) == 0);
-    st_model *st = st_open(MODELS "/tiny-a");
+    st_model *st = ds4_st_open(MODELS "/tiny-a");
     st_image im = {0};
     for (uint64_t i = 0; i < st->n_tensors; i++) {
         const st_tensor *t = &st->tensors[i];
@@ -229,9 +229,9 @@ static void broken_checkpoint_is_reported(void) {
             st_image_add(&im, t->name, "F32", 1, (uint64_t[]){32}, t->data, 128);
             continue;
         }
-        st_image_add(&im, t->name, st_dtype_name(t->dtype), (int)t->n_dims, t->shape, t->data, t->nbytes);
+        st_image_add(&im, t->name, ds4_st_dtype_name(t->dtype), (int)t->n_dims, t->shape, t->data, t->nbytes);
     }
-    st_close(st);
+    ds4_st_close(st);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     CHECK(st_image_write(&im, path) == 0);
     const char *out = out_path("broken.gguf");
@@ -251,34 +251,34 @@ static void tied_embeddings(void) {
              MODELS "/tiny-a/config.json > %s/config.json && grep -q '\"tie_word_embeddings\": true' %s/config.json",
              dir, dir, dir);
     CHECK(system(cmd) == 0);
-    st_model *st = st_open(MODELS "/tiny-a");
+    st_model *st = ds4_st_open(MODELS "/tiny-a");
     st_image im = {0};
     for (uint64_t i = 0; i < st->n_tensors; i++) {
         const st_tensor *t = &st->tensors[i];
         if (strcmp(t->name, "head.weight"))
-            st_image_add(&im, t->name, st_dtype_name(t->dtype), (int)t->n_dims, t->shape, t->data, t->nbytes);
+            st_image_add(&im, t->name, ds4_st_dtype_name(t->dtype), (int)t->n_dims, t->shape, t->data, t->nbytes);
     }
-    st_close(st);
+    ds4_st_close(st);
     snprintf(cmd, sizeof cmd, "%s/model.safetensors", dir);
     CHECK(st_image_write(&im, cmd) == 0);
     const char *out = out_path("tied.gguf");
     CHECKF(convert(dir, out, GGML_TYPE_F32) == 0, "%s", ds4_error());
-    gguf_file *f = gguf_open(out);
-    const gguf_tensor *e = gguf_find_tensor(f, "token_embd.weight"), *o = gguf_find_tensor(f, "output.weight");
+    gguf_file *f = ds4_gguf_open(out);
+    const gguf_tensor *e = ds4_gguf_find_tensor(f, "token_embd.weight"), *o = ds4_gguf_find_tensor(f, "output.weight");
     CHECK(e && o && e->size == o->size && !memcmp(e->data, o->data, e->size));
-    gguf_close(f);
+    ds4_gguf_close(f);
 }
 
 /* Copy a GGUF, dropping one tensor and declaring another with a different type/shape. */
 static int copy_modified(const char *src, const char *dst, const char *drop, const char *change,
                          uint32_t new_type, uint64_t new_ne0) {
-    gguf_file *f = gguf_open(src);
-    gguf_writer *w = gguf_writer_open(dst);
+    gguf_file *f = ds4_gguf_open(src);
+    gguf_writer *w = ds4_gguf_writer_open(dst);
     int rc = f && w ? 0 : -1;
     for (uint64_t i = 0; rc == 0 && i < f->n_kv; i++) {
         char key[256];
         snprintf(key, sizeof key, "%.*s", (int)f->kv[i].key.len, f->kv[i].key.ptr);
-        rc = gguf_writer_kv(w, key, &f->kv[i].value);
+        rc = ds4_gguf_writer_kv(w, key, &f->kv[i].value);
     }
     for (uint64_t i = 0; rc == 0 && i < f->n_tensors; i++) {
         const gguf_tensor *t = &f->tensors[i];
@@ -286,22 +286,22 @@ static int copy_modified(const char *src, const char *dst, const char *drop, con
         uint64_t ne[4] = {t->ne[0], t->ne[1], t->ne[2], t->ne[3]};
         uint32_t type = t->type;
         if (!strcmp(t->name, change)) { type = new_type; ne[0] = new_ne0; }
-        rc = gguf_writer_add_tensor(w, t->name, type, t->n_dims, ne);
+        rc = ds4_gguf_writer_add_tensor(w, t->name, type, t->n_dims, ne);
     }
     static uint8_t zeros[1 << 16];
     for (uint64_t i = 0; rc == 0 && i < f->n_tensors; i++) {
         const gguf_tensor *t = &f->tensors[i];
         if (!strcmp(t->name, drop)) continue;
         if (!strcmp(t->name, change)) {
-            uint64_t n = ggml_row_size(new_type, new_ne0) * t->ne[1] * t->ne[2] * t->ne[3];
-            rc = gguf_writer_write(w, zeros, n);
+            uint64_t n = ds4_row_size(new_type, new_ne0) * t->ne[1] * t->ne[2] * t->ne[3];
+            rc = ds4_gguf_writer_write(w, zeros, n);
         } else {
-            rc = gguf_writer_write(w, t->data, t->size);
+            rc = ds4_gguf_writer_write(w, t->data, t->size);
         }
     }
-    gguf_close(f);
-    if (rc == 0) return gguf_writer_finish(w);
-    if (w) gguf_writer_abort(w);
+    ds4_gguf_close(f);
+    if (rc == 0) return ds4_gguf_writer_finish(w);
+    if (w) ds4_gguf_writer_abort(w);
     return -1;
 }
 
@@ -330,33 +330,33 @@ static void tokenizer_json_is_written(void) {
     CHECK(system(cmd) == 0);
     const char *out = out_path("tok.gguf");
     CHECKF(convert(dir, out, GGML_TYPE_F16) == 0, "%s", ds4_error());
-    gguf_file *f = gguf_open(out);
+    gguf_file *f = ds4_gguf_open(out);
     CHECK(f);
-    const gguf_value *toks = gguf_get(f, "tokenizer.ggml.tokens"), *types = gguf_get(f, "tokenizer.ggml.token_type");
-    const gguf_value *merges = gguf_get(f, "tokenizer.ggml.merges");
+    const gguf_value *toks = ds4_gguf_get(f, "tokenizer.ggml.tokens"), *types = ds4_gguf_get(f, "tokenizer.ggml.token_type");
+    const gguf_value *merges = ds4_gguf_get(f, "tokenizer.ggml.merges");
     gguf_str s;
     double t0, t10, t300;
     CHECK(toks && toks->arr.n == 512 && types && types->arr.n == 512 && merges && merges->arr.n == 3);
-    CHECK(gguf_str_eq(toks->arr.items[0].str, "<｜begin▁of▁sentence｜>") && gguf_str_eq(toks->arr.items[4].str, "ab"));
-    CHECK(gguf_str_eq(toks->arr.items[300].str, "[PAD300]") && gguf_str_eq(merges->arr.items[1].str, "Ġ ab"));
-    CHECK(gguf_arr_f64(types, 0, &t0) && t0 == 3 && gguf_arr_f64(types, 10, &t10) && t10 == 4);
-    CHECK(gguf_arr_f64(types, 300, &t300) && t300 == 5);
-    CHECK(gguf_get_str(f, "tokenizer.ggml.pre", &s) && gguf_str_eq(s, "deepseek-v3"));
-    CHECK(gguf_get_str(f, "tokenizer.chat_template", &s) && s.len > 10);
+    CHECK(ds4_gguf_str_eq(toks->arr.items[0].str, "<｜begin▁of▁sentence｜>") && ds4_gguf_str_eq(toks->arr.items[4].str, "ab"));
+    CHECK(ds4_gguf_str_eq(toks->arr.items[300].str, "[PAD300]") && ds4_gguf_str_eq(merges->arr.items[1].str, "Ġ ab"));
+    CHECK(ds4_gguf_arr_f64(types, 0, &t0) && t0 == 3 && ds4_gguf_arr_f64(types, 10, &t10) && t10 == 4);
+    CHECK(ds4_gguf_arr_f64(types, 300, &t300) && t300 == 5);
+    CHECK(ds4_gguf_get_str(f, "tokenizer.ggml.pre", &s) && ds4_gguf_str_eq(s, "deepseek-v3"));
+    CHECK(ds4_gguf_get_str(f, "tokenizer.chat_template", &s) && s.len > 10);
     uint64_t bos;
-    CHECK(gguf_get_u64(f, "tokenizer.ggml.bos_token_id", &bos) && bos == 0);
-    gguf_close(f);
+    CHECK(ds4_gguf_get_u64(f, "tokenizer.ggml.bos_token_id", &bos) && bos == 0);
+    ds4_gguf_close(f);
 }
 
 /* A deepseek4 GGUF with zero weights for config `c`; with `mtp`, llama.cpp's layout of
  * the next-token-prediction head: one more block, counted in block_count. */
 static int write_micro_model(const char *path, const ds4_config *c, bool mtp) {
-    gguf_writer *w = gguf_writer_open(path);
+    gguf_writer *w = ds4_gguf_writer_open(path);
     ds4_config written = *c;
     if (mtp) written.n_layer++;
-    if (!w || gguf_writer_kv_str(w, "general.architecture", DS4_ARCH) < 0 || ds4_config_to_gguf(&written, w) < 0 ||
-        (mtp && gguf_writer_kv_u32(w, DS4_ARCH ".nextn_predict_layers", 1) < 0)) {
-        if (w) gguf_writer_abort(w);
+    if (!w || ds4_gguf_writer_kv_str(w, "general.architecture", DS4_ARCH) < 0 || ds4_config_to_gguf(&written, w) < 0 ||
+        (mtp && ds4_gguf_writer_kv_u32(w, DS4_ARCH ".nextn_predict_layers", 1) < 0)) {
+        if (w) ds4_gguf_writer_abort(w);
         return -1;
     }
     ds4_tensor_spec *specs;
@@ -365,22 +365,22 @@ static int write_micro_model(const char *path, const ds4_config *c, bool mtp) {
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         uint32_t type = ds4_role_class(specs[i].role) == DS4_CLASS_INDEX ? GGML_TYPE_I32 : GGML_TYPE_F32;
-        rc = gguf_writer_add_tensor(w, specs[i].name, type, specs[i].n_dims, specs[i].ne);
+        rc = ds4_gguf_writer_add_tensor(w, specs[i].name, type, specs[i].n_dims, specs[i].ne);
     }
     char mtp_name[GGUF_MAX_NAME];
     snprintf(mtp_name, sizeof mtp_name, "blk.%u.nextn.eh_proj.weight", c->n_layer);
     const uint64_t ne[2] = {2ull * c->n_embd, c->n_embd};
-    if (mtp && rc == 0) rc = gguf_writer_add_tensor(w, mtp_name, GGML_TYPE_F32, 2, ne);
+    if (mtp && rc == 0) rc = ds4_gguf_writer_add_tensor(w, mtp_name, GGML_TYPE_F32, 2, ne);
     static uint8_t zeros[1 << 16];
     for (size_t i = 0; i < n && rc == 0; i++)
-        rc = gguf_writer_write(w, zeros, 4 * specs[i].ne[0] * specs[i].ne[1] * specs[i].ne[2]);
-    if (mtp && rc == 0) rc = gguf_writer_write(w, zeros, 4 * ne[0] * ne[1]);
+        rc = ds4_gguf_writer_write(w, zeros, 4 * specs[i].ne[0] * specs[i].ne[1] * specs[i].ne[2]);
+    if (mtp && rc == 0) rc = ds4_gguf_writer_write(w, zeros, 4 * ne[0] * ne[1]);
     free(specs);
     if (rc < 0) {
-        gguf_writer_abort(w);
+        ds4_gguf_writer_abort(w);
         return -1;
     }
-    return gguf_writer_finish(w);
+    return ds4_gguf_writer_finish(w);
 }
 
 /* A hand-made config survives metadata writing and reading field by field; the model

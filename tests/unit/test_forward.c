@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "matmul.h"
+#include "vec.h"
 #include "convert.h"
 #include "forward.h"
 #include "indexer.h"
@@ -183,8 +185,8 @@ static void rowdot_matches_reference(void) {
     for (int k = 0; k < 2; k++)
         for (int l = 0; l < 4; l++) {
             const int n = lengths[l];
-            ggml_row_from_f32(types[k], w, row, n);
-            ggml_row_to_f32(types[k], row, wf, n);
+            ds4_row_from_f32(types[k], w, row, n);
+            ds4_row_to_f32(types[k], row, wf, n);
             double mag = 0;
             for (int i = 0; i < n; i++) mag += fabs((double)wf[i] * x[i]);
             const float ref = ds4_dot_scalar(wf, x, (uint64_t)n);
@@ -192,7 +194,7 @@ static void rowdot_matches_reference(void) {
                 ds4_rowdot_fn fn = ds4_rowdot_for_level(types[k], level);
                 if (!fn) continue;
                 const double d = fabs((double)fn(row, x, (uint64_t)n) - ref);
-                CHECKF(d <= 1e-5 * mag, "%s level %d, n %d: differs by %g (sum |wx| %g)", ggml_type_name(types[k]),
+                CHECKF(d <= 1e-5 * mag, "%s level %d, n %d: differs by %g (sum |wx| %g)", ds4_type_name(types[k]),
                        level, n, d, mag);
             }
         }
@@ -244,7 +246,7 @@ static void matmul_batch_equals_single_products(void) {
     uint8_t *q[6];
     gguf_tensor W[6];
     for (int k = 0; k < 6; k++) {
-        const uint64_t rb = ggml_row_size(types[k], N);
+        const uint64_t rb = ds4_row_size(types[k], N);
         q[k] = malloc(ROWS * rb);
         for (int r = 0; r < ROWS; r++)
             CHECK(ds4_quantize_row(types[k], w + (size_t)r * N, q[k] + r * rb, N,

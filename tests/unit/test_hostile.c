@@ -131,7 +131,7 @@ static void convert_refuses_bad_ids(void) {
     snprintf(dir, sizeof dir, "%s/bad-ids", test_tmpdir());
     snprintf(cmd, sizeof cmd, "mkdir -p %s && cp " MODELS "/tiny-a/config.json %s/", dir, dir);
     CHECK(system(cmd) == 0);
-    st_model *st = st_open(MODELS "/tiny-a");
+    st_model *st = ds4_st_open(MODELS "/tiny-a");
     CHECK(st);
     st_image im = {0};
     for (uint64_t i = 0; i < st->n_tensors; i++) {
@@ -144,9 +144,9 @@ static void convert_refuses_bad_ids(void) {
             free(ids);
             continue;
         }
-        st_image_add(&im, t->name, st_dtype_name(t->dtype), (int)t->n_dims, t->shape, t->data, t->nbytes);
+        st_image_add(&im, t->name, ds4_st_dtype_name(t->dtype), (int)t->n_dims, t->shape, t->data, t->nbytes);
     }
-    st_close(st);
+    ds4_st_close(st);
     snprintf(cmd, sizeof cmd, "%s/model.safetensors", dir);
     CHECK(st_image_write(&im, cmd) == 0);
     const char *out = tmp_path("bad-ids.gguf");
@@ -161,21 +161,21 @@ static void convert_refuses_bad_ids(void) {
 
 /* A copy of src with one u32 metadata value replaced. */
 static int with_u32(const char *src, const char *dst, const char *key, uint32_t value) {
-    gguf_file *f = gguf_open(src);
-    gguf_writer *w = gguf_writer_open(dst);
+    gguf_file *f = ds4_gguf_open(src);
+    gguf_writer *w = ds4_gguf_writer_open(dst);
     int rc = f && w ? 0 : -1;
     for (uint64_t i = 0; rc == 0 && i < f->n_kv; i++) {
         char k[256];
         snprintf(k, sizeof k, "%.*s", (int)f->kv[i].key.len, f->kv[i].key.ptr);
-        rc = !strcmp(k, key) ? gguf_writer_kv_u32(w, k, value) : gguf_writer_kv(w, k, &f->kv[i].value);
+        rc = !strcmp(k, key) ? ds4_gguf_writer_kv_u32(w, k, value) : ds4_gguf_writer_kv(w, k, &f->kv[i].value);
     }
     for (uint64_t i = 0; rc == 0 && i < f->n_tensors; i++)
-        rc = gguf_writer_add_tensor(w, f->tensors[i].name, f->tensors[i].type, f->tensors[i].n_dims,
+        rc = ds4_gguf_writer_add_tensor(w, f->tensors[i].name, f->tensors[i].type, f->tensors[i].n_dims,
                                     f->tensors[i].ne);
-    for (uint64_t i = 0; rc == 0 && i < f->n_tensors; i++) rc = gguf_writer_write(w, f->tensors[i].data, f->tensors[i].size);
-    gguf_close(f);
-    if (rc == 0) return gguf_writer_finish(w);
-    if (w) gguf_writer_abort(w);
+    for (uint64_t i = 0; rc == 0 && i < f->n_tensors; i++) rc = ds4_gguf_writer_write(w, f->tensors[i].data, f->tensors[i].size);
+    ds4_gguf_close(f);
+    if (rc == 0) return ds4_gguf_writer_finish(w);
+    if (w) ds4_gguf_writer_abort(w);
     return -1;
 }
 

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu.h"
+#include "cpufeatures.h"
 #include "numeric.h"
 #include "quants.h"
 #include "test.h"

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu.h"
+#include "cpufeatures.h"
 #include "qdot.h"
 #include "quant_golden.h"
 #include "quants.h"
@@ -56,9 +56,9 @@ static void check_q8_set(uint32_t nrows, uint32_t ncols, uint32_t row_bytes, con
     uint8_t *mine = malloc(row_bytes);
     float *back = malloc(ncols * sizeof *back);
     for (uint32_t r = 0; r < nrows; r++) {
-        quantize_row_q8_0(src + (size_t)r * ncols, (block_q8_0 *)mine, ncols);
+        ds4_quantize_row_q8_0(src + (size_t)r * ncols, (block_q8_0 *)mine, ncols);
         *bad += memcmp(mine, q + (size_t)r * row_bytes, row_bytes) != 0;
-        ggml_row_to_f32(GGML_TYPE_Q8_0, q + (size_t)r * row_bytes, back, ncols);
+        ds4_row_to_f32(GGML_TYPE_Q8_0, q + (size_t)r * row_bytes, back, ncols);
         *bad += memcmp(back, deq + (size_t)r * ncols, ncols * 4) != 0;
     }
     free(mine);
@@ -79,7 +79,7 @@ static void check_dequant_set(uint32_t nrows, uint32_t ncols, uint32_t row_bytes
     (void)src;
     float *back = malloc(ncols * sizeof *back);
     for (uint32_t r = 0; r < nrows; r++) {
-        *bad += ggml_row_to_f32(dequant_type, q + (size_t)r * row_bytes, back, ncols) != 0 ||
+        *bad += ds4_row_to_f32(dequant_type, q + (size_t)r * row_bytes, back, ncols) != 0 ||
                 memcmp(back, deq + (size_t)r * ncols, ncols * 4) != 0;
     }
     free(back);
@@ -95,8 +95,8 @@ static void dequantizes_like_ggml(void) {
         dequant_type = types[i];
         int sets = for_each_golden(types[i], check_dequant_set, &bad);
         if (sets == -1) { test_skip("shared/golden/quant-ggml.bin not found (set DS4_SHARED)"); return; }
-        CHECKF(sets > 0, "golden file has no %s sets", ggml_type_name(types[i]));
-        CHECKF(bad == 0, "%d %s rows dequantize differently from ggml", bad, ggml_type_name(types[i]));
+        CHECKF(sets > 0, "golden file has no %s sets", ds4_type_name(types[i]));
+        CHECKF(bad == 0, "%d %s rows dequantize differently from ggml", bad, ds4_type_name(types[i]));
     }
 }
 
@@ -109,8 +109,8 @@ static void q8_0_simd_matches_scalar(void) {
     /* A block whose scale is exactly 1 puts values on .5 ties: roundf rounds them away from zero. */
     for (int j = 0; j < 32; j++) x[j] = j == 0 ? 127.0f : (float)(j % 7) - 3.5f;
     for (int j = 32; j < 64; j++) x[j] = 0.0f; /* all-zero block */
-    quantize_row_q8_0(x, a, N);
-    quantize_row_q8_0_scalar(x, b, N);
+    ds4_quantize_row_q8_0(x, a, N);
+    ds4_quantize_row_q8_0_scalar(x, b, N);
     int bad = memcmp(a, b, N / 32 * sizeof *a) != 0;
     int tie_ok = a[0].qs[1] == -3 && a[0].qs[4] == 1; /* -2.5 and 0.5 */
     free(x); free(a); free(b);
@@ -136,11 +136,11 @@ static void golden_check_passes(void) {
     if (!n) return;
     for (size_t i = 0; i < n; i++)
         CHECKF(sets[i].pass, "%s imatrix=%d: %d rows dequantize differently, worst row error %.4fx ggml's",
-               ggml_type_name(sets[i].type), sets[i].has_imatrix, sets[i].dequant_bad_rows, sets[i].worst_ratio);
+               ds4_type_name(sets[i].type), sets[i].has_imatrix, sets[i].dequant_bad_rows, sets[i].worst_ratio);
     for (size_t t = 0; t < N_QUANTIZED; t++) {
         int checked = 0;
         for (size_t i = 0; i < n; i++) checked += sets[i].type == quantized_types[t] && sets[i].quant_checked;
-        CHECKF(checked == 2, "%s: %d golden sets quantized, expected 2", ggml_type_name(quantized_types[t]), checked);
+        CHECKF(checked == 2, "%s: %d golden sets quantized, expected 2", ds4_type_name(quantized_types[t]), checked);
     }
     free(sets);
 }
@@ -178,7 +178,7 @@ static void fill_row(float *x, int n, unsigned seed) {
 /* Activations back to F32: Q8_0 through the row converter, Q8_K as d * q, the regrouped
  * Q8_K with value 32g + 8k + j read from 64k + 8g + j. */
 static void act_to_f32(int act_type, const void *act, float *out, int n) {
-    if (act_type == GGML_TYPE_Q8_0) { ggml_row_to_f32(GGML_TYPE_Q8_0, act, out, n); return; }
+    if (act_type == GGML_TYPE_Q8_0) { ds4_row_to_f32(GGML_TYPE_Q8_0, act, out, n); return; }
     const block_q8_K *a = act;
     for (int i = 0; i < n; i++) {
         const int e = i % QK_K, at = act_type == DS4_ACT_Q8_K_IQ2 ? 64 * (e / 8 % 4) + 8 * (e / 32) + e % 8 : e;
@@ -206,7 +206,7 @@ static void qdot_kernels_match_reference(void) {
             if (trial == 3) memset(x, 0, N * sizeof *x); /* all-zero activations */
             CHECKF(ds4_quantize_row(type, w, wq, N, imat) == 0, "%s", ds4_error());
             ds4_qdot_quantize_act(act_type, x, act, N);
-            ggml_row_to_f32(type, wq, wd, N);
+            ds4_row_to_f32(type, wq, wd, N);
             act_to_f32(act_type, act, xd, N);
             double ref = 0, mag = 0;
             for (int i = 0; i < N; i++) {
@@ -221,15 +221,15 @@ static void qdot_kernels_match_reference(void) {
                 levels += trial == 0;
                 const float v = fn(wq, act, N);
                 /* AVX-512 IQ2_XXS may be the VBMI kernel, which adds block sums in float lanes */
-                const bool exact = ggml_type_get(type)->block == QK_K &&
+                const bool exact = ds4_type_get(type)->block == QK_K &&
                                    !(type == GGML_TYPE_IQ2_XXS && level == DS4_CPU_AVX512);
                 bad_simd += exact ? v != scalar : fabs(v - scalar) > 1e-6 * mag + 1e-30;
             }
         }
         CHECKF(bad_ref == 0, "%s: scalar kernel differs from the F32 dot product in %d of 8 trials",
-               ggml_type_name(type), bad_ref);
-        CHECKF(bad_simd == 0, "%s: SIMD kernel differs from the scalar one in %d runs", ggml_type_name(type), bad_simd);
-        if (ds4_cpu_detect() >= DS4_CPU_AVX2) CHECKF(levels > 0, "%s: no SIMD kernel was tested", ggml_type_name(type));
+               ds4_type_name(type), bad_ref);
+        CHECKF(bad_simd == 0, "%s: SIMD kernel differs from the scalar one in %d runs", ds4_type_name(type), bad_simd);
+        if (ds4_cpu_detect() >= DS4_CPU_AVX2) CHECKF(levels > 0, "%s: no SIMD kernel was tested", ds4_type_name(type));
     }
     free(w); free(x); free(imat); free(wd); free(xd); free(wq); free(act);
 }
@@ -242,7 +242,7 @@ static void quantize_refuses_bad_requests(void) {
     CHECK(ds4_quantize_row(GGML_TYPE_Q5_K, x, out, 256, NULL) < 0);    /* no quantizer */
     CHECK(ds4_quantize_row(GGML_TYPE_Q2_K, x, out, 256, NULL) == 0);   /* zeros are fine */
     float back[256];
-    ggml_row_to_f32(GGML_TYPE_Q2_K, out, back, 256);
+    ds4_row_to_f32(GGML_TYPE_Q2_K, out, back, 256);
     int nonzero = 0;
     for (int i = 0; i < 256; i++) nonzero += back[i] != 0;
     CHECK(nonzero == 0);
@@ -279,7 +279,7 @@ static void recipe_types(void) {
         CHECKF(sp != NULL, "no tensor %s", want[i].name);
         if (!sp) continue;
         const uint32_t got = ds4_recipe_type(r, sp, NULL);
-        CHECKF(got == want[i].type, "%s: %s, want %s", want[i].name, ggml_type_name(got), ggml_type_name(want[i].type));
+        CHECKF(got == want[i].type, "%s: %s, want %s", want[i].name, ds4_type_name(got), ds4_type_name(want[i].type));
     }
     CHECK(ds4_recipe_add_override(r, "blk\\.[0-2]\\.ffn_down_exps=q4_K") == 0);
     CHECK(ds4_recipe_add_override(r, "nonsense") < 0);
@@ -326,13 +326,13 @@ static void plan_matches_flash_arithmetic(void) {
 }
 
 static void type_table(void) {
-    CHECK(ggml_row_size(GGML_TYPE_Q8_0, 64) == 68);
-    CHECK(ggml_row_size(GGML_TYPE_Q8_0, 65) == 0);
-    CHECK(ggml_row_size(GGML_TYPE_IQ2_XXS, 256) == 66);
-    CHECK(ggml_row_size(GGML_TYPE_Q2_K, 512) == 168);
-    CHECK(ggml_row_size(GGML_TYPE_MXFP4, 64) == 34);
-    CHECK(ggml_type_get(4) == NULL && ggml_type_get(1000) == NULL);
-    CHECK(ggml_type_from_name("Q8_0") == GGML_TYPE_Q8_0 && ggml_type_from_name("nope") == -1);
+    CHECK(ds4_row_size(GGML_TYPE_Q8_0, 64) == 68);
+    CHECK(ds4_row_size(GGML_TYPE_Q8_0, 65) == 0);
+    CHECK(ds4_row_size(GGML_TYPE_IQ2_XXS, 256) == 66);
+    CHECK(ds4_row_size(GGML_TYPE_Q2_K, 512) == 168);
+    CHECK(ds4_row_size(GGML_TYPE_MXFP4, 64) == 34);
+    CHECK(ds4_type_get(4) == NULL && ds4_type_get(1000) == NULL);
+    CHECK(ds4_type_from_name("Q8_0") == GGML_TYPE_Q8_0 && ds4_type_from_name("nope") == -1);
 }
 
 const test_case quant_tests[] = {

@@ -8,8 +8,8 @@
 #include "test.h"
 
 static const char *parse_error(const void *data, size_t n) {
-    st_model *m = st_parse(data, n, "x.safetensors");
-    if (m) { st_close(m); return NULL; }
+    st_model *m = ds4_st_parse(data, n, "x.safetensors");
+    if (m) { ds4_st_close(m); return NULL; }
     return ds4_error();
 }
 
@@ -41,25 +41,25 @@ static void reads_tensors(void) {
     st_image_add(&im, "s", "F32", 0, NULL, f, 4); /* a scalar */
     ds4_buf b = {0};
     st_image_finish(&im, &b);
-    st_model *m = st_parse(b.data, b.len, "x");
+    st_model *m = ds4_st_parse(b.data, b.len, "x");
     CHECKF(m, "%s", ds4_error());
-    const st_tensor *a = st_find(m, "a"), *c = st_find(m, "c"), *s = st_find(m, "s");
+    const st_tensor *a = ds4_st_find(m, "a"), *c = ds4_st_find(m, "c"), *s = ds4_st_find(m, "s");
     CHECK(a && a->dtype == ST_F32 && a->n_dims == 2 && a->shape[1] == 3 && a->nbytes == 24);
     float v;
     memcpy(&v, a->data + 20, 4);
     CHECK(v == 6.0f);
     CHECK(c && c->dtype == ST_F8_E4M3 && c->data[1] == 0x40);
-    CHECK(s && s->n_dims == 0 && st_nelements(s) == 1);
-    CHECK(!st_find(m, "missing") && m->n_tensors == 4);
-    st_close(m);
+    CHECK(s && s->n_dims == 0 && ds4_st_nelements(s) == 1);
+    CHECK(!ds4_st_find(m, "missing") && m->n_tensors == 4);
+    ds4_st_close(m);
     /* every truncation is rejected */
     int accepted = 0;
     for (size_t n = 0; n < b.len; n++) {
         uint8_t *copy = malloc(n ? n : 1);
         memcpy(copy, b.data, n);
-        st_model *t = st_parse(copy, n, "t");
+        st_model *t = ds4_st_parse(copy, n, "t");
         accepted += t != NULL;
-        st_close(t);
+        ds4_st_close(t);
         free(copy);
     }
     CHECKF(accepted == 0, "%d truncations accepted", accepted);
@@ -114,19 +114,19 @@ static void reads_shards_and_rejects_bad_indexes(void) {
     FILE *f = fopen(path, "w");
     fprintf(f, "{\"weight_map\":{\"x\":\"part-1.safetensors\",\"y\":\"part-2.safetensors\"}}");
     fclose(f);
-    st_model *m = st_open(dir);
+    st_model *m = ds4_st_open(dir);
     CHECKF(m, "%s", ds4_error());
-    CHECK(m->n_shards == 2 && st_find(m, "x") && st_find(m, "y") && st_find(m, "y")->file == 1);
-    st_close(m);
+    CHECK(m->n_shards == 2 && ds4_st_find(m, "x") && ds4_st_find(m, "y") && ds4_st_find(m, "y")->file == 1);
+    ds4_st_close(m);
     f = fopen(path, "w");
     fprintf(f, "{\"weight_map\":{\"x\":\"../../etc/passwd\"}}");
     fclose(f);
-    CHECK(!st_open(dir) && strstr(ds4_error(), "invalid shard name"));
+    CHECK(!ds4_st_open(dir) && strstr(ds4_error(), "invalid shard name"));
     f = fopen(path, "w");
     fprintf(f, "{\"weight_map\":{\"z\":\"part-1.safetensors\"}}");
     fclose(f);
-    CHECK(!st_open(dir) && strstr(ds4_error(), "'z' is listed but missing"));
-    CHECK(!st_open("/nonexistent/dir") && strstr(ds4_error(), "/nonexistent/dir"));
+    CHECK(!ds4_st_open(dir) && strstr(ds4_error(), "'z' is listed but missing"));
+    CHECK(!ds4_st_open("/nonexistent/dir") && strstr(ds4_error(), "/nonexistent/dir"));
 }
 
 const test_case safetensors_tests[] = {

@@ -99,11 +99,11 @@ static void gguf_form_matches_json(void) {
     CHECK(ds4_vocab_from_json(V3_JSON, 0, &v) == 0);
     char path[600];
     snprintf(path, sizeof path, "%s/tokenizer-only.gguf", test_tmpdir());
-    gguf_writer *w = gguf_writer_open(path);
-    CHECK(w && ds4_vocab_write_gguf(&v, w) == 0 && gguf_writer_kv_u32(w, "tokenizer.ggml.bos_token_id", 0) == 0);
-    CHECK(gguf_writer_finish(w) == 0);
+    gguf_writer *w = ds4_gguf_writer_open(path);
+    CHECK(w && ds4_vocab_write_gguf(&v, w) == 0 && ds4_gguf_writer_kv_u32(w, "tokenizer.ggml.bos_token_id", 0) == 0);
+    CHECK(ds4_gguf_writer_finish(w) == 0);
     ds4_vocab_data_free(&v);
-    gguf_file *f = gguf_open(path);
+    gguf_file *f = ds4_gguf_open(path);
     CHECK(f);
     ds4_tokenizer *g = ds4_tokenizer_from_gguf(f);
     CHECKF(g, "%s", ds4_error());
@@ -118,7 +118,7 @@ static void gguf_form_matches_json(void) {
         free(b);
     }
     ds4_tokenizer_free(g);
-    gguf_close(f);
+    ds4_gguf_close(f);
 }
 
 /* The hand-made tokenizer: merges by rank, added tokens, padding of unused ids. */
@@ -137,8 +137,8 @@ static void small_bpe(void) {
     CHECK(ds4_vocab_from_json("tests/data/tokenizer/tokenizer.json", 0, &v) == 0);
     mkdir("build/tests/corpus", 0755);
     mkdir("build/tests/corpus/gguf", 0755);
-    gguf_writer *w = gguf_writer_open("build/tests/corpus/gguf/tokenizer.gguf");
-    CHECK(w && ds4_vocab_write_gguf(&v, w) == 0 && gguf_writer_finish(w) == 0);
+    gguf_writer *w = ds4_gguf_writer_open("build/tests/corpus/gguf/tokenizer.gguf");
+    CHECK(w && ds4_vocab_write_gguf(&v, w) == 0 && ds4_gguf_writer_finish(w) == 0);
     ds4_vocab_data_free(&v);
 }
 

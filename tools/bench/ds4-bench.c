@@ -8,7 +8,8 @@
 
 #include "appendfile.h"
 #include "bench.h"
-#include "cpu.h"
+#include "probe.h"
+#include "cpufeatures.h"
 #include "forward.h"
 #include "model.h"
 #include "plot.h"

@@ -91,11 +91,11 @@ static ds4_tokenizer *open_tokenizer(const char *model, const char *json, const 
         ds4_fail("give --model or --tokenizer");
         return NULL;
     }
-    gguf_file *f = gguf_open(model);
+    gguf_file *f = ds4_gguf_open(model);
     if (!f) return NULL;
     ds4_tokenizer *t = ds4_tokenizer_from_gguf(f);
     if (m && t) *m = ds4_model_from_gguf(f);
-    else gguf_close(f);
+    else ds4_gguf_close(f);
     return t;
 }
 

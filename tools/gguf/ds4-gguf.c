@@ -35,20 +35,20 @@ static int cmd_info(int argc, char **argv) {
         else path = argv[i];
     }
     if (!path) { usage(stderr); return 2; }
-    gguf_file *f = gguf_open(path);
+    gguf_file *f = ds4_gguf_open(path);
     if (!f) {
         fprintf(stderr, "ds4-gguf: %s\n", ds4_error());
         return 2;
     }
-    gguf_print_info(f, stdout, tensors, items);
+    ds4_gguf_print_info(f, stdout, tensors, items);
     gguf_str arch;
-    if (gguf_get_str(f, "general.architecture", &arch) && gguf_str_eq(arch, DS4_ARCH)) {
+    if (ds4_gguf_get_str(f, "general.architecture", &arch) && ds4_gguf_str_eq(arch, DS4_ARCH)) {
         ds4_model *m = ds4_model_from_gguf(f);
         if (m) ds4_model_print_summary(m, stdout);
         else printf("model check failed: %s\n", ds4_error());
         ds4_model_free(m);
     } else {
-        gguf_close(f);
+        ds4_gguf_close(f);
     }
     return 0;
 }
@@ -76,21 +76,21 @@ static int cmd_diff(int argc, char **argv) {
     }
     ignore[n_ignore] = NULL;
     if (n_paths != 2) { usage(stderr); return 2; }
-    gguf_file *a = gguf_open(paths[0]);
+    gguf_file *a = ds4_gguf_open(paths[0]);
     if (!a) {
         fprintf(stderr, "ds4-gguf: %s\n", ds4_error());
         return 2;
     }
-    gguf_file *b = gguf_open(paths[1]);
+    gguf_file *b = ds4_gguf_open(paths[1]);
     if (!b) {
         fprintf(stderr, "ds4-gguf: %s\n", ds4_error());
-        gguf_close(a);
+        ds4_gguf_close(a);
         return 2;
     }
-    uint64_t n = gguf_print_diff(a, b, ignore, stdout);
+    uint64_t n = ds4_gguf_print_diff(a, b, ignore, stdout);
     printf("%llu difference%s\n", (unsigned long long)n, n == 1 ? "" : "s");
-    gguf_close(a);
-    gguf_close(b);
+    ds4_gguf_close(a);
+    ds4_gguf_close(b);
     return n ? 1 : 0;
 }
 

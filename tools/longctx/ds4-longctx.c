@@ -12,7 +12,7 @@
 
 #include "appendfile.h"
 #include "bench.h"
-#include "cpu.h"
+#include "cpufeatures.h"
 #include "forward.h"
 #include "logitcheck.h"
 #include "longctx.h"

@@ -14,7 +14,7 @@
 #include "convert.h"
 #include "hf_config.h"
 #include "imatrix.h"
-#include "cpu.h"
+#include "cpufeatures.h"
 #include "model.h"
 #include "quant_golden.h"
 #include "quants.h"
@@ -244,9 +244,9 @@ static int load_config(const shape_args *a, ds4_config *c) {
     }
     int rc;
     if (len > 5 && !strcmp(a->config + len - 5, ".gguf")) {
-        gguf_file *f = gguf_open(a->config);
+        gguf_file *f = ds4_gguf_open(a->config);
         rc = f && ds4_config_from_gguf(f, c) == 0 ? 0 : -1;
-        gguf_close(f);
+        ds4_gguf_close(f);
     } else {
         ds4_hf_config hf;
         rc = ds4_hf_config_load(a->config, &hf);
@@ -288,7 +288,7 @@ static int cmd_synth(int argc, char **argv) {
         printf("%-8s %14s %12s %16s\n", "type", "f32_input_MB", "thread_s", "MB/s_per_thread");
         for (int t = 0; t < GGML_TYPE_COUNT; t++)
             if (s.type_bytes[t])
-                printf("%-8s %14.1f %12.2f %16.1f\n", ggml_type_name((uint32_t)t), (double)s.type_bytes[t] / 1e6,
+                printf("%-8s %14.1f %12.2f %16.1f\n", ds4_type_name((uint32_t)t), (double)s.type_bytes[t] / 1e6,
                        s.type_seconds[t], s.type_seconds[t] > 0 ? (double)s.type_bytes[t] / 1e6 / s.type_seconds[t] : 0);
     }
     if (rc == 0 && a.csv) {
@@ -299,7 +299,7 @@ static int cmd_synth(int argc, char **argv) {
         rc = ds4_buf_append(&b, line, (size_t)len) < 0;
         for (int t = 0; t < GGML_TYPE_COUNT && !rc; t++) {
             if (!s.type_bytes[t]) continue;
-            len = snprintf(line, sizeof line, "%s,%llu,%.3f,%.1f,%s,%u,%u,%s,%d,%s\n", ggml_type_name((uint32_t)t),
+            len = snprintf(line, sizeof line, "%s,%llu,%.3f,%.1f,%s,%u,%u,%s,%d,%s\n", ds4_type_name((uint32_t)t),
                            (unsigned long long)s.type_bytes[t], s.type_seconds[t],
                            s.type_seconds[t] > 0 ? (double)s.type_bytes[t] / 1e6 / s.type_seconds[t] : 0, a.config,
                            c.n_layer, c.n_expert, a.recipe, a.threads ? (int)a.threads : ds4_cpu_count(),
@@ -393,7 +393,7 @@ static int cmd_convert(int argc, char **argv) {
         else if (!strcmp(a, "--add-tokens")) o.added_tokens = v;
         else if (!strcmp(a, "--threads")) o.n_threads = (int)flag_integer("ds4-quant", a, v, 1, 512);
         else if (!strcmp(a, "--type")) {
-            int t = ggml_type_from_name(v);
+            int t = ds4_type_from_name(v);
             if (t != GGML_TYPE_F32 && t != GGML_TYPE_F16 && t != GGML_TYPE_BF16 && t != GGML_TYPE_Q8_0) {
                 fprintf(stderr, "ds4-quant: --type must be f32, f16, bf16 or q8_0, not '%s'\n", v);
                 return 2;
@@ -421,7 +421,7 @@ static int cmd_convert(int argc, char **argv) {
     }
     if (!quiet) {
         printf("converted %s -> %s (%s weights): %llu tensors, %.2f MiB read, %.2f MiB written, %.2f s, %s\n",
-               o.in_dir, o.out_path, ggml_type_name(o.type), (unsigned long long)s.n_tensors,
+               o.in_dir, o.out_path, ds4_type_name(o.type), (unsigned long long)s.n_tensors,
                (double)s.bytes_in / (1 << 20), (double)s.bytes_out / (1 << 20), s.seconds,
                ds4_cpu_level_name(ds4_cpu_detect()));
         printf("  tokenizer: %s", s.tokenizer ? "written from tokenizer.json" : "none (no tokenizer.json)");

@@ -1,5 +1,5 @@
-/* cpu.c - see cpu.h. */
-#include "cpu.h"
+/* cpufeatures.c - see cpufeatures.h. */
+#include "cpufeatures.h"
 
 #include <stdbool.h>
 

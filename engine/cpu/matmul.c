@@ -1,0 +1,207 @@
+/* matmul.c - see matmul.h. */
+#include "matmul.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "profile.h"
+#include "qdot.h"
+#include "quants.h"
+#include "threads.h"
+#include "vec.h"
+
+static ds4_act_mode act_mode = DS4_ACT_AUTO;
+
+#define ROWDOT_MAX_T 2 /* activation rows up to which F16/Q8_0 rows are not converted first */
+
+void ds4_set_act_mode(ds4_act_mode mode) { act_mode = mode; }
+ds4_act_mode ds4_get_act_mode(void) { return act_mode; }
+
+int ds4_act_mode_from_name(const char *name) {
+    return !strcmp(name, "auto") ? DS4_ACT_AUTO : !strcmp(name, "f32") ? DS4_ACT_F32 : !strcmp(name, "q8") ? DS4_ACT_Q8 : -1;
+}
+
+/* The int8 kernel a matrix product over W uses under the current mode, or NULL for
+ * dequantized rows times F32 activations. */
+static ds4_qdot_fn int8_kernel(uint32_t type) {
+    if (act_mode == DS4_ACT_F32 || (act_mode == DS4_ACT_AUTO && type == GGML_TYPE_Q8_0)) return NULL;
+    return ds4_qdot_best(type);
+}
+
+typedef struct {
+    ds4_matmul_part p;
+    ds4_qdot_fn qdot;     /* NULL: F32 path */
+    const uint8_t *act;   /* p.T quantized activation rows */
+    size_t act_row_bytes;
+    bool blocked_dot;     /* F32 path: rows in pairs, tokens in fours through dot2x4_avx512 */
+} matmul_job;
+
+/* Per-thread buffers that only grow, so a matrix product allocates nothing once warm
+ * (a decoded token runs hundreds of them). Pool threads live as long as the process. */
+static _Thread_local void *scratch_mem[2];
+static _Thread_local size_t scratch_cap[2];
+
+static void *scratch(int k, size_t bytes) {
+    if (bytes > scratch_cap[k]) {
+        void *grown = realloc(scratch_mem[k], bytes);
+        if (!grown) return NULL;
+        scratch_mem[k] = grown;
+        scratch_cap[k] = bytes;
+    }
+    return scratch_mem[k];
+}
+static float *scratch_floats(uint64_t n) { return scratch(0, n * sizeof(float)); }
+static uint8_t *scratch_bytes(size_t n) { return scratch(1, n); }
+
+/* Output rows [begin, end) of one product. */
+static void matmul_rows(const matmul_job *j, uint64_t begin, uint64_t end) {
+    const ds4_matmul_part *p = &j->p;
+    const uint64_t n = p->W->ne[0], row_bytes = ds4_row_size(p->W->type, n);
+    if (j->qdot) {
+        for (uint64_t o = begin; o < end; o++) {
+            const uint8_t *w = (const uint8_t *)p->W->data + (p->row0 + o) * row_bytes;
+            for (int t = 0; t < p->T; t++)
+                p->y[(uint64_t)t * p->ldy + o] = j->qdot(w, j->act + (size_t)t * j->act_row_bytes, (int64_t)n);
+        }
+        return;
+    }
+    /* A few activation rows: multiply straight from the stored row; more: convert the
+     * row once and reuse it for every activation row. */
+    const ds4_rowdot_fn rowdot = p->T <= ROWDOT_MAX_T ? ds4_rowdot_best(p->W->type) : NULL;
+    if (rowdot) {
+        for (uint64_t o = begin; o < end; o++) {
+            const uint8_t *w = (const uint8_t *)p->W->data + (p->row0 + o) * row_bytes;
+            for (int t = 0; t < p->T; t++) p->y[(uint64_t)t * p->ldy + o] = rowdot(w, p->x + (uint64_t)t * p->ldx, n);
+        }
+        return;
+    }
+    /* Rows two at a time, so four activation rows at a time go through dot2x4 where the
+     * CPU runs dot_avx512; what is left over goes through ds4_dot. */
+    const bool direct = p->W->type == GGML_TYPE_F32;
+    float *tmp = direct ? NULL : scratch_floats(2 * n);
+    for (uint64_t o = begin; o < end; o += 2) {
+        const int rows = end - o >= 2 ? 2 : 1;
+        const float *w[2] = {NULL, NULL};
+        for (int r = 0; r < rows; r++) {
+            const uint8_t *src = (const uint8_t *)p->W->data + (p->row0 + o + (uint64_t)r) * row_bytes;
+            w[r] = (const float *)(const void *)src;
+            if (!direct) {
+                ds4_row_to_f32(p->W->type, src, tmp + (uint64_t)r * n, (int64_t)n);
+                w[r] = tmp + (uint64_t)r * n;
+            }
+        }
+        int t = 0;
+#if defined(__x86_64__)
+        if (rows == 2 && j->blocked_dot)
+            for (; t + 4 <= p->T; t += 4) {
+                float out[2][4];
+                ds4_dot2x4_avx512(w[0], w[1], p->x + (uint64_t)t * p->ldx, p->ldx, n, out);
+                for (int k = 0; k < 4; k++)
+                    for (int r = 0; r < 2; r++) p->y[(uint64_t)(t + k) * p->ldy + o + (uint64_t)r] = out[r][k];
+            }
+#endif
+        for (; t < p->T; t++)
+            for (int r = 0; r < rows; r++)
+                p->y[(uint64_t)t * p->ldy + o + (uint64_t)r] = ds4_dot(w[r], p->x + (uint64_t)t * p->ldx, n);
+    }
+}
+
+/* The products of one batch, cut into chunks of rows (`unit`: where each part's chunks
+ * begin), which the threads share as one loop. */
+typedef struct {
+    const matmul_job *jobs;
+    const uint64_t *unit; /* n + 1 entries */
+    const uint64_t *grain;
+    int n;
+} batch_job;
+
+static void batch_units(void *arg, uint64_t begin, uint64_t end, int thread) {
+    (void)thread;
+    const batch_job *b = arg;
+    int k = 0;
+    for (uint64_t u = begin; u < end; u++) {
+        while (u >= b->unit[k + 1]) k++;
+        const uint64_t r0 = (u - b->unit[k]) * b->grain[k], n_out = b->jobs[k].p.n_out;
+        matmul_rows(&b->jobs[k], r0, r0 + b->grain[k] < n_out ? r0 + b->grain[k] : n_out);
+    }
+}
+
+static ds4_matmul_observer observer;
+static void *observer_ctx;
+
+void ds4_matmul_set_observer(ds4_matmul_observer fn, void *ctx) {
+    observer = fn;
+    observer_ctx = ctx;
+}
+
+#define BATCH_MAX 64 /* products in one loop (ds4_matmul_batch) */
+
+void ds4_matmul_batch(const ds4_matmul_part *parts, int n, int n_threads) {
+    matmul_job jobs[BATCH_MAX];
+    uint64_t unit[BATCH_MAX + 1], grain[BATCH_MAX], act_at[BATCH_MAX], work = 0;
+    size_t act_bytes = 0;
+    if (n > BATCH_MAX) {
+        ds4_matmul_batch(parts, BATCH_MAX, n_threads);
+        ds4_matmul_batch(parts + BATCH_MAX, n - BATCH_MAX, n_threads);
+        return;
+    }
+    /* Each product as ds4_matmul runs it alone: its kernel, its quantized activations. */
+    int act_from[BATCH_MAX]; /* the product whose quantized activations a product reads */
+    for (int k = 0; k < n; k++) {
+        const ds4_matmul_part *p = &parts[k];
+        act_from[k] = k;
+        if (observer) observer(observer_ctx, p->W, p->row0, p->x, p->ldx, p->T);
+        jobs[k] = (matmul_job){*p, int8_kernel(p->W->type), NULL, 0, p->T >= 4 && ds4_dot2x4_available()};
+        act_at[k] = act_bytes;
+        if (jobs[k].qdot) {
+            jobs[k].act_row_bytes = ds4_qdot_act_size(ds4_qdot_act_type(p->W->type), (int64_t)p->W->ne[0]);
+            /* products of one input in one format (an expert's gate and up) share it */
+            for (int i = 0; i < k && act_from[k] == k; i++)
+                if (jobs[i].qdot && act_from[i] == i && parts[i].x == p->x && parts[i].ldx == p->ldx &&
+                    parts[i].T == p->T && parts[i].W->ne[0] == p->W->ne[0] &&
+                    ds4_qdot_act_type(parts[i].W->type) == ds4_qdot_act_type(p->W->type))
+                    act_from[k] = i;
+            act_at[k] = act_from[k] == k ? act_bytes : act_at[act_from[k]];
+            if (act_from[k] == k) act_bytes += jobs[k].act_row_bytes * (size_t)p->T;
+        }
+    }
+    uint8_t *act = act_bytes ? scratch_bytes(act_bytes) : NULL;
+    unit[0] = 0;
+    for (int k = 0; k < n; k++) {
+        const ds4_matmul_part *p = &parts[k];
+        matmul_job *j = &jobs[k];
+        if (j->qdot && !act) j->qdot = NULL; /* no room for int8 activations: the F32 path */
+        if (j->qdot) {
+            /* Quantize the activations once for all output rows. */
+            const int act_type = ds4_qdot_act_type(p->W->type);
+            j->act = act + act_at[k];
+            for (int t = 0; t < p->T && act_from[k] == k; t++)
+                ds4_qdot_quantize_act(act_type, p->x + (uint64_t)t * p->ldx, act + act_at[k] + (size_t)t * j->act_row_bytes,
+                                      (int64_t)p->W->ne[0]);
+        }
+        /* Rows go out in chunks of about 32 KiB of weights times activation rows: small
+         * enough that threads end together, large enough that claiming one costs next to
+         * nothing; two rows at least, for the row pairs of the F32 path. */
+        const uint64_t chunk_bytes = ds4_row_size(p->W->type, p->W->ne[0]) * (uint64_t)p->T;
+        grain[k] = (32u << 10) / chunk_bytes + 2;
+        unit[k + 1] = unit[k] + (p->n_out + grain[k] - 1) / grain[k];
+        work += p->n_out * p->W->ne[0] * (uint64_t)p->T;
+    }
+    /* Threads only pay off on enough work. */
+    const batch_job b = {jobs, unit, grain, n};
+    const double t0 = ds4_prof_begin();
+    ds4_parallel_for_chunked(work < (1u << 16) ? 1 : n_threads, unit[n], 1, batch_units, (void *)&b);
+    if (ds4_profile_on) {
+        /* the loop's time, shared out by the bytes each product read */
+        uint64_t bytes[BATCH_MAX], all = 0;
+        for (int k = 0; k < n; k++) all += bytes[k] = ds4_row_size(parts[k].W->type, parts[k].W->ne[0]) * parts[k].n_out;
+        const double dt = ds4_time_now() - t0;
+        for (int k = 0; k < n; k++) ds4_prof_matmul(parts[k].W->type, bytes[k], all ? dt * (double)bytes[k] / all : 0);
+    }
+}
+
+void ds4_matmul(const gguf_tensor *W, uint64_t row0, uint64_t n_out, const float *x, uint64_t ldx, int T,
+                float *y, uint64_t ldy, int n_threads) {
+    const ds4_matmul_part p = {W, row0, n_out, x, ldx, T, y, ldy};
+    ds4_matmul_batch(&p, 1, n_threads);
+}
