@@ -24,7 +24,8 @@ echo "wrote $out"
 
 rounded=results/logitcheck-rounded.csv
 first=1
-for ref in vectors/ref-*/*.jsonl; do
+for ref in vectors/ref-bf16/*.jsonl vectors/ref-f16/*.jsonl vectors/ref-q8_0/*.jsonl; do
+    [ -f "$ref" ] || continue                 # (a type without such references)
     base=$(basename "$ref" .jsonl)            # e.g. tiny-q-q8_0
     type=${base##*-}
     model=${base%-*}

@@ -235,6 +235,24 @@ expect run_kv_first 0 $BIN/ds4 run --model "$T/a.gguf" --prompt-ids $P21 -n 3 --
 expect run_kv_second 0 $BIN/ds4 run --model "$T/a.gguf" --prompt-ids $P21 -n 3 --kv-disk-dir "$T/kvr" --threads 2
 has run_kv_cached "21 tokens (20 cached)" "$T/err"
 
+# Backends: a known one not in this build, an unknown one, no silent fallback to the CPU.
+for tool in "ds4 run -m $T/a.gguf --prompt-ids 1,2" "ds4-bench -m $T/a.gguf" \
+            "ds4-logitcheck --model $T/a.gguf --vectors vectors/ref/tiny-a.jsonl" \
+            "ds4-longctx consistency --model $T/a.gguf" "ds4 batch -m $T/a.gguf --in x --out y"; do
+    name=$(echo "$tool" | cut -d' ' -f1-2 | tr ' -' '__')
+    # shellcheck disable=SC2086
+    expect "${name}_backend_metal" 2 $BIN/$tool --backend metal
+    one_line "${name}_backend_metal_message" "metal: not in this build (built: cpu"
+    # shellcheck disable=SC2086
+    expect "${name}_backend_unknown" 2 $BIN/$tool --backend tpu
+    one_line "${name}_backend_unknown_message" "unknown backend 'tpu' (built: cpu"
+done
+expect run_backend_cpu 0 $BIN/ds4 run -m "$T/a.gguf" --prompt-ids 1,2,3 -n 2 --backend cpu
+expect version_backends 0 $BIN/ds4 --version
+has version_names_backends "backends: cpu" "$T/out"
+expect help_backends 0 $BIN/ds4 --help
+has help_names_backends "built here: cpu" "$T/out"
+
 # The files must read the same in Hugging Face's independent GGUF parser (npm).
 for f in "$T/a.gguf" "$T/b.gguf" "$T/q2.gguf" build/tests/corpus/gguf/sample.gguf; do
     name=interop_$(basename "$f" .gguf)

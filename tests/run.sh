@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs every test stage and prints the overall "N passed, N failed" line last:
-#   unit tests (plain build), unit tests (ASan+UBSan), CLI tests, hardening tests, ds4-logitcheck on
-#   every committed test model against its reference vectors, long-context consistency,
+#   the include graph (tests/layers.sh), unit tests (plain build), unit tests (ASan+UBSan),
+#   CLI tests, hardening tests, ds4-logitcheck on every committed test model against its
+#   reference vectors, long-context consistency,
 #   fuzzing of the GGUF (with tokenizer metadata), safetensors and chat parsers
 #   (ASan+UBSan, 100k inputs each) and of the forward pass on models that load (20k).
 cd "$(dirname "$0")/.." || exit 2
@@ -37,6 +38,7 @@ stage() {
 }
 
 mkdir -p build/tests/corpus
+stage "the include graph: layers, no circles" sh tests/layers.sh
 stage "unit tests" build/tests/unit
 stage "unit tests under ASan+UBSan" build/tests/unit-san
 stage "command-line tests" sh tests/cli.sh

@@ -1,5 +1,5 @@
-/* flags.h: what every tool does the same way: numeric flag values, the --act mode,
- * --version, unknown options and the exit status.
+/* flags.h: what every tool does the same way: numeric flag values, the flags of the
+ * context (--backend, --act), --version, unknown options and the exit status.
  *
  * Exit status of every tool: 0 when it did what was asked; 1 when a check failed or
  * the work failed; 2 for bad usage or unreadable input (a file that does not open or
@@ -13,8 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "matmul.h"
-#include "ops.h"
+#include <stdbool.h>
+
+#include "backend.h"
 #include "util.h"
 #include "version.h"
 
@@ -38,19 +39,33 @@ static inline long flag_integer(const char *tool, const char *flag, const char *
     return (long)x;
 }
 
-/* --act auto|f32|q8: how matrix products treat activations (ops.h). */
-static inline void flag_act(const char *tool, const char *value) {
-    const int mode = ds4_act_mode_from_name(value);
-    if (mode < 0) {
-        fprintf(stderr, "%s: --act must be auto, f32 or q8, not '%s'\n", tool, value);
-        exit(2);
+/* --backend NAME (which backend runs the model; refused at once when it is not in this
+ * build) and --act auto|f32|q8 (how matrix products treat activations, backend.h):
+ * true when `flag` was one of them, its value then in o. */
+static inline bool flag_ctx(const char *tool, const char *flag, const char *value, ds4_ctx_opts *o) {
+    if (!strcmp(flag, "--backend")) {
+        if (!ds4_backend_find(value, NULL)) {
+            fprintf(stderr, "%s: %s\n", tool, ds4_error());
+            exit(2);
+        }
+        o->backend = value;
+        return true;
     }
-    ds4_set_act_mode((ds4_act_mode)mode);
+    if (!strcmp(flag, "--act")) {
+        const int mode = ds4_act_mode_from_name(value);
+        if (mode < 0) {
+            fprintf(stderr, "%s: --act must be auto, f32 or q8, not '%s'\n", tool, value);
+            exit(2);
+        }
+        o->act = (ds4_act_mode)mode;
+        return true;
+    }
+    return false;
 }
 
 /* --version: the commit and the compiled backends. */
 static inline int tool_version(const char *tool) {
-    printf("%s (ds4) commit %s, backends: %s\n", tool, ds4_git_sha(), ds4_backends());
+    printf("%s (ds4) commit %s, backends: %s\n", tool, ds4_git_sha(), ds4_backend_names());
     return 0;
 }
 

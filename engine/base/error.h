@@ -1,13 +1,10 @@
 /* error.h - how the engine reports failure: functions that fail return NULL or -1 and
  * leave a one-line, human-readable message (naming the file and the problem) in a
- * thread-local buffer that ds4_error() returns; tools print it and exit non-zero. Also
- * lists of validation problems reported as one such line. */
+ * thread-local buffer that ds4_error() returns; tools print it and exit non-zero. */
 #ifndef DS4_ERROR_H
 #define DS4_ERROR_H
 
 #include <stddef.h>
-
-#include "mem.h"
 
 #define DS4_ERROR_MAX 1024
 
@@ -22,13 +19,5 @@ const char *ds4_error(void);
 /* Untrusted text (names from a file) made safe for a one-line message: non-printable
  * bytes become '?', long text is cut with "...". Writes into buf and returns it. */
 const char *ds4_printable(char *buf, size_t cap, const char *s, size_t n);
-
-/* A list of problems found while validating something, reported as one error line
- * ("N problems with WHAT: a; b; c; ..."), the first DS4_PROBLEMS_SHOWN of them spelled out. */
-#define DS4_PROBLEMS_SHOWN 12
-typedef struct { ds4_buf msg; int count; } ds4_problems;
-void ds4_problem(ds4_problems *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* If any problems were recorded: set the error and return -1; frees the list either way. */
-int ds4_problems_report(ds4_problems *p, const char *what);
 
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "hash.h"
 
 void *ds4_malloc(size_t n) {
     void *p = malloc(n ? n : 1);
@@ -75,12 +76,6 @@ void ds4_arena_free(ds4_arena *a) {
 
 /* ---- string map (FNV-1a, linear probing, load factor <= 1/2) ---- */
 
-static uint64_t hash_bytes(const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ULL;
-    return h;
-}
-
 int ds4_strmap_init(ds4_strmap *m, size_t expected) {
     size_t cap = 16;
     while (cap < expected * 2 + 1) cap *= 2;
@@ -97,7 +92,7 @@ int ds4_strmap_init(ds4_strmap *m, size_t expected) {
 }
 
 static size_t strmap_slot(const ds4_strmap *m, const char *key, size_t len) {
-    size_t i = hash_bytes(key, len) & (m->cap - 1);
+    size_t i = ds4_fnv1a(DS4_FNV_START, key, len) & (m->cap - 1);
     while (m->keys[i] && !(m->lens[i] == len && memcmp(m->keys[i], key, len) == 0))
         i = (i + 1) & (m->cap - 1);
     return i;

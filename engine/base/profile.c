@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-#include "quants.h"
+#include "types.h"
 
 bool ds4_profile_on;
 
@@ -14,8 +14,9 @@ static uint64_t type_bytes[GGML_TYPE_COUNT], type_calls[GGML_TYPE_COUNT];
 static uint64_t loops;
 
 static const char *const stage_names[DS4_PROF_COUNT] = {
-    "embed", "hyper-connections", "attention projections", "kv append (window, compressors)",
-    "indexer (score, top-k)", "attend (softmax, sinks)", "attention output", "router", "experts", "head",
+    "embed", "hc pre (mix, Sinkhorn, collapse)", "attention projections", "kv append (window, compressors)",
+    "indexer (score, top-k)", "attend (softmax, sinks, output)", "hc post (streams update)", "ffn (router, experts)",
+    "head",
 };
 
 void ds4_profile_enable(bool on) { ds4_profile_on = on; }

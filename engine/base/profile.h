@@ -12,16 +12,15 @@
 
 #include "util.h"
 
-typedef enum {
+typedef enum { /* the stages of the schedule (backend.h) */
     DS4_PROF_EMBED,       /* token embedding rows */
-    DS4_PROF_HC,          /* hyper-connection mixing, Sinkhorn, collapse and the streams update */
+    DS4_PROF_HC_PRE,      /* hyper-connection mixing, Sinkhorn, collapse, norm */
     DS4_PROF_ATTN_PROJ,   /* attention projections: Q (low rank), KV, compressor and indexer inputs */
     DS4_PROF_KV_APPEND,   /* window and compressor state updates */
     DS4_PROF_INDEXER,     /* lightning indexer scoring and top-k */
-    DS4_PROF_ATTEND,      /* softmax over the keys with sinks, inverse RoPE */
-    DS4_PROF_ATTN_OUT,    /* grouped output projection */
-    DS4_PROF_ROUTER,      /* router scores and expert choice */
-    DS4_PROF_EXPERTS,     /* shared and routed experts */
+    DS4_PROF_ATTEND,      /* softmax over the keys with sinks, inverse RoPE, output projection */
+    DS4_PROF_HC_POST,     /* the sublayer's output back into the streams */
+    DS4_PROF_FFN,         /* router, shared and routed experts */
     DS4_PROF_HEAD,        /* hyper-head, final norm, LM head */
     DS4_PROF_COUNT
 } ds4_prof_stage;

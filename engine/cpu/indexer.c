@@ -97,12 +97,6 @@ ds4_index_fn ds4_index_for_level(int level) {
     return level == DS4_CPU_SCALAR ? index_scalar : NULL;
 }
 
-ds4_index_fn ds4_index_best(void) {
-    static ds4_index_fn best;
-    if (!best) best = ds4_index_for_level((int)ds4_cpu_detect());
-    return best;
-}
-
 /* ---- streaming top-k ---- */
 
 /* Higher is better: the score's bits in radix order above, the complemented index below. */

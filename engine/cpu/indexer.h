@@ -25,7 +25,6 @@ typedef uint32_t (*ds4_index_fn)(const float *kt, int dim, const float *q, const
 
 /* The kernel of a SIMD level (ds4_cpu_level); NULL where this CPU lacks it. */
 ds4_index_fn ds4_index_for_level(int level);
-ds4_index_fn ds4_index_best(void);
 
 /* The k best of a stream of (score, index) pairs in the order torch.topk on CUDA ranks
  * them: by the float's bits as a radix sort sees them (-0 < +0), the lower index first

@@ -10,22 +10,16 @@
 #include "threads.h"
 #include "vec.h"
 
-static ds4_act_mode act_mode = DS4_ACT_AUTO;
-
 #define ROWDOT_MAX_T 2 /* activation rows up to which F16/Q8_0 rows are not converted first */
 
-void ds4_set_act_mode(ds4_act_mode mode) { act_mode = mode; }
-ds4_act_mode ds4_get_act_mode(void) { return act_mode; }
-
-int ds4_act_mode_from_name(const char *name) {
-    return !strcmp(name, "auto") ? DS4_ACT_AUTO : !strcmp(name, "f32") ? DS4_ACT_F32 : !strcmp(name, "q8") ? DS4_ACT_Q8 : -1;
-}
-
-/* The int8 kernel a matrix product over W uses under the current mode, or NULL for
+/* The int8 kernel a matrix product over W uses under a mode and level, or NULL for
  * dequantized rows times F32 activations. */
-static ds4_qdot_fn int8_kernel(uint32_t type) {
-    if (act_mode == DS4_ACT_F32 || (act_mode == DS4_ACT_AUTO && type == GGML_TYPE_Q8_0)) return NULL;
-    return ds4_qdot_best(type);
+static ds4_qdot_fn int8_kernel(const ds4_matmul_ctx *mc, uint32_t type) {
+    if (mc->act == DS4_ACT_F32 || (mc->act == DS4_ACT_AUTO && type == GGML_TYPE_Q8_0)) return NULL;
+    if (mc->level >= ds4_cpu_detect()) return ds4_qdot_best(type);
+    ds4_qdot_fn fn = NULL;
+    for (int level = (int)mc->level; level >= DS4_CPU_SCALAR && !fn; level--) fn = ds4_qdot_kernel(type, level);
+    return fn;
 }
 
 typedef struct {
@@ -33,6 +27,8 @@ typedef struct {
     ds4_qdot_fn qdot;     /* NULL: F32 path */
     const uint8_t *act;   /* p.T quantized activation rows */
     size_t act_row_bytes;
+    ds4_rowdot_fn rowdot; /* F32 path, stored F16/Q8_0 rows times a few activation rows */
+    ds4_dot_fn dot;       /* F32 path, otherwise */
     bool blocked_dot;     /* F32 path: rows in pairs, tokens in fours through dot2x4_avx512 */
 } matmul_job;
 
@@ -67,7 +63,7 @@ static void matmul_rows(const matmul_job *j, uint64_t begin, uint64_t end) {
     }
     /* A few activation rows: multiply straight from the stored row; more: convert the
      * row once and reuse it for every activation row. */
-    const ds4_rowdot_fn rowdot = p->T <= ROWDOT_MAX_T ? ds4_rowdot_best(p->W->type) : NULL;
+    const ds4_rowdot_fn rowdot = p->T <= ROWDOT_MAX_T ? j->rowdot : NULL;
     if (rowdot) {
         for (uint64_t o = begin; o < end; o++) {
             const uint8_t *w = (const uint8_t *)p->W->data + (p->row0 + o) * row_bytes;
@@ -76,7 +72,7 @@ static void matmul_rows(const matmul_job *j, uint64_t begin, uint64_t end) {
         return;
     }
     /* Rows two at a time, so four activation rows at a time go through dot2x4 where the
-     * CPU runs dot_avx512; what is left over goes through ds4_dot. */
+     * level is AVX-512; what is left over goes through the level's dot. */
     const bool direct = p->W->type == GGML_TYPE_F32;
     float *tmp = direct ? NULL : scratch_floats(2 * n);
     for (uint64_t o = begin; o < end; o += 2) {
@@ -102,7 +98,7 @@ static void matmul_rows(const matmul_job *j, uint64_t begin, uint64_t end) {
 #endif
         for (; t < p->T; t++)
             for (int r = 0; r < rows; r++)
-                p->y[(uint64_t)t * p->ldy + o + (uint64_t)r] = ds4_dot(w[r], p->x + (uint64_t)t * p->ldx, n);
+                p->y[(uint64_t)t * p->ldy + o + (uint64_t)r] = j->dot(w[r], p->x + (uint64_t)t * p->ldx, n);
     }
 }
 
@@ -126,23 +122,15 @@ static void batch_units(void *arg, uint64_t begin, uint64_t end, int thread) {
     }
 }
 
-static ds4_matmul_observer observer;
-static void *observer_ctx;
-
-void ds4_matmul_set_observer(ds4_matmul_observer fn, void *ctx) {
-    observer = fn;
-    observer_ctx = ctx;
-}
-
 #define BATCH_MAX 64 /* products in one loop (ds4_matmul_batch) */
 
-void ds4_matmul_batch(const ds4_matmul_part *parts, int n, int n_threads) {
+void ds4_matmul_batch(const ds4_matmul_ctx *mc, const ds4_matmul_part *parts, int n) {
     matmul_job jobs[BATCH_MAX];
     uint64_t unit[BATCH_MAX + 1], grain[BATCH_MAX], act_at[BATCH_MAX], work = 0;
     size_t act_bytes = 0;
     if (n > BATCH_MAX) {
-        ds4_matmul_batch(parts, BATCH_MAX, n_threads);
-        ds4_matmul_batch(parts + BATCH_MAX, n - BATCH_MAX, n_threads);
+        ds4_matmul_batch(mc, parts, BATCH_MAX);
+        ds4_matmul_batch(mc, parts + BATCH_MAX, n - BATCH_MAX);
         return;
     }
     /* Each product as ds4_matmul runs it alone: its kernel, its quantized activations. */
@@ -150,8 +138,9 @@ void ds4_matmul_batch(const ds4_matmul_part *parts, int n, int n_threads) {
     for (int k = 0; k < n; k++) {
         const ds4_matmul_part *p = &parts[k];
         act_from[k] = k;
-        if (observer) observer(observer_ctx, p->W, p->row0, p->x, p->ldx, p->T);
-        jobs[k] = (matmul_job){*p, int8_kernel(p->W->type), NULL, 0, p->T >= 4 && ds4_dot2x4_available()};
+        if (mc->observer) mc->observer(mc->observer_ctx, p->W, p->row0, p->x, p->ldx, p->T);
+        jobs[k] = (matmul_job){*p, int8_kernel(mc, p->W->type), NULL, 0, ds4_rowdot_for_level(p->W->type, (int)mc->level),
+                               ds4_dot_for_level((int)mc->level), p->T >= 4 && mc->level == DS4_CPU_AVX512};
         act_at[k] = act_bytes;
         if (jobs[k].qdot) {
             jobs[k].act_row_bytes = ds4_qdot_act_size(ds4_qdot_act_type(p->W->type), (int64_t)p->W->ne[0]);
@@ -190,7 +179,7 @@ void ds4_matmul_batch(const ds4_matmul_part *parts, int n, int n_threads) {
     /* Threads only pay off on enough work. */
     const batch_job b = {jobs, unit, grain, n};
     const double t0 = ds4_prof_begin();
-    ds4_parallel_for_chunked(work < (1u << 16) ? 1 : n_threads, unit[n], 1, batch_units, (void *)&b);
+    ds4_parallel_for_chunked(work < (1u << 16) ? 1 : mc->n_threads, unit[n], 1, batch_units, (void *)&b);
     if (ds4_profile_on) {
         /* the loop's time, shared out by the bytes each product read */
         uint64_t bytes[BATCH_MAX], all = 0;
@@ -200,8 +189,8 @@ void ds4_matmul_batch(const ds4_matmul_part *parts, int n, int n_threads) {
     }
 }
 
-void ds4_matmul(const gguf_tensor *W, uint64_t row0, uint64_t n_out, const float *x, uint64_t ldx, int T,
-                float *y, uint64_t ldy, int n_threads) {
+void ds4_matmul(const ds4_matmul_ctx *mc, const gguf_tensor *W, uint64_t row0, uint64_t n_out, const float *x,
+                uint64_t ldx, int T, float *y, uint64_t ldy) {
     const ds4_matmul_part p = {W, row0, n_out, x, ldx, T, y, ldy};
-    ds4_matmul_batch(&p, 1, n_threads);
+    ds4_matmul_batch(mc, &p, 1);
 }

@@ -199,14 +199,6 @@ ds4_rowdot_fn ds4_rowdot_for_level(uint32_t type, int level) {
     return level == DS4_CPU_SCALAR ? (q8 ? ds4_rowdot_q8_0_scalar : ds4_rowdot_f16_scalar) : NULL;
 }
 
-ds4_rowdot_fn ds4_rowdot_best(uint32_t type) {
-    static ds4_rowdot_fn best[2];
-    const int k = type == GGML_TYPE_Q8_0;
-    if (type != GGML_TYPE_F16 && type != GGML_TYPE_Q8_0) return NULL;
-    if (!best[k]) best[k] = ds4_rowdot_for_level(type, (int)ds4_cpu_detect());
-    return best[k];
-}
-
 #if defined(__x86_64__)
 __attribute__((target("avx2"))) static void axpy_avx2(float a, const float *x, float *y, uint64_t n) {
     const __m256 va = _mm256_set1_ps(a);
@@ -235,8 +227,9 @@ ds4_axpy_fn ds4_axpy_for_level(int level) {
 }
 
 void ds4_axpy(float a, const float *x, float *y, uint64_t n) {
-    static ds4_axpy_fn fn;
-    if (!fn) fn = ds4_axpy_for_level((int)ds4_cpu_detect());
+    static _Atomic(ds4_axpy_fn) best;
+    ds4_axpy_fn fn = atomic_load(&best);
+    if (!fn) atomic_store(&best, fn = ds4_axpy_for_level((int)ds4_cpu_detect()));
     fn(a, x, y, n);
 }
 
@@ -299,16 +292,9 @@ ds4_dot_fn ds4_dot_for_level(int level) {
 }
 
 float ds4_dot(const float *a, const float *b, uint64_t n) {
-    static ds4_dot_fn fn;
-    if (!fn) fn = ds4_dot_for_level((int)ds4_cpu_detect());
+    static _Atomic(ds4_dot_fn) best;
+    ds4_dot_fn fn = atomic_load(&best);
+    if (!fn) atomic_store(&best, fn = ds4_dot_for_level((int)ds4_cpu_detect()));
     return fn(a, b, n);
 }
 
-/* Whether ds4_dot is dot_avx512, whose results dot2x4_avx512 reproduces. */
-bool ds4_dot2x4_available(void) {
-#if defined(__x86_64__)
-    return ds4_dot_for_level((int)ds4_cpu_detect()) == dot_avx512;
-#else
-    return false;
-#endif
-}

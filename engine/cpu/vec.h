@@ -1,6 +1,6 @@
 /* vec.h - the CPU's F32 vector kernels: dot products, y += a*x, the weighted row sums
  * of the hyper-connections, and a stored F16 or Q8_0 row times F32 activations, each in
- * scalar (ops.h), AVX2 and AVX-512 versions chosen once at run time (cpu.h). The
+ * scalar (ops.h), AVX2 and AVX-512 versions chosen once at run time (cpufeatures.h). The
  * vector dot products keep more partial sums than the scalar one (their last bits
  * differ; tests hold them within 1e-5 of the sum of |a_i b_i|); axpy and the weighted
  * sums give the scalar loop's bits at every level. */
@@ -16,8 +16,8 @@ typedef float (*ds4_dot_fn)(const float *, const float *, uint64_t);
 ds4_dot_fn ds4_dot_for_level(int level);
 
 /* ds4_dot of two weight rows (w0, w1) with four activation rows at once (x, x + ldx, ...),
- * each result the single product's bits; only where ds4_dot is the AVX-512 kernel. */
-bool ds4_dot2x4_available(void);
+ * each result the single product's bits of the AVX-512 ds4_dot kernel; only where the
+ * CPU has it. */
 void ds4_dot2x4_avx512(const float *w0, const float *w1, const float *x, uint64_t ldx, uint64_t n,
                        float out[2][4]);
 
@@ -34,6 +34,5 @@ ds4_weighted_sum_fn ds4_weighted_sum_for_level(int level);
  * levels this CPU lacks. */
 typedef float (*ds4_rowdot_fn)(const void *row, const float *x, uint64_t n);
 ds4_rowdot_fn ds4_rowdot_for_level(uint32_t type, int level);
-ds4_rowdot_fn ds4_rowdot_best(uint32_t type); /* NULL for other types */
 
 #endif

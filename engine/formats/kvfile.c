@@ -1,6 +1,6 @@
 /* kvfile.c - see kvfile.h. The payload is every layer's window, compressor and indexer
- * state in order, each array preceded by its length so that loading can check it
- * against the context's own geometry. */
+ * state in kvstate.h's order, each array preceded by its length so that loading can
+ * check it against the geometry of the snapshot it fills. */
 #include "kvfile.h"
 
 #include <errno.h>
@@ -9,7 +9,8 @@
 #include <string.h>
 #include <zstd.h>
 
-#include "forward_impl.h"
+#include "hash.h"
+#include "util.h"
 
 #define KV_MAGIC "DS4KVST1"
 #define KV_VERSION 1
@@ -21,17 +22,6 @@ typedef struct {
     uint64_t fingerprint, n_tokens, position, raw_size, packed_size, checksum;
 } kv_header;
 
-static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
-    const uint8_t *s = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ULL;
-    return h;
-}
-#define FNV_START 1469598103934665603ULL
-
-uint64_t ds4_model_fingerprint(const ds4_model *m) {
-    /* the file up to its tensor data: header, metadata and tensor table */
-    return fnv1a(FNV_START, m->gguf->base, m->gguf->data_offset < m->gguf->size ? m->gguf->data_offset : m->gguf->size);
-}
 
 /* ---- payload ---- */
 
@@ -39,9 +29,9 @@ static int put_array(ds4_buf *b, const void *p, uint64_t bytes) {
     return ds4_buf_append(b, &bytes, sizeof bytes) < 0 || ds4_buf_append(b, p, bytes) < 0 ? -1 : 0;
 }
 
-static int put_compressor(ds4_buf *b, const ds4_compressor *c) {
+static int put_compressor(ds4_buf *b, const ds4_kv_compressor *c) {
     if (!c->width) return 0;
-    const uint64_t proj = (uint64_t)(c->overlap ? 2 : 1) * c->width;
+    const uint64_t proj = ds4_kv_proj(c);
     int32_t small[2] = {c->n_buf, c->has_prev};
     if (ds4_buf_append(b, small, sizeof small) < 0 || put_array(b, c->buf_kv, c->ratio * proj * 4) < 0 ||
         put_array(b, c->buf_gate, c->ratio * proj * 4) < 0)
@@ -71,14 +61,14 @@ static int take_array(reader *r, void *out, uint64_t want) {
     return take(r, out, n);
 }
 
-/* A compressor after `pos` tokens has pooled pos / ratio entries and buffers the rest;
- * anything else in a file (whose counts index the entries) is refused. */
-static int take_compressor(reader *r, ds4_compressor *c, uint64_t pos) {
+/* A compressor's arrays, checked against the geometry the snapshot was made with; the
+ * counts are checked against the position afterwards (ds4_kv_snapshot_check). */
+static int take_compressor(reader *r, ds4_kv_compressor *c) {
     if (!c->width) return 0;
-    const uint64_t proj = (uint64_t)(c->overlap ? 2 : 1) * c->width;
+    const uint64_t proj = ds4_kv_proj(c);
     int32_t small[2];
     if (take(r, small, sizeof small) < 0) return -1;
-    if ((uint64_t)small[0] != pos % (uint64_t)c->ratio || small[1] != (c->overlap && pos >= (uint64_t)c->ratio))
+    if (small[0] < 0 || (uint32_t)small[0] >= c->ratio || (small[1] != 0 && small[1] != 1))
         return ds4_fail("state has an impossible compressor buffer");
     c->n_buf = small[0];
     c->has_prev = small[1];
@@ -90,49 +80,30 @@ static int take_compressor(reader *r, ds4_compressor *c, uint64_t pos) {
     uint64_t bytes = 0;
     if (take(r, &bytes, sizeof bytes) < 0) return -1;
     const uint64_t row = (uint64_t)c->width * 4;
-    if (bytes % row || bytes > r->left || bytes / row != pos / (uint64_t)c->ratio)
-        return ds4_fail("state has a malformed entry list");
-    const uint64_t n = bytes / row;
-    if (n > c->cap_entries) {
-        float *e = realloc(c->entries, bytes ? bytes : 1);
-        if (!e) return ds4_fail("out of memory for %llu compressed entries", (unsigned long long)n);
-        c->entries = e;
-        c->cap_entries = n;
-    }
-    c->n_entries = n;
+    if (bytes % row || bytes > r->left) return ds4_fail("state has a malformed entry list");
+    if (ds4_kv_reserve_entries(c, bytes / row) < 0) return -1;
+    c->n_entries = bytes / row;
     return take(r, c->entries, bytes);
-}
-
-/* After `pos` tokens, slot s of the ring holds the latest position below pos that is s
- * modulo the capacity, or -1. */
-static int check_window(const ds4_window *w, uint64_t pos) {
-    for (int slot = 0; slot < w->cap; slot++) {
-        const int64_t back = ((int64_t)pos - 1 - slot) % w->cap;
-        const int64_t want = (int64_t)pos - 1 - slot < 0 ? -1 : (int64_t)pos - 1 - back;
-        if (w->pos[slot] != want) return ds4_fail("state has an impossible window (slot %d)", slot);
-    }
-    return 0;
 }
 
 /* ---- files ---- */
 
-int ds4_kv_encode(const ds4_ctx *ctx, const int32_t *tokens, uint64_t n, ds4_buf *file) {
-    if (n != ctx->pos) return ds4_fail("state has seen %llu tokens, %llu given", (unsigned long long)ctx->pos,
-                                       (unsigned long long)n);
+int ds4_kvfile_encode(const ds4_kv_snapshot *st, uint64_t fingerprint, const int32_t *tokens, uint64_t n, ds4_buf *file) {
+    if (n != st->pos) return ds4_fail("state has seen %llu tokens, %llu given", (unsigned long long)st->pos,
+                                      (unsigned long long)n);
     ds4_buf raw = {0};
     int rc = -1;
     if (put_array(&raw, tokens, n * sizeof *tokens) < 0) goto done;
-    for (uint32_t il = 0; il < ctx->cfg->n_layer; il++) {
-        const ds4_layer_state *s = &ctx->state[il];
-        const uint64_t wbytes = (uint64_t)s->window.cap * s->window.dim * 4;
-        if (put_array(&raw, s->window.kv, wbytes) < 0 ||
-            put_array(&raw, s->window.pos, (uint64_t)s->window.cap * sizeof *s->window.pos) < 0 ||
-            put_compressor(&raw, &s->comp) < 0 || put_compressor(&raw, &s->indexer) < 0)
+    for (uint32_t il = 0; il < st->n_layer; il++) {
+        const ds4_kv_layer *l = &st->layers[il];
+        if (put_array(&raw, l->window_kv, (uint64_t)l->cap * l->dim * 4) < 0 ||
+            put_array(&raw, l->window_pos, (uint64_t)l->cap * sizeof *l->window_pos) < 0 ||
+            put_compressor(&raw, &l->comp) < 0 || put_compressor(&raw, &l->indexer) < 0)
             goto done;
     }
     size_t bound = ZSTD_compressBound(raw.len);
-    kv_header h = {.version = KV_VERSION, .fingerprint = ds4_model_fingerprint(ctx->model), .n_tokens = n,
-                   .position = ctx->pos, .raw_size = raw.len, .checksum = fnv1a(FNV_START, raw.data, raw.len)};
+    kv_header h = {.version = KV_VERSION, .fingerprint = fingerprint, .n_tokens = n, .position = st->pos,
+                   .raw_size = raw.len, .checksum = ds4_fnv1a(DS4_FNV_START, raw.data, raw.len)};
     memcpy(h.magic, KV_MAGIC, 8);
     const size_t at = file->len;
     if (ds4_buf_append(file, &h, sizeof h) < 0) goto done;
@@ -152,15 +123,7 @@ done:
     return rc;
 }
 
-int ds4_kv_save(const ds4_ctx *ctx, const int32_t *tokens, uint64_t n, const char *path) {
-    ds4_buf file = {0};
-    int rc = ds4_kv_encode(ctx, tokens, n, &file);
-    if (rc == 0) rc = ds4_write_file_atomic(path, file.data, file.len);
-    ds4_buf_free(&file);
-    return rc;
-}
-
-int ds4_kv_peek(const char *path, const ds4_model *m, uint64_t *n_tokens) {
+int ds4_kvfile_peek(const char *path, uint64_t fingerprint, uint64_t *n_tokens) {
     FILE *f = fopen(path, "rb");
     if (!f) return ds4_fail("%s: cannot open: %s", path, strerror(errno));
     kv_header h;
@@ -169,18 +132,18 @@ int ds4_kv_peek(const char *path, const ds4_model *m, uint64_t *n_tokens) {
     if (got != sizeof h) return ds4_fail("%s: truncated (no header)", path);
     if (memcmp(h.magic, KV_MAGIC, 8)) return ds4_fail("%s: not a ds4 KV state file", path);
     if (h.version != KV_VERSION) return ds4_fail("%s: KV state version %u, this build reads %u", path, h.version, KV_VERSION);
-    if (h.fingerprint != ds4_model_fingerprint(m)) return ds4_fail("%s: saved for a different model", path);
+    if (h.fingerprint != fingerprint) return ds4_fail("%s: saved for a different model", path);
     *n_tokens = h.n_tokens;
     return 0;
 }
 
-int ds4_kv_decode(ds4_ctx *ctx, const void *bytes, size_t len, const char *path, int32_t **tokens, uint64_t *n) {
+int ds4_kvfile_decode(const void *bytes, size_t len, const char *path, uint64_t fingerprint, uint32_t n_vocab,
+                  ds4_kv_snapshot *st, int32_t **tokens, uint64_t *n) {
     const char *data = bytes;
     kv_header h;
     uint8_t *raw = NULL;
     int rc = -1;
     *tokens = NULL;
-    ds4_ctx_reset(ctx);
     if (len < sizeof h) {
         ds4_fail("%s: truncated (no header)", path);
         goto done;
@@ -194,7 +157,7 @@ int ds4_kv_decode(ds4_ctx *ctx, const void *bytes, size_t len, const char *path,
         ds4_fail("%s: KV state version %u, this build reads %u", path, h.version, KV_VERSION);
         goto done;
     }
-    if (h.fingerprint != ds4_model_fingerprint(ctx->model)) {
+    if (h.fingerprint != fingerprint) {
         ds4_fail("%s: saved for a different model", path);
         goto done;
     }
@@ -205,7 +168,7 @@ int ds4_kv_decode(ds4_ctx *ctx, const void *bytes, size_t len, const char *path,
     }
     if (!(raw = ds4_malloc(h.raw_size ? h.raw_size : 1))) goto done;
     size_t got = ZSTD_decompress(raw, h.raw_size, data + sizeof h, h.packed_size);
-    if (ZSTD_isError(got) || got != h.raw_size || fnv1a(FNV_START, raw, got) != h.checksum) {
+    if (ZSTD_isError(got) || got != h.raw_size || ds4_fnv1a(DS4_FNV_START, raw, got) != h.checksum) {
         ds4_fail("%s: corrupt (the state does not match its checksum)", path);
         goto done;
     }
@@ -217,24 +180,25 @@ int ds4_kv_decode(ds4_ctx *ctx, const void *bytes, size_t len, const char *path,
         goto done;
     }
     if (!(*tokens = ds4_malloc(tbytes ? tbytes : 1)) || take(&r, *tokens, tbytes) < 0) goto fail;
-    for (uint32_t il = 0; il < ctx->cfg->n_layer; il++) {
-        ds4_layer_state *s = &ctx->state[il];
-        if (take_array(&r, s->window.kv, (uint64_t)s->window.cap * s->window.dim * 4) < 0 ||
-            take_array(&r, s->window.pos, (uint64_t)s->window.cap * sizeof *s->window.pos) < 0 ||
-            check_window(&s->window, h.position) < 0 || take_compressor(&r, &s->comp, h.position) < 0 ||
-            take_compressor(&r, &s->indexer, h.position) < 0)
+    for (uint32_t il = 0; il < st->n_layer; il++) {
+        ds4_kv_layer *l = &st->layers[il];
+        if (take_array(&r, l->window_kv, (uint64_t)l->cap * l->dim * 4) < 0 ||
+            take_array(&r, l->window_pos, (uint64_t)l->cap * sizeof *l->window_pos) < 0 ||
+            take_compressor(&r, &l->comp) < 0 || take_compressor(&r, &l->indexer) < 0)
             goto fail;
     }
-    for (uint64_t i = 0; i < h.n_tokens; i++)
-        if ((*tokens)[i] < 0 || (uint32_t)(*tokens)[i] >= ctx->cfg->n_vocab) {
-            ds4_fail("state holds token %d, outside the vocabulary", (*tokens)[i]);
-            goto fail;
-        }
     if (r.left) {
         ds4_fail("state has %zu bytes past its layout", r.left);
         goto fail;
     }
-    ctx->pos = h.position;
+    /* counts index the entries: they must be what the position implies */
+    if (ds4_kv_snapshot_check(st, h.position) < 0) goto fail;
+    for (uint64_t i = 0; i < h.n_tokens; i++)
+        if ((*tokens)[i] < 0 || (uint32_t)(*tokens)[i] >= n_vocab) {
+            ds4_fail("state holds token %d, outside the vocabulary", (*tokens)[i]);
+            goto fail;
+        }
+    st->pos = h.position;
     *n = h.n_tokens;
     rc = 0;
     goto done;
@@ -242,21 +206,7 @@ fail:
     ds4_error_prefix(path);
     free(*tokens);
     *tokens = NULL;
-    ds4_ctx_reset(ctx);
 done:
     free(raw);
-    return rc;
-}
-
-int ds4_kv_load(ds4_ctx *ctx, const char *path, int32_t **tokens, uint64_t *n) {
-    size_t len;
-    char *data = ds4_read_file(path, &len);
-    *tokens = NULL;
-    if (!data) {
-        ds4_ctx_reset(ctx);
-        return -1;
-    }
-    const int rc = ds4_kv_decode(ctx, data, len, path, tokens, n);
-    free(data);
     return rc;
 }

@@ -13,9 +13,8 @@
 
 #include "appendfile.h"
 #include "chat.h"
-#include "kvfile.h"
-#include "sampler.h"
-#include "sha1.h"
+#include "generate.h"
+#include "hash.h"
 #include "util.h"
 
 #define PREFILL_PERIOD 8192 /* prompt tokens between cache saves of a long prefill */
@@ -27,8 +26,6 @@ typedef struct {
     const ds4_tokenizer *tok;
     const ds4_batch_opts *o;
     ds4_ctx *ctx;
-    float *logits, *probs;
-    int32_t *idx;
     int32_t *prev;    /* the previous request's prompt */
     uint64_t n_prev;
     ds4_strmap done;  /* keys of requests already in the output -> index in `made` */
@@ -278,93 +275,58 @@ static uint64_t common_prefix(const int32_t *a, uint64_t na, const int32_t *b, u
 
 /* Prefill and generate; the result line, or NULL with the error set. */
 static json_object *run_request(job *j, request *r) {
-    const uint32_t V = j->m->cfg.n_vocab;
     uint64_t stable = r->stable;
     if (!stable && j->prev) { /* leading ids shared with the request before */
         const uint64_t k = common_prefix(r->ids, r->n_ids, j->prev, j->n_prev);
         if (k >= MIN_SHARED && k < r->n_ids) stable = k;
     }
-    uint64_t cached = 0;
-    const double t0 = ds4_time_now();
-    if (ds4_prefill_cached(j->ctx, j->o->kvcache, r->ids, r->n_ids, j->logits, PREFILL_PERIOD, stable, &cached) < 0)
+    const ds4_gen_opts go = {.cache = j->o->kvcache, .cache_period = PREFILL_PERIOD, .cache_stable = stable,
+                             .max_tokens = r->max_tokens, .temperature = r->temperature, .top_p = r->top_p,
+                             .seed = r->seed, .tok = j->tok, .show_special = true,
+                             .stops = r->stops, .n_stops = r->n_stops};
+    ds4_gen_result g;
+    if (ds4_generate(j->ctx, r->ids, r->n_ids, &go, &g) < 0) {
+        ds4_gen_result_free(&g);
         return NULL;
-    const double t1 = ds4_time_now();
+    }
     free(j->prev);
     j->prev = r->ids;
     j->n_prev = r->n_ids;
     r->ids = NULL;
-
-    ds4_sampler s;
-    ds4_sampler_init(&s, r->temperature, r->top_p, r->seed);
     json_object *tokens = json_object_new_array();
-    ds4_buf text = {0};
-    const char *finish = "length";
-    const int32_t eos = j->tok ? ds4_tokenizer_eos(j->tok) : -1;
-    int n_gen = 0;
-    for (int i = 0; i < r->max_tokens; i++) {
-        const int32_t next = ds4_sample(&s, j->logits, V, j->probs, j->idx);
-        if (next == eos) {
-            finish = "stop";
-            break;
-        }
-        json_object_array_add(tokens, json_object_new_int(next));
-        n_gen++;
-        if (j->tok) {
-            const char *bytes;
-            size_t len;
-            if (ds4_token_bytes(j->tok, next, &bytes, &len) == 0) ds4_buf_append(&text, bytes, len);
-            bool stopped = false;
-            for (int k = 0; k < r->n_stops && !stopped; k++) {
-                const size_t sl = strlen(r->stops[k]);
-                const char *hit = text.len >= sl ? memmem(text.data, text.len, r->stops[k], sl) : NULL;
-                if (hit) {
-                    text.len = (size_t)(hit - (const char *)text.data);
-                    stopped = true;
-                }
-            }
-            if (stopped) {
-                finish = "stop";
-                break;
-            }
-        }
-        if (i + 1 < r->max_tokens && ds4_eval(j->ctx, &next, 1, j->logits, false) < 0) {
-            json_object_put(tokens);
-            ds4_buf_free(&text);
-            return NULL;
-        }
-    }
-    const double t2 = ds4_time_now();
-    ds4_buf_append(&text, "", 1);
+    for (int i = 0; i < g.n_tokens; i++) json_object_array_add(tokens, json_object_new_int(g.tokens[i]));
+    ds4_buf_append(&g.text, "", 1);
+    const char *text = (const char *)g.text.data;
     json_object *out = json_object_new_object();
     json_object_object_add(out, "id", json_object_get(r->id));
     json_object *reasoning = NULL, *tool_calls = NULL, *content = NULL;
     if (j->tok && r->messages) {
         ds4_chat_reply reply = {0};
-        if (ds4_chat_parse((const char *)text.data, r->think, &reply) == 0) {
+        if (ds4_chat_parse(text, r->think, &reply) == 0) {
             content = json_object_new_string(reply.content ? reply.content : "");
             if (reply.reasoning) reasoning = json_object_new_string(reply.reasoning);
             if (reply.tool_calls) tool_calls = json_object_get(reply.tool_calls);
         } else {
-            content = json_object_new_string((const char *)text.data); /* unparsable: the raw text */
+            content = json_object_new_string(text); /* unparsable: the raw text */
         }
         ds4_chat_reply_free(&reply);
     } else if (j->tok) {
-        content = json_object_new_string((const char *)text.data);
+        content = json_object_new_string(text);
     }
     json_object_object_add(out, "text", content);
     json_object_object_add(out, "reasoning", reasoning);
     json_object_object_add(out, "tool_calls", tool_calls);
     json_object_object_add(out, "tokens", tokens);
-    json_object_object_add(out, "finish_reason", json_object_new_string(finish));
+    json_object_object_add(out, "finish_reason", json_object_new_string(g.finish));
     json_object_object_add(out, "prompt_tokens", json_object_new_int64((int64_t)j->n_prev));
-    json_object_object_add(out, "completion_tokens", json_object_new_int(n_gen));
-    const double prefill_tps = t1 > t0 ? (double)(j->n_prev - cached) / (t1 - t0) : 0;
-    const double decode_tps = t2 > t1 && n_gen ? n_gen / (t2 - t1) : 0;
+    json_object_object_add(out, "completion_tokens", json_object_new_int(g.n_tokens));
+    const double prefill_tps = g.prefill_seconds > 0 ? (double)(j->n_prev - g.cached) / g.prefill_seconds : 0;
+    const double decode_tps = g.decode_seconds > 0 && g.n_tokens ? g.n_tokens / g.decode_seconds : 0;
     json_object_object_add(out, "prefill_tps", json_object_new_double(prefill_tps));
     json_object_object_add(out, "decode_tps", json_object_new_double(decode_tps));
-    json_object_object_add(out, "cached_tokens", json_object_new_int64((int64_t)cached));
+    json_object_object_add(out, "cached_tokens", json_object_new_int64((int64_t)g.cached));
     json_object_object_add(out, "error", NULL);
-    ds4_buf_free(&text);
+    ds4_gen_result_free(&g);
     return out;
 }
 
@@ -549,7 +511,6 @@ int ds4_batch_run(const ds4_model *m, const ds4_tokenizer *tok, const ds4_batch_
     if (!input) return -2;
     job j = {.m = m, .tok = tok, .o = o};
     snprintf(j.fingerprint, sizeof j.fingerprint, "%016llx", (unsigned long long)ds4_model_fingerprint(m));
-    const uint32_t V = m->cfg.n_vocab;
     static const char header[] = "id,prompt_tokens,cached_tokens,completion_tokens,prefill_tps,decode_tps,finish_reason\n";
     int rc = open_output(&j);
     if (rc == 0) rc = check_stale(&j, input, size);
@@ -557,11 +518,8 @@ int ds4_batch_run(const ds4_model *m, const ds4_tokenizer *tok, const ds4_batch_
     if (rc < 0) rc = -2; /* refused before the first request */
     if (rc == 0) rc = ds4_strmap_init(&j.seen, 1024);
     if (rc == 0) {
-        j.ctx = ds4_ctx_new(m, o->n_threads);
-        j.logits = ds4_malloc(V * sizeof *j.logits);
-        j.probs = ds4_malloc(V * sizeof *j.probs);
-        j.idx = ds4_malloc(V * sizeof *j.idx);
-        if (!j.ctx || !j.logits || !j.probs || !j.idx) rc = -1;
+        j.ctx = ds4_ctx_new(m, &o->ctx);
+        if (!j.ctx) rc = -1;
     }
     uint64_t lineno = 0;
     for (char *line = input; rc == 0 && line < input + size;) {
@@ -622,9 +580,6 @@ int ds4_batch_run(const ds4_model *m, const ds4_tokenizer *tok, const ds4_batch_
     ds4_buf_free(&j.made);
     ds4_arena_free(&j.keys);
     free(j.prev);
-    free(j.logits);
-    free(j.probs);
-    free(j.idx);
     ds4_ctx_free(j.ctx);
     free(input);
     st->seconds = ds4_time_now() - t_start;

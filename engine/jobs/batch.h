@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "kvcache_disk.h"
 #include "tokenizer.h"
 
@@ -31,7 +32,7 @@ typedef struct {
     const char *in_path, *out_path;
     const char *csv_path;  /* per-request speeds, appended like the output, or NULL */
     ds4_kvcache *kvcache;  /* or NULL: no reuse */
-    int n_threads;
+    ds4_ctx_opts ctx;      /* the context the requests run in */
     int default_max_tokens;
     bool redo_stale;       /* compute again the results another model or request made */
 } ds4_batch_opts;

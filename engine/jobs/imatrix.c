@@ -1,5 +1,4 @@
 /* imatrix.c - see imatrix.h. */
-#include "matmul.h"
 #include "imatrix.h"
 
 #include <stdlib.h>
@@ -133,7 +132,8 @@ static void observe(void *ctx, const gguf_tensor *W, uint64_t row0, const float 
     e->counts[mat] += (float)T;
 }
 
-ds4_imatrix *ds4_imatrix_collect(const ds4_model *m) {
+/* An empty collector for every matrix of model m (observe feeds it). */
+static ds4_imatrix *collector(const ds4_model *m) {
     const gguf_file *f = m->gguf;
     ds4_imatrix *im = ds4_calloc(1, sizeof *im);
     if (!im || !(im->e = ds4_calloc(f->n_tensors + 1, sizeof *im->e)) ||
@@ -155,16 +155,10 @@ ds4_imatrix *ds4_imatrix_collect(const ds4_model *m) {
                 goto fail;
         }
     }
-    ds4_matmul_set_observer(observe, im);
     return im;
 fail:
     ds4_imatrix_free(im);
     return NULL;
-}
-
-void ds4_imatrix_stop(ds4_imatrix *im) {
-    (void)im;
-    ds4_matmul_set_observer(NULL, NULL);
 }
 
 uint64_t ds4_imatrix_n_entries(const ds4_imatrix *im) {
@@ -253,20 +247,23 @@ static int line_tokens(const char *line, size_t len, uint64_t lineno, const ds4_
 }
 
 ds4_imatrix *ds4_imatrix_calibrate(const ds4_model *m, const ds4_tokenizer *tok, const char *jsonl_path,
-                                   int n_threads, uint32_t chunk_size, bool progress, uint32_t *chunks,
+                                   const ds4_ctx_opts *opts, uint32_t chunk_size, bool progress, uint32_t *chunks,
                                    uint64_t *tokens) {
     *chunks = 0;
     *tokens = 0;
     size_t size;
     char *text = ds4_read_file(jsonl_path, &size);
     if (!text) return NULL;
-    ds4_ctx *ctx = ds4_ctx_new(m, n_threads);
-    ds4_imatrix *im = ctx ? ds4_imatrix_collect(m) : NULL;
+    ds4_imatrix *im = collector(m);
+    ds4_ctx_opts o = *opts;
+    o.observer = observe;
+    o.observer_ctx = im;
+    ds4_ctx *ctx = im ? ds4_ctx_new(m, &o) : NULL;
     ds4_progress prog;
     ds4_progress_begin(&prog, "imatrix", progress ? size : 0);
     prog.tty = prog.tty && progress;
     uint64_t lineno = 0;
-    int rc = im ? 0 : -1;
+    int rc = ctx ? 0 : -1;
     for (char *line = text; rc == 0 && line < text + size;) {
         char *end = memchr(line, '\n', (size_t)(text + size - line));
         const size_t len = end ? (size_t)(end - line) : (size_t)(text + size - line);
@@ -290,7 +287,6 @@ ds4_imatrix *ds4_imatrix_calibrate(const ds4_model *m, const ds4_tokenizer *tok,
         line = end ? end + 1 : text + size;
     }
     ds4_progress_end(&prog);
-    if (im) ds4_imatrix_stop(im);
     if (rc == 0 && !*tokens) rc = ds4_fail("%s holds no calibration tokens", jsonl_path);
     ds4_ctx_free(ctx);
     free(text);

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "model.h"
 
 typedef struct ds4_imatrix ds4_imatrix;
@@ -25,21 +26,19 @@ void ds4_imatrix_free(ds4_imatrix *im);
  * it (or the matrix saw no rows), -1 with the error set when the shapes disagree. */
 int ds4_imatrix_get(const ds4_imatrix *im, const char *name, uint64_t mat, uint64_t cols, float *out);
 
-/* Collection: start observing every matrix product of model m (one collector at a
- * time), then save. `chunk_size` is the tokens per calibration chunk, recorded. */
-ds4_imatrix *ds4_imatrix_collect(const ds4_model *m);
-void ds4_imatrix_stop(ds4_imatrix *im); /* stop observing (save still works) */
+/* Save a collected matrix; `chunk_size` is the tokens per calibration chunk, recorded. */
 int ds4_imatrix_save(const ds4_imatrix *im, const char *path, const char *dataset, uint32_t chunks,
                      uint32_t chunk_size);
 uint64_t ds4_imatrix_n_entries(const ds4_imatrix *im); /* matrices with data */
 
 /* Collect over a calibration file: JSONL, one object per line with "prompt_ids"
  * (an array of token ids) or "text" (needs tok). Each line is cut into chunks of
- * chunk_size tokens, each run from an empty state. A malformed line is an error
+ * chunk_size tokens, each run from an empty state in a context made with `opts` (whose
+ * observer the collection takes). A malformed line is an error
  * naming the line. On success *chunks and *tokens say how much was seen. */
 typedef struct ds4_tokenizer ds4_tokenizer;
 ds4_imatrix *ds4_imatrix_calibrate(const ds4_model *m, const ds4_tokenizer *tok, const char *jsonl_path,
-                                   int n_threads, uint32_t chunk_size, bool progress, uint32_t *chunks,
+                                   const ds4_ctx_opts *opts, uint32_t chunk_size, bool progress, uint32_t *chunks,
                                    uint64_t *tokens);
 
 #endif

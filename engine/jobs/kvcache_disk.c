@@ -11,8 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "kvfile.h"
-#include "sha1.h"
+#include "state.h"
+#include "hash.h"
 #include "util.h"
 
 typedef struct {
@@ -240,7 +240,7 @@ int64_t ds4_kvcache_restore(ds4_kvcache *c, ds4_ctx *ctx, const int32_t *tokens,
     }
 }
 
-int ds4_kvcache_store(ds4_kvcache *c, const ds4_ctx *ctx, const int32_t *tokens, uint64_t n) {
+int ds4_kvcache_store(ds4_kvcache *c, ds4_ctx *ctx, const int32_t *tokens, uint64_t n) {
     char hex[41], path[4096];
     ds4_sha1_tokens_hex(tokens, n, hex);
     for (size_t i = 0; i < c->n; i++)
@@ -278,33 +278,10 @@ int ds4_kvcache_store(ds4_kvcache *c, const ds4_ctx *ctx, const int32_t *tokens,
     return 0;
 }
 
+void ds4_kvcache_warn(const ds4_kvcache *c, const char *msg) { warnf(c, "%s%s", msg, ""); }
+
 ds4_kvcache_stats ds4_kvcache_get_stats(const ds4_kvcache *c) {
     ds4_kvcache_stats s = c->st;
     s.entries = c->n;
     return s;
-}
-
-int ds4_prefill_cached(ds4_ctx *ctx, ds4_kvcache *c, const int32_t *tokens, uint64_t n, float *logits,
-                       uint64_t period, uint64_t stable, uint64_t *cached) {
-    *cached = 0;
-    if (n == 0) return ds4_fail("an empty prompt");
-    const int64_t got = c ? ds4_kvcache_restore(c, ctx, tokens, n, n - 1) : 0;
-    if (got < 0) return -1;
-    if (!c) ds4_ctx_reset(ctx);
-    *cached = (uint64_t)got;
-    uint64_t pos = (uint64_t)got;
-    while (pos < n) {
-        /* to the next save point: the stable prefix, a multiple of the period, the prompt
-         * but its last token (so that the same prompt again restores all but one token),
-         * the end */
-        uint64_t end = n;
-        if (c && n - 1 > pos) end = n - 1;
-        if (c && period && (pos / period + 1) * period < end) end = (pos / period + 1) * period;
-        if (c && stable > pos && stable < end) end = stable;
-        if (ds4_eval(ctx, tokens + pos, (int)(end - pos), end == n ? logits : NULL, false) < 0) return -1;
-        pos = end;
-        if (c && pos < n && ds4_kvcache_store(c, ctx, tokens, pos) < 0)
-            warnf(c, "kv cache: not saved: %s%s", ds4_error(), "");
-    }
-    return 0;
 }

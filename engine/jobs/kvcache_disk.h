@@ -37,16 +37,10 @@ void ds4_kvcache_close(ds4_kvcache *c);
  * tokens. Returns its length (0: nothing cached, ctx reset), or -1 on an I/O error. */
 int64_t ds4_kvcache_restore(ds4_kvcache *c, ds4_ctx *ctx, const int32_t *tokens, uint64_t n, uint64_t max_tokens);
 /* Save ctx's state, which has consumed tokens[0..n), then evict to the limit. */
-int ds4_kvcache_store(ds4_kvcache *c, const ds4_ctx *ctx, const int32_t *tokens, uint64_t n);
+int ds4_kvcache_store(ds4_kvcache *c, ds4_ctx *ctx, const int32_t *tokens, uint64_t n);
 ds4_kvcache_stats ds4_kvcache_get_stats(const ds4_kvcache *c);
 
-/* Prefill a prompt through the cache (c may be NULL): restore its longest cached prefix
- * (never all of it: the last token is computed, for its logits), compute the rest, and
- * store the state at `stable` tokens (a prefix other prompts share, e.g. the system
- * messages; 0: none), every `period` tokens of a long prefill (0: never) and before the
- * prompt's last token (so the same prompt again reuses all but that token). logits receives the last token's. *cached says how many tokens were restored.
- * A failure to store is reported through the warning callback, not as an error. */
-int ds4_prefill_cached(ds4_ctx *ctx, ds4_kvcache *c, const int32_t *tokens, uint64_t n, float *logits,
-                       uint64_t period, uint64_t stable, uint64_t *cached);
+/* A one-line message to the cache's warning callback (a state that could not be saved). */
+void ds4_kvcache_warn(const ds4_kvcache *c, const char *msg);
 
 #endif

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "forward.h"
-#include "kvfile.h"
+#include "state.h"
 #include "util.h"
 
 #define STRETCH 16 /* tokens decoded one by one at the end */
@@ -46,7 +46,7 @@ static int cmp_u64(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-int ds4_longctx_consistency(const ds4_model *m, int n_threads, uint64_t L, uint64_t seed, double tol,
+int ds4_longctx_consistency(const ds4_model *m, const ds4_ctx_opts *opts, uint64_t L, uint64_t seed, double tol,
                             const char *tmpdir, ds4_longctx_result *r) {
     memset(r, 0, sizeof *r);
     r->length = L;
@@ -62,8 +62,9 @@ int ds4_longctx_consistency(const ds4_model *m, int n_threads, uint64_t L, uint6
     qsort(pos, (size_t)np, sizeof pos[0], cmp_u64);
     r->positions = np;
     float *ref = ds4_malloc((size_t)np * V * sizeof *ref), *got = ds4_malloc((size_t)V * sizeof *got);
-    ds4_ctx *ctx = ds4_ctx_new(m, n_threads);
+    ds4_ctx *ctx = ds4_ctx_new(m, opts);
     int rc = ids && ref && got && ctx ? 0 : -1;
+    if (ctx) snprintf(r->backend, sizeof r->backend, "%s", ds4_ctx_backend(ctx));
     uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
     for (uint64_t i = 0; ids && i < L; i++) {
         s ^= s << 13, s ^= s >> 7, s ^= s << 17;
@@ -136,7 +137,9 @@ int ds4_longctx_consistency(const ds4_model *m, int n_threads, uint64_t L, uint6
         if (child == 0) {
             close(fds[0]);
             double worst = INFINITY;
-            ds4_ctx *fresh = ds4_ctx_new(m, 1);
+            ds4_ctx_opts one = *opts;
+            one.n_threads = 1;
+            ds4_ctx *fresh = ds4_ctx_new(m, &one);
             int32_t *saved = NULL;
             uint64_t n_saved = 0;
             if (fresh && ds4_kv_load(fresh, path, &saved, &n_saved) == 0 && n_saved == L - STRETCH) {

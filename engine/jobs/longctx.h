@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "model.h"
 
 /* The KV state bytes a config implies after n tokens. */
@@ -28,12 +29,14 @@ typedef struct {
     double prefill_tps, decode_tps, seconds;
     double indexer_share; /* of the reference prefill's wall time */
     int positions;
+    char backend[32]; /* what ran it (ds4_ctx_backend) */
     bool pass; /* every difference <= tol and kv_bytes == expected */
 } ds4_longctx_result;
 
-/* Run the check for one length (seeded random token ids) with tolerance tol; tmpdir
+/* Run the check for one length (seeded random token ids) in contexts made with opts,
+ * with tolerance tol; tmpdir
  * holds the state file. -1 with the error set when it cannot run at all. */
-int ds4_longctx_consistency(const ds4_model *m, int n_threads, uint64_t length, uint64_t seed, double tol,
+int ds4_longctx_consistency(const ds4_model *m, const ds4_ctx_opts *opts, uint64_t length, uint64_t seed, double tol,
                             const char *tmpdir, ds4_longctx_result *r);
 
 #endif

@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "chat.h"
+#include "generate.h"
 #include "ops.h"
-#include "sampler.h"
 #include "util.h"
 
 #define LIST(a) (sizeof(a) / sizeof((a)[0]))
@@ -300,32 +300,16 @@ int ds4_needle_english_nll(ds4_ctx *ctx, const ds4_tokenizer *t, double *nll, do
 int ds4_needle_run(ds4_ctx *ctx, const ds4_tokenizer *t, const ds4_needle_prompt *p, int max_tokens,
                    ds4_progress *progress, ds4_needle_result *r) {
     memset(r, 0, sizeof *r);
-    const uint32_t V = ds4_ctx_vocab(ctx);
-    float *logits = malloc((size_t)V * sizeof *logits), *probs = malloc((size_t)V * sizeof *probs);
-    int32_t *idx = malloc((size_t)V * sizeof *idx), *out = malloc((size_t)(max_tokens > 0 ? max_tokens : 1) * sizeof *out);
-    int rc = logits && probs && idx && out ? 0 : ds4_fail("out of memory");
-    ds4_ctx_reset(ctx);
     const double t0 = ds4_time_now();
-    if (rc == 0) rc = ds4_eval_progress(ctx, p->ids, p->n, logits, progress);
-    const double t1 = ds4_time_now();
-    r->prefill_tps = rc == 0 ? (double)p->n / (t1 - t0) : 0;
-    ds4_sampler greedy;
-    ds4_sampler_init(&greedy, 0, 1, 0);
-    int n_out = 0;
-    while (rc == 0 && n_out < max_tokens) {
-        const int32_t next = ds4_sample(&greedy, logits, V, probs, idx);
-        if (next == ds4_tokenizer_eos(t)) break;
-        out[n_out++] = next;
-        if (n_out < max_tokens) rc = ds4_eval(ctx, &next, 1, logits, false);
-    }
-    const double t2 = ds4_time_now();
-    r->decode_tps = rc == 0 && t2 > t1 ? n_out / (t2 - t1) : 0;
+    const ds4_gen_opts go = {.progress = progress, .max_tokens = max_tokens, .tok = t};
+    ds4_gen_result g;
+    int rc = ds4_generate(ctx, p->ids, (uint64_t)p->n, &go, &g);
+    r->prefill_tps = rc == 0 ? (double)p->n / g.prefill_seconds : 0;
+    r->decode_tps = rc == 0 && g.decode_seconds > 0 ? g.n_tokens / g.decode_seconds : 0;
     r->kv_bytes = ds4_ctx_kv_bytes(ctx);
-    ds4_buf text = {0};
-    if (rc == 0) rc = ds4_detokenize(t, out, (size_t)n_out, false, &text);
     if (rc == 0) {
-        const size_t m = text.len < sizeof r->answer - 1 ? text.len : sizeof r->answer - 1;
-        memcpy(r->answer, text.data, m);
+        const size_t m = g.text.len < sizeof r->answer - 1 ? g.text.len : sizeof r->answer - 1;
+        memcpy(r->answer, g.text.data, m);
         r->answer[m] = 0;
         for (int i = 0; i < p->n_needles; i++)
             r->found += r->found_each[i] = ds4_needle_answer_has(r->answer, p->needle[i].value);
@@ -333,10 +317,6 @@ int ds4_needle_run(ds4_ctx *ctx, const ds4_tokenizer *t, const ds4_needle_prompt
         r->pass = r->found == p->n_needles && r->distracted == 0;
     }
     r->seconds = ds4_time_now() - t0;
-    ds4_buf_free(&text);
-    free(logits);
-    free(probs);
-    free(idx);
-    free(out);
+    ds4_gen_result_free(&g);
     return rc;
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
 #include "ops.h"
 #include "quants.h"
 
@@ -245,7 +246,7 @@ int ds4_config_check(const ds4_config *c) {
     if (c->n_head % c->o_groups) return ds4_fail("head_count %u is not a multiple of output_group_count %u", c->n_head, c->o_groups);
     if (c->n_expert_used > c->n_expert) return ds4_fail("expert_used_count %u exceeds expert_count %u", c->n_expert_used, c->n_expert);
     if (c->n_hash_layers > c->n_layer) return ds4_fail("hash_layer_count %u exceeds block_count %u", c->n_hash_layers, c->n_layer);
-    if (c->hc_mult > 64) return ds4_fail("hyper_connection.count %u is implausible", c->hc_mult);
+    if (c->hc_mult > DS4_HC_MAX) return ds4_fail("hyper_connection.count %u is implausible", c->hc_mult);
     /* Sizes that no tensor shape bounds (window, top-k, ratios, iterations) size buffers
      * and loops: bound every dimension far above Flash's, so that products of a few of
      * them stay within int and size_t arithmetic. */
@@ -532,6 +533,22 @@ void ds4_model_free(ds4_model *m) {
 
 const gguf_tensor *ds4_model_tensor(const ds4_model *m, int layer, ds4_tensor_role role) {
     return m->tensors[(size_t)(layer + 1) * DS4_T_COUNT + role];
+}
+
+uint64_t ds4_model_fingerprint(const ds4_model *m) {
+    /* the file up to its tensor data: header, metadata and tensor table */
+    const gguf_file *f = m->gguf;
+    return ds4_fnv1a(DS4_FNV_START, f->base, f->data_offset < f->size ? f->data_offset : f->size);
+}
+
+int ds4_model_kv_snapshot(const ds4_model *m, ds4_kv_snapshot *s) {
+    const ds4_config *c = &m->cfg;
+    ds4_kv_geometry g[DS4_MAX_LAYERS];
+    for (uint32_t il = 0; il < c->n_layer; il++)
+        g[il] = (ds4_kv_geometry){.window = c->sliding_window, .dim = c->head_dim,
+                                  .ratio = c->kind[il] == DS4_LAYER_SWA ? 0 : c->compress_ratio[il],
+                                  .indexer_dim = c->indexer_dim, .csa = c->kind[il] == DS4_LAYER_CSA};
+    return ds4_kv_snapshot_init(s, c->n_layer, g);
 }
 
 uint64_t ds4_model_bytes_per_token(const ds4_model *m) {

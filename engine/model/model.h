@@ -14,9 +14,11 @@
 #include <stdio.h>
 
 #include "gguf.h"
+#include "kvstate.h"
 
 #define DS4_ARCH "deepseek4"
 #define DS4_MAX_LAYERS 256
+#define DS4_HC_MAX 64 /* hyper-connection streams */
 
 typedef enum { DS4_LAYER_SWA = 0, DS4_LAYER_CSA, DS4_LAYER_HCA } ds4_layer_kind;
 
@@ -111,6 +113,10 @@ ds4_model *ds4_model_from_gguf(gguf_file *f); /* takes ownership of f */
 void ds4_model_free(ds4_model *m);
 const gguf_tensor *ds4_model_tensor(const ds4_model *m, int layer, ds4_tensor_role role);
 void ds4_model_print_summary(const ds4_model *m, FILE *out);
+/* Hash of the file's metadata and tensor table: what a saved state belongs to. */
+uint64_t ds4_model_fingerprint(const ds4_model *m);
+/* An empty KV state (kvstate.h) of the model's geometry. */
+int ds4_model_kv_snapshot(const ds4_model *m, ds4_kv_snapshot *s);
 /* Weight bytes one decoded token reads: every tensor once, except the embedding (one row)
  * and the routed experts (n_expert_used of n_expert per MoE layer). */
 uint64_t ds4_model_bytes_per_token(const ds4_model *m);

@@ -18,9 +18,10 @@ static double next_uniform(ds4_sampler *s) { /* splitmix64 -> [0, 1) */
     return (double)(z >> 11) * 0x1.0p-53;
 }
 
-static const float *sort_probs;
-static int by_prob_desc(const void *a, const void *b) {
-    float x = sort_probs[*(const int32_t *)a], y = sort_probs[*(const int32_t *)b];
+/* qsort_r's comparison: ids by probability, most likely first, then by id. */
+static int by_prob_desc(const void *a, const void *b, void *probs) {
+    const float *p = probs;
+    float x = p[*(const int32_t *)a], y = p[*(const int32_t *)b];
     return x < y ? 1 : x > y ? -1 : (*(const int32_t *)a - *(const int32_t *)b);
 }
 
@@ -38,8 +39,7 @@ int32_t ds4_sample(ds4_sampler *s, const float *logits, uint32_t n, float *p, in
     /* Nucleus: the smallest set of most likely tokens whose mass reaches top_p. */
     uint32_t keep = n;
     if (s->top_p < 1.0f) {
-        sort_probs = p;
-        qsort(idx, n, sizeof *idx, by_prob_desc);
+        qsort_r(idx, n, sizeof *idx, by_prob_desc, p);
         double mass = 0;
         for (keep = 0; keep < n && mass < s->top_p; keep++) mass += p[idx[keep]];
     }

@@ -43,7 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         return 0;
     }
     if (small_enough(&m->cfg)) {
-        ds4_ctx *ctx = ds4_ctx_new(m, 2);
+        ds4_ctx *ctx = ds4_ctx_new(m, &(ds4_ctx_opts){.n_threads = 2});
         const uint32_t V = m->cfg.n_vocab;
         float *logits = malloc((size_t)V * 7 * sizeof *logits);
         if (ctx && logits) {

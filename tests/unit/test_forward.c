@@ -57,7 +57,7 @@ static void chunked_prefill_and_decode_match_full_pass(void) {
     for (int mi = 0; mi < 2; mi++) {
         ds4_model *m = tiny(models[mi]);
         CHECKF(m, "%s", ds4_error());
-        ds4_ctx *c = ds4_ctx_new(m, 2);
+        ds4_ctx *c = ds4_ctx_new(m, &(ds4_ctx_opts){.n_threads = 2});
         const int n = mi == 0 ? 300 : 400; /* past the window, several compressed entries */
         const uint32_t V = m->cfg.n_vocab;
         int32_t *ids = random_ids(n, V, 5 + mi);
@@ -78,7 +78,7 @@ static void chunked_prefill_and_decode_match_full_pass(void) {
 static void threads_agree(void) {
     ds4_model *m = tiny("tiny-b");
     CHECK(m);
-    ds4_ctx *c1 = ds4_ctx_new(m, 1), *c3 = ds4_ctx_new(m, 3);
+    ds4_ctx *c1 = ds4_ctx_new(m, &(ds4_ctx_opts){.n_threads = 1}), *c3 = ds4_ctx_new(m, &(ds4_ctx_opts){.n_threads = 3});
     const int n = 200;
     const uint32_t V = m->cfg.n_vocab;
     int32_t *ids = random_ids(n, V, 9);
@@ -94,7 +94,7 @@ static void threads_agree(void) {
 static void bad_tokens_leave_state_untouched(void) {
     ds4_model *m = tiny("tiny-a");
     CHECK(m);
-    ds4_ctx *c = ds4_ctx_new(m, 1);
+    ds4_ctx *c = ds4_ctx_new(m, &(ds4_ctx_opts){.n_threads = 1});
     const uint32_t V = m->cfg.n_vocab;
     float *a = malloc(V * sizeof *a), *b = malloc(V * sizeof *b);
     int32_t ok[3] = {0, 5, 6}, bad[2] = {7, (int32_t)V};
@@ -104,7 +104,7 @@ static void bad_tokens_leave_state_untouched(void) {
     CHECK(ds4_eval(c, &neg, 1, b, false) < 0);
     CHECK(ds4_ctx_pos(c) == 3);
     /* the state is as if the bad calls never happened */
-    ds4_ctx *d = ds4_ctx_new(m, 1);
+    ds4_ctx *d = ds4_ctx_new(m, &(ds4_ctx_opts){.n_threads = 1});
     int32_t next = 9;
     CHECK(ds4_eval(c, &next, 1, a, false) == 0 && ds4_eval(d, ok, 3, b, false) == 0 && ds4_eval(d, &next, 1, b, false) == 0);
     CHECK(max_diff(a, b, V) == 0);
@@ -120,7 +120,7 @@ static void kv_state_grows_by_compressed_entries_only(void) {
     ds4_model *m = tiny("tiny-a");
     CHECK(m);
     const ds4_config *cf = &m->cfg;
-    ds4_ctx *c = ds4_ctx_new(m, 2);
+    ds4_ctx *c = ds4_ctx_new(m, &(ds4_ctx_opts){.n_threads = 2});
     const uint64_t base = ds4_ctx_kv_bytes(c);
     const int n = 1000;
     int32_t *ids = random_ids(n, cf->n_vocab, 3);
@@ -217,7 +217,8 @@ static void matmul_equals_single_dots(void) {
         const uint64_t n = lengths[l];
         gguf_tensor W = {"w", GGML_TYPE_F32, 2, {n, ROWS, 1, 1}, 0, ROWS * n * sizeof(float), w};
         for (int threads = 1; threads <= 2; threads++) {
-            ds4_matmul(&W, 0, ROWS, x, NMAX, T, y, ROWS, threads);
+            const ds4_matmul_ctx mc = {.n_threads = threads, .level = ds4_cpu_detect()};
+            ds4_matmul(&mc, &W, 0, ROWS, x, NMAX, T, y, ROWS);
             for (int t = 0; t < T; t++)
                 for (int r = 0; r < ROWS; r++) {
                     const float one = ds4_dot(w + (uint64_t)r * n, x + (uint64_t)t * NMAX, n);
@@ -258,13 +259,14 @@ static void matmul_batch_equals_single_products(void) {
     int bad = 0;
     for (int rep = 0; rep < 8; rep++)
         for (int threads = 1; threads <= 3; threads += 2) {
+            const ds4_matmul_ctx mc = {.n_threads = threads, .level = ds4_cpu_detect()};
             for (int p = 0; p < PARTS; p++) {
                 const int T = 1 + (p + rep) % TMAX, row0 = (p * 7 + rep) % 20, n_out = 1 + (p * 5 + rep * 3) % 20;
                 parts[p] = (ds4_matmul_part){&W[(p + rep) % 6], (uint64_t)row0, (uint64_t)n_out, x, N, T, many[p],
                                              (uint64_t)n_out};
-                ds4_matmul(parts[p].W, parts[p].row0, parts[p].n_out, x, N, T, one[p], parts[p].n_out, threads);
+                ds4_matmul(&mc, parts[p].W, parts[p].row0, parts[p].n_out, x, N, T, one[p], parts[p].n_out);
             }
-            ds4_matmul_batch(parts, PARTS, threads);
+            ds4_matmul_batch(&mc, parts, PARTS);
             for (int p = 0; p < PARTS; p++)
                 bad += memcmp(one[p], many[p], (size_t)parts[p].T * parts[p].n_out * sizeof(float)) != 0;
         }
@@ -392,7 +394,7 @@ static void index_kernel_matches_scalar_exactly(void) {
             }
             /* a partial block: the first 5 keys score as in the full one */
             ds4_keys_transpose(rows, 5, D, kt);
-            ds4_index_best()(kt, D, q, w, H, 0.125f, -INFINITY, part);
+            ds4_index_for_level((int)ds4_cpu_detect())(kt, D, q, w, H, 0.125f, -INFINITY, part);
             CHECK(!memcmp(part, ref, 5 * sizeof(float)));
         }
 }

@@ -90,7 +90,7 @@ static void repeated_and_zero_hash_tables_compute(void) {
     CHECKF(patch_tables(src, dst, repeated_tables, NULL) == 0, "%s", ds4_error());
     ds4_model *m = ds4_model_load(dst);
     CHECKF(m, "%s", ds4_error());
-    ds4_ctx *c = ds4_ctx_new(m, 2);
+    ds4_ctx *c = ds4_ctx_new(m, &(ds4_ctx_opts){.n_threads = 2});
     const int n = 300; /* more rows for expert 0 than tokens in a chunk */
     const uint32_t V = m->cfg.n_vocab;
     int32_t *ids = malloc(n * sizeof *ids);

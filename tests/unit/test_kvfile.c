@@ -11,9 +11,10 @@
 #include "convert.h"
 #include "kvcache_disk.h"
 #include "kvfile.h"
+#include "state.h"
 #include "longctx.h"
 #include "quants.h"
-#include "sha1.h"
+#include "hash.h"
 #include "test.h"
 
 static ds4_model *model(const char *name) {
@@ -30,7 +31,7 @@ static void restore_then_decode_is_identical(void) {
     ds4_model *m = model("tiny-a");
     CHECKF(m, "%s", ds4_error());
     const uint32_t V = m->cfg.n_vocab;
-    ds4_ctx *a = ds4_ctx_new(m, 2), *b = ds4_ctx_new(m, 2);
+    ds4_ctx *a = ds4_ctx_new(m, &(ds4_ctx_opts){.n_threads = 2}), *b = ds4_ctx_new(m, &(ds4_ctx_opts){.n_threads = 2});
     enum { N = 301, STEPS = 12 };
     int32_t ids[N + STEPS];
     srand(3);
@@ -69,7 +70,7 @@ static void restore_then_decode_is_identical(void) {
     free(bytes);
     ds4_model *other = model("tiny-q");
     CHECK(other);
-    ds4_ctx *c = ds4_ctx_new(other, 1);
+    ds4_ctx *c = ds4_ctx_new(other, &(ds4_ctx_opts){.n_threads = 1});
     CHECK(ds4_kv_load(c, path, &saved, &n) < 0 && strstr(ds4_error(), "different model"));
     CHECK(ds4_kv_save(a, ids, 5, path) < 0); /* token count must match the state */
     ds4_ctx_free(c);
@@ -111,7 +112,7 @@ static void disk_cache_prefix_restore_evict_reject(void) {
     other[90] ^= 1; /* shares the first 90 tokens */
     char dir[600];
     snprintf(dir, sizeof dir, "%s/kvcache", test_tmpdir());
-    ds4_ctx *a = ds4_ctx_new(m, 2), *b = ds4_ctx_new(m, 2);
+    ds4_ctx *a = ds4_ctx_new(m, &(ds4_ctx_opts){.n_threads = 2}), *b = ds4_ctx_new(m, &(ds4_ctx_opts){.n_threads = 2});
     float *la = malloc(V * sizeof *la), *lb = malloc(V * sizeof *lb);
 
     /* store prefixes of 64 and 150 tokens, reopen, restore the longest for a 200-token prompt */
@@ -160,7 +161,7 @@ static void disk_cache_prefix_restore_evict_reject(void) {
     snprintf(junk, sizeof junk, "%s/%040d.kv", dir, 7);
     ds4_write_file_atomic(junk, "DS4KV", 5);
     ds4_model *q = model("tiny-q");
-    ds4_ctx *qc = ds4_ctx_new(q, 1);
+    ds4_ctx *qc = ds4_ctx_new(q, &(ds4_ctx_opts){.n_threads = 1});
     const int32_t qids[3] = {0, 5, 6};
     char foreign[800];
     ds4_sha1_tokens_hex(qids, 3, hex);
@@ -275,7 +276,7 @@ static void repack(const ds4_buf *file, const uint8_t *raw, size_t n, ds4_buf *o
 static void inconsistent_states_refused(void) {
     ds4_model *m = model("tiny-b");
     CHECKF(m, "%s", ds4_error());
-    ds4_ctx *c = ds4_ctx_new(m, 2);
+    ds4_ctx *c = ds4_ctx_new(m, &(ds4_ctx_opts){.n_threads = 2});
     enum { N = 150 };
     int32_t ids[N], *back = NULL;
     for (int i = 0; i < N; i++) ids[i] = 2 + (i * 7) % (int)(m->cfg.n_vocab - 2);

@@ -108,7 +108,7 @@ static void reads_api_captures(void) {
     ds4_model *m = tiny_v_with_tokenizer();
     CHECKF(m, "%s", ds4_error());
     ds4_tokenizer *t = ds4_tokenizer_from_gguf(m->gguf);
-    ds4_ctx *ctx = ds4_ctx_new(m, 2);
+    ds4_ctx *ctx = ds4_ctx_new(m, &(ds4_ctx_opts){.n_threads = 2});
     CHECK(t && ctx);
     char path[600];
     snprintf(path, sizeof path, "%s/api.jsonl", test_tmpdir());

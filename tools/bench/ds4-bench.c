@@ -8,8 +8,6 @@
 
 #include "appendfile.h"
 #include "bench.h"
-#include "probe.h"
-#include "cpufeatures.h"
 #include "forward.h"
 #include "model.h"
 #include "plot.h"
@@ -23,7 +21,7 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: ds4-bench -m M.gguf [-p N,N,...] [-n N] [-r N] [-t N] [-o md|csv|json]\n"
             "                 [--csv FILE] [--json FILE] [--plot FILE.png] [--probe] [--profile]\n"
-            "                 [--act auto|f32|q8]\n"
+            "                 [--backend NAME] [--act auto|f32|q8]\n"
             "                 [--ctx-start N --ctx-max N --step-incr N]\n"
             "\n"
             "For each context size: fill it with deterministic text (token ids for models without\n"
@@ -49,10 +47,11 @@ static void usage(FILE *out) {
             "  --profile           after each size's runs, one more decode with timers on, and a\n"
             "                      table on stderr of where a token's time goes: per stage, and per\n"
             "                      weight type the bytes read and GB/s of the matrix products\n"
+            "  --backend NAME      what runs the model: cpu (the default); built here: %s\n"
             "  --act MODE          how matrix products treat activations (auto: int8 for sub-8-bit\n"
             "                      weights; f32; q8: int8 wherever a kernel exists)\n"
             "  --version           the commit and the compiled backends\n"
-            EXIT_STATUS_HELP);
+            EXIT_STATUS_HELP, ds4_backend_names());
 }
 
 /* Deterministic prompt of n tokens: filler text through the tokenizer, else ids. */
@@ -196,6 +195,7 @@ int main(int argc, char **argv) {
     const char *model_path = NULL, *csv = NULL, *json = NULL, *png = NULL, *lens = "512", *format = "md";
     long ctx_start = 0, ctx_max = 0, step = 0, gen = 128, repeats = 3, threads = 0;
     bool probe = false, sweep = false, profile = false;
+    ds4_ctx_opts opts = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
@@ -216,8 +216,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--step-incr")) step = flag_integer("ds4-bench", a, v, 1, INT_MAX), sweep = true;
         else if (!strcmp(a, "--gen-tokens") || !strcmp(a, "-n")) gen = flag_integer("ds4-bench", a, v, 0, INT_MAX);
         else if (!strcmp(a, "-r")) repeats = flag_integer("ds4-bench", a, v, 1, INT_MAX);
-        else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) threads = flag_integer("ds4-bench", a, v, 1, INT_MAX);
-        else if (!strcmp(a, "--act")) flag_act("ds4-bench", v);
+        else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) threads = flag_integer("ds4-bench", a, v, 1, 512);
+        else if (flag_ctx("ds4-bench", a, v, &opts)) continue;
         else return tool_unknown_option("ds4-bench", a);
     }
     if (!model_path) {
@@ -284,7 +284,6 @@ int main(int argc, char **argv) {
 
     run_info ri = {.model = model_path, .quant = ds4_model_weight_type(m), .threads = threads,
                    .bytes_per_token = ds4_model_bytes_per_token(m)};
-    snprintf(ri.backend, sizeof ri.backend, "cpu-%s", ds4_cpu_level_name(ds4_cpu_detect()));
     char date[32];
     time_t now = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
@@ -308,9 +307,11 @@ int main(int argc, char **argv) {
     }
     ds4_install_cleanup_handlers();
     ds4_tokenizer *tok = ds4_tokenizer_if_any(m->gguf);
-    ds4_ctx *ctx = ds4_ctx_new(m, (int)threads);
+    opts.n_threads = (int)threads;
+    ds4_ctx *ctx = ds4_ctx_new(m, &opts);
     row *rows = calloc((size_t)n_sizes, sizeof *rows);
     if (!ctx || !rows) rc = -1;
+    if (ctx) snprintf(ri.backend, sizeof ri.backend, "%s", ds4_ctx_backend(ctx));
     if (rc == 0 && !strcmp(format, "md")) md_header(probe);
     if (rc == 0 && !strcmp(format, "csv")) fputs(csv_header, stdout);
     fflush(stdout);
@@ -333,7 +334,7 @@ int main(int argc, char **argv) {
         peak = rss > peak ? rss : peak;
         w->peak_rss = peak;
         w->eff_gbps = (double)ri.bytes_per_token * w->r.decode_tps / 1e9;
-        w->probe_gbps = probe ? ds4_probe_read_gbps((int)threads) : 0;
+        w->probe_gbps = probe ? ds4_ctx_probe_gbps(ctx) : 0;
         ds4_buf line = {0};
         rc = csv_line(&line, &ri, w);
         if (rc == 0 && csv) rc = ds4_appendfile_write(&log, (const char *)line.data, line.len);

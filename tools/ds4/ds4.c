@@ -7,11 +7,11 @@
 #include "batch.h"
 #include "chat.h"
 #include "forward.h"
+#include "generate.h"
 #include "imatrix.h"
 #include "kvcache_disk.h"
-#include "kvfile.h"
 #include "model.h"
-#include "sampler.h"
+#include "state.h"
 #include "tokenizer.h"
 #include "util.h"
 #include "../flags.h"
@@ -20,15 +20,15 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: ds4 run -m M.gguf (-p TEXT | -f FILE | --prompt-ids ID,ID,...) [--chat] [--think]\n"
             "               [-n N] [-c N] [--temp T] [--top-p P] [--seed S] [-t N] [--state FILE]\n"
-            "               [--kv-disk-dir DIR [--kv-disk-space-mb N]]\n"
+            "               [--kv-disk-dir DIR [--kv-disk-space-mb N]] [--backend NAME] [--act MODE]\n"
             "       ds4 tokenize (-m M.gguf | --tokenizer tokenizer.json [--add-tokens F.json])\n"
             "               [--chat] [--think] [--count] [--no-special] (-p TEXT | FILE | -)\n"
             "       ds4 detokenize (-m M.gguf | --tokenizer ...) [--show-special] FILE|-\n"
             "       ds4 batch -m M.gguf --in IN.jsonl --out OUT.jsonl [--csv FILE] [--max-tokens N]\n"
             "               [--kv-disk-dir DIR [--kv-disk-space-mb N]] [--kv-mem-mb N] [-t N]\n"
-            "               [--redo-stale] [--strict] [--quiet]\n"
+            "               [--redo-stale] [--strict] [--quiet] [--backend NAME] [--act MODE]\n"
             "       ds4 imatrix -m M.gguf --data CALIB.jsonl --out IMATRIX.gguf [--chunk N]\n"
-            "               [-t N] [--quiet]\n"
+            "               [-t N] [--quiet] [--backend NAME] [--act MODE]\n"
             "       ds4 --version\n"
             "\n"
             "  run         feed the prompt and generate -n tokens (default 16): greedy when --temp\n"
@@ -70,8 +70,12 @@ static void usage(FILE *out) {
             "              (GGUF in llama.cpp's imatrix layout).\n"
             "       ds4 tokenize (-m M.gguf | --tokenizer ...) --bench CORPUS.jsonl [--csv OUT]\n"
             "              single-thread throughput (MB/s, best of 5) over the \"text\" of each line.\n"
+            "  --backend   what runs the model: cpu (the default); built here: %s.\n"
+            "  --act       how matrix products treat activations: auto (the default: int8 for\n"
+            "              sub-8-bit weights, F32 otherwise), f32, or q8 (int8 wherever a kernel\n"
+            "              exists).\n"
             "  --version   the commit and the compiled backends.\n"
-            EXIT_STATUS_HELP);
+            EXIT_STATUS_HELP, ds4_backend_names());
 }
 
 /* The V4 chat format needs <think> and </think> as single tokens; DeepSeek V3's
@@ -250,7 +254,8 @@ static int cmd_tokenize(int argc, char **argv, bool decode) {
 static int cmd_batch(int argc, char **argv) {
     const char *model = NULL, *in = NULL, *out = NULL, *csv = NULL, *kv_dir = NULL;
     double kv_space_mb = 4096, kv_mem_mb = 1024;
-    long threads = 0, max_tokens = 128;
+    long max_tokens = 128;
+    ds4_ctx_opts ctx = {0};
     bool quiet = false, strict = false, redo_stale = false;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -269,7 +274,8 @@ static int cmd_batch(int argc, char **argv) {
         else if (!strcmp(a, "--kv-disk-space-mb")) kv_space_mb = flag_number("ds4", a, v, 1, 1e9);
         else if (!strcmp(a, "--kv-mem-mb")) kv_mem_mb = flag_number("ds4", a, v, 0, 1e9);
         else if (!strcmp(a, "--max-tokens")) max_tokens = flag_integer("ds4", a, v, 0, 10000000);
-        else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) threads = flag_integer("ds4", a, v, 1, 512);
+        else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) ctx.n_threads = (int)flag_integer("ds4", a, v, 1, 512);
+        else if (flag_ctx("ds4", a, v, &ctx)) continue;
         else return tool_unknown_option("ds4", a);
     }
     if (!model || !in || !out) {
@@ -290,7 +296,7 @@ static int cmd_batch(int argc, char **argv) {
         fprintf(stderr, "ds4: %s\n", ds4_error());
     } else {
         ds4_batch_opts o = {.in_path = in, .out_path = out, .csv_path = csv, .kvcache = kvc,
-                            .n_threads = threads ? (int)threads : ds4_cpu_count(),
+                            .ctx = ctx,
                             .default_max_tokens = (int)max_tokens, .redo_stale = redo_stale};
         ds4_batch_stats s;
         const int brc = ds4_batch_run(m, tok, &o, &s);
@@ -320,7 +326,8 @@ static int cmd_batch(int argc, char **argv) {
 
 static int cmd_imatrix(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *out = NULL;
-    long chunk = 512, threads = 0;
+    long chunk = 512;
+    ds4_ctx_opts ctx = {0};
     bool quiet = false;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -332,7 +339,8 @@ static int cmd_imatrix(int argc, char **argv) {
         else if (!strcmp(a, "--data")) data = v;
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--chunk")) chunk = flag_integer("ds4", a, v, 1, 1 << 20);
-        else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) threads = flag_integer("ds4", a, v, 1, 512);
+        else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) ctx.n_threads = (int)flag_integer("ds4", a, v, 1, 512);
+        else if (flag_ctx("ds4", a, v, &ctx)) continue;
         else return tool_unknown_option("ds4", a);
     }
     if (!model || !data || !out) {
@@ -349,7 +357,7 @@ static int cmd_imatrix(int argc, char **argv) {
     uint64_t tokens;
     const double t0 = ds4_time_now();
     ds4_install_cleanup_handlers();
-    ds4_imatrix *im = ds4_imatrix_calibrate(m, tok, data, threads ? (int)threads : ds4_cpu_count(), (uint32_t)chunk,
+    ds4_imatrix *im = ds4_imatrix_calibrate(m, tok, data, &ctx, (uint32_t)chunk,
                                             !quiet, &chunks, &tokens);
     int rc = im && ds4_imatrix_save(im, out, data, chunks, (uint32_t)chunk) == 0 ? 0 : 1;
     if (rc) fprintf(stderr, "ds4: %s\n", ds4_error());
@@ -365,12 +373,43 @@ static int cmd_imatrix(int argc, char **argv) {
 
 #define KV_DISK_PERIOD 8192 /* prompt tokens between saves of a long prefill */
 
+/* What ds4 run prints and saves while it generates. */
+typedef struct {
+    ds4_outfile *state; /* --state, or NULL */
+    const int32_t *ids;
+    size_t n;
+    int printed;        /* tokens printed */
+} run_output;
+
+/* After the prompt: --state gets the state. */
+static int save_state(void *arg, ds4_ctx *ctx) {
+    run_output *o = arg;
+    if (!o->state) return 0;
+    ds4_buf file = {0};
+    int rc = ds4_kv_encode(ctx, o->ids, (uint64_t)o->n, &file);
+    if (rc == 0) rc = ds4_outfile_write(o->state, file.data, file.len);
+    if (rc == 0) rc = ds4_outfile_commit(o->state);
+    ds4_buf_free(&file);
+    return rc;
+}
+
+/* Text as it completes, or the ids of a model without a tokenizer. */
+static int print_token(void *arg, int32_t token, const char *text, size_t len) {
+    run_output *o = arg;
+    if (text) fwrite(text, 1, len, stdout);
+    else if (token >= 0) printf("%s%d", o->printed ? "," : "", token);
+    o->printed += token >= 0;
+    fflush(stdout);
+    return 0;
+}
+
 static int cmd_run(int argc, char **argv) {
     const char *model_path = NULL, *ids_text = NULL, *prompt = NULL, *prompt_file = NULL, *state = NULL;
     const char *kv_dir = NULL;
     double kv_space_mb = 4096;
     bool chat = false, think = false;
-    long n_gen = 16, threads = 0, n_ctx = 0;
+    long n_gen = 16, n_ctx = 0;
+    ds4_ctx_opts ctx_opts = {0};
     float temp = 0, top_p = 1;
     uint64_t seed = 0;
     for (int i = 0; i < argc; i++) {
@@ -393,7 +432,8 @@ static int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--temp")) temp = (float)flag_number("ds4", a, v, 0, HUGE_VAL);
         else if (!strcmp(a, "--top-p")) top_p = (float)flag_number("ds4", a, v, 0, 1);
         else if (!strcmp(a, "--seed")) seed = (uint64_t)flag_number("ds4", a, v, 0, 0x1p53);
-        else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) threads = flag_integer("ds4", a, v, 1, 512);
+        else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) ctx_opts.n_threads = (int)flag_integer("ds4", a, v, 1, 512);
+        else if (flag_ctx("ds4", a, v, &ctx_opts)) continue;
         else return tool_unknown_option("ds4", a);
     }
     if (!model_path || !!ids_text + !!prompt + !!prompt_file != 1) {
@@ -446,13 +486,8 @@ static int cmd_run(int argc, char **argv) {
                 (unsigned long long)ctx_len, (unsigned long long)(ctx_len - n));
         n_gen = (long)(ctx_len - n);
     }
-    ds4_ctx *ctx = rc == 0 ? ds4_ctx_new(m, threads > 0 ? (int)threads : ds4_cpu_count()) : NULL;
-    const uint32_t V = m->cfg.n_vocab;
-    float *logits = malloc(V * sizeof *logits), *probs = malloc(V * sizeof *probs);
-    int32_t *idx = malloc(V * sizeof *idx);
-    if (rc == 0 && (!ctx || !logits || !probs || !idx)) rc = -1;
-    ds4_sampler s;
-    ds4_sampler_init(&s, temp, top_p, seed);
+    ds4_ctx *ctx = rc == 0 ? ds4_ctx_new(m, &ctx_opts) : NULL;
+    if (rc == 0 && !ctx) rc = -1;
     /* A saved state whose tokens begin this prompt replaces their prefill. */
     uint64_t cached = 0;
     if (rc == 0 && state && access(state, R_OK) == 0) {
@@ -470,50 +505,23 @@ static int cmd_run(int argc, char **argv) {
     ds4_kvcache *kvc = NULL;
     if (rc == 0 && kv_dir && !(kvc = ds4_kvcache_open(kv_dir, (uint64_t)(kv_space_mb * 1048576.0), 0, m, warn_line)))
         rc = -1;
-    double t0 = ds4_time_now(), t1 = t0;
-    if (rc == 0 && kvc && !cached) {
-        rc = ds4_prefill_cached(ctx, kvc, ids, (uint64_t)n, logits, KV_DISK_PERIOD, 0, &cached);
-    } else if (rc == 0) {
-        rc = ds4_eval(ctx, ids + cached, (int)(n - cached), logits, false);
-    }
+    run_output out = {.state = state ? &state_out : NULL, .ids = ids, .n = n};
+    const ds4_gen_opts go = {.cache = kvc, .cache_period = KV_DISK_PERIOD, .resume = cached,
+                             .prefilled = save_state, .prefilled_arg = &out, .max_tokens = (int)n_gen,
+                             .temperature = temp, .top_p = top_p, .seed = seed, .tok = tok, .emit = print_token,
+                             .emit_arg = &out};
+    ds4_gen_result g = {0};
+    if (rc == 0) rc = ds4_generate(ctx, ids, (uint64_t)n, &go, &g);
     ds4_kvcache_close(kvc);
-    if (rc == 0 && state) {
-        ds4_buf file = {0};
-        rc = ds4_kv_encode(ctx, ids, (uint64_t)n, &file);
-        if (rc == 0) rc = ds4_outfile_write(&state_out, file.data, file.len);
-        if (rc == 0) rc = ds4_outfile_commit(&state_out);
-        ds4_buf_free(&file);
-    }
-    t1 = ds4_time_now();
-    ds4_buf pending = {0}; /* bytes of a character not yet complete */
-    int generated = 0;
-    for (long i = 0; i < n_gen && rc == 0; i++) {
-        int32_t next = ds4_sample(&s, logits, V, probs, idx);
-        generated++;
-        if (tok) {
-            if (next == ds4_tokenizer_eos(tok)) break;
-            rc = ds4_detokenize(tok, &next, 1, false, &pending);
-            size_t ready = ds4_utf8_complete((const char *)pending.data, pending.len);
-            fwrite(pending.data, 1, ready, stdout);
-            memmove(pending.data, pending.data + ready, pending.len - ready);
-            pending.len -= ready;
-        } else {
-            printf("%s%d", i ? "," : "", next);
-        }
-        fflush(stdout);
-        if (rc == 0 && i + 1 < n_gen) rc = ds4_eval(ctx, &next, 1, logits, false);
-    }
-    fwrite(pending.data, 1, pending.len, stdout);
-    ds4_buf_free(&pending);
-    double t2 = ds4_time_now();
     printf("\n");
-    if (rc < 0) fprintf(stderr, "%sds4: %s\n", generated ? "\n" : "", ds4_error());
+    if (rc < 0) fprintf(stderr, "%sds4: %s\n", out.printed ? "\n" : "", ds4_error());
     else
         fprintf(stderr, "\nprefill %zu tokens (%llu cached) %.1f tok/s, decode %d tokens %.1f tok/s, KV state %.1f KiB\n",
-                n, (unsigned long long)cached, (n - cached) / (t1 - t0), generated,
-                generated > 0 ? generated / (t2 - t1) : 0.0, ds4_ctx_kv_bytes(ctx) / 1024.0);
+                n, (unsigned long long)(cached + g.cached), (double)(n - cached - g.cached) / g.prefill_seconds,
+                g.n_tokens, g.n_tokens > 0 ? g.n_tokens / g.decode_seconds : 0.0, ds4_ctx_kv_bytes(ctx) / 1024.0);
+    ds4_gen_result_free(&g);
     if (state_out.path) ds4_outfile_abort(&state_out);
-    free(ids); free(logits); free(probs); free(idx);
+    free(ids);
     free(file_text);
     ds4_ctx_free(ctx);
     ds4_tokenizer_free(tok);

@@ -15,7 +15,7 @@ static void usage(FILE *out) {
             "usage: ds4-logitcheck --model M.gguf --vectors DIR|FILE [--vectors ...] [--threads N]\n"
             "                      [--csv out.csv] [--json out.json] [--max-dlogit X] [--max-kl X]\n"
             "                      [--max-kl-mean X] [--min-top1 F] [--require-greedy]\n"
-            "                      [--act auto|f32|q8] [--quiet]\n"
+            "                      [--backend NAME] [--act auto|f32|q8] [--quiet]\n"
             "\n"
             "Teacher-forces every case's prompt, then continues greedily, and compares each\n"
             "distribution with the reference (JSONL vectors of FORMATS.md, or DeepSeek API\n"
@@ -25,8 +25,9 @@ static void usage(FILE *out) {
             "correlation and the greedy prefix that agrees. Exit 0 only if every threshold\n"
             "holds (defaults: --max-kl 1e-3 --min-top1 0.99; --max-dlogit, --max-kl-mean\n"
             "and --require-greedy are off unless given; --max-kl bounds the worst position,\n"
-            "--max-kl-mean the mean over all positions). --act picks how matrix products\n"
-            "treat activations (ops.h: auto = int8 for sub-8-bit weights, f32 = always F32,\n"
+            "--max-kl-mean the mean over all positions). --backend picks what runs the\n"
+            "model (cpu, the default; --version lists those built). --act picks how matrix\n"
+            "products treat activations (auto = int8 for sub-8-bit weights, f32 = always F32,\n"
             "q8 = int8 wherever a kernel exists). In a directory of vectors, a case made for\n"
             "another vocabulary is skipped, with the reason in the table and in the CSV's case\n"
             "field (its numbers empty). --csv and --json are opened before the first case and\n"
@@ -117,7 +118,8 @@ static void print_row(const ds4_lc_case *c) {
 
 int main(int argc, char **argv) {
     const char *model_path = NULL, *csv = NULL, *json = NULL, *vectors[64];
-    int n_vectors = 0, threads = 0;
+    int n_vectors = 0;
+    ds4_ctx_opts opts = {0};
     double max_dlogit = -1, max_kl = 1e-3, max_kl_mean = -1, min_top1 = 0.99;
     bool require_greedy = false, quiet = false;
     for (int i = 1; i < argc; i++) {
@@ -131,14 +133,14 @@ int main(int argc, char **argv) {
         i++;
         if (!strcmp(a, "--model")) model_path = v;
         else if (!strcmp(a, "--vectors") && n_vectors < 64) vectors[n_vectors++] = v;
-        else if (!strcmp(a, "--threads")) threads = (int)flag_integer("ds4-logitcheck", a, v, 0, INT_MAX);
+        else if (!strcmp(a, "--threads")) opts.n_threads = (int)flag_integer("ds4-logitcheck", a, v, 0, 512);
         else if (!strcmp(a, "--csv")) csv = v;
         else if (!strcmp(a, "--json")) json = v;
         else if (!strcmp(a, "--max-dlogit")) max_dlogit = flag_number("ds4-logitcheck", a, v, 0, HUGE_VAL);
         else if (!strcmp(a, "--max-kl")) max_kl = flag_number("ds4-logitcheck", a, v, 0, HUGE_VAL);
         else if (!strcmp(a, "--max-kl-mean")) max_kl_mean = flag_number("ds4-logitcheck", a, v, 0, HUGE_VAL);
         else if (!strcmp(a, "--min-top1")) min_top1 = flag_number("ds4-logitcheck", a, v, 0, 1);
-        else if (!strcmp(a, "--act")) flag_act("ds4-logitcheck", v);
+        else if (flag_ctx("ds4-logitcheck", a, v, &opts)) continue;
         else return tool_unknown_option("ds4-logitcheck", a);
     }
     if (!model_path || !n_vectors) {
@@ -160,7 +162,7 @@ int main(int argc, char **argv) {
         if (json_out.path) ds4_outfile_abort(&json_out);
         return 2;
     }
-    ds4_ctx *ctx = ds4_ctx_new(m, threads > 0 ? threads : ds4_cpu_count());
+    ds4_ctx *ctx = ds4_ctx_new(m, &opts);
     /* Text prompts and API captures need the model's tokenizer; id vectors do not. */
     ds4_tokenizer *tok = ds4_tokenizer_if_any(m->gguf);
     ds4_lc_report r = {0};
@@ -181,7 +183,7 @@ int main(int argc, char **argv) {
                 (max_kl_mean < 0 || all.kl_mean <= max_kl_mean) &&
                 (!require_greedy || all.greedy_match == all.greedy_len);
     if (!quiet) {
-        printf("model %s, %d cases\n", model_path, r.n_cases);
+        printf("model %s on %s, %d cases\n", model_path, ds4_ctx_backend(ctx), r.n_cases);
         printf("%-26s %6s %11s %10s %10s %10s %8s %8s %8s %9s\n", "case", "prompt", "max|dlogit|", "max|dlogp|",
                "KL mean", "KL max", "top1", "top20", "spearman", "greedy");
         for (int i = 0; i < r.n_cases; i++) print_row(&r.cases[i]);

@@ -26,6 +26,7 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: ds4-longctx consistency --model M.gguf [--lengths N,N,...] [--tol X] [--seed S]\n"
             "                   [--threads N] [--csv out.csv] [--plot out.png] [--tmp DIR]\n"
+            "                   [--backend NAME] [--act MODE]\n"
             "\n"
             "consistency: for each length (default 1024,4096,16384) a seeded random prompt; logits\n"
             "at 6 sampled positions and over the last 16 tokens from a prefill that stops only\n"
@@ -59,8 +60,10 @@ static void usage(FILE *out) {
             "the test anyway. CSV metric: recall (and distracted). Exit 0 only if every case passes.\n"
             "\n"
             "The CSV takes each case's rows as soon as the case is done; --plot (needs --csv) draws it\n"
-            "at the end. --version prints the commit and the compiled backends.\n"
-            EXIT_STATUS_HELP);
+            "at the end. Every mode takes --backend NAME (what runs the model: cpu, the default;\n"
+            "built here: %s) and --act auto|f32|q8 (how matrix products treat activations).\n"
+            "--version prints the commit and the compiled backends.\n"
+            EXIT_STATUS_HELP, ds4_backend_names());
 }
 
 /* One CSV schema for every mode. */
@@ -122,12 +125,12 @@ static int log_rows(outputs *o, ds4_buf *rows) {
 /* Draws `body` (gnuplot plot commands; %s in it is the CSV) under a title naming the
  * mode, the model and its weight types, the backend, the threads and the commit; closes
  * the outputs. m may be NULL when nothing ran. */
-static int close_outputs(outputs *o, int rc, const char *model, const ds4_model *m, int threads, const char *what,
-                         const char *body) {
+static int close_outputs(outputs *o, int rc, const char *model, const ds4_model *m, const char *backend, int threads,
+                         const char *what, const char *body) {
     if (rc == 0 && o->want_plot) {
         char qcsv[4200], title[1024], qtitle[2200], commands[8192], plot[4096];
-        snprintf(title, sizeof title, "%s: %s (%s), cpu-%s, %d threads, commit %s", what, model,
-                 m ? ds4_model_weight_type(m) : "?", ds4_cpu_level_name(ds4_cpu_detect()), threads, ds4_git_sha());
+        snprintf(title, sizeof title, "%s: %s (%s), %s, %d threads, commit %s", what, model,
+                 m ? ds4_model_weight_type(m) : "?", backend, threads ? threads : ds4_cpu_count(), ds4_git_sha());
         if (!ds4_plot_quote(o->csv_path, qcsv, sizeof qcsv) || !ds4_plot_quote(title, qtitle, sizeof qtitle)) {
             rc = ds4_fail("%s: cannot be quoted for gnuplot", o->csv_path);
         } else {
@@ -144,7 +147,7 @@ static int close_outputs(outputs *o, int rc, const char *model, const ds4_model 
 static int cmd_reference(int argc, char **argv) {
     const char *model_path = NULL, *vectors = NULL, *csv = NULL, *png = NULL;
     double max_dlogit = 1e-3, max_kl = 1e-3, min_top1 = 1;
-    long threads = 0;
+    ds4_ctx_opts opts = {0};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) return tool_missing_value("ds4-longctx", a);
@@ -156,7 +159,8 @@ static int cmd_reference(int argc, char **argv) {
         else if (!strcmp(a, "--max-dlogit")) max_dlogit = flag_number("ds4-longctx", a, v, 0, 1e9);
         else if (!strcmp(a, "--max-kl")) max_kl = flag_number("ds4-longctx", a, v, 0, 1e9);
         else if (!strcmp(a, "--min-top1")) min_top1 = flag_number("ds4-longctx", a, v, 0, 1);
-        else if (!strcmp(a, "--threads")) threads = flag_integer("ds4-longctx", a, v, 1, 512);
+        else if (!strcmp(a, "--threads")) opts.n_threads = (int)flag_integer("ds4-longctx", a, v, 1, 512);
+        else if (flag_ctx("ds4-longctx", a, v, &opts)) continue;
         else return tool_unknown_option("ds4-longctx", a);
     }
     if (!model_path || !vectors) {
@@ -169,12 +173,12 @@ static int cmd_reference(int argc, char **argv) {
         return 2;
     }
     ds4_model *m = ds4_model_load(model_path);
-    ds4_ctx *ctx = m ? ds4_ctx_new(m, threads ? (int)threads : ds4_cpu_count()) : NULL;
+    ds4_ctx *ctx = m ? ds4_ctx_new(m, &opts) : NULL;
     ds4_lc_report r = {0};
     const double t0 = ds4_time_now();
     if (!ctx || ds4_logitcheck_path(ctx, NULL, vectors, &r) < 0) {
         fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
-        close_outputs(&out, -1, model_path, NULL, 0, "", "");
+        close_outputs(&out, -1, model_path, NULL, "", 0, "", "");
         ds4_lc_report_free(&r);
         ds4_ctx_free(ctx);
         ds4_model_free(m);
@@ -216,7 +220,7 @@ static int cmd_reference(int argc, char **argv) {
              "title 'max |dlogit|', '' using 3:(strcol(7) eq 'kl_max' ? column(8) : 1/0) with points "
              "pointtype 5 title 'KL max', %g with lines dashtype 2 title 'max |dlogit| gate', %g with lines "
              "dashtype 3 title 'KL max gate'", max_dlogit, max_kl);
-    rc = close_outputs(&out, rc, model_path, m, threads ? (int)threads : ds4_cpu_count(), "reference", body);
+    rc = close_outputs(&out, rc, model_path, m, ds4_ctx_backend(ctx), opts.n_threads, "reference", body);
     if (rc < 0) fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
     printf("%d cases: %d pass, %d fail\n", r.n_cases, r.n_cases - failed, failed);
     ds4_buf_free(&b);
@@ -244,7 +248,8 @@ static int32_t *number_list(const char *flag, const char *v, int32_t lo, int32_t
 static int cmd_needle(int argc, char **argv) {
     const char *model_path = NULL, *lengths = "4096,16384,65536", *depths = "0,25,50,75,100", *csv = NULL;
     const char *png = NULL;
-    long needles = 1, seed = 1, threads = 0, max_tokens = 48;
+    long needles = 1, seed = 1, max_tokens = 48;
+    ds4_ctx_opts opts = {0};
     bool distractors = false, allow_untrained = false;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -258,7 +263,8 @@ static int cmd_needle(int argc, char **argv) {
         else if (!strcmp(a, "--needles")) needles = flag_integer("ds4-longctx", a, v, 1, DS4_NEEDLE_MAX);
         else if (!strcmp(a, "--seed")) seed = flag_integer("ds4-longctx", a, v, 0, LONG_MAX);
         else if (!strcmp(a, "--max-tokens")) max_tokens = flag_integer("ds4-longctx", a, v, 1, 4096);
-        else if (!strcmp(a, "--threads")) threads = flag_integer("ds4-longctx", a, v, 1, 512);
+        else if (!strcmp(a, "--threads")) opts.n_threads = (int)flag_integer("ds4-longctx", a, v, 1, 512);
+        else if (flag_ctx("ds4-longctx", a, v, &opts)) continue;
         else if (!strcmp(a, "--csv")) csv = v;
         else if (!strcmp(a, "--plot")) png = v;
         else return tool_unknown_option("ds4-longctx", a);
@@ -279,7 +285,7 @@ static int cmd_needle(int argc, char **argv) {
     }
     ds4_model *m = ds4_model_load(model_path);
     ds4_tokenizer *tok = m ? ds4_tokenizer_if_any(m->gguf) : NULL;
-    ds4_ctx *ctx = tok ? ds4_ctx_new(m, threads ? (int)threads : ds4_cpu_count()) : NULL;
+    ds4_ctx *ctx = tok ? ds4_ctx_new(m, &opts) : NULL;
     int rc = ctx ? 0 : 1;
     if (!m || (tok && !ctx)) fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
     else if (!tok)
@@ -355,7 +361,7 @@ static int cmd_needle(int argc, char **argv) {
             }
         }
     /* recall by length and depth, one square per case */
-    if (close_outputs(&out, rc ? -1 : 0, model_path, m, threads ? (int)threads : ds4_cpu_count(), "needle recall",
+    if (close_outputs(&out, rc ? -1 : 0, model_path, m, ctx ? ds4_ctx_backend(ctx) : "?", opts.n_threads, "needle recall",
                       "set xlabel 'context (tokens)'\nset ylabel 'needle depth (%%)'\nset logscale x\n"
                       "set yrange [-10:110]\nset cbrange [0:1]\nset cblabel 'recall'\n"
                       "set palette defined (0 'red', 1 'forest-green')\nset key off\n"
@@ -392,7 +398,8 @@ int main(int argc, char **argv) {
     }
     const char *model_path = NULL, *lengths = "1024,4096,16384", *csv = NULL, *png = NULL, *tmp = "/tmp";
     double tol = 1e-4;
-    long seed = 1, threads = 0;
+    long seed = 1;
+    ds4_ctx_opts opts = {0};
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
@@ -402,7 +409,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--lengths")) lengths = v;
         else if (!strcmp(a, "--tol")) tol = flag_number("ds4-longctx", a, v, 0, 1e9);
         else if (!strcmp(a, "--seed")) seed = flag_integer("ds4-longctx", a, v, 0, LONG_MAX);
-        else if (!strcmp(a, "--threads")) threads = flag_integer("ds4-longctx", a, v, 1, 512);
+        else if (!strcmp(a, "--threads")) opts.n_threads = (int)flag_integer("ds4-longctx", a, v, 1, 512);
+        else if (flag_ctx("ds4-longctx", a, v, &opts)) continue;
         else if (!strcmp(a, "--csv")) csv = v;
         else if (!strcmp(a, "--plot")) png = v;
         else if (!strcmp(a, "--tmp")) tmp = v;
@@ -423,7 +431,7 @@ int main(int argc, char **argv) {
     ds4_model *m = ds4_model_load(model_path);
     if (!m) {
         fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
-        close_outputs(&out, -1, model_path, NULL, 0, "", "");
+        close_outputs(&out, -1, model_path, NULL, "", 0, "", "");
         free(lens);
         return 2;
     }
@@ -432,7 +440,7 @@ int main(int argc, char **argv) {
     printf("%9s %12s %12s %12s %14s %14s %9s %9s %8s  %s\n", "length", "chunked", "decode", "restored", "kv_bytes",
            "expected", "prefill/s", "decode/s", "indexer", "result");
     for (size_t i = 0; i < n_lens && rc == 0; i++) {
-        rc = ds4_longctx_consistency(m, threads ? (int)threads : ds4_cpu_count(), (uint64_t)lens[i],
+        rc = ds4_longctx_consistency(m, &opts, (uint64_t)lens[i],
                                      (uint64_t)seed, tol, tmp, &r[i]);
         if (rc < 0) break;
         done++;
@@ -461,7 +469,7 @@ int main(int argc, char **argv) {
              "'' every 5::4 using 3:11 axes x1y2 with linespoints pointtype 4 title 'kv_bytes measured', "
              "'' every 5::4 using 3:8 axes x1y2 with lines dashtype 3 title 'kv_bytes implied'", tol);
     /* (rows come in fives per length after the header line, the fourth being kv_bytes_expected) */
-    rc = close_outputs(&out, rc, model_path, m, threads ? (int)threads : ds4_cpu_count(), "consistency", body);
+    rc = close_outputs(&out, rc, model_path, m, done ? r[0].backend : "?", opts.n_threads, "consistency", body);
     if (rc < 0) fprintf(stderr, "ds4-longctx: %s\n", ds4_error());
     printf("%d lengths: %d pass, %d fail (tolerance %g)\n", done, done - failed, failed, tol);
     ds4_model_free(m);

@@ -1,5 +1,5 @@
-/* sha1.c - see sha1.h. */
-#include "sha1.h"
+/* hash.c - see hash.h. */
+#include "hash.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -75,4 +75,10 @@ void ds4_sha1_tokens_hex(const int32_t *tokens, uint64_t n, char hex[41]) {
     uint8_t d[20];
     ds4_sha1_final(&s, d);
     for (int i = 0; i < 20; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+}
+
+uint64_t ds4_fnv1a(uint64_t h, const void *p, size_t n) {
+    const uint8_t *s = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ULL;
+    return h;
 }

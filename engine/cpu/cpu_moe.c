@@ -1,4 +1,4 @@
-/* moe.c - the MoE feed-forward over a chunk: router scores (sqrt-softplus, softmax or
+/* cpu_moe.c - the CPU backend's MoE feed-forward over a chunk: router scores (sqrt-softplus, softmax or
  * sigmoid), expert choice by score + correction bias or by the hash table of the first
  * layers, normalised and scaled weights, SwiGLU experts with the clamp limit, and the
  * shared expert. Tokens are grouped by expert so each expert's weights are read once
@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "forward_impl.h"
-#include "profile.h"
+#include "cpu_internal.h"
+#include "ops.h"
 #include "threads.h"
 
 static float route_score(uint32_t gating, float logit) {
@@ -55,33 +55,34 @@ static int gather_capacity(int T, uint64_t K) {
     return (int)(all <= 1024 ? all : T > 1024 ? (uint64_t)T : 1024);
 }
 
-int ds4_moe(ds4_ctx *c, int il, const float *x, const int32_t *tokens, int T, float *out) {
-    const ds4_config *cf = c->cfg;
-    const ds4_layer_weights *w = &c->layers[il];
+int ds4_cpu_ffn(ds4_backend *b, int il, const int32_t *tokens, int T) {
+    const ds4_config *cf = b->cfg;
+    const ds4_layer_weights *w = &b->layers[il];
     const uint64_t D = cf->n_embd, E = cf->n_expert, I = cf->expert_ff, K = cf->n_expert_used;
     const uint64_t Is = (uint64_t)cf->expert_ff * cf->n_expert_shared;
-    const int nt = c->n_threads, cap = gather_capacity(T, K);
-    double t0 = ds4_prof_begin();
-    float *logits = ds4_ctx_scratch(c, SB_ROUTER, (size_t)T * E * sizeof(float));
-    int32_t *choice = ds4_ctx_scratch(c, SB_CHOICE, (size_t)T * K * sizeof(int32_t));
-    float *weight = ds4_ctx_scratch(c, SB_WEIGHT, (size_t)T * K * sizeof(float));
-    int *rows = ds4_ctx_scratch(c, SB_ROWS, (size_t)T * K * sizeof(int));
-    int *slot = ds4_ctx_scratch(c, SB_SLOT, (size_t)T * K * sizeof(int));
-    int32_t *owner = ds4_ctx_scratch(c, SB_OWNER, (size_t)T * K * sizeof(int32_t));
-    float *xs = ds4_ctx_scratch(c, SB_XS, (size_t)cap * D * sizeof(float));
-    float *ys = ds4_ctx_scratch(c, SB_YS, (size_t)cap * D * sizeof(float));
-    float *hg = ds4_ctx_scratch(c, SB_HG, (size_t)cap * I * sizeof(float));
-    float *hu = ds4_ctx_scratch(c, SB_HU, (size_t)cap * I * sizeof(float));
-    float *sg = ds4_ctx_scratch(c, SB_SG, (size_t)T * (Is ? Is : 1) * sizeof(float));
-    float *su = ds4_ctx_scratch(c, SB_SU, (size_t)T * (Is ? Is : 1) * sizeof(float));
-    float *score = ds4_ctx_scratch(c, SB_SCORE, E * sizeof(float));
-    float *biased = ds4_ctx_scratch(c, SB_BIASED, E * sizeof(float));
-    int *count = ds4_ctx_scratch(c, SB_COUNT_E, (E + 1) * sizeof(int));
-    if (!logits || !choice || !weight || !rows || !slot || !owner || !xs || !ys || !hg || !hu || !sg || !su ||
+    const int nt = b->mm.n_threads, cap = gather_capacity(T, K);
+    const float *x = ds4_cpu_chunk(b, SB_X);
+    float *out = ds4_cpu_scratch(b, SB_Y, (size_t)T * D * sizeof(float));
+    float *logits = ds4_cpu_scratch(b, SB_ROUTER, (size_t)T * E * sizeof(float));
+    int32_t *choice = ds4_cpu_scratch(b, SB_CHOICE, (size_t)T * K * sizeof(int32_t));
+    float *weight = ds4_cpu_scratch(b, SB_WEIGHT, (size_t)T * K * sizeof(float));
+    int *rows = ds4_cpu_scratch(b, SB_ROWS, (size_t)T * K * sizeof(int));
+    int *slot = ds4_cpu_scratch(b, SB_SLOT, (size_t)T * K * sizeof(int));
+    int32_t *owner = ds4_cpu_scratch(b, SB_OWNER, (size_t)T * K * sizeof(int32_t));
+    float *xs = ds4_cpu_scratch(b, SB_XS, (size_t)cap * D * sizeof(float));
+    float *ys = ds4_cpu_scratch(b, SB_YS, (size_t)cap * D * sizeof(float));
+    float *hg = ds4_cpu_scratch(b, SB_HG, (size_t)cap * I * sizeof(float));
+    float *hu = ds4_cpu_scratch(b, SB_HU, (size_t)cap * I * sizeof(float));
+    float *sg = ds4_cpu_scratch(b, SB_SG, (size_t)T * (Is ? Is : 1) * sizeof(float));
+    float *su = ds4_cpu_scratch(b, SB_SU, (size_t)T * (Is ? Is : 1) * sizeof(float));
+    float *score = ds4_cpu_scratch(b, SB_SCORE, E * sizeof(float));
+    float *biased = ds4_cpu_scratch(b, SB_BIASED, E * sizeof(float));
+    int *count = ds4_cpu_scratch(b, SB_COUNT_E, (E + 1) * sizeof(int));
+    if (!out || !logits || !choice || !weight || !rows || !slot || !owner || !xs || !ys || !hg || !hu || !sg || !su ||
         !score || !biased || !count)
         return -1;
 
-    ds4_matmul(w->gate_inp, 0, E, x, D, T, logits, E, nt);
+    ds4_matmul(&b->mm, w->gate_inp, 0, E, x, D, T, logits, E);
     for (int t = 0; t < T; t++) {
         const float *lg = logits + (size_t)t * E;
         for (uint64_t e = 0; e < E; e++) score[e] = route_score(cf->gating_func, lg[e]);
@@ -120,9 +121,7 @@ int ds4_moe(ds4_ctx *c, int il, const float *x, const int32_t *tokens, int T, fl
             slot[at] = (int)k;
             owner[at] = e;
         }
-    ds4_prof_end(DS4_PROF_ROUTER, t0);
 
-    t0 = ds4_prof_begin();
     /* Batches of whole experts that fit the buffers (an expert with more rows than they
      * hold goes alone, in parts); the shared expert rides with the first batch. Its down
      * product writes `out`; the routed ones are then added in expert order. */
@@ -155,7 +154,7 @@ int ds4_moe(ds4_ctx *c, int il, const float *x, const int32_t *tokens, int T, fl
             parts[n_parts++] = (ds4_matmul_part){w->gate_exps, e * I, I, xs + off * D, D, j - i, hg + off * I, I};
             parts[n_parts++] = (ds4_matmul_part){w->up_exps, e * I, I, xs + off * D, D, j - i, hu + off * I, I};
         }
-        ds4_matmul_batch(parts, n_parts, nt);
+        ds4_matmul_batch(&b->mm, parts, n_parts);
         if (shared) swiglu_act(sg, su, (uint64_t)T * Is, w->limit_shared, nt);
         swiglu_act(hg, hu, (uint64_t)(r1 - r0) * I, w->limit, nt);
         n_parts = 0;
@@ -165,7 +164,7 @@ int ds4_moe(ds4_ctx *c, int il, const float *x, const int32_t *tokens, int T, fl
             const uint64_t e = (uint64_t)owner[i], off = (uint64_t)(i - r0);
             parts[n_parts++] = (ds4_matmul_part){w->down_exps, e * D, D, hg + off * I, I, j - i, ys + off * D, D};
         }
-        ds4_matmul_batch(parts, n_parts, nt);
+        ds4_matmul_batch(&b->mm, parts, n_parts);
         for (int i = r0; i < r1; i++) {
             const float wt = weight[(size_t)rows[i] * K + slot[i]];
             float *o = out + (size_t)rows[i] * D;
@@ -174,6 +173,5 @@ int ds4_moe(ds4_ctx *c, int il, const float *x, const int32_t *tokens, int T, fl
         }
         r0 = r1;
     }
-    ds4_prof_end(DS4_PROF_EXPERTS, t0);
     return 0;
 }

@@ -1,0 +1,135 @@
+/* cpu_hc.c - the CPU backend's hyper-connection stages and the two ends of the model:
+ * the token embedding copied into every stream, the mixing weights of a site (sigmoid
+ * pre and post weights, the Sinkhorn-normalised combination), the collapse of the
+ * streams into the sublayer input and the write back of its output, and the hyper-head
+ * with the final norm and the LM head. */
+#include <string.h>
+
+#include "cpu_internal.h"
+#include "ops.h"
+#include "quants.h"
+
+int ds4_cpu_embed(ds4_backend *b, const int32_t *tokens, int T) {
+    const int hc = (int)b->cfg->hc_mult, D = (int)b->cfg->n_embd;
+    float *streams = ds4_cpu_scratch(b, SB_STREAMS, (size_t)T * hc * D * sizeof(float));
+    if (!streams) return -1;
+    const gguf_tensor *embd = ds4_model_tensor(b->model, -1, DS4_T_TOKEN_EMBD);
+    for (int t = 0; t < T; t++) {
+        float *s = streams + (size_t)t * hc * D;
+        ds4_tensor_row(embd, (uint64_t)tokens[t], s);
+        for (int j = 1; j < hc; j++) memcpy(s + (size_t)j * D, s, (size_t)D * sizeof(float));
+    }
+    return 0;
+}
+
+/* A site's mixing weights for token t from its row of the mixer's product m: pre [hc],
+ * post [hc] and the combination comb [hc][hc]. */
+static void site_weights(const ds4_config *cf, const ds4_hc_weights *w, const float *m, float *pre, float *po,
+                         float *cb) {
+    const int hc = (int)cf->hc_mult;
+    for (int j = 0; j < hc; j++) {
+        pre[j] = ds4_sigmoid(m[j] * w->scale[0] + w->base[j]) + cf->hc_eps;
+        po[j] = 2.0f * ds4_sigmoid(m[hc + j] * w->scale[1] + w->base[hc + j]);
+    }
+    for (int j = 0; j < hc; j++) {
+        float *row = cb + j * hc;
+        for (int k = 0; k < hc; k++) row[k] = m[2 * hc + j * hc + k] * w->scale[2] + w->base[2 * hc + j * hc + k];
+        ds4_softmax(row, hc);
+        for (int k = 0; k < hc; k++) row[k] += cf->hc_eps;
+    }
+    /* Sinkhorn: columns first, then rows and columns alternately. */
+    for (int it = 0; it < (int)cf->hc_sinkhorn_iters; it++) {
+        if (it > 0)
+            for (int j = 0; j < hc; j++) {
+                float sum = 0.0f;
+                for (int k = 0; k < hc; k++) sum += cb[j * hc + k];
+                for (int k = 0; k < hc; k++) cb[j * hc + k] /= sum + cf->hc_eps;
+            }
+        for (int k = 0; k < hc; k++) {
+            float sum = 0.0f;
+            for (int j = 0; j < hc; j++) sum += cb[j * hc + k];
+            for (int j = 0; j < hc; j++) cb[j * hc + k] /= sum + cf->hc_eps;
+        }
+    }
+}
+
+/* Sublayer input x [T][D] = RMSNorm(sum_j pre[t][j] * streams[t][j]); keeps post [T][hc]
+ * and comb [T][hc][hc] for hc_post. */
+int ds4_cpu_hc_pre(ds4_backend *b, int layer, ds4_hc_site site, int T) {
+    const ds4_config *cf = b->cfg;
+    const ds4_layer_weights *lw = &b->layers[layer];
+    const ds4_hc_weights *w = site == DS4_SITE_ATTN ? &lw->hc_attn : &lw->hc_ffn;
+    const float *norm = site == DS4_SITE_ATTN ? lw->attn_norm : lw->ffn_norm;
+    const int hc = (int)cf->hc_mult, D = (int)cf->n_embd, nm = (2 + hc) * hc;
+    const float *streams = ds4_cpu_chunk(b, SB_STREAMS);
+    float *flat = ds4_cpu_scratch(b, SB_FLAT, (size_t)T * hc * D * sizeof(float));
+    float *mix = ds4_cpu_scratch(b, SB_MIX, (size_t)T * nm * sizeof(float));
+    float *post = ds4_cpu_scratch(b, SB_POST, (size_t)T * hc * sizeof(float));
+    float *comb = ds4_cpu_scratch(b, SB_COMB, (size_t)T * hc * hc * sizeof(float));
+    float *x = ds4_cpu_scratch(b, SB_X, (size_t)T * D * sizeof(float));
+    if (!flat || !mix || !post || !comb || !x) return -1;
+    memcpy(flat, streams, (size_t)T * hc * D * sizeof(float));
+    for (int t = 0; t < T; t++) ds4_rmsnorm(flat + (size_t)t * hc * D, hc * D, NULL, cf->rms_eps);
+    ds4_matmul(&b->mm, w->fn, 0, nm, flat, (uint64_t)hc * D, T, mix, nm);
+    for (int t = 0; t < T; t++) {
+        float pre[DS4_HC_MAX];
+        site_weights(cf, w, mix + (size_t)t * nm, pre, post + (size_t)t * hc, comb + (size_t)t * hc * hc);
+        const float *s = streams + (size_t)t * hc * D, *rows[DS4_HC_MAX];
+        for (int j = 0; j < hc; j++) rows[j] = s + (size_t)j * D;
+        ds4_weighted_sum(x + (size_t)t * D, rows, pre, hc, (uint64_t)D, true);
+    }
+    for (int t = 0; t < T; t++) ds4_rmsnorm(x + (size_t)t * D, D, norm, cf->rms_eps);
+    return 0;
+}
+
+/* streams[t][k] = post[t][k] * y[t] + sum_j comb[t][j][k] * streams[t][j] */
+int ds4_cpu_hc_post(ds4_backend *b, int layer, ds4_hc_site site, int T) {
+    (void)layer; /* hc_pre kept the site's weights */
+    (void)site;
+    const int hc = (int)b->cfg->hc_mult, D = (int)b->cfg->n_embd;
+    float *streams = ds4_cpu_chunk(b, SB_STREAMS), *tmp = ds4_cpu_scratch(b, SB_TMP, (size_t)hc * D * sizeof(float));
+    const float *y = ds4_cpu_chunk(b, SB_Y), *post = ds4_cpu_chunk(b, SB_POST), *comb = ds4_cpu_chunk(b, SB_COMB);
+    if (!tmp) return -1;
+    for (int t = 0; t < T; t++) {
+        float *s = streams + (size_t)t * hc * D;
+        const float *po = post + (size_t)t * hc, *cb = comb + (size_t)t * hc * hc;
+        const float *rows[DS4_HC_MAX + 1] = {y + (size_t)t * D};
+        for (int j = 0; j < hc; j++) rows[1 + j] = s + (size_t)j * D;
+        for (int k = 0; k < hc; k++) {
+            float w[DS4_HC_MAX + 1] = {po[k]};
+            for (int j = 0; j < hc; j++) w[1 + j] = cb[j * hc + k];
+            ds4_weighted_sum(tmp + (size_t)k * D, rows, w, hc + 1, (uint64_t)D, false);
+        }
+        memcpy(s, tmp, (size_t)hc * D * sizeof(float));
+    }
+    return 0;
+}
+
+/* Hyper-head: collapse the streams with sigmoid weights, then the final norm and the LM
+ * head, for tokens first..T-1. */
+int ds4_cpu_head(ds4_backend *b, int T, int first, float *logits) {
+    const ds4_config *cf = b->cfg;
+    const int hc = (int)cf->hc_mult, D = (int)cf->n_embd, n_out = T - first;
+    const uint64_t V = cf->n_vocab;
+    const float *streams = ds4_cpu_chunk(b, SB_STREAMS);
+    float *flat = ds4_cpu_scratch(b, SB_FLAT, (size_t)n_out * hc * D * sizeof(float));
+    float *mix = ds4_cpu_scratch(b, SB_MIX, (size_t)n_out * hc * sizeof(float));
+    float *x = ds4_cpu_scratch(b, SB_X, (size_t)n_out * D * sizeof(float));
+    if (!flat || !mix || !x) return -1;
+    memcpy(flat, streams + (size_t)first * hc * D, (size_t)n_out * hc * D * sizeof(float));
+    for (int t = 0; t < n_out; t++) ds4_rmsnorm(flat + (size_t)t * hc * D, hc * D, NULL, cf->rms_eps);
+    ds4_matmul(&b->mm, ds4_model_tensor(b->model, -1, DS4_T_OUTPUT_HC_FN), 0, hc, flat, (uint64_t)hc * D, n_out,
+               mix, hc);
+    for (int t = 0; t < n_out; t++) {
+        const float *s = streams + (size_t)(first + t) * hc * D;
+        float *xt = x + (size_t)t * D;
+        for (int i = 0; i < D; i++) xt[i] = 0.0f;
+        for (int j = 0; j < hc; j++) {
+            float pre = ds4_sigmoid(mix[(size_t)t * hc + j] * b->head_scale[0] + b->head_base[j]) + cf->hc_eps;
+            for (int i = 0; i < D; i++) xt[i] += pre * s[(size_t)j * D + i];
+        }
+        ds4_rmsnorm(xt, D, b->out_norm, cf->rms_eps);
+    }
+    ds4_matmul(&b->mm, ds4_model_tensor(b->model, -1, DS4_T_OUTPUT), 0, V, x, D, n_out, logits, V);
+    return 0;
+}
