@@ -189,7 +189,7 @@ int ds4_write_file_atomic(const char *path, const void *data, size_t len) {
     return ds4_outfile_commit(&f);
 }
 
-void ds4_outfile_abort_all_signal_safe(void) {
+static void abort_all_signal_safe(void) {
     for (int i = 0; i < MAX_OPEN_OUTFILES; i++) {
         ds4_outfile *f = open_outfiles[i];
         if (f && f->tmp_path) unlink(f->tmp_path);
@@ -197,7 +197,7 @@ void ds4_outfile_abort_all_signal_safe(void) {
 }
 
 static void cleanup_and_exit(int sig) {
-    ds4_outfile_abort_all_signal_safe();
+    abort_all_signal_safe();
     static const char msg[] = "\ninterrupted: partial output removed\n";
     ssize_t ignored = write(2, msg, sizeof msg - 1);
     (void)ignored;

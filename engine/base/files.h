@@ -36,8 +36,6 @@ int ds4_outfile_commit(ds4_outfile *f); /* fsync, rename, fsync the directory */
 void ds4_outfile_abort(ds4_outfile *f); /* remove the temporary file */
 /* Write a whole file through ds4_outfile: complete or not at all. */
 int ds4_write_file_atomic(const char *path, const void *data, size_t len);
-/* Remove every temporary file still open (called from signal handlers of tools). */
-void ds4_outfile_abort_all_signal_safe(void);
 /* Install SIGINT/SIGTERM/SIGHUP handlers that remove open temporary files and exit. */
 void ds4_install_cleanup_handlers(void);
 

@@ -6,4 +6,3 @@
 #endif
 
 const char *ds4_git_sha(void) { return DS4_GIT_SHA; }
-const char *ds4_backends(void) { return "cpu"; }

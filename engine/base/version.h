@@ -4,6 +4,5 @@
 #define DS4_VERSION_H
 
 const char *ds4_git_sha(void);  /* short commit id, "unknown" outside a git checkout */
-const char *ds4_backends(void); /* compiled backends, e.g. "cpu" */
 
 #endif

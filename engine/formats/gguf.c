@@ -349,7 +349,7 @@ static gguf_value scalar_at(uint32_t type, const void *data, uint64_t i) {
     return v;
 }
 
-bool ds4_gguf_value_to_u64(const gguf_value *v, uint64_t *out) {
+static bool value_to_u64(const gguf_value *v, uint64_t *out) {
     switch (v->type) {
     case GGUF_TYPE_UINT8: *out = v->u8; return true;
     case GGUF_TYPE_UINT16: *out = v->u16; return true;
@@ -373,7 +373,7 @@ bool ds4_gguf_value_to_f64(const gguf_value *v, double *out) {
     case GGUF_TYPE_INT64: *out = (double)v->i64; return true;
     default: {
         uint64_t u;
-        if (!ds4_gguf_value_to_u64(v, &u)) return false;
+        if (!value_to_u64(v, &u)) return false;
         *out = (double)u;
         return true;
     }
@@ -389,12 +389,12 @@ bool ds4_gguf_arr_f64(const gguf_value *arr, uint64_t i, double *out) {
 bool ds4_gguf_arr_u64(const gguf_value *arr, uint64_t i, uint64_t *out) {
     if (arr->type != GGUF_TYPE_ARRAY || i >= arr->arr.n || !gguf_types[arr->arr.type].size) return false;
     gguf_value v = scalar_at(arr->arr.type, arr->arr.data, i);
-    return ds4_gguf_value_to_u64(&v, out);
+    return value_to_u64(&v, out);
 }
 
 bool ds4_gguf_get_u64(const gguf_file *f, const char *key, uint64_t *out) {
     const gguf_value *v = ds4_gguf_get(f, key);
-    return v && ds4_gguf_value_to_u64(v, out);
+    return v && value_to_u64(v, out);
 }
 
 bool ds4_gguf_get_f64(const gguf_file *f, const char *key, double *out) {

@@ -91,7 +91,6 @@ bool ds4_gguf_get_u64(const gguf_file *f, const char *key, uint64_t *out);
 bool ds4_gguf_get_f64(const gguf_file *f, const char *key, double *out);
 bool ds4_gguf_get_bool(const gguf_file *f, const char *key, bool *out);
 bool ds4_gguf_get_str(const gguf_file *f, const char *key, gguf_str *out);
-bool ds4_gguf_value_to_u64(const gguf_value *v, uint64_t *out);
 bool ds4_gguf_value_to_f64(const gguf_value *v, double *out);
 /* Element i of an array of numbers, converted; false if out of range or not numeric. */
 bool ds4_gguf_arr_f64(const gguf_value *arr, uint64_t i, double *out);
@@ -122,8 +121,6 @@ int ds4_gguf_writer_kv_arr_str(gguf_writer *w, const char *key, const char *cons
 /* Tensor declarations, in the order their data will follow. */
 int ds4_gguf_writer_add_tensor(gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
                            const uint64_t *ne);
-/* Write the header (metadata + tensor infos); no more declarations after this. */
-int ds4_gguf_writer_begin_data(gguf_writer *w);
 /* Append bytes of the current tensor; a tensor may arrive in several pieces. */
 int ds4_gguf_writer_write(gguf_writer *w, const void *data, size_t n);
 /* Check every tensor got exactly its size, fsync and rename into place; frees w. */

@@ -191,7 +191,8 @@ static int write_padding(gguf_writer *w, uint64_t pos) {
     return 0;
 }
 
-int ds4_gguf_writer_begin_data(gguf_writer *w) {
+/* Write the header (metadata + tensor infos); no more declarations after this. */
+static int begin_data(gguf_writer *w) {
     if (w->started) return 0;
     ds4_buf h = {0};
     uint64_t off = 0;
@@ -230,7 +231,7 @@ static int advance(gguf_writer *w) {
 
 int ds4_gguf_writer_write(gguf_writer *w, const void *data, size_t n) {
     if (w->failed) return ds4_fail("writer already failed");
-    if (!w->started && ds4_gguf_writer_begin_data(w) < 0) return -1;
+    if (!w->started && begin_data(w) < 0) return -1;
     const uint8_t *p = data;
     while (n) {
         if (advance(w) < 0) goto fail;
@@ -264,7 +265,7 @@ static void writer_free(gguf_writer *w) {
 }
 
 int ds4_gguf_writer_finish(gguf_writer *w) {
-    if (!w->failed && (w->started || ds4_gguf_writer_begin_data(w) == 0) && advance(w) == 0) {
+    if (!w->failed && (w->started || begin_data(w) == 0) && advance(w) == 0) {
         if (w->cur < w->n_tensors) {
             ds4_fail("%s: tensor '%s' got %llu of %llu bytes", w->out.path, w->tensors[w->cur].name,
                      (unsigned long long)w->cur_written, (unsigned long long)w->tensors[w->cur].size);

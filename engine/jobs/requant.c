@@ -31,7 +31,7 @@ int ds4_row_quantizer_init(ds4_row_quantizer *q, const ds4_imatrix *im, const ch
     return q->importance && q->back ? 0 : -1;
 }
 
-void ds4_row_quantizer_free(ds4_row_quantizer *q) {
+static void row_quantizer_free(ds4_row_quantizer *q) {
     free(q->importance);
     free(q->back);
 }
@@ -67,7 +67,7 @@ void ds4_row_quantizers_finish(ds4_row_quantizer *q, int n, ds4_tensor_loss *l) 
         wx2 += q[i].sum_wx2;
         we2 += q[i].sum_we2;
         l->imatrix |= q[i].used_imatrix;
-        ds4_row_quantizer_free(&q[i]);
+        row_quantizer_free(&q[i]);
     }
     l->rel_rmse = x2 > 0 ? sqrt(e2 / x2) : 0;
     l->rel_wrmse = wx2 > 0 ? sqrt(we2 / wx2) : 0;

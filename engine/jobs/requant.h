@@ -58,7 +58,6 @@ typedef struct {
 
 int ds4_row_quantizer_init(ds4_row_quantizer *q, const ds4_imatrix *im, const char *tensor, uint32_t type,
                            uint64_t cols);
-void ds4_row_quantizer_free(ds4_row_quantizer *q);
 /* Quantize row x of matrix `mat` (expert index) to dst and add its loss to the sums.
  * Types that need an importance matrix get uniform importance where none is known. */
 int ds4_row_quantize(ds4_row_quantizer *q, uint64_t mat, const float *x, void *dst);

@@ -56,10 +56,9 @@ static const struct {
     [DS4_T_FFN_DOWN_SHEXP] = {"blk.%d.ffn_down_shexp.weight", DS4_CLASS_MATRIX},
 };
 
-const char *ds4_role_gguf_name(ds4_tensor_role role) { return roles[role].gguf; }
 ds4_tensor_class ds4_role_class(ds4_tensor_role role) { return roles[role].cls; }
 
-const char *ds4_layer_kind_name(ds4_layer_kind kind) {
+static const char *layer_kind_name(ds4_layer_kind kind) {
     return kind == DS4_LAYER_CSA ? "csa" : kind == DS4_LAYER_HCA ? "hca" : "swa";
 }
 
@@ -620,7 +619,7 @@ void ds4_model_print_summary(const ds4_model *m, FILE *out) {
     fprintf(out, "  layers:");
     for (uint32_t i = 0; i < c->n_layer; i++) {
         if (c->kind[i] == DS4_LAYER_SWA) fprintf(out, " swa");
-        else fprintf(out, " %s/%u", ds4_layer_kind_name(c->kind[i]), c->compress_ratio[i]);
+        else fprintf(out, " %s/%u", layer_kind_name(c->kind[i]), c->compress_ratio[i]);
     }
     fprintf(out, "\n");
     uint64_t bytes[GGML_TYPE_COUNT] = {0}, count[GGML_TYPE_COUNT] = {0};

@@ -79,9 +79,7 @@ typedef struct {
     uint64_t ne[GGUF_MAX_DIMS];
 } ds4_tensor_spec;
 
-const char *ds4_role_gguf_name(ds4_tensor_role role); /* e.g. "blk.%d.attn_q_a.weight" */
 ds4_tensor_class ds4_role_class(ds4_tensor_role role);
-const char *ds4_layer_kind_name(ds4_layer_kind kind);
 
 /* The tensors a config implies, in canonical file order. Caller frees *specs. */
 int ds4_expected_tensors(const ds4_config *c, ds4_tensor_spec **specs, size_t *n);

@@ -95,7 +95,6 @@ void ds4_recipe_free(ds4_recipe *r) {
     free(r);
 }
 
-const char *ds4_recipe_name(const ds4_recipe *r) { return r->name; }
 
 uint32_t ds4_recipe_file_type(const ds4_recipe *r) { return recipes[recipe_index(r->name)].file_type; }
 

@@ -30,7 +30,6 @@ ds4_recipe *ds4_recipe_new(const char *name);
 /* Add an override "REGEX=TYPE"; -1 with the error set for a bad regex or type. */
 int ds4_recipe_add_override(ds4_recipe *r, const char *spec);
 void ds4_recipe_free(ds4_recipe *r);
-const char *ds4_recipe_name(const ds4_recipe *r);
 
 /* The type of a tensor under the recipe (I32 for the routing table); *fell_back (may
  * be NULL) says the chosen type did not fit the row length. */

@@ -78,7 +78,7 @@ static int cmp_added_len(const void *a, const void *b, void *ctx) {
     return la < lb ? 1 : la > lb ? -1 : *(const int32_t *)a - *(const int32_t *)b;
 }
 
-ds4_tokenizer *ds4_tokenizer_from_vocab(const ds4_vocab_data *v, int32_t bos, int32_t eos) {
+static ds4_tokenizer *from_vocab(const ds4_vocab_data *v, int32_t bos, int32_t eos) {
     ds4_tokenizer *t = ds4_calloc(1, sizeof *t);
     if (!t) return NULL;
     t->n = v->n;
@@ -153,7 +153,7 @@ ds4_tokenizer *ds4_tokenizer_from_json(const char *path, const char *overlay) {
         ds4_vocab_data_free(&v);
         return NULL;
     }
-    ds4_tokenizer *t = ds4_tokenizer_from_vocab(&v, -1, -1);
+    ds4_tokenizer *t = from_vocab(&v, -1, -1);
     if (t) {
         t->bos = ds4_token_id(t, "<\xef\xbd\x9c" "begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>");
         t->eos = ds4_token_id(t, "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>");
@@ -219,7 +219,7 @@ ds4_tokenizer *ds4_tokenizer_from_gguf(const gguf_file *f) {
     uint64_t bos = UINT64_MAX, eos = UINT64_MAX;
     ds4_gguf_get_u64(f, "tokenizer.ggml.bos_token_id", &bos);
     ds4_gguf_get_u64(f, "tokenizer.ggml.eos_token_id", &eos);
-    t = ds4_tokenizer_from_vocab(&v, bos < v.n ? (int32_t)bos : -1, eos < v.n ? (int32_t)eos : -1);
+    t = from_vocab(&v, bos < v.n ? (int32_t)bos : -1, eos < v.n ? (int32_t)eos : -1);
     if (!t) ds4_error_prefix(f->path);
 done:
     ds4_vocab_data_free(&v);

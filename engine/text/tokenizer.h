@@ -22,7 +22,6 @@ ds4_tokenizer *ds4_tokenizer_from_gguf(const gguf_file *f);
 ds4_tokenizer *ds4_tokenizer_if_any(const gguf_file *f);
 /* A tokenizer.json, optionally with an added-tokens overlay (see ds4_vocab_add_tokens). */
 ds4_tokenizer *ds4_tokenizer_from_json(const char *path, const char *overlay);
-ds4_tokenizer *ds4_tokenizer_from_vocab(const ds4_vocab_data *v, int32_t bos, int32_t eos);
 void ds4_tokenizer_free(ds4_tokenizer *t);
 
 /* Append the ids of text to *ids (grown with realloc; *n counts them). With
