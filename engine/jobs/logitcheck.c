@@ -17,6 +17,7 @@
 
 #define MAX_TOP 64
 #define MISFIT (-2) /* the vectors were made for another vocabulary */
+#define UNREPORTED (-1000.0) /* below this a reference logprob is the API's "too small" (-9999) */
 
 typedef struct { int32_t id[MAX_TOP]; double lp[MAX_TOP]; int n; } ref_top;
 
@@ -53,7 +54,7 @@ static int compare(const float *logits, uint32_t V, const ref_top *ref, accum *a
             return MISFIT;
         }
         ours[k] = logits[ref->id[k]] - lse;
-        a->dlp_max = fmax(a->dlp_max, fabs(ours[k] - ref->lp[k]));
+        if (ref->lp[k] > UNREPORTED) a->dlp_max = fmax(a->dlp_max, fabs(ours[k] - ref->lp[k]));
         zr += (p_ref[k] = exp(ref->lp[k]));
         zo += (p_ours[k] = exp(ours[k]));
     }
@@ -151,6 +152,18 @@ static int append_id(int32_t **ids, size_t *n, int32_t id) {
     return 0;
 }
 
+/* A chat prompt: the messages through the V4 template, with the generation prompt. */
+static int chat_prompt(const ds4_tokenizer *tok, json_object *msgs, bool think, case_spec *s, const char *id) {
+    if (!tok) return ds4_fail("%s: a chat prompt needs a model with a tokenizer", id);
+    ds4_chat_opts co = {.thinking = think, .add_generation_prompt = true};
+    ds4_buf b = {0};
+    int rc = ds4_chat_render(msgs, &co, &b);
+    if (rc == 0) rc = ds4_tokenize(tok, (const char *)b.data, b.len, true, &s->prompt, &s->n_prompt);
+    ds4_buf_free(&b);
+    if (rc < 0) ds4_error_prefix(id);
+    return rc;
+}
+
 /* The prompt: token ids, or text (BOS + literal text), or chat messages (+ "think"). */
 static int resolve_prompt(const ds4_tokenizer *tok, json_object *o, case_spec *s, const char *id) {
     json_object *ids = field(o, "prompt_ids"), *text = field(o, "prompt"), *msgs = field(o, "messages");
@@ -163,24 +176,18 @@ static int resolve_prompt(const ds4_tokenizer *tok, json_object *o, case_spec *s
     }
     if (!text && !msgs) return ds4_fail("%s: needs prompt_ids, prompt or messages", id);
     if (!tok) return ds4_fail("%s: a text prompt needs a model with a tokenizer", id);
-    if (text) {
-        if (ds4_tokenizer_bos(tok) >= 0 && append_id(&s->prompt, &s->n_prompt, ds4_tokenizer_bos(tok)) < 0) return -1;
-        return ds4_tokenize(tok, json_object_get_string(text), (size_t)json_object_get_string_len(text), false,
-                            &s->prompt, &s->n_prompt);
+    if (!text) {
+        json_object *think = field(o, "think");
+        return chat_prompt(tok, msgs, think && json_object_get_boolean(think), s, id);
     }
-    json_object *think = field(o, "think");
-    ds4_chat_opts co = {.thinking = think && json_object_get_boolean(think), .add_generation_prompt = true};
-    ds4_buf b = {0};
-    int rc = ds4_chat_render(msgs, &co, &b);
-    if (rc == 0) rc = ds4_tokenize(tok, (const char *)b.data, b.len, true, &s->prompt, &s->n_prompt);
-    ds4_buf_free(&b);
-    if (rc < 0) ds4_error_prefix(id);
-    return rc;
+    if (ds4_tokenizer_bos(tok) >= 0 && append_id(&s->prompt, &s->n_prompt, ds4_tokenizer_bos(tok)) < 0) return -1;
+    return ds4_tokenize(tok, json_object_get_string(text), (size_t)json_object_get_string_len(text), false,
+                        &s->prompt, &s->n_prompt);
 }
 
 /* A token of an API response ("token" text, optional "bytes") as an id. */
 static int api_token(const ds4_tokenizer *tok, json_object *t, int32_t *out, const char *id) {
-    json_object *bytes = field(t, "bytes"), *text = field(t, "token");
+    json_object *bytes = field(t, "bytes"), *text = field(t, "token") ? field(t, "token") : field(t, "text");
     char buf[1024];
     size_t n = 0;
     if (bytes && json_object_is_type(bytes, json_type_array)) {
@@ -192,6 +199,20 @@ static int api_token(const ds4_tokenizer *tok, json_object *t, int32_t *out, con
         memcpy(buf, json_object_get_string(text), n);
     }
     *out = ds4_token_from_bytes(tok, buf, n);
+    if (*out < 0) {
+        /* DeepSeek's API writes special tokens with their bar doubled
+         * ("<｜｜end▁of▁sentence｜｜>"): the vocabulary's token has one. */
+        static const char bar[] = "\xef\xbd\x9c"; /* U+FF5C */
+        char one[sizeof buf];
+        size_t m = 0;
+        for (size_t i = 0; i < n;) {
+            const bool twice = i + 6 <= n && !memcmp(buf + i, bar, 3) && !memcmp(buf + i + 3, bar, 3);
+            memcpy(one + m, buf + i, twice ? 3 : 1);
+            m += twice ? 3 : 1;
+            i += twice ? 6 : 1;
+        }
+        if (m < n) *out = ds4_token_from_bytes(tok, one, m);
+    }
     if (*out < 0) return ds4_fail("%s: API token '%.*s' is not a token of this vocabulary", id, (int)(n > 40 ? 40 : n), buf);
     return 0;
 }
@@ -227,7 +248,60 @@ static int resolve_api(const ds4_tokenizer *tok, json_object *resp, case_spec *s
     return 0;
 }
 
+#define OFFICIAL_SCHEMA "ds4-official-logprobs-v1"
+
+/* A top list sorted by logprob, best first (the API's order is not promised). */
+static void sort_top(ref_top *t) {
+    for (int i = 1; i < t->n; i++) {
+        const int32_t id = t->id[i];
+        const double lp = t->lp[i];
+        int j = i;
+        for (; j > 0 && lp > t->lp[j - 1]; j--) {
+            t->id[j] = t->id[j - 1];
+            t->lp[j] = t->lp[j - 1];
+        }
+        t->id[j] = id;
+        t->lp[j] = lp;
+    }
+}
+
+/* An official capture (OFFICIAL_SCHEMA, vectors/official/): the request's messages and
+ * thinking mode, then per generated step the chosen token and the top-20 (tokens by
+ * their bytes; the API writes -9999 for a logprob too small to report). */
+static int resolve_official(const ds4_tokenizer *tok, json_object *o, case_spec *s, const char *id) {
+    json_object *req = field(o, "request"), *steps = field(o, "steps");
+    json_object *msgs = field(req, "messages"), *thinking = field(field(req, "thinking"), "type");
+    if (!msgs || !json_object_is_type(msgs, json_type_array) || !steps || !json_object_is_type(steps, json_type_array))
+        return ds4_fail("%s: an official capture needs request.messages and steps", id);
+    const bool think = thinking && !strcmp(json_object_get_string(thinking), "enabled");
+    if (chat_prompt(tok, msgs, think, s, id) < 0) return -1;
+    const size_t n = json_object_array_length(steps);
+    if (!(s->cont_top = ds4_calloc(n ? n : 1, sizeof *s->cont_top))) return -1;
+    for (size_t i = 0; i < n; i++) {
+        json_object *step = json_object_array_get_idx(steps, i), *tops = field(step, "top_logprobs");
+        int32_t chosen;
+        if (api_token(tok, field(step, "token"), &chosen, id) < 0 || append_id(&s->cont, &s->n_cont, chosen) < 0)
+            return -1;
+        ref_top *rt = &s->cont_top[i];
+        const size_t k = tops && json_object_is_type(tops, json_type_array) ? json_object_array_length(tops) : 0;
+        for (size_t j = 0; j < k && j < MAX_TOP; j++) {
+            json_object *e = json_object_array_get_idx(tops, j);
+            if (api_token(tok, field(e, "token"), &rt->id[rt->n], id) < 0) return -1;
+            rt->lp[rt->n++] = json_object_get_double(field(e, "logprob"));
+        }
+        if (rt->n == 0) {
+            rt->id[0] = chosen;
+            rt->lp[0] = json_object_get_double(field(step, "logprob"));
+            rt->n = 1;
+        }
+        sort_top(rt);
+    }
+    return 0;
+}
+
 static int resolve_case(const ds4_tokenizer *tok, json_object *o, case_spec *s, const char *id) {
+    json_object *schema = field(o, "schema");
+    if (schema && !strcmp(json_object_get_string(schema), OFFICIAL_SCHEMA)) return resolve_official(tok, o, s, id);
     if (resolve_prompt(tok, o, s, id) < 0) return -1;
     json_object *resp = field(o, "response");
     if (resp) return resolve_api(tok, resp, s, id);
@@ -319,8 +393,35 @@ done:
     return rc;
 }
 
-/* The cases of one file. `skip_misfits`: a case made for another vocabulary is
- * recorded as skipped, with the reason, instead of ending the run. */
+/* Appends one case (a JSON object) to the report. `skip_misfits`: a case made for
+ * another vocabulary is recorded as skipped, with the reason, instead of failing. */
+static int add_case(ds4_ctx *ctx, const ds4_tokenizer *tok, json_object *o, const char *dir, bool skip_misfits,
+                    ds4_lc_report *r) {
+    ds4_lc_case *cases = ds4_realloc(r->cases, (size_t)(r->n_cases + 1) * sizeof *cases);
+    if (!cases) return -1;
+    r->cases = cases;
+    ds4_lc_case *c = &cases[r->n_cases];
+    memset(c, 0, sizeof *c);
+    int rc = run_case(ctx, tok, o, dir, c);
+    if (rc == MISFIT && skip_misfits) {
+        char keep[sizeof c->id];
+        snprintf(keep, sizeof keep, "%s", c->id);
+        memset(c, 0, sizeof *c);
+        snprintf(c->id, sizeof c->id, "%s", keep);
+        snprintf(c->skipped, sizeof c->skipped, "%s", ds4_error());
+        rc = 0;
+    }
+    if (rc == 0) r->n_cases++;
+    return rc < 0 ? -1 : 0;
+}
+
+static bool ends_with(const char *s, const char *tail) {
+    const size_t n = strlen(s), m = strlen(tail);
+    return n > m && !strcmp(s + n - m, tail);
+}
+
+/* The cases of one file: a JSONL file, one case per line, or an official capture
+ * (*.official.json, one pretty-printed object). */
 static int run_file(ds4_ctx *ctx, const ds4_tokenizer *tok, const char *path, bool skip_misfits, ds4_lc_report *r) {
     char *text = ds4_read_file(path, NULL);
     if (!text) return -1;
@@ -328,35 +429,23 @@ static int run_file(ds4_ctx *ctx, const ds4_tokenizer *tok, const char *path, bo
     char *slash = dir ? strrchr(dir, '/') : NULL;
     if (slash) *slash = 0;
     else if (dir) strcpy(dir, ".");
-    int rc = 0, line_no = 0;
+    int rc = 0;
+    if (ends_with(path, ".official.json")) {
+        json_object *o = json_tokener_parse(text);
+        if (!o || !json_object_is_type(o, json_type_object)) rc = ds4_fail("%s: not a JSON object", path);
+        else rc = add_case(ctx, tok, o, dir ? dir : ".", skip_misfits, r);
+        if (rc < 0) ds4_error_prefix(path);
+        if (o) json_object_put(o);
+    }
+    int line_no = 0;
     char *save = NULL;
-    for (char *line = strtok_r(text, "\n", &save); line && rc == 0; line = strtok_r(NULL, "\n", &save)) {
+    for (char *line = ends_with(path, ".official.json") ? NULL : strtok_r(text, "\n", &save); line && rc == 0;
+         line = strtok_r(NULL, "\n", &save)) {
         line_no++;
         if (!*line) continue;
         json_object *o = json_tokener_parse(line);
-        if (!o || !json_object_is_type(o, json_type_object)) {
-            rc = ds4_fail("%s:%d: not a JSON object", path, line_no);
-        } else {
-            ds4_lc_case *cases = ds4_realloc(r->cases, (size_t)(r->n_cases + 1) * sizeof *cases);
-            if (!cases) rc = -1;
-            else {
-                r->cases = cases;
-                ds4_lc_case *c = &cases[r->n_cases];
-                memset(c, 0, sizeof *c);
-                rc = run_case(ctx, tok, o, dir ? dir : ".", c);
-                if (rc == MISFIT && skip_misfits) {
-                    const char *id = c->id;
-                    char keep[sizeof c->id];
-                    snprintf(keep, sizeof keep, "%s", id);
-                    memset(c, 0, sizeof *c);
-                    snprintf(c->id, sizeof c->id, "%s", keep);
-                    snprintf(c->skipped, sizeof c->skipped, "%s", ds4_error());
-                    rc = 0;
-                }
-                if (rc == 0) r->n_cases++;
-                else if (rc < -1) rc = -1;
-            }
-        }
+        if (!o || !json_object_is_type(o, json_type_object)) rc = ds4_fail("%s:%d: not a JSON object", path, line_no);
+        else rc = add_case(ctx, tok, o, dir ? dir : ".", skip_misfits, r);
         if (o) json_object_put(o);
     }
     free(dir);
@@ -377,14 +466,14 @@ int ds4_logitcheck_path(ds4_ctx *ctx, const ds4_tokenizer *tok, const char *path
     struct dirent *e;
     while ((e = readdir(d))) {
         size_t len = strlen(e->d_name);
-        if (len < 7 || strcmp(e->d_name + len - 6, ".jsonl")) continue;
+        if (!ends_with(e->d_name, ".jsonl") && !ends_with(e->d_name, ".official.json")) continue;
         char **p = ds4_realloc(names, (size_t)(n + 1) * sizeof *names);
         if (!p) { rc = -1; break; }
         names = p;
         names[n++] = ds4_strndup(e->d_name, len);
     }
     closedir(d);
-    if (rc == 0 && n == 0) rc = ds4_fail("%s: no .jsonl vector files", path);
+    if (rc == 0 && n == 0) rc = ds4_fail("%s: no .jsonl or .official.json vector files", path);
     if (names) qsort(names, (size_t)n, sizeof *names, cmp_names);
     for (int i = 0; i < n && rc == 0; i++) {
         char file[PATH_MAX];
