@@ -235,6 +235,30 @@ expect run_kv_first 0 $BIN/ds4 run --model "$T/a.gguf" --prompt-ids $P21 -n 3 --
 expect run_kv_second 0 $BIN/ds4 run --model "$T/a.gguf" --prompt-ids $P21 -n 3 --kv-disk-dir "$T/kvr" --threads 2
 has run_kv_cached "21 tokens (20 cached)" "$T/err"
 
+# Corpus modes of ds4-logitcheck: perplexity, a base file, KL against it.
+seq 0 3 1500 | awk '{print ($1 * 7919) % 500 + 3}' >"$T/corpus.ids"
+expect ppl_runs 0 $BIN/ds4-logitcheck --ppl --model "$T/a.gguf" --ids "$T/corpus.ids" --ctx 32,64 --csv "$T/ppl.csv"
+has ppl_csv_overall "^ppl,.*,64,overall," "$T/ppl.csv"
+expect save_base 0 $BIN/ds4-logitcheck --save-base "$T/a.base" --model "$T/a.gguf" --ids "$T/corpus.ids" --ctx 64
+expect base_self 0 $BIN/ds4-logitcheck --base "$T/a.base" --model "$T/a.gguf" --ids "$T/corpus.ids" --ctx 64 \
+    --json "$T/base.json" --csv "$T/base.csv" --hist "$T/hist.csv" --max-kl-mean 1e-9 --min-top1 1
+has base_self_top1 '"top1":1\.0' "$T/base.json"
+has base_csv_columns "kl_mean,kl_median,kl_p99,kl_max,top1,dp_mean" "$T/base.csv"
+has base_hist "^kl,0,1e-09," "$T/hist.csv"
+expect base_other_ctx 2 $BIN/ds4-logitcheck --base "$T/a.base" --model "$T/a.gguf" --ids "$T/corpus.ids" --ctx 32
+one_line base_other_ctx_message "made with --ctx 64, not 32"
+head -n 400 "$T/corpus.ids" >"$T/other.ids"
+expect base_other_corpus 2 $BIN/ds4-logitcheck --base "$T/a.base" --model "$T/a.gguf" --ids "$T/other.ids" --ctx 64
+one_line base_other_corpus_message "another corpus"
+head -c 5000 "$T/a.base" >"$T/cut.base"
+expect base_truncated 2 $BIN/ds4-logitcheck --base "$T/cut.base" --model "$T/a.gguf" --ids "$T/corpus.ids" --ctx 64
+one_line base_truncated_message "cut.base: corrupt or truncated"
+expect base_not_a_base 2 $BIN/ds4-logitcheck --base "$T/a.gguf" --model "$T/a.gguf" --ids "$T/corpus.ids"
+one_line base_not_a_base_message "not a ds4 base file"
+expect base_gate_fails 1 $BIN/ds4-logitcheck --base "$T/a.base" --model "$T/a.gguf" --ids "$T/corpus.ids" --ctx 64 \
+    --act q8 --max-kl-mean 1e-6
+expect corpus_modes_exclusive 2 $BIN/ds4-logitcheck --ppl --base "$T/a.base" --model "$T/a.gguf" --ids "$T/corpus.ids"
+
 # Backends: a known one not in this build, an unknown one, no silent fallback to the CPU.
 for tool in "ds4 run -m $T/a.gguf --prompt-ids 1,2" "ds4-bench -m $T/a.gguf" \
             "ds4-logitcheck --model $T/a.gguf --vectors vectors/ref/tiny-a.jsonl" \

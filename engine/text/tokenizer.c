@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
+
 /* The "deepseek-v3" pre-tokenizer: three Split stages, each keeping matches and the text
  * between them as separate pieces (tokenizers' "Isolated" behaviour). */
 static const char *const pre_patterns[3] = {
@@ -353,6 +355,16 @@ int ds4_tokenize(const ds4_tokenizer *t, const char *text, size_t len, bool pars
 }
 
 /* ---- decoding ---- */
+
+uint64_t ds4_tokenizer_hash(const ds4_tokenizer *t) {
+    uint64_t h = ds4_fnv1a(DS4_FNV_START, &t->n, sizeof t->n);
+    for (uint32_t i = 0; i < t->n; i++) {
+        h = ds4_fnv1a(h, &t->n_bytes[i], sizeof t->n_bytes[i]);
+        h = ds4_fnv1a(h, t->bytes[i], t->n_bytes[i]);
+        h = ds4_fnv1a(h, &t->type[i], sizeof t->type[i]);
+    }
+    return ds4_fnv1a(h, &t->bos, sizeof t->bos);
+}
 
 int ds4_token_bytes(const ds4_tokenizer *t, int32_t id, const char **bytes, size_t *len) {
     if (id < 0 || (uint32_t)id >= t->n) return ds4_fail("token id %d is outside the vocabulary (0..%u)", id, t->n - 1);

@@ -31,6 +31,9 @@ int ds4_tokenize(const ds4_tokenizer *t, const char *text, size_t len, bool pars
 
 /* The bytes a token stands for (special tokens: their text). */
 int ds4_token_bytes(const ds4_tokenizer *t, int32_t id, const char **bytes, size_t *len);
+/* A hash of the vocabulary (every token's bytes and type, and BOS): two models whose
+ * predictions are compared token by token must agree on it. */
+uint64_t ds4_tokenizer_hash(const ds4_tokenizer *t);
 /* ids -> bytes appended to out; out-of-range ids are an error. Special tokens are
  * written only when show_special. */
 int ds4_detokenize(const ds4_tokenizer *t, const int32_t *ids, size_t n, bool show_special, ds4_buf *out);
