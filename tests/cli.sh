@@ -259,6 +259,24 @@ expect base_gate_fails 1 $BIN/ds4-logitcheck --base "$T/a.base" --model "$T/a.gg
     --act q8 --max-kl-mean 1e-6
 expect corpus_modes_exclusive 2 $BIN/ds4-logitcheck --ppl --base "$T/a.base" --model "$T/a.gguf" --ids "$T/corpus.ids"
 
+# ds4 batch --parallel: the same results as one request at a time (timings and cached
+# token counts aside), in input order, with mixed prompt lengths and seeded sampling.
+awk 'BEGIN { srand(7); for (i = 0; i < 12; i++) { n = 1 + int(rand() * 90); g = int(rand() * 20)
+    line = "{\"id\":\"p" i "\",\"prompt_ids\":["; for (k = 0; k < n; k++) line = line (k ? "," : "") (3 + int(rand() * 500))
+    line = line "],\"max_tokens\":" g; if (i % 3 == 0) line = line ",\"temperature\":0.9,\"seed\":" i
+    print line "}" } }' >"$T/par.jsonl"
+for p in 1 4 16; do
+    expect "batch_parallel_$p" 0 $BIN/ds4 batch -m "$T/a.gguf" --in "$T/par.jsonl" --out "$T/par-$p.jsonl" \
+        --parallel "$p" -t 2 --quiet
+    sed 's/"prefill_tps":[^,]*,"decode_tps":[^,]*,"cached_tokens":[0-9]*,//' "$T/par-$p.jsonl" >"$T/par-$p.cmp"
+done
+if cmp -s "$T/par-1.cmp" "$T/par-4.cmp" && cmp -s "$T/par-1.cmp" "$T/par-16.cmp" &&
+    [ "$(grep -c '"id"' "$T/par-16.jsonl")" -eq 12 ]; then ok batch_parallel_same_results; else bad batch_parallel_same_results; fi
+expect batch_parallel_kv_limit 0 $BIN/ds4 batch -m "$T/a.gguf" --in "$T/par.jsonl" --out "$T/par-kv.jsonl" \
+    --parallel 8 --kv-max-mb 1 -t 2 --quiet
+sed 's/"prefill_tps":[^,]*,"decode_tps":[^,]*,"cached_tokens":[0-9]*,//' "$T/par-kv.jsonl" >"$T/par-kv.cmp"
+if cmp -s "$T/par-1.cmp" "$T/par-kv.cmp"; then ok batch_parallel_kv_limit_same; else bad batch_parallel_kv_limit_same; fi
+
 # Backends: a known one not in this build, an unknown one, no silent fallback to the CPU.
 for tool in "ds4 run -m $T/a.gguf --prompt-ids 1,2" "ds4-bench -m $T/a.gguf" \
             "ds4-logitcheck --model $T/a.gguf --vectors vectors/ref/tiny-a.jsonl" \

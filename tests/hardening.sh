@@ -179,7 +179,9 @@ expect batch_redo_stale 0 $BIN/ds4 batch -m "$T/a.gguf" --in "$T/s2.jsonl" --out
 if [ "$(wc -l <"$T/s.out")" -eq 2 ] && [ "$(grep -c '"id":"a"' "$T/s.out")" -eq 1 ] &&
     grep '"id":"a"' "$T/s.out" | grep -q '"completion_tokens":3'; then ok batch_redo_stale_unique_ids
 else bad batch_redo_stale_unique_ids; fi
-if [ "$(wc -l <"$T/s.csv")" -eq 4 ] && [ "$(grep -c '^id,' "$T/s.csv")" -eq 1 ]; then ok batch_csv_appended
+# a header, then each run's rows and its (job) row
+if [ "$(wc -l <"$T/s.csv")" -eq 6 ] && [ "$(grep -c '^id,' "$T/s.csv")" -eq 1 ] &&
+    [ "$(grep -c '^(job),' "$T/s.csv")" -eq 2 ]; then ok batch_csv_appended
 else bad batch_csv_appended; fi
 printf '{"id":"x","prompt_ids":[0,5],"max_tokens":1}\n{"id":"y","prompt_ids":[0,99999]}\n{"id":"x","prompt_ids":[0,6],"max_tokens":1}\n' \
     >"$T/dup.jsonl"

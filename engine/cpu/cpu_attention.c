@@ -14,7 +14,15 @@
 #include "ops.h"
 #include "threads.h"
 
-int ds4_cpu_attn_project(ds4_backend *b, int il, int T, uint64_t pos0) {
+/* The position of each row of the chunk. */
+static int64_t row_pos(const ds4_chunk *c, int row) {
+    int s = 0;
+    while (row >= c->seg[s].row0 + c->seg[s].n) s++;
+    return (int64_t)c->seg[s].pos0 + (row - c->seg[s].row0);
+}
+
+int ds4_cpu_attn_project(ds4_backend *b, int il, const ds4_chunk *c) {
+    const int T = c->T;
     const ds4_config *cf = b->cfg;
     const ds4_layer_weights *w = &b->layers[il];
     const int D = (int)cf->n_embd, H = (int)cf->n_head, d = (int)cf->head_dim, r = (int)cf->q_lora_rank;
@@ -56,13 +64,13 @@ int ds4_cpu_attn_project(ds4_backend *b, int il, int T, uint64_t pos0) {
     for (int t = 0; t < T; t++) {
         ds4_rmsnorm(qres + (size_t)t * r, r, w->q_a_norm, cf->rms_eps);
         ds4_rmsnorm(kv + (size_t)t * d, d, w->kv_norm, cf->rms_eps);
-        ds4_rope_apply(kv + (size_t)t * d, d, rd, rope, (int64_t)(pos0 + t), 1);
+        ds4_rope_apply(kv + (size_t)t * d, d, rd, rope, row_pos(c, t), 1);
     }
     parts[0] = (ds4_matmul_part){w->q_b, 0, (uint64_t)H * d, qres, r, T, q, (uint64_t)H * d};
     if (csa) parts[1] = (ds4_matmul_part){w->idx_q_b, 0, (uint64_t)Ih * Id, qres, r, T, iq, (uint64_t)Ih * Id};
     ds4_matmul_batch(&b->mm, parts, csa ? 2 : 1);
     for (int t = 0; t < T; t++) {
-        ds4_rope_table(cs, rd, rope, (int64_t)(pos0 + t));
+        ds4_rope_table(cs, rd, rope, row_pos(c, t));
         for (int h = 0; h < H; h++) {
             float *qh = q + ((size_t)t * H + h) * d;
             ds4_rmsnorm(qh, d, NULL, cf->rms_eps);
@@ -72,7 +80,7 @@ int ds4_cpu_attn_project(ds4_backend *b, int il, int T, uint64_t pos0) {
     if (csa) {
         const float wscale = 1.0f / sqrtf((float)Ih);
         for (int t = 0; t < T; t++) {
-            ds4_rope_table(cs, rd, b->rope_comp, (int64_t)(pos0 + t));
+            ds4_rope_table(cs, rd, b->rope_comp, row_pos(c, t));
             for (int h = 0; h < Ih; h++) ds4_rope_apply_table(iq + ((size_t)t * Ih + h) * Id, Id, rd, cs, 1);
             for (int h = 0; h < Ih; h++) iw[(size_t)t * Ih + h] *= wscale;
         }
@@ -80,42 +88,49 @@ int ds4_cpu_attn_project(ds4_backend *b, int il, int T, uint64_t pos0) {
     return 0;
 }
 
-int ds4_cpu_kv_append(ds4_backend *b, int il, int T, uint64_t pos0) {
+int ds4_cpu_kv_append(ds4_backend *b, int il, const ds4_chunk *c) {
     const ds4_config *cf = b->cfg;
     const ds4_layer_weights *w = &b->layers[il];
-    ds4_kv_layer *st = &b->state.layers[il];
-    const int d = (int)cf->head_dim, Id = (int)cf->indexer_dim, cw = w->kind == DS4_LAYER_CSA ? 2 * d : d;
+    const int T = c->T, d = (int)cf->head_dim, Id = (int)cf->indexer_dim, cw = w->kind == DS4_LAYER_CSA ? 2 * d : d;
+    const int cap = (int)cf->sliding_window;
     const float *kv = ds4_cpu_chunk(b, SB_KV), *ckv = ds4_cpu_chunk(b, SB_CKV), *cgate = ds4_cpu_chunk(b, SB_CGATE);
     const float *ikv = ds4_cpu_chunk(b, SB_IKV), *igate = ds4_cpu_chunk(b, SB_IGATE);
     uint64_t *n_entries = ds4_cpu_scratch(b, SB_NENT, (size_t)2 * T * sizeof(uint64_t));
-    if (!n_entries) return -1;
-    /* Pushing overwrites window slots that earlier tokens of a multi-token chunk still
-     * need, so attend reads those from a copy taken before. */
-    b->old_kv = st->window_kv;
-    b->old_pos = st->window_pos;
-    if (T > 1) {
-        float *wkv = ds4_cpu_scratch(b, SB_WIN, (size_t)st->cap * d * sizeof(float));
-        int64_t *wpos = ds4_cpu_scratch(b, SB_WINPOS, (size_t)st->cap * sizeof(int64_t));
-        if (!wkv || !wpos) return -1;
-        memcpy(wkv, st->window_kv, (size_t)st->cap * d * sizeof(float));
-        memcpy(wpos, st->window_pos, (size_t)st->cap * sizeof(int64_t));
-        b->old_kv = wkv;
-        b->old_pos = wpos;
+    float *wkv = ds4_cpu_scratch(b, SB_WIN, (size_t)c->n_seg * cap * d * sizeof(float));
+    int64_t *wpos = ds4_cpu_scratch(b, SB_WINPOS, (size_t)c->n_seg * cap * sizeof(int64_t));
+    b->old_kv = ds4_cpu_scratch(b, SB_OLDKV, (size_t)c->n_seg * sizeof *b->old_kv);
+    b->old_pos = ds4_cpu_scratch(b, SB_OLDPOS, (size_t)c->n_seg * sizeof *b->old_pos);
+    if (!n_entries || !wkv || !wpos || !b->old_kv || !b->old_pos) return -1;
+    for (int s = 0; s < c->n_seg; s++) {
+        const ds4_segment *g = &c->seg[s];
+        ds4_kv_layer *st = &b->states[g->seq].layers[il];
+        /* Pushing overwrites window slots that earlier tokens of a multi-token segment
+         * still need, so attend reads those from a copy taken before. */
+        b->old_kv[s] = st->window_kv;
+        b->old_pos[s] = st->window_pos;
+        if (g->n > 1) {
+            float *k = wkv + (size_t)s * cap * d;
+            int64_t *p = wpos + (size_t)s * cap;
+            memcpy(k, st->window_kv, (size_t)st->cap * d * sizeof(float));
+            memcpy(p, st->window_pos, (size_t)st->cap * sizeof(int64_t));
+            b->old_kv[s] = k;
+            b->old_pos[s] = p;
+        }
+        for (int t = g->row0; t < g->row0 + g->n; t++) {
+            ds4_cpu_window_push(st, kv + (size_t)t * d, (int64_t)g->pos0 + (t - g->row0));
+            if (w->kind != DS4_LAYER_SWA &&
+                ds4_cpu_compressor_push(b, &st->comp, ckv + (size_t)t * cw, cgate + (size_t)t * cw, w->comp_ape,
+                                        w->comp_norm) < 0)
+                return -1;
+            if (w->kind == DS4_LAYER_CSA &&
+                ds4_cpu_compressor_push(b, &st->indexer, ikv + (size_t)t * 2 * Id, igate + (size_t)t * 2 * Id,
+                                        w->idx_ape, w->idx_norm) < 0)
+                return -1;
+            n_entries[t] = st->comp.n_entries;
+            n_entries[T + t] = st->indexer.n_entries;
+        }
+        if (st->indexer.n_entries > UINT32_MAX) return ds4_fail("more compressed entries than the indexer can rank");
     }
-    for (int t = 0; t < T; t++) {
-        ds4_cpu_window_push(st, kv + (size_t)t * d, (int64_t)(pos0 + t));
-        if (w->kind != DS4_LAYER_SWA &&
-            ds4_cpu_compressor_push(b, &st->comp, ckv + (size_t)t * cw, cgate + (size_t)t * cw, w->comp_ape,
-                                    w->comp_norm) < 0)
-            return -1;
-        if (w->kind == DS4_LAYER_CSA &&
-            ds4_cpu_compressor_push(b, &st->indexer, ikv + (size_t)t * 2 * Id, igate + (size_t)t * 2 * Id,
-                                    w->idx_ape, w->idx_norm) < 0)
-            return -1;
-        n_entries[t] = st->comp.n_entries;
-        n_entries[T + t] = st->indexer.n_entries;
-    }
-    if (st->indexer.n_entries > UINT32_MAX) return ds4_fail("more compressed entries than the indexer can rank");
     return 0;
 }
 
@@ -148,20 +163,25 @@ typedef struct {
     int token; /* the token an entry- or head-parallel loop works for */
 } chunk_job;
 
-static chunk_job job_for(ds4_backend *b, int il, int T, uint64_t pos0) {
+/* The job of segment s: its rows of the chunk's buffers, its sequence's state. */
+static chunk_job job_for(ds4_backend *b, int il, const ds4_chunk *c, int s) {
     const ds4_config *cf = b->cfg;
     const ds4_layer_weights *w = &b->layers[il];
+    const ds4_segment *g = &c->seg[s];
     const uint64_t *n_entries = ds4_cpu_chunk(b, SB_NENT);
-    const int threads = b->mm.n_threads > 0 ? b->mm.n_threads : 1;
-    return (chunk_job){.w = w, .st = &b->state.layers[il], .index = ds4_index_for_level((int)b->mm.level),
-                       .dot = ds4_dot_for_level((int)b->mm.level), .T = T, .H = (int)cf->n_head,
-                       .d = (int)cf->head_dim, .rd = (int)cf->rope_dim, .Ih = (int)cf->indexer_heads,
-                       .Id = (int)cf->indexer_dim, .threads = threads, .pos0 = pos0,
-                       .topk = w->kind == DS4_LAYER_CSA ? cf->indexer_topk : 0, .hca = w->kind == DS4_LAYER_HCA,
-                       .csa = w->kind == DS4_LAYER_CSA, .q = ds4_cpu_chunk(b, SB_Q), .kv = ds4_cpu_chunk(b, SB_KV),
-                       .iq = ds4_cpu_chunk(b, SB_IQ), .iw = ds4_cpu_chunk(b, SB_IW),
-                       .rope = w->kind != DS4_LAYER_SWA ? b->rope_comp : b->rope_main, .old_kv = b->old_kv,
-                       .old_pos = b->old_pos, .n_comp = n_entries, .n_idx = n_entries + T};
+    const int threads = b->mm.n_threads > 0 ? b->mm.n_threads : 1, H = (int)cf->n_head, d = (int)cf->head_dim;
+    const int Ih = (int)cf->indexer_heads, Id = (int)cf->indexer_dim;
+    const float *q = ds4_cpu_chunk(b, SB_Q), *kv = ds4_cpu_chunk(b, SB_KV);
+    const float *iq = ds4_cpu_chunk(b, SB_IQ), *iw = ds4_cpu_chunk(b, SB_IW);
+    const bool csa = w->kind == DS4_LAYER_CSA;
+    return (chunk_job){.w = w, .st = &b->states[g->seq].layers[il], .index = ds4_index_for_level((int)b->mm.level),
+                       .dot = ds4_dot_for_level((int)b->mm.level), .T = g->n, .H = H, .d = d, .rd = (int)cf->rope_dim,
+                       .Ih = Ih, .Id = Id, .threads = threads, .pos0 = g->pos0,
+                       .topk = csa ? cf->indexer_topk : 0, .hca = w->kind == DS4_LAYER_HCA, .csa = csa,
+                       .q = q + (size_t)g->row0 * H * d, .kv = kv + (size_t)g->row0 * d,
+                       .iq = csa ? iq + (size_t)g->row0 * Ih * Id : NULL, .iw = csa ? iw + (size_t)g->row0 * Ih : NULL,
+                       .rope = w->kind != DS4_LAYER_SWA ? b->rope_comp : b->rope_main, .old_kv = b->old_kv[s],
+                       .old_pos = b->old_pos[s], .n_comp = n_entries + g->row0, .n_idx = n_entries + c->T + g->row0};
 }
 
 /* Many tokens share the threads out by token (cache-friendly: a tile of indexer keys
@@ -226,29 +246,35 @@ static void select_entry_range(void *arg, uint64_t b0, uint64_t b1, int thread) 
     }
 }
 
-int ds4_cpu_indexer_select(ds4_backend *b, int il, int T, uint64_t pos0) {
-    chunk_job j = job_for(b, il, T, pos0);
-    const int threads = j.threads;
-    j.kt_floats = (uint64_t)TILE_BLOCKS * DS4_KEY_BLOCK * j.Id;
-    j.kt = ds4_cpu_scratch(b, SB_KT, (size_t)threads * j.kt_floats * sizeof *j.kt);
-    uint64_t *storage = ds4_cpu_scratch(b, SB_HEAP, ((size_t)T + threads) * j.topk * sizeof *storage);
-    j.heaps = ds4_cpu_scratch(b, SB_TOPK, ((size_t)T + threads) * sizeof *j.heaps);
-    j.sel = ds4_cpu_scratch(b, SB_SEL, (size_t)T * j.topk * sizeof *j.sel);
-    j.n_sel = ds4_cpu_scratch(b, SB_NSEL, (size_t)T * sizeof *j.n_sel);
-    if (!j.kt || !storage || !j.heaps || !j.sel || !j.n_sel) return -1;
-    for (int i = 0; i < T + threads; i++) ds4_topk_reset(&j.heaps[i], storage + (uint64_t)i * j.topk, (uint32_t)j.topk);
-    if (by_token(&j)) {
-        ds4_parallel_for(threads, (uint64_t)T, select_range, &j);
-        return 0;
-    }
-    for (int t = 0; t < T; t++) {
-        j.token = t;
-        const uint64_t n = j.n_idx[t], blocks = (n + DS4_KEY_BLOCK - 1) / DS4_KEY_BLOCK;
-        const int nt = n * j.Ih * j.Id < (1u << 16) ? 1 : threads;
-        for (int i = 0; i < nt; i++) ds4_topk_reset(&j.heaps[T + i], j.heaps[T + i].key, (uint32_t)j.topk);
-        ds4_parallel_for(nt, blocks, select_entry_range, &j);
-        for (int i = 0; i < nt; i++) ds4_topk_merge(&j.heaps[t], &j.heaps[T + i]);
-        j.n_sel[t] = ds4_topk_indices(&j.heaps[t], j.sel + (uint64_t)t * j.topk);
+int ds4_cpu_indexer_select(ds4_backend *b, int il, const ds4_chunk *c) {
+    const uint64_t topk = b->cfg->indexer_topk;
+    uint64_t *sel = ds4_cpu_scratch(b, SB_SEL, (size_t)c->T * topk * sizeof *sel);
+    uint32_t *n_sel = ds4_cpu_scratch(b, SB_NSEL, (size_t)c->T * sizeof *n_sel);
+    if (!sel || !n_sel) return -1;
+    for (int s = 0; s < c->n_seg; s++) {
+        chunk_job j = job_for(b, il, c, s);
+        const int threads = j.threads, T = j.T;
+        j.sel = sel + (size_t)c->seg[s].row0 * topk;
+        j.n_sel = n_sel + c->seg[s].row0;
+        j.kt_floats = (uint64_t)TILE_BLOCKS * DS4_KEY_BLOCK * j.Id;
+        j.kt = ds4_cpu_scratch(b, SB_KT, (size_t)threads * j.kt_floats * sizeof *j.kt);
+        uint64_t *storage = ds4_cpu_scratch(b, SB_HEAP, ((size_t)T + threads) * j.topk * sizeof *storage);
+        j.heaps = ds4_cpu_scratch(b, SB_TOPK, ((size_t)T + threads) * sizeof *j.heaps);
+        if (!j.kt || !storage || !j.heaps) return -1;
+        for (int i = 0; i < T + threads; i++) ds4_topk_reset(&j.heaps[i], storage + (uint64_t)i * j.topk, (uint32_t)j.topk);
+        if (by_token(&j)) {
+            ds4_parallel_for(threads, (uint64_t)T, select_range, &j);
+            continue;
+        }
+        for (int t = 0; t < T; t++) {
+            j.token = t;
+            const uint64_t n = j.n_idx[t], blocks = (n + DS4_KEY_BLOCK - 1) / DS4_KEY_BLOCK;
+            const int nt = n * j.Ih * j.Id < (1u << 16) ? 1 : threads;
+            for (int i = 0; i < nt; i++) ds4_topk_reset(&j.heaps[T + i], j.heaps[T + i].key, (uint32_t)j.topk);
+            ds4_parallel_for(nt, blocks, select_entry_range, &j);
+            for (int i = 0; i < nt; i++) ds4_topk_merge(&j.heaps[t], &j.heaps[T + i]);
+            j.n_sel[t] = ds4_topk_indices(&j.heaps[t], j.sel + (uint64_t)t * j.topk);
+        }
     }
     return 0;
 }
@@ -313,38 +339,48 @@ static void heads_range(void *arg, uint64_t h0, uint64_t h1, int thread) {
     if (h1 > h0) attend_heads(j, j->token, (int)h0, (int)h1, thread);
 }
 
-int ds4_cpu_attend(ds4_backend *b, int il, int T, uint64_t pos0) {
+int ds4_cpu_attend(ds4_backend *b, int il, const ds4_chunk *c) {
     const ds4_config *cf = b->cfg;
-    chunk_job j = job_for(b, il, T, pos0);
-    const int H = j.H, d = j.d, G = (int)cf->o_groups, R = (int)cf->o_lora_rank, D = (int)cf->n_embd;
-    const int threads = j.threads;
-    j.sel = ds4_cpu_chunk(b, SB_SEL);
-    j.n_sel = ds4_cpu_chunk(b, SB_NSEL);
-    j.stride = (uint64_t)j.st->cap + (j.hca ? j.st->comp.n_entries : j.topk);
-    j.att = ds4_cpu_scratch(b, SB_ATT, (size_t)T * H * d * sizeof(float));
-    j.keys = ds4_cpu_scratch(b, SB_KEYS, (size_t)threads * j.stride * sizeof *j.keys);
-    j.logits = ds4_cpu_scratch(b, SB_LOGITS, (size_t)threads * H * j.stride * sizeof *j.logits);
+    const int T = c->T, H = (int)cf->n_head, d = (int)cf->head_dim, G = (int)cf->o_groups, R = (int)cf->o_lora_rank;
+    const int D = (int)cf->n_embd, cap = (int)cf->sliding_window;
+    const uint64_t topk = b->cfg->indexer_topk;
+    float *att = ds4_cpu_scratch(b, SB_ATT, (size_t)T * H * d * sizeof(float));
     float *grp = ds4_cpu_scratch(b, SB_GRP, (size_t)T * G * R * sizeof(float));
     float *out = ds4_cpu_scratch(b, SB_Y, (size_t)T * D * sizeof(float));
-    if (!j.att || !j.keys || !j.logits || !grp || !out) return -1;
-    if (by_token(&j)) {
-        ds4_parallel_for(threads, (uint64_t)T, attend_range, &j);
-    } else {
-        for (int t = 0; t < T; t++) {
+    uint64_t *sel = ds4_cpu_chunk(b, SB_SEL);
+    uint32_t *n_sel = ds4_cpu_chunk(b, SB_NSEL);
+    if (!att || !grp || !out) return -1;
+    for (int s = 0; s < c->n_seg; s++) {
+        chunk_job j = job_for(b, il, c, s);
+        const int threads = j.threads, row0 = c->seg[s].row0;
+        if (j.csa) {
+            j.sel = sel + (size_t)row0 * topk;
+            j.n_sel = n_sel + row0;
+        }
+        j.att = att + (size_t)row0 * H * d;
+        j.stride = (uint64_t)cap + (j.hca ? j.st->comp.n_entries : j.topk);
+        j.keys = ds4_cpu_scratch(b, SB_KEYS, (size_t)threads * j.stride * sizeof *j.keys);
+        j.logits = ds4_cpu_scratch(b, SB_LOGITS, (size_t)threads * H * j.stride * sizeof *j.logits);
+        if (!j.keys || !j.logits) return -1;
+        if (by_token(&j)) {
+            ds4_parallel_for(threads, (uint64_t)j.T, attend_range, &j);
+            continue;
+        }
+        for (int t = 0; t < j.T; t++) {
             j.token = t;
-            const uint64_t keys = (uint64_t)j.st->cap + (j.hca ? j.n_comp[t] : j.csa ? j.n_sel[t] : 0);
+            const uint64_t keys = (uint64_t)cap + (j.hca ? j.n_comp[t] : j.csa ? j.n_sel[t] : 0);
             ds4_parallel_for((uint64_t)H * keys * d < (1u << 16) ? 1 : threads, (uint64_t)H, heads_range, &j);
         }
     }
     /* Grouped output projection: group g maps its heads' slice through rows g*R.. of
-     * out_a (all groups in one loop). */
-    const ds4_layer_weights *w = j.w;
+     * out_a (all groups in one loop), for every row of the chunk. */
+    const ds4_layer_weights *w = &b->layers[il];
     const uint64_t per_group = (uint64_t)H * d / G;
     ds4_matmul_part groups[64];
     for (int g0 = 0; g0 < G; g0 += 64) {
         const int n = G - g0 < 64 ? G - g0 : 64;
         for (int g = g0; g < g0 + n; g++)
-            groups[g - g0] = (ds4_matmul_part){w->out_a, (uint64_t)g * R, R, j.att + g * per_group, (uint64_t)H * d,
+            groups[g - g0] = (ds4_matmul_part){w->out_a, (uint64_t)g * R, R, att + g * per_group, (uint64_t)H * d,
                                                T, grp + (size_t)g * R, (uint64_t)G * R};
         ds4_matmul_batch(&b->mm, groups, n);
     }

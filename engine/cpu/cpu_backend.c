@@ -85,7 +85,8 @@ static void cpu_close(ds4_backend *b) {
     if (!b) return;
     for (uint32_t il = 0; b->layers && il < b->cfg->n_layer; il++) free_layer(&b->layers[il]);
     free(b->layers);
-    ds4_kv_snapshot_free(&b->state);
+    for (int i = 0; b->states && i < b->n_seq; i++) ds4_kv_snapshot_free(&b->states[i]);
+    free(b->states);
     free(b->out_norm);
     free(b->head_base);
     free(b->head_scale);
@@ -122,7 +123,11 @@ static int cpu_open(const ds4_model *m, const ds4_ctx_opts *o, ds4_backend **out
     b->out_norm = vec(m, -1, DS4_T_OUTPUT_NORM, &bad);
     b->head_base = vec(m, -1, DS4_T_OUTPUT_HC_BASE, &bad);
     b->head_scale = vec(m, -1, DS4_T_OUTPUT_HC_SCALE, &bad);
-    if (!b->layers || !b->rope_main || !b->rope_comp || bad || ds4_model_kv_snapshot(m, &b->state) < 0) goto fail;
+    b->n_seq = o->n_seq > 0 ? o->n_seq : 1;
+    b->states = ds4_calloc((size_t)b->n_seq, sizeof *b->states);
+    if (!b->layers || !b->rope_main || !b->rope_comp || !b->states || bad) goto fail;
+    for (int i = 0; i < b->n_seq; i++)
+        if (ds4_model_kv_snapshot(m, &b->states[i]) < 0) goto fail;
     ds4_rope_freqs(b->rope_main, (int)cf->rope_dim, cf->rope_base, 1.0f, 0, 0, 0);
     ds4_rope_freqs(b->rope_comp, (int)cf->rope_dim, cf->compress_rope_base, cf->rope_scale, cf->rope_orig_ctx,
                    cf->yarn_beta_fast, cf->yarn_beta_slow);
@@ -137,10 +142,14 @@ fail:
 
 static const char *cpu_describe(const ds4_backend *b) { return b->description; }
 
-static void cpu_state_reset(ds4_backend *b) { ds4_kv_snapshot_clear(&b->state); }
-static int cpu_state_get(ds4_backend *b, ds4_kv_snapshot *out) { return ds4_kv_snapshot_copy(out, &b->state); }
-static int cpu_state_set(ds4_backend *b, const ds4_kv_snapshot *in) { return ds4_kv_snapshot_copy(&b->state, in); }
-static uint64_t cpu_state_bytes(const ds4_backend *b) { return ds4_kv_snapshot_bytes(&b->state); }
+static void cpu_state_reset(ds4_backend *b, int seq) { ds4_kv_snapshot_clear(&b->states[seq]); }
+static int cpu_state_get(ds4_backend *b, int seq, ds4_kv_snapshot *out) {
+    return ds4_kv_snapshot_copy(out, &b->states[seq]);
+}
+static int cpu_state_set(ds4_backend *b, int seq, const ds4_kv_snapshot *in) {
+    return ds4_kv_snapshot_copy(&b->states[seq], in);
+}
+static uint64_t cpu_state_bytes(const ds4_backend *b, int seq) { return ds4_kv_snapshot_bytes(&b->states[seq]); }
 
 /* Decode streams the weights from DRAM: that is the bandwidth it is bounded by. */
 static double cpu_probe_gbps(ds4_backend *b) { return ds4_probe_read_gbps(b->mm.n_threads); }

@@ -39,8 +39,8 @@ typedef struct {
 typedef enum {
     SB_STREAMS, SB_POST, SB_COMB, SB_X, SB_Y,                                     /* hyper-connections */
     SB_QRES, SB_Q, SB_KV, SB_CKV, SB_CGATE, SB_IKV, SB_IGATE, SB_IQ, SB_IW,       /* attention, between stages */
-    SB_NENT, SB_WIN, SB_WINPOS, SB_SEL, SB_NSEL, SB_ATT,
-    SB_FLAT, SB_MIX, SB_TMP,                                                      /* hc scratch */
+    SB_NENT, SB_WIN, SB_WINPOS, SB_OLDKV, SB_OLDPOS, SB_SEL, SB_NSEL, SB_ATT,
+    SB_FLAT, SB_MIX, SB_TMP, SB_HEAD,                                             /* hc scratch */
     SB_GRP, SB_KEYS, SB_LOGITS, SB_KT, SB_HEAP, SB_TOPK,                          /* attention scratch */
     SB_ROUTER, SB_CHOICE, SB_WEIGHT, SB_ROWS, SB_SLOT, SB_OWNER, SB_XS, SB_YS, SB_HG, SB_HU, SB_SG, SB_SU, /* moe */
     SB_SCORE, SB_BIASED, SB_COUNT_E,
@@ -52,11 +52,12 @@ struct ds4_backend {
     const ds4_config *cfg;
     ds4_matmul_ctx mm;          /* threads, activation mode, observer */
     ds4_layer_weights *layers;
-    ds4_kv_snapshot state;      /* the KV state itself, in the neutral layout */
+    ds4_kv_snapshot *states;    /* each sequence's KV state, in the neutral layout */
+    int n_seq;
     float *out_norm, *head_base, *head_scale;
     float *rope_main, *rope_comp; /* inv_freq, rope_dim / 2 each */
-    const float *old_kv;        /* kv_append -> attend: the window before the chunk */
-    const int64_t *old_pos;
+    const float **old_kv;       /* kv_append -> attend: per segment, its window before the chunk */
+    const int64_t **old_pos;
     char description[32];
     void *scratch[SB_COUNT];
     size_t scratch_cap[SB_COUNT];
@@ -81,11 +82,11 @@ static inline void *ds4_cpu_chunk(ds4_backend *b, ds4_scratch_id id) { return b-
 int ds4_cpu_embed(ds4_backend *b, const int32_t *tokens, int T);
 int ds4_cpu_hc_pre(ds4_backend *b, int layer, ds4_hc_site site, int T);
 int ds4_cpu_hc_post(ds4_backend *b, int layer, ds4_hc_site site, int T);
-int ds4_cpu_head(ds4_backend *b, int T, int first, float *logits);
-int ds4_cpu_attn_project(ds4_backend *b, int layer, int T, uint64_t pos0);
-int ds4_cpu_kv_append(ds4_backend *b, int layer, int T, uint64_t pos0);
-int ds4_cpu_indexer_select(ds4_backend *b, int layer, int T, uint64_t pos0);
-int ds4_cpu_attend(ds4_backend *b, int layer, int T, uint64_t pos0);
+int ds4_cpu_head(ds4_backend *b, const int *rows, float *const *out, int n_rows);
+int ds4_cpu_attn_project(ds4_backend *b, int layer, const ds4_chunk *c);
+int ds4_cpu_kv_append(ds4_backend *b, int layer, const ds4_chunk *c);
+int ds4_cpu_indexer_select(ds4_backend *b, int layer, const ds4_chunk *c);
+int ds4_cpu_attend(ds4_backend *b, int layer, const ds4_chunk *c);
 int ds4_cpu_ffn(ds4_backend *b, int layer, const int32_t *tokens, int T);
 
 /* cpu_kv.c: one token into a layer's window; one token's projections into a

@@ -91,7 +91,14 @@ __attribute__((target("avx512f"))) void ds4_dot2x4_avx512(const float *w0, const
 }
 #endif
 
-/* ---- a weight row of F16 or Q8_0 times F32 activations, without a dequantized copy ---- */
+/* ---- a weight row of F16 or Q8_0 times F32 activations, without a dequantized copy ----
+ *
+ * Each kernel converts the weights in registers exactly as ds4_row_to_f32 does (F16
+ * widening is exact; a Q8_0 weight is its scale times its integer, rounded once) and
+ * adds the products in the order of the same level's dot product over the converted
+ * row, so a product gives the same bits whether the matmul converts the row first (many
+ * activation rows) or reads it in place (one or two): a row's result never depends on
+ * how many rows share the product. */
 
 /* Bytes ahead to prefetch: hardware prefetchers stop at 4 KiB page boundaries, and the
  * weights are a file mapping of 4 KiB pages. A near prefetch into L1 and a far one into
@@ -102,36 +109,44 @@ __attribute__((target("avx512f"))) void ds4_dot2x4_avx512(const float *w0, const
 #define PREFETCH_FAR 16384
 
 #if defined(__x86_64__)
+__attribute__((target("avx2,fma,f16c"))) static inline __m256 f16x8(const uint16_t *h) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+}
+
+/* dot_avx2's order: four accumulators over 32, one over the 8s left, then the tail. */
 __attribute__((target("avx2,fma,f16c"))) static float rowdot_f16_avx2(const void *row, const float *x, uint64_t n) {
     const uint16_t *h = row;
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
     uint64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))), _mm256_loadu_ps(x + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i + 8))),
-                             _mm256_loadu_ps(x + i + 8), s1);
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(f16x8(h + i), _mm256_loadu_ps(x + i), s0);
+        s1 = _mm256_fmadd_ps(f16x8(h + i + 8), _mm256_loadu_ps(x + i + 8), s1);
+        s2 = _mm256_fmadd_ps(f16x8(h + i + 16), _mm256_loadu_ps(x + i + 16), s2);
+        s3 = _mm256_fmadd_ps(f16x8(h + i + 24), _mm256_loadu_ps(x + i + 24), s3);
     }
-    float r = hsum256(_mm256_add_ps(s0, s1));
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(f16x8(h + i), _mm256_loadu_ps(x + i), s0);
+    float r = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
     for (; i < n; i++) r += ds4_f16_to_f32(h[i]) * x[i];
     return r;
 }
 
+/* A Q8_0 block is 32 weights: one pass of dot_avx2's loop. */
 __attribute__((target("avx2,fma,f16c"))) static float rowdot_q8_0_avx2(const void *row, const float *x, uint64_t n) {
     const uint8_t *p = row;
-    __m256 acc = _mm256_setzero_ps();
+    __m256 s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (uint64_t b = 0; b < n / QK8_0; b++, p += sizeof(block_q8_0), x += QK8_0) {
         uint16_t h;
         memcpy(&h, p, 2);
-        __m256 bs = _mm256_setzero_ps();
-        for (int j = 0; j < QK8_0; j += 8) {
-            const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 2 + j))));
-            bs = _mm256_fmadd_ps(q, _mm256_loadu_ps(x + j), bs);
+        const __m256 d = _mm256_set1_ps(_cvtsh_ss(h));
+        for (int j = 0; j < 4; j++) {
+            const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 2 + 8 * j))));
+            s[j] = _mm256_fmadd_ps(_mm256_mul_ps(d, q), _mm256_loadu_ps(x + 8 * j), s[j]);
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(h)), bs, acc);
     }
-    return hsum256(acc);
+    return hsum256(_mm256_add_ps(_mm256_add_ps(s[0], s[1]), _mm256_add_ps(s[2], s[3])));
 }
 
+/* dot_avx512's order: two accumulators over 32, one over the 16s left, then the tail. */
 __attribute__((target("avx512f,f16c"))) static float rowdot_f16_avx512(const void *row, const float *x, uint64_t n) {
     const uint16_t *h = row;
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
@@ -143,49 +158,55 @@ __attribute__((target("avx512f,f16c"))) static float rowdot_f16_avx512(const voi
         s1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + i + 16))),
                              _mm512_loadu_ps(x + i + 16), s1);
     }
+    for (; i + 16 <= n; i += 16)
+        s0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + i))), _mm512_loadu_ps(x + i), s0);
     float r = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
     for (; i < n; i++) r += ds4_f16_to_f32(h[i]) * x[i];
     return r;
 }
 
-__attribute__((target("avx512f,f16c"))) static inline __m512 q8_0_block_avx512(const uint8_t *p, const float *x) {
+/* One Q8_0 block, its weights scaled as ds4_row_to_f32 scales them, into the two
+ * accumulators of dot_avx512 (first half, second half). */
+__attribute__((target("avx512f,f16c"))) static inline void q8_0_block_avx512(const uint8_t *p, float d, const float *x,
+                                                                           __m512 *s0, __m512 *s1) {
     const __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 2))));
     const __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 18))));
-    return _mm512_fmadd_ps(q1, _mm512_loadu_ps(x + 16), _mm512_mul_ps(q0, _mm512_loadu_ps(x)));
+    const __m512 dv = _mm512_set1_ps(d);
+    *s0 = _mm512_fmadd_ps(_mm512_mul_ps(dv, q0), _mm512_loadu_ps(x), *s0);
+    *s1 = _mm512_fmadd_ps(_mm512_mul_ps(dv, q1), _mm512_loadu_ps(x + 16), *s1);
 }
 
 /* Sixteen blocks at a time: their F16 scales come in one gather and one conversion and
  * are read back as broadcast loads, since converting and broadcasting each block's scale
- * took as many shuffle-port operations as its 32 weights. Two accumulators, so one chain
- * of multiply-adds does not wait on its own latency. */
+ * took as many shuffle-port operations as its 32 weights. */
 __attribute__((target("avx512f,f16c"))) static float rowdot_q8_0_avx512(const void *row, const float *x,
                                                                       uint64_t n) {
     const uint8_t *p = row;
     const uint64_t blocks = n / QK8_0;
     const __m512i scale_at = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                                 _mm512_set1_epi32((int)sizeof(block_q8_0)));
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     float d[16];
     uint64_t b = 0;
     for (; b + 16 <= blocks; b += 16, p += 16 * sizeof(block_q8_0), x += 16 * QK8_0) {
         /* four bytes at each block's start: its scale, then two weights of the same row */
         const __m512i words = _mm512_i32gather_epi32(scale_at, p, 1);
         _mm512_storeu_ps(d, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(words)));
-        for (int k = 0; k < 16; k += 2) {
+        for (int k = 0; k < 16; k++) {
             const uint8_t *pk = p + k * sizeof(block_q8_0);
-            _mm_prefetch((const char *)pk + PREFETCH_NEAR, _MM_HINT_T0);
-            _mm_prefetch((const char *)pk + PREFETCH_FAR, _MM_HINT_T2);
-            acc0 = _mm512_fmadd_ps(_mm512_set1_ps(d[k]), q8_0_block_avx512(pk, x + k * QK8_0), acc0);
-            acc1 = _mm512_fmadd_ps(_mm512_set1_ps(d[k + 1]),
-                                   q8_0_block_avx512(pk + sizeof(block_q8_0), x + (k + 1) * QK8_0), acc1);
+            if (!(k & 1)) {
+                _mm_prefetch((const char *)pk + PREFETCH_NEAR, _MM_HINT_T0);
+                _mm_prefetch((const char *)pk + PREFETCH_FAR, _MM_HINT_T2);
+            }
+            q8_0_block_avx512(pk, d[k], x + k * QK8_0, &s0, &s1);
         }
     }
     for (; b < blocks; b++, p += sizeof(block_q8_0), x += QK8_0) {
         uint16_t h;
         memcpy(&h, p, 2);
-        acc0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(h)), q8_0_block_avx512(p, x), acc0);
+        q8_0_block_avx512(p, _cvtsh_ss(h), x, &s0, &s1);
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 #endif
 

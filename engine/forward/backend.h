@@ -2,10 +2,17 @@
  * once) and the machines that run it. A backend is a table of model-shaped stages plus
  * its KV state; each backend owns its kernels, fusion, buffers, weight residency (the
  * CPU reads the mapped file, a GPU uploads the weights once) and thread or stream
- * policy. forward.c calls, for a chunk of T tokens at positions pos0..pos0+T-1:
+ * policy. A backend holds the states of n_seq sequences (slots), and a chunk is T
+ * token rows from one or more of them: segments of consecutive tokens of one sequence
+ * each, rows in segment order. forward.c calls, for a chunk:
  *
  *   embed; per layer: hc_pre(attention), attn_project, kv_append, indexer_select (CSA
  *   layers), attend, hc_post(attention), hc_pre(ffn), ffn, hc_post(ffn); then head.
+ *
+ * Row-wise stages (embed, hc_pre, hc_post, ffn, head and attention's projections) see
+ * every row at once, so a weight is read once for all the chunk's sequences; attention
+ * runs each segment against its own sequence's state. Each row's result is what the row
+ * would get alone.
  *
  * The chunk's activations (the hyper-connection streams, the sublayer input and output,
  * attention's projections and selections) live in the backend between the calls; only
@@ -52,12 +59,24 @@ typedef struct {
     ds4_act_mode act;
     ds4_matmul_observer observer; /* NULL: none */
     void *observer_ctx;
-    uint64_t kv_capacity;         /* tokens the context may hold (0: as many as memory allows; a
+    int n_seq;                    /* sequences the context holds at once (0: 1) */
+    uint64_t kv_capacity;         /* tokens a sequence may hold (0: as many as memory allows; a
                                      backend that reserves its state up front reserves the
                                      model's context length) */
 } ds4_ctx_opts;
 
 typedef enum { DS4_SITE_ATTN = 0, DS4_SITE_FFN = 1 } ds4_hc_site;
+
+/* n tokens of sequence `seq` at positions pos0..pos0+n-1, rows row0..row0+n-1 of the chunk. */
+typedef struct {
+    int seq, row0, n;
+    uint64_t pos0;
+} ds4_segment;
+
+typedef struct {
+    const ds4_segment *seg;
+    int n_seg, T;
+} ds4_chunk;
 
 /* The chunk's activations between stages, by name, for tests that run one stage on two
  * backends from the same inputs (ggml's test-backend-ops idea): per token the streams
@@ -82,27 +101,28 @@ typedef struct {
     int (*hc_pre)(ds4_backend *b, int layer, ds4_hc_site site, int T);
     /* Low-rank Q, the shared K=V head and the compressor and indexer inputs, normed and
      * rotated. */
-    int (*attn_project)(ds4_backend *b, int layer, int T, uint64_t pos0);
+    int (*attn_project)(ds4_backend *b, int layer, const ds4_chunk *c);
     /* The window and the compressors take the chunk's tokens, in order. */
-    int (*kv_append)(ds4_backend *b, int layer, int T, uint64_t pos0);
+    int (*kv_append)(ds4_backend *b, int layer, const ds4_chunk *c);
     /* CSA layers: each token's top-k compressed entries by the lightning indexer. */
-    int (*indexer_select)(ds4_backend *b, int layer, int T, uint64_t pos0);
+    int (*indexer_select)(ds4_backend *b, int layer, const ds4_chunk *c);
     /* Softmax with sinks over each token's keys, inverse RoPE, grouped output projection. */
-    int (*attend)(ds4_backend *b, int layer, int T, uint64_t pos0);
+    int (*attend)(ds4_backend *b, int layer, const ds4_chunk *c);
     /* Write the sublayer's output back into the streams. */
     int (*hc_post)(ds4_backend *b, int layer, ds4_hc_site site, int T);
     /* Router, shared and routed experts (hash-routed layers look up `tokens`). */
     int (*ffn)(ds4_backend *b, int layer, const int32_t *tokens, int T);
-    /* Hyper-head, final norm and LM head for tokens first..T-1 of the chunk: V floats
-     * per token into host memory. */
-    int (*head)(ds4_backend *b, int T, int first, float *logits);
+    /* Hyper-head, final norm and LM head for the chunk's rows listed (increasing): V
+     * floats for rows[i] into host memory at out[i]. */
+    int (*head)(ds4_backend *b, const int *rows, float *const *out, int n_rows);
 
-    /* The KV state: forgotten, copied out into a snapshot of the model's geometry (its
-     * entries grown as needed), copied in (checked already), and its size. */
-    void (*state_reset)(ds4_backend *b);
-    int (*state_get)(ds4_backend *b, ds4_kv_snapshot *out);
-    int (*state_set)(ds4_backend *b, const ds4_kv_snapshot *in);
-    uint64_t (*state_bytes)(const ds4_backend *b);
+    /* A sequence's KV state: forgotten (its memory kept for the next), copied out into a
+     * snapshot of the model's geometry (its entries grown as needed), copied in (checked
+     * already), and its size. */
+    void (*state_reset)(ds4_backend *b, int seq);
+    int (*state_get)(ds4_backend *b, int seq, ds4_kv_snapshot *out);
+    int (*state_set)(ds4_backend *b, int seq, const ds4_kv_snapshot *in);
+    uint64_t (*state_bytes)(const ds4_backend *b, int seq);
 
     /* Read bandwidth of the memory the weights stream from, in GB/s (0: unknown). */
     double (*probe_gbps)(ds4_backend *b);

@@ -5,7 +5,12 @@
  *
  * Tokens may be fed in chunks of any size: a chunk is computed as a batch for the
  * matrix products, then token by token for the state updates and attention, so chunked
- * prefill, token-by-token decode and one full pass give the same logits. */
+ * prefill, token-by-token decode and one full pass give the same logits.
+ *
+ * A context may hold several sequences (opts.n_seq), each with its own KV state and
+ * position, addressed through views (ds4_ctx_sequence): ds4_eval_many feeds tokens of
+ * several of them in one step, the matrix products reading each weight once for all of
+ * them, and every sequence gets the logits it would get alone. */
 #ifndef DS4_FORWARD_H
 #define DS4_FORWARD_H
 
@@ -18,11 +23,18 @@
 
 typedef struct ds4_ctx ds4_ctx;
 
+#define DS4_MAX_SEQ 1024
+
 /* A context on the backend opts names (NULL: the defaults, the CPU); NULL with the
  * error set when the backend is not built or cannot take the model. */
 ds4_ctx *ds4_ctx_new(const ds4_model *m, const ds4_ctx_opts *opts);
 void ds4_ctx_free(ds4_ctx *c);
-/* Forget the sequence (positions restart at 0). */
+/* A view of sequence `seq` (< opts.n_seq) of the context: every function here then works
+ * on that sequence. Freed with ds4_ctx_free, before the context it views. The context
+ * ds4_ctx_new returns is sequence 0. */
+ds4_ctx *ds4_ctx_sequence(ds4_ctx *c, int seq);
+int ds4_ctx_n_seq(const ds4_ctx *c);
+/* Forget the sequence (positions restart at 0); its memory is kept for the next one. */
 void ds4_ctx_reset(ds4_ctx *c);
 
 /* Feed n tokens at the current position. logits (may be NULL) receives n_vocab floats
@@ -30,6 +42,18 @@ void ds4_ctx_reset(ds4_ctx *c);
  * vocabulary, or more tokens than the context holds, are an error and leave the state
  * untouched. */
 int ds4_eval(ds4_ctx *c, const int32_t *tokens, int n, float *logits, bool all_logits);
+
+/* One step over several sequences of one context (distinct views): n tokens each
+ * (prefill pieces and decoded tokens alike), logits as ds4_eval gives them. The whole
+ * step is checked first; an error leaves every state untouched. */
+typedef struct {
+    ds4_ctx *seq;
+    const int32_t *tokens;
+    int n;
+    float *logits; /* NULL: none */
+    bool all_logits;
+} ds4_eval_item;
+int ds4_eval_many(const ds4_eval_item *items, int n_items);
 
 /* ds4_eval of a long prompt (logits of its last token) in steps, reporting each step to
  * a progress line (may be NULL). */

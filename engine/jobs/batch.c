@@ -15,6 +15,7 @@
 #include "chat.h"
 #include "generate.h"
 #include "hash.h"
+#include "scheduler.h"
 #include "util.h"
 
 #define PREFILL_PERIOD 8192 /* prompt tokens between cache saves of a long prefill */
@@ -26,6 +27,8 @@ typedef struct {
     const ds4_tokenizer *tok;
     const ds4_batch_opts *o;
     ds4_ctx *ctx;
+    ds4_sched *sched;
+    uint64_t kv_in_flight; /* KV bytes the running requests may reach */
     int32_t *prev;    /* the previous request's prompt */
     uint64_t n_prev;
     ds4_strmap done;  /* keys of requests already in the output -> index in `made` */
@@ -273,30 +276,30 @@ static uint64_t common_prefix(const int32_t *a, uint64_t na, const int32_t *b, u
     return k;
 }
 
-/* Prefill and generate; the result line, or NULL with the error set. */
-static json_object *run_request(job *j, request *r) {
-    uint64_t stable = r->stable;
-    if (!stable && j->prev) { /* leading ids shared with the request before */
-        const uint64_t k = common_prefix(r->ids, r->n_ids, j->prev, j->n_prev);
-        if (k >= MIN_SHARED && k < r->n_ids) stable = k;
-    }
-    const ds4_gen_opts go = {.cache = j->o->kvcache, .cache_period = PREFILL_PERIOD, .cache_stable = stable,
-                             .max_tokens = r->max_tokens, .temperature = r->temperature, .top_p = r->top_p,
-                             .seed = r->seed, .tok = j->tok, .show_special = true,
-                             .stops = r->stops, .n_stops = r->n_stops};
-    ds4_gen_result g;
-    if (ds4_generate(j->ctx, r->ids, r->n_ids, &go, &g) < 0) {
-        ds4_gen_result_free(&g);
-        return NULL;
-    }
-    free(j->prev);
-    j->prev = r->ids;
-    j->n_prev = r->n_ids;
-    r->ids = NULL;
+/* A request between its line and its output line: running, or done and waiting for the
+ * lines before it (results go out in input order). */
+typedef struct {
+    job *j;
+    request r;
+    uint64_t lineno;
+    uint64_t kv_bytes;   /* reserved while it runs */
+    json_object *out;    /* the line to write, once ready */
+    bool ready, failed;
+} entry;
+
+static void free_entry(entry *e) {
+    free(e->r.ids);
+    json_object_put(e->r.obj);
+    json_object_put(e->out);
+    free(e);
+}
+
+/* The result line of a finished generation. */
+static json_object *result_line(const job *j, const request *r, ds4_gen_result *g) {
     json_object *tokens = json_object_new_array();
-    for (int i = 0; i < g.n_tokens; i++) json_object_array_add(tokens, json_object_new_int(g.tokens[i]));
-    ds4_buf_append(&g.text, "", 1);
-    const char *text = (const char *)g.text.data;
+    for (int i = 0; i < g->n_tokens; i++) json_object_array_add(tokens, json_object_new_int(g->tokens[i]));
+    ds4_buf_append(&g->text, "", 1);
+    const char *text = (const char *)g->text.data;
     json_object *out = json_object_new_object();
     json_object_object_add(out, "id", json_object_get(r->id));
     json_object *reasoning = NULL, *tool_calls = NULL, *content = NULL;
@@ -317,17 +320,51 @@ static json_object *run_request(job *j, request *r) {
     json_object_object_add(out, "reasoning", reasoning);
     json_object_object_add(out, "tool_calls", tool_calls);
     json_object_object_add(out, "tokens", tokens);
-    json_object_object_add(out, "finish_reason", json_object_new_string(g.finish));
-    json_object_object_add(out, "prompt_tokens", json_object_new_int64((int64_t)j->n_prev));
-    json_object_object_add(out, "completion_tokens", json_object_new_int(g.n_tokens));
-    const double prefill_tps = g.prefill_seconds > 0 ? (double)(j->n_prev - g.cached) / g.prefill_seconds : 0;
-    const double decode_tps = g.decode_seconds > 0 && g.n_tokens ? g.n_tokens / g.decode_seconds : 0;
+    json_object_object_add(out, "finish_reason", json_object_new_string(g->finish));
+    json_object_object_add(out, "prompt_tokens", json_object_new_int64((int64_t)r->n_ids));
+    json_object_object_add(out, "completion_tokens", json_object_new_int(g->n_tokens));
+    const double prefill_tps = g->prefill_seconds > 0 ? (double)(r->n_ids - g->cached) / g->prefill_seconds : 0;
+    const double decode_tps = g->decode_seconds > 0 && g->n_tokens ? g->n_tokens / g->decode_seconds : 0;
     json_object_object_add(out, "prefill_tps", json_object_new_double(prefill_tps));
     json_object_object_add(out, "decode_tps", json_object_new_double(decode_tps));
-    json_object_object_add(out, "cached_tokens", json_object_new_int64((int64_t)g.cached));
+    json_object_object_add(out, "cached_tokens", json_object_new_int64((int64_t)g->cached));
     json_object_object_add(out, "error", NULL);
-    ds4_gen_result_free(&g);
     return out;
+}
+
+static void request_done(void *arg, int rc, ds4_gen_result *g) {
+    entry *e = arg;
+    e->j->kv_in_flight -= e->kv_bytes;
+    e->out = rc == 0 ? result_line(e->j, &e->r, g) : error_line(&e->r, e->lineno, ds4_error());
+    e->failed = rc < 0;
+    e->ready = true;
+    ds4_gen_result_free(g);
+}
+
+/* Start a parsed request on a free sequence; a failure to start is its error line. */
+static void start_request(job *j, entry *e) {
+    request *r = &e->r;
+    uint64_t stable = r->stable;
+    if (!stable && j->prev) { /* leading ids shared with the request before */
+        const uint64_t k = common_prefix(r->ids, r->n_ids, j->prev, j->n_prev);
+        if (k >= MIN_SHARED && k < r->n_ids) stable = k;
+    }
+    const ds4_gen_opts go = {.cache = j->o->kvcache, .cache_period = PREFILL_PERIOD, .cache_stable = stable,
+                             .max_tokens = r->max_tokens, .temperature = r->temperature, .top_p = r->top_p,
+                             .seed = r->seed, .tok = j->tok, .show_special = true,
+                             .stops = r->stops, .n_stops = r->n_stops};
+    e->kv_bytes = ds4_config_kv_bytes(&j->m->cfg, r->n_ids + (uint64_t)r->max_tokens);
+    j->kv_in_flight += e->kv_bytes;
+    if (ds4_sched_add(j->sched, r->ids, r->n_ids, &go, request_done, e) < 0) {
+        j->kv_in_flight -= e->kv_bytes;
+        e->out = error_line(r, e->lineno, ds4_error());
+        e->failed = e->ready = true;
+        return;
+    }
+    free(j->prev);
+    j->prev = ds4_malloc(r->n_ids * sizeof *r->ids);
+    j->n_prev = j->prev ? r->n_ids : 0;
+    if (j->prev) memcpy(j->prev, r->ids, r->n_ids * sizeof *r->ids);
 }
 
 /* The CSV row of a result: its speeds. */
@@ -518,61 +555,135 @@ int ds4_batch_run(const ds4_model *m, const ds4_tokenizer *tok, const ds4_batch_
     if (rc < 0) rc = -2; /* refused before the first request */
     if (rc == 0) rc = ds4_strmap_init(&j.seen, 1024);
     if (rc == 0) {
-        j.ctx = ds4_ctx_new(m, &o->ctx);
-        if (!j.ctx) rc = -1;
+        ds4_ctx_opts co = o->ctx;
+        co.n_seq = o->parallel > 0 ? o->parallel : 1;
+        j.ctx = ds4_ctx_new(m, &co);
+        j.sched = j.ctx ? ds4_sched_new(j.ctx, 0) : NULL;
+        if (!j.sched) rc = -1;
     }
-    uint64_t lineno = 0;
-    for (char *line = input; rc == 0 && line < input + size;) {
-        char *end = memchr(line, '\n', (size_t)(input + size - line));
-        const size_t len = end ? (size_t)(end - line) : (size_t)(input + size - line);
-        lineno++;
-        size_t k = 0;
-        while (k < len && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r')) k++;
-        if (k < len) {
-            st->requests++;
-            request r;
-            char err[DS4_ERROR_MAX + 64];
-            identify(&j, line, len, lineno, &r);
-            uint64_t first_line;
-            if (!ds4_strmap_get(&j.seen, r.key, strlen(r.key), &first_line)) {
-                char *copy = ds4_arena_strndup(&j.keys, r.key, strlen(r.key));
-                if (copy) ds4_strmap_put(&j.seen, copy, strlen(copy), lineno);
-            } else {
-                /* one result per id: a repeat cannot get its own */
-                fprintf(stderr, "ds4: %s:%llu: id %s repeats line %llu: skipped (ids must be unique)\n", o->in_path,
-                        (unsigned long long)lineno, r.key, (unsigned long long)first_line);
-                st->duplicates++;
-                json_object_put(r.obj);
-                line = end ? end + 1 : input + size;
+    /* Lines are read in order; a request waits for a free sequence (and, with a KV
+     * limit, for memory: never while nothing runs); finished results go out in input
+     * order, and at most `window` wait for the lines before them. */
+    const int parallel = o->parallel > 0 ? o->parallel : 1;
+    const size_t window = 4 * (size_t)parallel + 16;
+    entry **queue = ds4_calloc(window, sizeof *queue);
+    size_t head = 0, queued = 0;
+    entry *waiting = NULL;
+    uint64_t lineno = 0, total = 0;
+    for (const char *p = input; p < input + size; p++) total += *p == '\n' || p + 1 == input + size;
+    ds4_progress prog;
+    ds4_progress_begin_count(&prog, "batch", total, "req");
+    prog.tty = prog.tty && !o->quiet;
+    if (!queue) rc = -1;
+    char *line = input;
+    while (rc == 0) {
+        /* read lines until one must wait for a sequence, or the window is full */
+        while (!waiting && line < input + size && queued < window) {
+            char *end = memchr(line, '\n', (size_t)(input + size - line));
+            const size_t len = end ? (size_t)(end - line) : (size_t)(input + size - line);
+            const char *here = line;
+            line = end ? end + 1 : input + size;
+            lineno++;
+            size_t k = 0;
+            while (k < len && (here[k] == ' ' || here[k] == '\t' || here[k] == '\r')) k++;
+            if (k == len) {
+                ds4_progress_add(&prog, 1);
                 continue;
             }
-            if (made_of(&j, r.key)) {
-                st->skipped++;
-            } else {
-                const int parsed = parse_request(&j, &r, err, sizeof err);
-                json_object *out = parsed == 0 ? run_request(&j, &r) : NULL;
-                if (parsed == 0 && !out) snprintf(err, sizeof err, "%s", ds4_error());
-                if (!out) {
-                    out = error_line(&r, lineno, err);
-                    st->errors++;
-                    note_error(st, r.key, err);
-                } else {
-                    st->done++;
-                    st->prompt_tokens += j.n_prev;
-                    st->cached_tokens += (uint64_t)json_object_get_int64(json_object_object_get(out, "cached_tokens"));
-                    st->completion_tokens +=
-                        (uint64_t)json_object_get_int64(json_object_object_get(out, "completion_tokens"));
-                }
-                rc = emit(&j, out, &r);
-                if (rc == 0 && !json_object_object_get(out, "error")) rc = log_speeds(&j, out);
-                if (rc == 0) mark_done(&j, r.key, j.fingerprint, r.hash);
-                json_object_put(out);
+            st->requests++;
+            entry *e = ds4_calloc(1, sizeof *e);
+            if (!e) {
+                rc = -1;
+                break;
             }
-            free(r.ids);
-            json_object_put(r.obj);
+            e->j = &j;
+            e->lineno = lineno;
+            identify(&j, here, len, lineno, &e->r);
+            uint64_t first_line;
+            if (ds4_strmap_get(&j.seen, e->r.key, strlen(e->r.key), &first_line)) {
+                /* one result per id: a repeat cannot get its own */
+                fprintf(stderr, "ds4: %s:%llu: id %s repeats line %llu: skipped (ids must be unique)\n", o->in_path,
+                        (unsigned long long)lineno, e->r.key, (unsigned long long)first_line);
+                st->duplicates++;
+                free_entry(e);
+                ds4_progress_add(&prog, 1);
+                continue;
+            }
+            char *copy = ds4_arena_strndup(&j.keys, e->r.key, strlen(e->r.key));
+            if (copy) ds4_strmap_put(&j.seen, copy, strlen(copy), lineno);
+            if (made_of(&j, e->r.key)) {
+                st->skipped++;
+                free_entry(e);
+                ds4_progress_add(&prog, 1);
+                continue;
+            }
+            char err[DS4_ERROR_MAX + 64];
+            if (parse_request(&j, &e->r, err, sizeof err) < 0) {
+                e->out = error_line(&e->r, lineno, err);
+                e->failed = e->ready = true;
+            } else {
+                waiting = e;
+            }
+            queue[(head + queued++) % window] = e;
         }
-        line = end ? end + 1 : input + size;
+        if (rc < 0) break;
+        if (waiting && ds4_sched_free_slots(j.sched) > 0 &&
+            (!o->kv_max_bytes || ds4_sched_active(j.sched) == 0 ||
+             j.kv_in_flight + ds4_config_kv_bytes(&m->cfg, waiting->r.n_ids + (uint64_t)waiting->r.max_tokens) <=
+                 o->kv_max_bytes)) {
+            start_request(&j, waiting);
+            waiting = NULL;
+            continue;
+        }
+        /* the results whose turn it is */
+        while (rc == 0 && queued && queue[head]->ready) {
+            entry *e = queue[head];
+            if (e->failed) {
+                st->errors++;
+                note_error(st, e->r.key, json_object_get_string(json_object_object_get(e->out, "error")));
+            } else {
+                st->done++;
+                st->prompt_tokens += e->r.n_ids;
+                st->cached_tokens += (uint64_t)json_object_get_int64(json_object_object_get(e->out, "cached_tokens"));
+                st->completion_tokens +=
+                    (uint64_t)json_object_get_int64(json_object_object_get(e->out, "completion_tokens"));
+            }
+            rc = emit(&j, e->out, &e->r);
+            if (rc == 0 && !e->failed) rc = log_speeds(&j, e->out);
+            if (rc == 0) mark_done(&j, e->r.key, j.fingerprint, e->r.hash);
+            free_entry(e);
+            head = (head + 1) % window;
+            queued--;
+            ds4_progress_add(&prog, 1);
+        }
+        if (rc < 0) break;
+        if (ds4_sched_active(j.sched)) {
+            ds4_sched_step(j.sched); /* a failed step ends its requests with error lines */
+            continue;
+        }
+        if (!waiting && !queued && line >= input + size) break;
     }
+    ds4_progress_end(&prog);
+    /* the job's own row: its wall time's rates over everything it computed */
+    const double wall = ds4_time_now() - t_start;
+    if (rc == 0 && o->csv_path && st->done) {
+        char row[256];
+        const int n = snprintf(row, sizeof row, "(job),%llu,%llu,%llu,%.2f,%.2f,parallel=%d\n",
+                               (unsigned long long)st->prompt_tokens, (unsigned long long)st->cached_tokens,
+                               (unsigned long long)st->completion_tokens,
+                               (double)(st->prompt_tokens - st->cached_tokens) / wall,
+                               (double)st->completion_tokens / wall, parallel);
+        rc = ds4_appendfile_write(&j.csv, row, (size_t)n);
+    }
+    /* after a failed write the requests in flight end unwritten ("cancelled"); the
+     * write's error is the one to report */
+    char err[DS4_ERROR_MAX];
+    snprintf(err, sizeof err, "%s", ds4_error());
+    ds4_sched_free(j.sched);
+    if (rc < 0) ds4_fail("%s", err);
+    j.sched = NULL;
+    for (size_t i = 0; i < queued; i++) free_entry(queue[(head + i) % window]);
+    free(queue);
     ds4_appendfile_close(&j.out);
     ds4_appendfile_close(&j.csv);
     ds4_strmap_free(&j.done);
@@ -580,6 +691,7 @@ int ds4_batch_run(const ds4_model *m, const ds4_tokenizer *tok, const ds4_batch_
     ds4_buf_free(&j.made);
     ds4_arena_free(&j.keys);
     free(j.prev);
+    ds4_sched_free(j.sched);
     ds4_ctx_free(j.ctx);
     free(input);
     st->seconds = ds4_time_now() - t_start;

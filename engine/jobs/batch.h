@@ -7,8 +7,11 @@
  * "prefill_tps", "decode_tps", "cached_tokens", "error"}. A bad line gets a result with
  * "error" (and "line", its line number) and the job goes on.
  *
- * Every result line goes out in one write and is synced before the next request starts
- * (appendfile.h; one job per output at a time, by a lock). Rerunning with the same output
+ * Up to `parallel` requests run at once (continuous batching, scheduler.h: a finished
+ * one makes room for the next line at once, new prompts prefill in pieces between the
+ * others' decoded tokens); results still go out in input order, each in one write,
+ * synced (appendfile.h; one job per output at a time, by a lock), and each is what the
+ * request would get alone. Rerunning with the same output
  * resumes: a torn last line (a kill mid-write) is cut off, requests whose id already has
  * a line are skipped, so the output ends with neither gaps nor duplicates. Each result
  * records the model's fingerprint and a hash of its request ("model_fingerprint",
@@ -33,6 +36,9 @@ typedef struct {
     const char *csv_path;  /* per-request speeds, appended like the output, or NULL */
     ds4_kvcache *kvcache;  /* or NULL: no reuse */
     ds4_ctx_opts ctx;      /* the context the requests run in */
+    int parallel;          /* requests in flight at once (0: 1) */
+    uint64_t kv_max_bytes; /* KV memory the requests in flight may reach together (0: no limit) */
+    bool quiet;            /* no progress line */
     int default_max_tokens;
     bool redo_stale;       /* compute again the results another model or request made */
 } ds4_batch_opts;

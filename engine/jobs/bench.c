@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "generate.h"
+#include "sampler.h"
 #include "profile.h"
 #include "util.h"
 
@@ -78,5 +79,51 @@ int ds4_bench_profile(ds4_ctx *ctx, const int32_t *prompt, int n, int gen, FILE 
         ds4_profile_report(out, (uint64_t)gen);
     }
     ds4_gen_result_free(&g);
+    return rc;
+}
+
+int ds4_bench_parallel(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int gen, int n,
+                       ds4_bench_parallel_result *out) {
+    memset(out, 0, sizeof *out);
+    if (n < 1 || n > ds4_ctx_n_seq(ctx)) return ds4_fail("%d sequences: this context holds %d", n, ds4_ctx_n_seq(ctx));
+    const uint32_t V = ds4_ctx_vocab(ctx);
+    const ds4_model *m = ds4_ctx_model(ctx);
+    ds4_ctx **seq = ds4_calloc((size_t)n, sizeof *seq);
+    ds4_sampler *smp = ds4_calloc((size_t)n, sizeof *smp);
+    ds4_eval_item *items = ds4_calloc((size_t)n, sizeof *items);
+    int32_t *next = ds4_calloc((size_t)n, sizeof *next), *idx = ds4_malloc(V * sizeof *idx);
+    float *logits = ds4_malloc((size_t)n * V * sizeof *logits), *probs = ds4_malloc(V * sizeof *probs);
+    ds4_kv_snapshot snap = {0};
+    int rc = seq && smp && items && next && idx && logits && probs ? ds4_model_kv_snapshot(m, &snap) : -1;
+    for (int i = 0; rc == 0 && i < n; i++) rc = (seq[i] = ds4_ctx_sequence(ctx, i)) ? 0 : -1;
+    if (rc == 0) {
+        ds4_ctx_reset(seq[0]);
+        rc = ds4_eval(seq[0], prompt, n_prompt, logits, false);
+    }
+    if (rc == 0) rc = ds4_ctx_state_get(seq[0], &snap);
+    for (int i = 0; rc == 0 && i < n; i++) {
+        if (i) rc = ds4_ctx_state_set(seq[i], &snap);
+        if (i) memcpy(logits + (size_t)i * V, logits, V * sizeof *logits);
+        ds4_sampler_init(&smp[i], 1.0f, 1.0f, (uint64_t)i + 1);
+    }
+    const double t0 = ds4_time_now();
+    for (int step = 0; rc == 0 && step < gen; step++) {
+        for (int i = 0; i < n; i++) {
+            next[i] = ds4_sample(&smp[i], logits + (size_t)i * V, V, probs, idx);
+            items[i] = (ds4_eval_item){seq[i], &next[i], 1, logits + (size_t)i * V, false};
+        }
+        rc = ds4_eval_many(items, n);
+    }
+    const double dt = ds4_time_now() - t0;
+    if (rc == 0) *out = (ds4_bench_parallel_result){n, gen, dt > 0 ? (double)n * gen / dt : 0, dt > 0 ? gen / dt : 0};
+    for (int i = 0; seq && i < n; i++) ds4_ctx_free(seq[i]);
+    ds4_kv_snapshot_free(&snap);
+    free(seq);
+    free(smp);
+    free(items);
+    free(next);
+    free(idx);
+    free(logits);
+    free(probs);
     return rc;
 }

@@ -24,4 +24,16 @@ int ds4_bench_run(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int gen_tok
  * and print where each decoded token's time went. */
 int ds4_bench_profile(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int gen_tokens, FILE *out);
 
+/* Batched decode: n sequences of ctx (made with n_seq >= n) decode gen_tokens together,
+ * all n decoding in every step. The prompt is prefilled once and its state copied to
+ * the others; each then samples at temperature 1 with its own seed, so the sequences
+ * part after one token and route to different experts, as different requests do.
+ * Aggregate tok/s: n x gen_tokens / wall time of the decode steps. */
+typedef struct {
+    int n_seq, gen_tokens;
+    double aggregate_tps, per_sequence_tps;
+} ds4_bench_parallel_result;
+int ds4_bench_parallel(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int gen_tokens, int n,
+                       ds4_bench_parallel_result *out);
+
 #endif

@@ -16,22 +16,6 @@
 #define STRETCH 16 /* tokens decoded one by one at the end */
 #define SAMPLES 6  /* positions sampled over the rest */
 
-uint64_t ds4_kv_bytes_expected(const ds4_config *c, uint64_t n) {
-    uint64_t b = 0;
-    for (uint32_t il = 0; il < c->n_layer; il++) {
-        b += (uint64_t)c->sliding_window * c->head_dim * 4; /* the raw window */
-        const uint64_t r = c->compress_ratio[il];
-        if (c->kind[il] == DS4_LAYER_SWA || !r) continue;
-        const bool csa = c->kind[il] == DS4_LAYER_CSA;
-        /* pending tokens (kv + gate, twice as wide when windows overlap), the carried
-         * first half of the last window, and one entry per `ratio` tokens */
-        const uint64_t d = c->head_dim, Id = c->indexer_dim;
-        b += 2 * r * (csa ? 2 : 1) * d * 4 + (csa ? 2 * r * d * 4 : 0) + n / r * d * 4;
-        if (csa) b += 2 * r * 2 * Id * 4 + 2 * r * Id * 4 + n / r * Id * 4; /* the indexer's keys */
-    }
-    return b;
-}
-
 static double max_abs_diff(const float *a, const float *b, uint64_t n) {
     double m = 0;
     for (uint64_t i = 0; i < n; i++) {
@@ -95,7 +79,7 @@ int ds4_longctx_consistency(const ds4_model *m, const ds4_ctx_opts *opts, uint64
     r->indexer_share = rc == 0 ? (ds4_ctx_indexer_seconds(ctx) - idx0) / prefill_seconds : 0;
     ds4_progress_add(&prog, STRETCH);
     r->kv_bytes = ds4_ctx_kv_bytes(ctx);
-    r->kv_bytes_expected = ds4_kv_bytes_expected(&m->cfg, L);
+    r->kv_bytes_expected = ds4_config_kv_bytes(&m->cfg, L);
 
     /* 2. chunks of 1, 7, 64, 509, 4096, ... (cut at a sampled position, which then ends
      * its chunk so that only the last token's logits are needed), then the stretch

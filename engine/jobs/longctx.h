@@ -19,8 +19,6 @@
 #include "backend.h"
 #include "model.h"
 
-/* The KV state bytes a config implies after n tokens. */
-uint64_t ds4_kv_bytes_expected(const ds4_config *c, uint64_t n_tokens);
 
 typedef struct {
     uint64_t length;

@@ -550,6 +550,22 @@ int ds4_model_kv_snapshot(const ds4_model *m, ds4_kv_snapshot *s) {
     return ds4_kv_snapshot_init(s, c->n_layer, g);
 }
 
+uint64_t ds4_config_kv_bytes(const ds4_config *c, uint64_t n) {
+    uint64_t b = 0;
+    for (uint32_t il = 0; il < c->n_layer; il++) {
+        b += (uint64_t)c->sliding_window * c->head_dim * 4; /* the raw window */
+        const uint64_t r = c->compress_ratio[il];
+        if (c->kind[il] == DS4_LAYER_SWA || !r) continue;
+        const bool csa = c->kind[il] == DS4_LAYER_CSA;
+        /* pending tokens (kv + gate, twice as wide when windows overlap), the carried
+         * first half of the last window, and one entry per `ratio` tokens */
+        const uint64_t d = c->head_dim, Id = c->indexer_dim;
+        b += 2 * r * (csa ? 2 : 1) * d * 4 + (csa ? 2 * r * d * 4 : 0) + n / r * d * 4;
+        if (csa) b += 2 * r * 2 * Id * 4 + 2 * r * Id * 4 + n / r * Id * 4; /* the indexer's keys */
+    }
+    return b;
+}
+
 uint64_t ds4_model_bytes_per_token(const ds4_model *m) {
     const ds4_config *c = &m->cfg;
     uint64_t total = 0;

@@ -113,6 +113,8 @@ const gguf_tensor *ds4_model_tensor(const ds4_model *m, int layer, ds4_tensor_ro
 void ds4_model_print_summary(const ds4_model *m, FILE *out);
 /* Hash of the file's metadata and tensor table: what a saved state belongs to. */
 uint64_t ds4_model_fingerprint(const ds4_model *m);
+/* The KV state bytes a config implies after n tokens (kvstate.h's layout). */
+uint64_t ds4_config_kv_bytes(const ds4_config *c, uint64_t n_tokens);
 /* An empty KV state (kvstate.h) of the model's geometry. */
 int ds4_model_kv_snapshot(const ds4_model *m, ds4_kv_snapshot *s);
 /* Weight bytes one decoded token reads: every tensor once, except the embedding (one row)

@@ -26,16 +26,19 @@ float ds4_rowdot_f16_scalar(const void *row, const float *x, uint64_t n) {
 }
 
 
-/* Per block: the sum of q * x, then times the block's scale. */
+/* Each weight as ds4_row_to_f32 makes it (the scale times the integer), in order: the
+ * scalar dot product of the converted row. */
 float ds4_rowdot_q8_0_scalar(const void *row, const float *x, uint64_t n) {
     const uint8_t *p = row;
     float s = 0.0f;
     for (uint64_t b = 0; b < n / QK8_0; b++, p += sizeof(block_q8_0), x += QK8_0) {
         uint16_t h;
         memcpy(&h, p, 2);
-        float bs = 0.0f;
-        for (int j = 0; j < QK8_0; j++) bs += (float)(int8_t)p[2 + j] * x[j];
-        s += ds4_f16_to_f32(h) * bs;
+        const float d = ds4_f16_to_f32(h);
+        for (int j = 0; j < QK8_0; j++) {
+            const float w = d * (float)(int8_t)p[2 + j];
+            s += w * x[j];
+        }
     }
     return s;
 }

@@ -92,7 +92,7 @@ static double state_error(side s[2], const ds4_model *m) {
     double e = INFINITY;
     if (ds4_model_kv_snapshot(m, &st[0]) < 0) return e;
     if (ds4_model_kv_snapshot(m, &st[1]) == 0) {
-        if (s[0].ops->state_get(s[0].b, &st[0]) == 0 && s[1].ops->state_get(s[1].b, &st[1]) == 0) {
+        if (s[0].ops->state_get(s[0].b, 0, &st[0]) == 0 && s[1].ops->state_get(s[1].b, 0, &st[1]) == 0) {
             e = 0;
             for (uint32_t il = 0; il < st[0].n_layer; il++) {
                 const ds4_kv_layer *a = &st[0].layers[il], *b = &st[1].layers[il];
@@ -135,22 +135,24 @@ static void stages_agree(const ds4_model *m, ds4_act_mode act, int T) {
                             "hc_post", "ffn", "head"};
     int32_t tokens[64];
     for (int t = 0; t < T; t++) tokens[t] = (int32_t)(rand_r(&seed) % c->n_vocab);
+    const ds4_segment seg = {0, 0, T, P};
+    const ds4_chunk ch = {&seg, 1, T};
     for (uint32_t il = 0; il < c->n_layer; il++) {
-        for (int k = 0; k < 2; k++) CHECK(s[k].ops->state_set(s[k].b, &primed) == 0);
+        for (int k = 0; k < 2; k++) CHECK(s[k].ops->state_set(s[k].b, 0, &primed) == 0);
         STAGE_BOTH(s[0].ops->embed(s[0].b, tokens, T), s[1].ops->embed(s[1].b, tokens, T));
         worst[0] = fmax(worst[0], chunk_error(s, DS4_CHUNK_STREAMS, T, c));
         CHECK(write_both(s, DS4_CHUNK_STREAMS, T, c, &seed) == 0);
         for (int k = 0; k < 2; k++) CHECK(s[k].ops->hc_pre(s[k].b, (int)il, DS4_SITE_ATTN, T) == 0);
         worst[1] = fmax(worst[1], chunk_error(s, DS4_CHUNK_X, T, c));
         CHECK(write_both(s, DS4_CHUNK_X, T, c, &seed) == 0);
-        for (int k = 0; k < 2; k++) CHECK(s[k].ops->attn_project(s[k].b, (int)il, T, P) == 0);
+        for (int k = 0; k < 2; k++) CHECK(s[k].ops->attn_project(s[k].b, (int)il, &ch) == 0);
         worst[2] = fmax(worst[2], chunk_error(s, DS4_CHUNK_Q, T, c));
         worst[3] = fmax(worst[3], chunk_error(s, DS4_CHUNK_KV, T, c));
-        for (int k = 0; k < 2; k++) CHECK(s[k].ops->kv_append(s[k].b, (int)il, T, P) == 0);
+        for (int k = 0; k < 2; k++) CHECK(s[k].ops->kv_append(s[k].b, (int)il, &ch) == 0);
         worst[4] = fmax(worst[4], state_error(s, m));
         for (int k = 0; k < 2 && c->kind[il] == DS4_LAYER_CSA; k++)
-            CHECK(s[k].ops->indexer_select(s[k].b, (int)il, T, P) == 0);
-        for (int k = 0; k < 2; k++) CHECK(s[k].ops->attend(s[k].b, (int)il, T, P) == 0);
+            CHECK(s[k].ops->indexer_select(s[k].b, (int)il, &ch) == 0);
+        for (int k = 0; k < 2; k++) CHECK(s[k].ops->attend(s[k].b, (int)il, &ch) == 0);
         worst[5] = fmax(worst[5], chunk_error(s, DS4_CHUNK_Y, T, c));
         CHECK(write_both(s, DS4_CHUNK_Y, T, c, &seed) == 0);
         for (int k = 0; k < 2; k++) CHECK(s[k].ops->hc_post(s[k].b, (int)il, DS4_SITE_ATTN, T) == 0);
@@ -160,7 +162,13 @@ static void stages_agree(const ds4_model *m, ds4_act_mode act, int T) {
         worst[7] = fmax(worst[7], chunk_error(s, DS4_CHUNK_Y, T, c));
     }
     CHECK(write_both(s, DS4_CHUNK_STREAMS, T, c, &seed) == 0);
-    for (int k = 0; k < 2; k++) CHECK(s[k].ops->head(s[k].b, T, 0, logits[k]) == 0);
+    int rows[64];
+    float *out[2][64];
+    for (int t = 0; t < T; t++) {
+        rows[t] = t;
+        for (int k = 0; k < 2; k++) out[k][t] = logits[k] + (size_t)t * c->n_vocab;
+    }
+    for (int k = 0; k < 2; k++) CHECK(s[k].ops->head(s[k].b, rows, out[k], T) == 0);
     worst[8] = rows_error(logits[0], logits[1], T, c->n_vocab, c->n_embd);
     for (int i = 0; i < 9; i++)
         CHECKF(worst[i] <= (i == 0 ? 0 : 1), "stage %s (T %d, %s): %.3g of the tolerance", names[i], T,

@@ -217,7 +217,7 @@ static void kv_bytes_grow_by_compressed_entries_only(void) {
         grow += n / c.compress_ratio[il] * 512 * 4;
         if (c.kind[il] == DS4_LAYER_CSA) grow += n / 4 * 128 * 4;
     }
-    CHECK(ds4_kv_bytes_expected(&c, n) - ds4_kv_bytes_expected(&c, 0) == grow);
+    CHECK(ds4_config_kv_bytes(&c, n) - ds4_config_kv_bytes(&c, 0) == grow);
     /* 21 CSA layers (4) and 20 HCA layers (128) */
     CHECK(grow == 21ull * (n / 4) * (512 + 128) * 4 + 20ull * (n / 128) * 512 * 4);
 }

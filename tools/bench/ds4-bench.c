@@ -48,6 +48,11 @@ static void usage(FILE *out) {
             "                      table on stderr of where a token's time goes: per stage, and per\n"
             "                      weight type the bytes read and GB/s of the matrix products\n"
             "  --backend NAME      what runs the model: cpu (the default); built here: %s\n"
+            "  --parallel N,N,...  batched decode instead: for each N, N sequences (the first size's\n"
+            "                      prompt, its state copied to each, then sampled at temperature 1\n"
+            "                      with a seed each) decode -n tokens together; rows with\n"
+            "                      aggregate_decode_tps (N x tokens / decode wall time) and\n"
+            "                      per_sequence_decode_tps to stdout, --csv and --plot\n"
             "  --act MODE          how matrix products treat activations (auto: int8 for sub-8-bit\n"
             "                      weights; f32; q8: int8 wherever a kernel exists)\n"
             "  --version           the commit and the compiled backends\n"
@@ -191,8 +196,82 @@ static int draw(ds4_plot *p, const char *csv, const run_info *ri) {
     return ds4_plot_draw(p, commands);
 }
 
+/* --parallel: batched decode at each N. */
+static const char parallel_header[] =
+    "model,quant,backend,threads,parallel,prompt_tokens,gen_tokens,aggregate_decode_tps,per_sequence_decode_tps,"
+    "peak_rss_bytes,git_sha,date\n";
+
+static int draw_parallel(ds4_plot *p, const char *csv, const run_info *ri, int prompt, long gen) {
+    char qcsv[4200], title[1024], qtitle[2200], commands[8192];
+    snprintf(title, sizeof title, "batched decode: %s (%s), %s, %ld threads, prompt %d, %ld generated, commit %s",
+             ri->model, ri->quant, ri->backend, ri->threads, prompt, gen, ds4_git_sha());
+    if (!ds4_plot_quote(csv, qcsv, sizeof qcsv) || !ds4_plot_quote(title, qtitle, sizeof qtitle))
+        return ds4_fail("%s: cannot be quoted for gnuplot", csv);
+    snprintf(commands, sizeof commands,
+             "set title %s noenhanced\nset xlabel 'sequences decoding together'\nset ylabel 'tokens/s'\n"
+             "set logscale x 2\nset logscale y\nset format y '%%g'\nset grid\nset key top left\n"
+             "plot %s using 5:8 with linespoints pointtype 7 title 'aggregate', "
+             "'' using 5:9 with linespoints pointtype 5 title 'per sequence'\n",
+             qtitle, qcsv);
+    return ds4_plot_draw(p, commands);
+}
+
+static int run_parallel(ds4_model *m, const ds4_ctx_opts *base, const char *list, int prompt_len, long gen,
+                        run_info *ri, const char *csv, const char *png) {
+    int32_t *ns = NULL;
+    size_t n_ns = 0;
+    int max_n = 0;
+    if (ds4_parse_token_ids(list, &ns, &n_ns) < 0 || !n_ns) return ds4_fail("--parallel wants counts like 1,2,4,8");
+    for (size_t i = 0; i < n_ns; i++) {
+        if (ns[i] < 1 || ns[i] > DS4_MAX_SEQ) {
+            free(ns);
+            return ds4_fail("--parallel %d: 1 to %d", ns[i], DS4_MAX_SEQ);
+        }
+        max_n = ns[i] > max_n ? ns[i] : max_n;
+    }
+    ds4_appendfile log = {0};
+    ds4_plot plot = {.png = {.fd = -1}};
+    int rc = 0;
+    if (csv && ds4_appendfile_open(&log, csv, false, parallel_header) < 0) rc = -1;
+    if (rc == 0 && png && !csv) rc = ds4_fail("--plot draws from the --csv file: give --csv too");
+    if (rc == 0 && png && ds4_plot_open(&plot, png) < 0) rc = -1;
+    ds4_ctx_opts o = *base;
+    o.n_seq = max_n;
+    ds4_ctx *ctx = rc == 0 ? ds4_ctx_new(m, &o) : NULL;
+    ds4_tokenizer *tok = ds4_tokenizer_if_any(m->gguf);
+    int32_t *prompt = ctx ? make_prompt(tok, ds4_ctx_vocab(ctx), prompt_len) : NULL;
+    if (rc == 0 && (!ctx || !prompt)) rc = -1;
+    if (ctx) snprintf(ri->backend, sizeof ri->backend, "%s", ds4_ctx_backend(ctx));
+    if (rc == 0) printf("| %8s | %16s | %16s |\n|---------:|-----------------:|-----------------:|\n", "parallel",
+                        "aggregate tok/s", "per sequence");
+    for (size_t i = 0; i < n_ns && rc == 0; i++) {
+        ds4_bench_parallel_result r;
+        rc = ds4_bench_parallel(ctx, prompt, prompt_len, (int)gen, ns[i], &r);
+        if (rc < 0) break;
+        printf("| %8d | %16.2f | %16.2f |\n", ns[i], r.aggregate_tps, r.per_sequence_tps);
+        fflush(stdout);
+        char line[512];
+        const int n = snprintf(line, sizeof line, ",%s,%s,%ld,%d,%d,%ld,%.2f,%.2f,%llu,%s,%s\n", ri->quant,
+                               ri->backend, ri->threads, ns[i], prompt_len, gen, r.aggregate_tps, r.per_sequence_tps,
+                               (unsigned long long)ds4_peak_rss_bytes(), ds4_git_sha(), ri->date);
+        ds4_buf b = {0};
+        rc = ds4_csv_field(&b, ri->model) < 0 || ds4_buf_append(&b, line, (size_t)n) < 0 ? -1 : 0;
+        if (rc == 0 && csv) rc = ds4_appendfile_write(&log, (const char *)b.data, b.len);
+        ds4_buf_free(&b);
+    }
+    if (rc == 0 && png) rc = draw_parallel(&plot, csv, ri, prompt_len, gen);
+    ds4_plot_abort(&plot);
+    ds4_appendfile_close(&log);
+    free(prompt);
+    free(ns);
+    ds4_tokenizer_free(tok);
+    ds4_ctx_free(ctx);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     const char *model_path = NULL, *csv = NULL, *json = NULL, *png = NULL, *lens = "512", *format = "md";
+    const char *parallel = NULL;
     long ctx_start = 0, ctx_max = 0, step = 0, gen = 128, repeats = 3, threads = 0;
     bool probe = false, sweep = false, profile = false;
     ds4_ctx_opts opts = {0};
@@ -211,6 +290,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--plot")) png = v;
         else if (!strcmp(a, "-o")) format = v;
         else if (!strcmp(a, "--prompt-lens") || !strcmp(a, "-p")) lens = v;
+        else if (!strcmp(a, "--parallel")) parallel = v;
         else if (!strcmp(a, "--ctx-start")) ctx_start = flag_integer("ds4-bench", a, v, 1, INT_MAX), sweep = true;
         else if (!strcmp(a, "--ctx-max")) ctx_max = flag_integer("ds4-bench", a, v, 1, INT_MAX), sweep = true;
         else if (!strcmp(a, "--step-incr")) step = flag_integer("ds4-bench", a, v, 1, INT_MAX), sweep = true;
@@ -288,6 +368,14 @@ int main(int argc, char **argv) {
     time_t now = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
     ri.date = date;
+    if (parallel) {
+        opts.n_threads = (int)threads;
+        ds4_install_cleanup_handlers();
+        const int prc = run_parallel(m, &opts, parallel, (int)sizes[0], gen, &ri, csv, png);
+        if (prc < 0) fprintf(stderr, "ds4-bench: %s\n", ds4_error());
+        ds4_model_free(m);
+        return prc < 0 ? 1 : 0;
+    }
 
     /* Every output opens before the first measurement: a bad path fails now. */
     ds4_appendfile log = {0};

@@ -26,7 +26,8 @@ static void usage(FILE *out) {
             "       ds4 detokenize (-m M.gguf | --tokenizer ...) [--show-special] FILE|-\n"
             "       ds4 batch -m M.gguf --in IN.jsonl --out OUT.jsonl [--csv FILE] [--max-tokens N]\n"
             "               [--kv-disk-dir DIR [--kv-disk-space-mb N]] [--kv-mem-mb N] [-t N]\n"
-            "               [--redo-stale] [--strict] [--quiet] [--backend NAME] [--act MODE]\n"
+            "               [--parallel N] [--kv-max-mb N] [--redo-stale] [--strict] [--quiet]\n"
+            "               [--backend NAME] [--act MODE]\n"
             "       ds4 imatrix -m M.gguf --data CALIB.jsonl --out IMATRIX.gguf [--chunk N]\n"
             "               [-t N] [--quiet] [--backend NAME] [--act MODE]\n"
             "       ds4 --version\n"
@@ -63,6 +64,12 @@ static void usage(FILE *out) {
             "              later runs. --csv: prefill/decode tok/s per request, appended like the\n"
             "              output. --max-tokens: the default for requests without one (128).\n"
             "              Failed lines are error results: the exit status is 0 unless --strict.\n"
+            "              --parallel N: up to N requests at once (continuous batching: each step\n"
+            "              decodes a token of every running request and prefills new prompts in\n"
+            "              pieces between them; results stay in input order and are what each\n"
+            "              request would get alone); --kv-max-mb caps the KV memory the running\n"
+            "              requests may reach together (fewer run at once, never a failure). The\n"
+            "              CSV ends each job with a (job) row: its tok/s over its wall time.\n"
             "  imatrix     run the model over calibration text (JSONL lines with \"text\" or\n"
             "              \"prompt_ids\", cut into chunks of N tokens, default 512) and save each\n"
             "              weight matrix's per-column mean squared input (every routed expert on\n"
@@ -254,7 +261,8 @@ static int cmd_tokenize(int argc, char **argv, bool decode) {
 static int cmd_batch(int argc, char **argv) {
     const char *model = NULL, *in = NULL, *out = NULL, *csv = NULL, *kv_dir = NULL;
     double kv_space_mb = 4096, kv_mem_mb = 1024;
-    long max_tokens = 128;
+    long max_tokens = 128, parallel = 1;
+    double kv_max_mb = 0;
     ds4_ctx_opts ctx = {0};
     bool quiet = false, strict = false, redo_stale = false;
     for (int i = 0; i < argc; i++) {
@@ -274,6 +282,8 @@ static int cmd_batch(int argc, char **argv) {
         else if (!strcmp(a, "--kv-disk-space-mb")) kv_space_mb = flag_number("ds4", a, v, 1, 1e9);
         else if (!strcmp(a, "--kv-mem-mb")) kv_mem_mb = flag_number("ds4", a, v, 0, 1e9);
         else if (!strcmp(a, "--max-tokens")) max_tokens = flag_integer("ds4", a, v, 0, 10000000);
+        else if (!strcmp(a, "--parallel")) parallel = flag_integer("ds4", a, v, 1, DS4_MAX_SEQ);
+        else if (!strcmp(a, "--kv-max-mb")) kv_max_mb = flag_number("ds4", a, v, 1, 1e9);
         else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) ctx.n_threads = (int)flag_integer("ds4", a, v, 1, 512);
         else if (flag_ctx("ds4", a, v, &ctx)) continue;
         else return tool_unknown_option("ds4", a);
@@ -296,7 +306,8 @@ static int cmd_batch(int argc, char **argv) {
         fprintf(stderr, "ds4: %s\n", ds4_error());
     } else {
         ds4_batch_opts o = {.in_path = in, .out_path = out, .csv_path = csv, .kvcache = kvc,
-                            .ctx = ctx,
+                            .ctx = ctx, .parallel = (int)parallel, .kv_max_bytes = (uint64_t)(kv_max_mb * 1048576.0),
+                            .quiet = quiet,
                             .default_max_tokens = (int)max_tokens, .redo_stale = redo_stale};
         ds4_batch_stats s;
         const int brc = ds4_batch_run(m, tok, &o, &s);
@@ -304,11 +315,12 @@ static int cmd_batch(int argc, char **argv) {
         if (brc < 0) fprintf(stderr, "ds4: %s\n", ds4_error());
         if (brc != -2 && !quiet)
             printf("batch: %llu requests: %llu done, %llu errors, %llu already in %s%s; %llu prompt tokens (%llu "
-                   "cached), %llu generated, %.1f s\n",
+                   "cached), %llu generated, %.1f s (%.1f tok/s generated, %ld in parallel)\n",
                    (unsigned long long)s.requests, (unsigned long long)s.done, (unsigned long long)s.errors,
                    (unsigned long long)s.skipped, out, s.duplicates ? ", repeated ids skipped" : "",
                    (unsigned long long)s.prompt_tokens, (unsigned long long)s.cached_tokens,
-                   (unsigned long long)s.completion_tokens, s.seconds);
+                   (unsigned long long)s.completion_tokens, s.seconds,
+                   s.seconds > 0 ? (double)s.completion_tokens / s.seconds : 0.0, parallel);
         if (brc != -2 && s.errors) {
             fprintf(stderr, "ds4: %llu request%s failed (error results in %s); the first:\n",
                     (unsigned long long)s.errors, s.errors == 1 ? "" : "s", out);
