@@ -13,7 +13,7 @@ CC      ?= gcc
 ARCH    := $(shell uname -m)
 WARN    := -Wall -Wextra -Werror -Wshadow
 # engine/ is layered in folders (README, Layout); each folder's headers are on the path.
-ENGINE_DIRS := base formats model ops forward cpu text jobs
+ENGINE_DIRS := base formats model ops forward cpu text jobs serve
 BASE    := -std=c11 -D_GNU_SOURCE $(ENGINE_DIRS:%=-Iengine/%) -g -pthread
 ifeq ($(ARCH),x86_64)
 # Baseline x86-64-v2; AVX2/AVX-512 kernels are compiled per function and chosen at run time.
@@ -27,7 +27,7 @@ SAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanit
 
 ENGINE_SRC := $(foreach d,$(ENGINE_DIRS),$(wildcard engine/$(d)/*.c))
 ENGINE_HDR := $(foreach d,$(ENGINE_DIRS),$(wildcard engine/$(d)/*.h engine/$(d)/*.inc))
-TOOLS      := ds4-gguf ds4-quant ds4-logitcheck ds4 ds4-bench ds4-longctx
+TOOLS      := ds4-gguf ds4-quant ds4-logitcheck ds4 ds4-bench ds4-longctx ds4-server
 TEST_SRC   := $(wildcard tests/unit/*.c)
 FUZZ_NAMES := fuzz_gguf fuzz_forward fuzz_safetensors fuzz_chat
 
@@ -79,11 +79,13 @@ TOOL_DIR_ds4-logitcheck := logitcheck
 TOOL_DIR_ds4 := ds4
 TOOL_DIR_ds4-bench := bench
 TOOL_DIR_ds4-longctx := longctx
+TOOL_DIR_ds4-server := server
+TOOL_LIBS_ds4-server := -lmicrohttpd
 .SECONDEXPANSION:
 $(TOOLS:%=bin/%): bin/%: tools/$$(TOOL_DIR_%)/%.c tools/flags.h build/libds4.a
 	@mkdir -p bin
 	@echo "LD $@"
-	@$(CC) $(ALL_CFLAGS) $< build/libds4.a $(LDLIBS) -o $@
+	@$(CC) $(ALL_CFLAGS) $< build/libds4.a $(LDLIBS) $(TOOL_LIBS_$*) -o $@
 
 # ---- tests ----
 

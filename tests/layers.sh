@@ -3,7 +3,7 @@
 #   1. every header name is unique (each folder is on the include path);
 #   2. no circles between modules (a module is a .c and its .h);
 #   3. a folder includes only its own layer and those below it:
-#        base < formats < ops < model < text < cpu < forward < jobs < tools,
+#        base < formats < ops < model < text < cpu < forward < jobs < serve < tools,
 #      except that cpu/ includes forward/backend.h, the interface it implements;
 #   4. nothing outside engine/cpu/ includes a CPU header but the registry
 #      (engine/forward/registry.c). Tests are exempt.
@@ -38,8 +38,8 @@ function visit(m,   i, n, next_m) {
     return 0
 }
 BEGIN {
-    split("base formats ops model text cpu forward jobs tools", order, " ")
-    for (i in order) rank[order[i]] = i
+    split("base formats ops model text cpu forward jobs serve tools", order, " ")
+    for (i in order) rank[order[i]] = i + 0 # a number: "10" < "8" as strings
 }
 {
     name = $0; sub(/.*\//, "", name)

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs every test stage and prints the overall "N passed, N failed" line last:
 #   the include graph (tests/layers.sh), unit tests (plain build), unit tests (ASan+UBSan),
-#   CLI tests, hardening tests, ds4-logitcheck on every committed test model against its
+#   CLI tests, hardening tests, the server's tests, ds4-logitcheck on every committed test model against its
 #   reference vectors, long-context consistency,
 #   fuzzing of the GGUF (with tokenizer metadata), safetensors and chat parsers
 #   (ASan+UBSan, 100k inputs each) and of the forward pass on models that load (20k).
@@ -43,6 +43,7 @@ stage "unit tests" build/tests/unit
 stage "unit tests under ASan+UBSan" build/tests/unit-san
 stage "command-line tests" sh tests/cli.sh
 stage "hardening: hostile paths, kills, full disks, locks, stale results" sh tests/hardening.sh
+stage "ds4-server: the SDKs, curl, hostile requests, concurrency, restarts" sh tests/server.sh
 stage "logitcheck against the reference vectors" sh tests/logitcheck.sh
 stage "long-context consistency up to 32k tokens" sh tests/longctx.sh
 stage "fuzz gguf (ASan+UBSan)" build/tests/fuzz_gguf-san -n "$FUZZ_N" build/tests/corpus/gguf/sample.gguf \

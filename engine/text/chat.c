@@ -329,7 +329,7 @@ static char *attr(const char **p, const char *name) {
     return dup_range(v, (size_t)(end - v));
 }
 
-static int parse_tool_calls(const char *p, json_object **out) {
+int ds4_chat_parse_tool_calls(const char *p, json_object **out) {
     static const char open_calls[] = "<" DSML "tool_calls>", close_calls[] = "</" DSML "tool_calls>";
     static const char open_inv[] = "<" DSML "invoke ", close_inv[] = "</" DSML "invoke>";
     static const char open_par[] = "<" DSML "parameter ", close_par[] = "</" DSML "parameter>";
@@ -427,7 +427,7 @@ int ds4_chat_parse(const char *text, bool in_thinking, ds4_chat_reply *r) {
     if (!body) return -1;
     char *calls = strstr(body, "<" DSML "tool_calls>");
     if (calls) {
-        if (parse_tool_calls(calls, &r->tool_calls) < 0) {
+        if (ds4_chat_parse_tool_calls(calls, &r->tool_calls) < 0) {
             free(body);
             ds4_chat_reply_free(r);
             return -1;

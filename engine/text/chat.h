@@ -43,4 +43,8 @@ typedef struct {
 int ds4_chat_parse(const char *text, bool in_thinking, ds4_chat_reply *reply);
 void ds4_chat_reply_free(ds4_chat_reply *r);
 
+/* A DSML tool-call block (from its "<｜DSML｜tool_calls>" to its closing tag) into an
+ * array of {"name", "arguments"}; -1 with the error set when it is malformed. */
+int ds4_chat_parse_tool_calls(const char *block, json_object **calls);
+
 #endif

@@ -46,7 +46,7 @@ const char *test_shared_dir(void) {
 
 static const struct { const char *name; const test_case *cases; } suites[] = {
     {"numeric", numeric_tests}, {"quant", quant_tests}, {"gguf", gguf_tests},
-    {"safetensors", safetensors_tests}, {"convert", convert_tests}, {"forward", forward_tests}, {"tokenizer", tokenizer_tests}, {"chat", chat_tests}, {"logitcheck", logitcheck_tests}, {"kvfile", kvfile_tests}, {"needle", needle_tests}, {"threads", threads_tests}, {"hostile", hostile_tests}, {"backend", backend_tests}, {"perplexity", perplexity_tests}, {"batch_step", batch_step_tests},
+    {"safetensors", safetensors_tests}, {"convert", convert_tests}, {"forward", forward_tests}, {"tokenizer", tokenizer_tests}, {"chat", chat_tests}, {"logitcheck", logitcheck_tests}, {"kvfile", kvfile_tests}, {"needle", needle_tests}, {"threads", threads_tests}, {"hostile", hostile_tests}, {"backend", backend_tests}, {"perplexity", perplexity_tests}, {"batch_step", batch_step_tests}, {"chat_stream", chat_stream_tests}, {"api", api_tests},
 };
 
 int main(int argc, char **argv) {

@@ -25,6 +25,6 @@ const char *test_shared_dir(void);  /* ../shared beside the checkout, or $DS4_SH
 
 extern const test_case numeric_tests[], quant_tests[], gguf_tests[], safetensors_tests[], convert_tests[],
     forward_tests[], tokenizer_tests[], chat_tests[], logitcheck_tests[],
-    kvfile_tests[], needle_tests[], threads_tests[], hostile_tests[], backend_tests[], perplexity_tests[], batch_step_tests[];
+    kvfile_tests[], needle_tests[], threads_tests[], hostile_tests[], backend_tests[], perplexity_tests[], batch_step_tests[], chat_stream_tests[], api_tests[];
 
 #endif
