@@ -10,6 +10,7 @@
 #   make fuzz       libFuzzer builds of the fuzz targets (needs clang; scripts/fuzz_long.sh)
 
 CC      ?= gcc
+.DEFAULT_GOAL := all
 ARCH    := $(shell uname -m)
 WARN    := -Wall -Wextra -Werror -Wshadow
 # engine/ is layered in folders (README, Layout); each folder's headers are on the path.
@@ -34,7 +35,35 @@ FUZZ_NAMES := fuzz_gguf fuzz_forward fuzz_safetensors fuzz_chat
 OBJ     := $(ENGINE_SRC:%.c=build/obj/%.o)
 SAN_OBJ := $(ENGINE_SRC:%.c=build/san/%.o)
 
-.PHONY: all deps demo test fuzz clean
+# make CUDA=1: the CUDA backend (cuda/) in libds4.a and the tools, with the CUDA runtime
+# linked statically, so the binaries start where there is no GPU or driver. CUDA_ARCHS:
+# the GPUs to compile for (default Ampere to Blackwell, with PTX for later ones). The
+# sanitizer builds stay CPU-only.
+CUDA ?= 0
+ifeq ($(CUDA),1)
+NVCC       ?= nvcc
+CUDA_HOME  ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC)))
+CUDA_ARCHS ?= 80 86 89 90a 120
+CUDA_GENCODE := $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
+                -gencode arch=compute_$(firstword $(CUDA_ARCHS)),code=compute_$(firstword $(CUDA_ARCHS))
+CUDA_C   := $(wildcard cuda/*.c)
+CUDA_CU  := $(wildcard cuda/*.cu)
+OBJ      += $(CUDA_C:%.c=build/obj/%.o) $(CUDA_CU:%.cu=build/obj/%.o)
+ENGINE_HDR += $(wildcard cuda/*.h)
+LDLIBS   += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/targets/x86_64-linux/lib -lcudart_static -ldl -lrt -lstdc++
+build/obj/engine/forward/registry.o build/obj/cuda/%.o: CPPFLAGS += -DDS4_CUDA -Icuda
+endif
+build/obj/engine/forward/registry.o: build/cuda-flag.txt
+build/cuda-flag.txt: FORCE
+	@mkdir -p build
+	@[ "$$(cat $@ 2>/dev/null)" = "$(CUDA)" ] || echo "$(CUDA)" >$@
+
+build/obj/cuda/%.o: cuda/%.cu cuda/cuda_matmul.h
+	@mkdir -p $(dir $@)
+	@echo "NVCC $<"
+	@$(NVCC) -O2 -std=c++17 $(CUDA_GENCODE) -Xcompiler -Wall,-Wextra -c $< -o $@
+
+.PHONY: all deps demo test test-cuda fuzz clean
 all: build/libds4.a $(TOOLS:%=bin/%)
 
 deps:
@@ -105,6 +134,10 @@ TEST_BINS := build/tests/unit build/tests/unit-san $(FUZZ_NAMES:%=build/tests/%-
 
 test: deps all $(TEST_BINS)
 	@sh tests/run.sh
+
+# the CUDA backend on this machine's GPU (skipped without one): make CUDA=1 test-cuda
+test-cuda: deps all
+	@sh tests/cuda.sh
 
 demo: deps all
 	@sh scripts/demo.sh

@@ -4,7 +4,8 @@
 #   CLI tests, hardening tests, the server's tests, ds4-logitcheck on every committed test model against its
 #   reference vectors, long-context consistency,
 #   fuzzing of the GGUF (with tokenizer metadata), safetensors and chat parsers
-#   (ASan+UBSan, 100k inputs each) and of the forward pass on models that load (20k).
+#   (ASan+UBSan, 100k inputs each) and of the forward pass on models that load (20k),
+#   and the CUDA build (a compile check where there is no GPU).
 cd "$(dirname "$0")/.." || exit 2
 FUZZ_N=${DS4_FUZZ_ITERATIONS:-100000}
 total_pass=0
@@ -53,6 +54,7 @@ stage "fuzz the forward pass (ASan+UBSan)" build/tests/fuzz_forward-san -n "$((F
 stage "fuzz safetensors (ASan+UBSan)" build/tests/fuzz_safetensors-san -n "$FUZZ_N" build/tests/corpus/safetensors/sample.safetensors
 stage "fuzz chat output parsing and rendering (ASan+UBSan)" build/tests/fuzz_chat-san -n "$FUZZ_N" \
     tests/fuzz/seeds/chat-reply.txt tests/fuzz/seeds/chat-messages.json
+stage "the CUDA build without a GPU (compile check; GPU checks skipped)" sh tests/cuda_build.sh
 
 if [ "$total_skip" -gt 0 ]; then
     echo "$total_pass passed, $total_fail failed, $total_skip skipped"

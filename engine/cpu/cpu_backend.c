@@ -96,7 +96,8 @@ static void cpu_close(ds4_backend *b) {
     free(b);
 }
 
-static int cpu_open(const ds4_model *m, const ds4_ctx_opts *o, ds4_backend **out) {
+int ds4_cpu_backend_open_offload(const ds4_model *m, const ds4_ctx_opts *o, const ds4_matmul_offload *offload,
+                                 const char *name, ds4_backend **out) {
     ds4_backend *b = ds4_calloc(1, sizeof *b);
     if (!b) return -1;
     const ds4_config *cf = &m->cfg;
@@ -114,8 +115,9 @@ static int cpu_open(const ds4_model *m, const ds4_ctx_opts *o, ds4_backend **out
         if (want < (int)level) level = (ds4_cpu_level)want;
     }
     b->mm = (ds4_matmul_ctx){o->n_threads > 0 ? o->n_threads : ds4_cpu_count(), level, o->act, o->observer,
-                             o->observer_ctx};
-    snprintf(b->description, sizeof b->description, "cpu-%s", ds4_cpu_level_name(level));
+                             o->observer_ctx, offload};
+    snprintf(b->description, sizeof b->description, "%s%scpu-%s", name ? name : "", name ? "+" : "",
+             ds4_cpu_level_name(level));
     b->layers = ds4_calloc(cf->n_layer, sizeof *b->layers);
     b->rope_main = ds4_malloc((cf->rope_dim / 2 + 1) * sizeof(float));
     b->rope_comp = ds4_malloc((cf->rope_dim / 2 + 1) * sizeof(float));
@@ -139,6 +141,12 @@ fail:
     cpu_close(b);
     return -1;
 }
+
+static int cpu_open(const ds4_model *m, const ds4_ctx_opts *o, ds4_backend **out) {
+    return ds4_cpu_backend_open_offload(m, o, NULL, NULL, out);
+}
+
+const ds4_matmul_offload *ds4_cpu_backend_offload(const ds4_backend *b) { return b->mm.offload; }
 
 static const char *cpu_describe(const ds4_backend *b) { return b->description; }
 

@@ -58,7 +58,7 @@ struct ds4_backend {
     float *rope_main, *rope_comp; /* inv_freq, rope_dim / 2 each */
     const float **old_kv;       /* kv_append -> attend: per segment, its window before the chunk */
     const int64_t **old_pos;
-    char description[32];
+    char description[96];
     void *scratch[SB_COUNT];
     size_t scratch_cap[SB_COUNT];
 };

@@ -133,12 +133,14 @@ void ds4_matmul_batch(const ds4_matmul_ctx *mc, const ds4_matmul_part *parts, in
         ds4_matmul_batch(mc, parts + BATCH_MAX, n - BATCH_MAX);
         return;
     }
+    if (mc->observer)
+        for (int k = 0; k < n; k++) mc->observer(mc->observer_ctx, parts[k].W, parts[k].row0, parts[k].x, parts[k].ldx, parts[k].T);
+    if (mc->offload && mc->offload->run(mc->offload->ctx, parts, n)) return;
     /* Each product as ds4_matmul runs it alone: its kernel, its quantized activations. */
     int act_from[BATCH_MAX]; /* the product whose quantized activations a product reads */
     for (int k = 0; k < n; k++) {
         const ds4_matmul_part *p = &parts[k];
         act_from[k] = k;
-        if (mc->observer) mc->observer(mc->observer_ctx, p->W, p->row0, p->x, p->ldx, p->T);
         jobs[k] = (matmul_job){*p, int8_kernel(mc, p->W->type), NULL, 0, ds4_rowdot_for_level(p->W->type, (int)mc->level),
                                ds4_dot_for_level((int)mc->level), p->T >= 4 && mc->level == DS4_CPU_AVX512};
         act_at[k] = act_bytes;

@@ -7,21 +7,34 @@
 #ifndef DS4_MATMUL_H
 #define DS4_MATMUL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "backend.h"
 #include "cpufeatures.h"
 #include "gguf.h"
 
+typedef struct ds4_matmul_part ds4_matmul_part;
+
+/* Matrix products run by another device that holds the weights (a GPU: cuda/), while the
+ * CPU computes the rest of each stage around them. `run` computes parts[0..n) as
+ * ds4_matmul_batch would (within float rounding) and returns true, or false when it
+ * cannot (a weight it does not hold): then the CPU runs them. */
+typedef struct {
+    bool (*run)(void *ctx, const ds4_matmul_part *parts, int n);
+    void *ctx;
+} ds4_matmul_offload;
+
 /* How the products of one context run: its threads, the SIMD level of its kernels (at
- * most ds4_cpu_detect()'s), its activation mode (backend.h) and the observer that sees
- * every product's input (NULL: none). */
+ * most ds4_cpu_detect()'s), its activation mode (backend.h), the observer that sees
+ * every product's input (NULL: none) and where they run (NULL: here). */
 typedef struct {
     int n_threads;
     ds4_cpu_level level;
     ds4_act_mode act;
     ds4_matmul_observer observer;
     void *observer_ctx;
+    const ds4_matmul_offload *offload;
 } ds4_matmul_ctx;
 
 /* y[t*ldy + o] = sum_i W[row0 + o][i] * x[t*ldx + i] for o < n_out, t < T.
@@ -32,7 +45,7 @@ void ds4_matmul(const ds4_matmul_ctx *mc, const gguf_tensor *W, uint64_t row0, u
 /* Several products in one parallel loop (saves a loop's start and end per product:
  * the many small products of a decoded token): each computed exactly as ds4_matmul
  * computes it alone. */
-typedef struct {
+struct ds4_matmul_part {
     const gguf_tensor *W;
     uint64_t row0, n_out;
     const float *x;
@@ -40,7 +53,7 @@ typedef struct {
     int T;
     float *y;
     uint64_t ldy;
-} ds4_matmul_part;
+};
 void ds4_matmul_batch(const ds4_matmul_ctx *mc, const ds4_matmul_part *parts, int n);
 
 #endif

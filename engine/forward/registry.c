@@ -5,18 +5,27 @@
 #include <string.h>
 
 #include "cpu_backend.h"
+#ifdef DS4_CUDA
+#include "cuda_backend.h"
+#endif
 #include "util.h"
 
-/* Compiled in, first the default. */
-static const ds4_backend_ops *const compiled[] = {&ds4_cpu_backend};
+/* The i-th backend compiled in, the default first; NULL past the last. */
+static const ds4_backend_ops *compiled(size_t i) {
+    if (i == 0) return &ds4_cpu_backend;
+#ifdef DS4_CUDA
+    if (i == 1) return ds4_cuda_backend();
+#endif
+    return NULL;
+}
 /* Every backend the project has or plans, so a build without one says so. */
 static const char *const known[] = {"cpu", "cuda", "metal"};
 
 const ds4_backend_ops *ds4_backend_find(const char *name, bool *not_built) {
     if (not_built) *not_built = false;
-    if (!name) return compiled[0];
-    for (size_t i = 0; i < sizeof compiled / sizeof compiled[0]; i++)
-        if (!strcmp(compiled[i]->name, name)) return compiled[i];
+    if (!name) return compiled(0);
+    for (size_t i = 0; compiled(i); i++)
+        if (!strcmp(compiled(i)->name, name)) return compiled(i);
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         if (!strcmp(known[i], name)) {
             if (not_built) *not_built = true;
@@ -30,9 +39,9 @@ const ds4_backend_ops *ds4_backend_find(const char *name, bool *not_built) {
 const char *ds4_backend_names(void) {
     static char names[64];
     if (!names[0])
-        for (size_t i = 0; i < sizeof compiled / sizeof compiled[0]; i++) {
+        for (size_t i = 0; compiled(i); i++) {
             if (i) strcat(names, ", ");
-            strcat(names, compiled[i]->name);
+            strcat(names, compiled(i)->name);
         }
     return names;
 }
