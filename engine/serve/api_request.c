@@ -32,7 +32,7 @@ void ds4_api_error_set(ds4_api_error *e, int status, const char *fmt, ...) {
 char *ds4_api_error_json(ds4_api_flavor flavor, const ds4_api_error *e) {
     json_object *err = json_object_new_object(), *doc = json_object_new_object();
     json_object_object_add(err, "type", json_object_new_string(e->type));
-    json_object_object_add(err, "message", json_object_new_string(e->message));
+    json_object_object_add(err, "message", ds4_api_text(e->message, strlen(e->message))); /* it may quote the request */
     if (flavor == DS4_API_OPENAI) {
         json_object_object_add(err, "param", NULL);
         json_object_object_add(err, "code", NULL);

@@ -50,6 +50,7 @@ static void bad_requests_name_the_field(void) {
         {DS4_API_OPENAI, DS4_EP_CHAT, "{\"messages\":[]}", "model"},
         {DS4_API_OPENAI, DS4_EP_CHAT, "{\"model\":\"m\"}", "messages"},
         {DS4_API_OPENAI, DS4_EP_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"bot\",\"content\":\"x\"}]}", "role"},
+        {DS4_API_OPENAI, DS4_EP_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"\xff\xfe\",\"content\":\"x\"}]}", "role"},
         {DS4_API_OPENAI, DS4_EP_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}]}", "messages[0].content"},
         {DS4_API_OPENAI, DS4_EP_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", "tool_call_id"},
         {DS4_API_OPENAI, DS4_EP_CHAT, "{\"model\":\"m\",\"temperature\":\"hot\",\"messages\":[]}", "temperature"},
@@ -75,6 +76,10 @@ static void bad_requests_name_the_field(void) {
         CHECKF(parse(cases[i].f, cases[i].ep, cases[i].body, &r, &e) < 0, "case %zu accepted", i);
         CHECKF(e.status == 400 && strstr(e.message, cases[i].names), "case %zu: %d %s", i, e.status, e.message);
         char *doc = ds4_api_error_json(cases[i].f, &e);
+        ds4_buf clean = {0};
+        CHECK(doc && ds4_api_clean_utf8(doc, strlen(doc), &clean) == 0);
+        CHECKF(clean.len == strlen(doc) && !memcmp(clean.data, doc, clean.len), "case %zu: error JSON not UTF-8", i);
+        ds4_buf_free(&clean);
         json_object *o = json_tokener_parse(doc), *err;
         CHECKF(o && json_object_object_get_ex(o, "error", &err), "case %zu: error shape %s", i, doc);
         json_object_put(o);
