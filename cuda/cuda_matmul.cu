@@ -1,8 +1,9 @@
-/* cuda_matmul.cu - see cuda_matmul.h. A warp per output row: its lanes take the row's
- * blocks in turn, decode each into registers exactly as the CPU's dequant.c does, and
- * multiply it with up to TILE activation rows; the lanes' sums meet in a fixed butterfly,
- * so the result does not depend on scheduling. Correct first: the tuned kernels (int8
- * dot products, tensor cores for prefill) are the next step of issue 16. */
+/* cuda_matmul.cu - see cuda_matmul.h. Decode (few activation rows): a warp per output
+ * row, its lanes taking the row's blocks in turn, decoding each into registers exactly as
+ * the CPU's dequant.c does and multiplying it with up to TILE activation rows; the lanes'
+ * sums meet in a fixed butterfly. Prefill: tiles of weight rows times activation rows
+ * (gemm_kernel). Neither depends on scheduling for its sums. Correct first: the tuned
+ * kernels (int8 dot products, tensor cores) are the next step of issue 16. */
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@ enum {
 #define WARPS 4  /* rows per thread block */
 #define TILE 4   /* activation rows per pass over a weight row */
 #define QK_K 256
+#define GEMM_MIN_T 8 /* activation rows from which the tiled product (gemm_kernel) runs */
 
 struct ds4_cuda {
     int device;
@@ -241,7 +243,83 @@ __global__ void matmul_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes,
     }
 }
 
+/* Prefill: a tile of GM weight rows times GN activation rows per thread block, over K in
+ * steps of 256 values: the weights' blocks of a step decoded once into shared memory,
+ * the activations beside them, and each thread's GM*GN/256 outputs accumulated in
+ * registers, k by k in order (so the sums are fixed, run after run). */
+#define GM 64
+#define GN 32
+#define GK 256
+#define GEMM_THREADS 256
+#define GEMM_SMEM ((GM + GN) * GK * sizeof(float))
+
+template <int TYPE>
+__global__ void __launch_bounds__(GEMM_THREADS)
+gemm_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes, uint32_t block_bytes, int64_t n, uint64_t n_out,
+            const float *__restrict__ x, int T, float *__restrict__ y) {
+    extern __shared__ float smem[];
+    float *ws = smem, *xs = smem + GM * GK;
+    constexpr int B = block_of<TYPE>::N;
+    const uint64_t o0 = (uint64_t)blockIdx.x * GM;
+    const int t0 = blockIdx.y * GN;
+    const int tid = threadIdx.x;
+    /* each thread: rows r0, r0 + 32 (two) and tokens c0 .. c0 + 3 (four) */
+    const int r0 = tid % 32, c0 = (tid / 32) * 4;
+    float acc[2][4] = {{0}};
+    for (int64_t k0 = 0; k0 < n; k0 += GK) {
+        const int kw = n - k0 < GK ? (int)(n - k0) : GK; /* a multiple of the block */
+        const int per_row = kw / B;
+        for (int job = tid; job < GM * per_row; job += GEMM_THREADS) {
+            const int r = job / per_row, blk = job % per_row;
+            float *dst = ws + r * GK + blk * B;
+            if (o0 + r < n_out) {
+                decode<TYPE>(W + (o0 + r) * row_bytes + ((k0 / B) + blk) * block_bytes, dst);
+            } else {
+                for (int j = 0; j < B; j++) dst[j] = 0;
+            }
+        }
+        for (int i = tid; i < GN * kw; i += GEMM_THREADS) {
+            const int t = i / kw, k = i % kw;
+            xs[t * GK + k] = t0 + t < T ? x[(uint64_t)(t0 + t) * n + k0 + k] : 0.0f;
+        }
+        __syncthreads();
+        for (int k = 0; k < kw; k++) {
+            const float w0 = ws[r0 * GK + k], w1 = ws[(r0 + 32) * GK + k];
+            for (int c = 0; c < 4; c++) {
+                const float xv = xs[(c0 + c) * GK + k];
+                acc[0][c] = fmaf(w0, xv, acc[0][c]);
+                acc[1][c] = fmaf(w1, xv, acc[1][c]);
+            }
+        }
+        __syncthreads();
+    }
+    for (int h = 0; h < 2; h++)
+        for (int c = 0; c < 4; c++) {
+            const uint64_t o = o0 + r0 + 32 * h;
+            const int t = t0 + c0 + c;
+            if (o < n_out && t < T) y[(uint64_t)t * n_out + o] = acc[h][c];
+        }
+}
+
 typedef void (*kernel_fn)(const uint8_t *, uint64_t, uint32_t, int64_t, uint64_t, const float *, int, float *);
+
+static kernel_fn gemm_for(uint32_t type) {
+    switch (type) {
+    case T_F32: return gemm_kernel<T_F32>;
+    case T_F16: return gemm_kernel<T_F16>;
+    case T_BF16: return gemm_kernel<T_BF16>;
+    case T_Q8_0: return gemm_kernel<T_Q8_0>;
+    case T_Q4_0: return gemm_kernel<T_Q4_0>;
+    case T_MXFP4: return gemm_kernel<T_MXFP4>;
+    case T_Q2_K: return gemm_kernel<T_Q2_K>;
+    case T_Q3_K: return gemm_kernel<T_Q3_K>;
+    case T_Q4_K: return gemm_kernel<T_Q4_K>;
+    case T_Q5_K: return gemm_kernel<T_Q5_K>;
+    case T_Q6_K: return gemm_kernel<T_Q6_K>;
+    case T_IQ2_XXS: return gemm_kernel<T_IQ2_XXS>;
+    }
+    return NULL;
+}
 
 static kernel_fn kernel_for(uint32_t type) {
     switch (type) {
@@ -289,9 +367,17 @@ extern "C" int ds4_cuda_products(ds4_cuda *c, const ds4_cuda_product *p, int n, 
         e = cudaMemcpy2DAsync(c->dx + xo, (size_t)q->n * 4, q->x, q->ldx * 4, (size_t)q->n * 4, (size_t)q->T,
                               cudaMemcpyHostToDevice, c->stream);
         if (e != cudaSuccess) break;
-        const unsigned blocks = (unsigned)((q->n_out + WARPS - 1) / WARPS);
-        kernel_for(q->type)<<<blocks, WARPS * 32, 0, c->stream>>>(c->arena + q->w_offset, q->row_bytes, q->block_bytes,
-                                                                   q->n, q->n_out, c->dx + xo, q->T, c->dy + yo);
+        if (q->T >= GEMM_MIN_T) {
+            const dim3 grid((unsigned)((q->n_out + GM - 1) / GM), (unsigned)((q->T + GN - 1) / GN));
+            gemm_for(q->type)<<<grid, GEMM_THREADS, GEMM_SMEM, c->stream>>>(c->arena + q->w_offset, q->row_bytes,
+                                                                            q->block_bytes, q->n, q->n_out,
+                                                                            c->dx + xo, q->T, c->dy + yo);
+        } else {
+            const unsigned blocks = (unsigned)((q->n_out + WARPS - 1) / WARPS);
+            kernel_for(q->type)<<<blocks, WARPS * 32, 0, c->stream>>>(c->arena + q->w_offset, q->row_bytes,
+                                                                       q->block_bytes, q->n, q->n_out, c->dx + xo,
+                                                                       q->T, c->dy + yo);
+        }
         e = cudaGetLastError();
         if (e != cudaSuccess) break;
         e = cudaMemcpy2DAsync(q->y, q->ldy * 4, c->dy + yo, q->n_out * 4, q->n_out * 4, (size_t)q->T,
@@ -330,6 +416,15 @@ extern "C" ds4_cuda *ds4_cuda_create(int device, char *err, size_t cap) {
         return NULL;
     }
     snprintf(c->name, sizeof c->name, "%s", prop.name);
+    const uint32_t types[] = {T_F32, T_F16, T_BF16, T_Q8_0, T_Q4_0, T_MXFP4, T_Q2_K, T_Q3_K, T_Q4_K, T_Q5_K, T_Q6_K, T_IQ2_XXS};
+    for (size_t i = 0; i < sizeof types / sizeof types[0] && e == cudaSuccess; i++)
+        e = cudaFuncSetAttribute((const void *)gemm_for(types[i]), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)GEMM_SMEM);
+    if (e != cudaSuccess) {
+        fail(err, cap, "the tiled product's shared memory", e);
+        ds4_cuda_destroy(c);
+        return NULL;
+    }
     return c;
 }
 
