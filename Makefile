@@ -52,13 +52,17 @@ OBJ      += $(CUDA_C:%.c=build/obj/%.o) $(CUDA_CU:%.cu=build/obj/%.o)
 ENGINE_HDR += $(wildcard cuda/*.h)
 LDLIBS   += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/targets/x86_64-linux/lib -lcudart_static -ldl -lrt -lstdc++
 build/obj/engine/forward/registry.o build/obj/cuda/%.o: CPPFLAGS += -DDS4_CUDA -Icuda
+all: build/tests/cuda_decode
+build/tests/cuda_decode: tests/cuda/decode_test.c build/libds4.a
+	@mkdir -p $(dir $@)
+	@$(CC) $(ALL_CFLAGS) -Icuda $< build/libds4.a $(LDLIBS) -o $@
 endif
 build/obj/engine/forward/registry.o: build/cuda-flag.txt
 build/cuda-flag.txt: FORCE
 	@mkdir -p build
 	@[ "$$(cat $@ 2>/dev/null)" = "$(CUDA)" ] || echo "$(CUDA)" >$@
 
-build/obj/cuda/%.o: cuda/%.cu cuda/cuda_matmul.h
+build/obj/cuda/%.o: cuda/%.cu $(wildcard cuda/*.h cuda/*.cuh)
 	@mkdir -p $(dir $@)
 	@echo "NVCC $<"
 	@$(NVCC) -O2 -std=c++17 $(CUDA_GENCODE) -Xcompiler -Wall,-Wextra -c $< -o $@

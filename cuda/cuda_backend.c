@@ -1,6 +1,7 @@
-/* cuda_backend.c - see cuda_backend.h: the C side of cuda_matmul.cu (the upload with its
- * progress line and out-of-memory message, the weights' lookup, the offload hook the
- * CPU's matrix products call). */
+/* cuda_backend.c - see cuda_backend.h: the C side of cuda_matmul.cu and cuda_ffn.cu (the
+ * upload with its progress line and out-of-memory message, the weights' lookup, the
+ * offload hook the CPU's matrix products call, and the FFN stage, which runs on the
+ * device for decode-sized chunks). */
 #include "cuda_backend.h"
 
 #include <pthread.h>
@@ -12,6 +13,7 @@
 #include "cuda_matmul.h"
 #include "iq_tables.h"
 #include "progress.h"
+#include "quants.h"
 #include "types.h"
 #include "util.h"
 
@@ -20,12 +22,24 @@ typedef struct {
     uint64_t bytes, offset;
 } resident;
 
+/* A layer's MoE as the device runs it (ok: every matrix is on the device). */
+typedef struct {
+    bool ok;
+    ds4_cuda_ffn_layer L;
+    const gguf_tensor *tid2eid; /* hash layers: the choices, read on the host */
+} ffn_layer;
+
 typedef struct {
     ds4_cuda *dev;
-    bool broken;       /* a product failed on the device: the CPU runs them from then on */
+    bool broken;       /* the device failed: the CPU runs everything from then on */
     ds4_matmul_offload offload;
     resident *weights; /* by host address */
     size_t n_weights;
+    ffn_layer *ffn;    /* by layer */
+    uint32_t n_layer;
+    bool observed;     /* a matmul observer (imatrix) must see every product: no device MoE */
+    float *x, *y;      /* a chunk's FFN input and output, on the host */
+    int32_t *choice;
     char name[96];
 } cuda_ctx;
 
@@ -46,6 +60,7 @@ static const resident *find(const cuda_ctx *c, const uint8_t *p) {
 }
 
 static bool run_products(void *arg, const ds4_matmul_part *parts, int n) {
+    /* (after a device failure `broken` sends everything back to the CPU) */
     cuda_ctx *c = arg;
     ds4_cuda_product p[64];
     if (n > 64 || c->broken) return false;
@@ -66,7 +81,7 @@ static bool run_products(void *arg, const ds4_matmul_part *parts, int n) {
     char err[256];
     if (ds4_cuda_products(c->dev, p, n, err, sizeof err) < 0) {
         /* the same results either way, only slower: say so once and go on on the CPU */
-        fprintf(stderr, "ds4: %s; the CPU runs the matrix products from here\n", err);
+        fprintf(stderr, "ds4: %s; the CPU runs the model from here\n", err);
         c->broken = true;
         return false;
     }
@@ -75,9 +90,88 @@ static bool run_products(void *arg, const ds4_matmul_part *parts, int n) {
 
 static void ctx_free(cuda_ctx *c) {
     if (!c) return;
-    ds4_cuda_destroy(c->dev);
+    ds4_cuda_destroy(c->dev); /* (the biases go with the device's memory) */
     free(c->weights);
+    free(c->ffn);
+    free(c->x);
+    free(c->y);
+    free(c->choice);
     free(c);
+}
+
+/* W's rows on the device, or false. */
+static bool matrix(const cuda_ctx *c, const gguf_tensor *W, ds4_cuda_matrix *out) {
+    if (!W || !ds4_cuda_type_supported(W->type)) return false;
+    const ds4_type_info *t = ds4_type_get(W->type);
+    const resident *r = find(c, W->data);
+    if (!r || W->ne[0] % (t->block > 1 ? t->block : 32)) return false;
+    *out = (ds4_cuda_matrix){r->offset + (uint64_t)((const uint8_t *)W->data - r->host), ds4_row_size(W->type, W->ne[0]),
+                             W->type, t->block > 1 ? t->bytes : t->bytes * 32, (int64_t)W->ne[0]};
+    return true;
+}
+
+/* Each layer's MoE on the device where all its matrices are there. */
+static int prepare_ffn(cuda_ctx *c, const ds4_model *m) {
+    const ds4_config *cf = &m->cfg;
+    c->n_layer = cf->n_layer;
+    c->ffn = ds4_calloc(cf->n_layer, sizeof *c->ffn);
+    if (!c->ffn) return -1;
+    if (cf->n_expert_used > DS4_CUDA_FFN_MAX_K) return 0;
+    char err[256];
+    for (uint32_t il = 0; il < cf->n_layer; il++) {
+        ffn_layer *f = &c->ffn[il];
+        ds4_cuda_ffn_layer *L = &f->L;
+#define M(role, dst) matrix(c, ds4_model_tensor(m, (int)il, role), dst)
+        *L = (ds4_cuda_ffn_layer){.D = cf->n_embd, .E = cf->n_expert, .I = cf->expert_ff, .K = cf->n_expert_used,
+                                  .Is = cf->expert_ff * cf->n_expert_shared, .gating = cf->gating_func,
+                                  .norm = cf->expert_weights_norm, .scale = cf->expert_weights_scale,
+                                  .limit = cf->swiglu_limit[il], .limit_shared = cf->swiglu_limit_shared[il]};
+        f->ok = M(DS4_T_FFN_GATE_INP, &L->gate_inp) && M(DS4_T_FFN_GATE_EXPS, &L->gate_exps) &&
+                M(DS4_T_FFN_UP_EXPS, &L->up_exps) && M(DS4_T_FFN_DOWN_EXPS, &L->down_exps) &&
+                (!L->Is || (M(DS4_T_FFN_GATE_SHEXP, &L->gate_sh) && M(DS4_T_FFN_UP_SHEXP, &L->up_sh) &&
+                            M(DS4_T_FFN_DOWN_SHEXP, &L->down_sh)));
+#undef M
+        f->tid2eid = ds4_model_tensor(m, (int)il, DS4_T_FFN_TID2EID);
+        const gguf_tensor *bias = ds4_model_tensor(m, (int)il, DS4_T_FFN_EXP_PROBS_B);
+        if (f->ok && bias && !f->tid2eid) {
+            float *v = ds4_tensor_f32(bias);
+            float *dev = NULL;
+            const int rc = v ? ds4_cuda_floats(c->dev, v, cf->n_expert, &dev, err, sizeof err) : -1;
+            free(v);
+            if (rc < 0) return ds4_fail("%s", v ? err : ds4_error());
+            L->bias = dev;
+        }
+    }
+    return 0;
+}
+
+static cuda_ctx *ctx_of(const ds4_backend *b) { return ds4_cpu_backend_offload(b)->ctx; }
+
+/* The FFN of a few tokens on the device; the CPU's (with its products on the device)
+ * otherwise. */
+static int cuda_ffn(ds4_backend *b, int il, const int32_t *tokens, int T) {
+    cuda_ctx *c = ctx_of(b);
+    const ffn_layer *f = &c->ffn[il];
+    if (c->broken || c->observed || !f->ok || T > DS4_CUDA_FFN_MAX_T) return ds4_cpu_backend.ffn(b, il, tokens, T);
+    const uint32_t D = f->L.D, K = f->L.K;
+    if (!c->x) {
+        c->x = ds4_malloc((size_t)DS4_CUDA_FFN_MAX_T * D * sizeof(float));
+        c->y = ds4_malloc((size_t)DS4_CUDA_FFN_MAX_T * D * sizeof(float));
+        c->choice = ds4_malloc((size_t)DS4_CUDA_FFN_MAX_T * DS4_CUDA_FFN_MAX_K * sizeof(int32_t));
+        if (!c->x || !c->y || !c->choice) return -1;
+    }
+    if (ds4_cpu_backend.chunk_read(b, DS4_CHUNK_X, T, c->x) < 0) return -1;
+    if (f->tid2eid) /* ids were checked against E when the model loaded */
+        for (int t = 0; t < T; t++)
+            memcpy(c->choice + (size_t)t * K, (const uint8_t *)f->tid2eid->data + (size_t)tokens[t] * K * sizeof(int32_t),
+                   K * sizeof(int32_t));
+    char err[256];
+    if (ds4_cuda_ffn(c->dev, &f->L, c->x, T, f->tid2eid ? c->choice : NULL, c->y, err, sizeof err) < 0) {
+        fprintf(stderr, "ds4: %s; the CPU runs the model from here\n", err);
+        c->broken = true;
+        return ds4_cpu_backend.ffn(b, il, tokens, T);
+    }
+    return ds4_cpu_backend.chunk_write(b, DS4_CHUNK_Y, T, c->y);
 }
 
 /* Every matrix (two dimensions or more) to the device, once. */
@@ -131,7 +225,9 @@ static int cuda_open(const ds4_model *m, const ds4_ctx_opts *o, ds4_backend **ou
         ctx_free(c);
         return ds4_fail("%s", err);
     }
-    if (upload(c, m->gguf) < 0 || ds4_cpu_backend_open_offload(m, o, &c->offload, c->name, out) < 0) {
+    c->observed = o->observer != NULL;
+    if (upload(c, m->gguf) < 0 || prepare_ffn(c, m) < 0 ||
+        ds4_cpu_backend_open_offload(m, o, &c->offload, c->name, out) < 0) {
         ctx_free(c);
         return -1;
     }
@@ -160,6 +256,7 @@ static void build_table(void) {
     table.open = cuda_open;
     table.close = cuda_close;
     table.probe_gbps = cuda_probe_gbps;
+    table.ffn = cuda_ffn;
 }
 
 const ds4_backend_ops *ds4_cuda_backend(void) {

@@ -47,6 +47,36 @@ typedef struct {
 int ds4_cuda_type_supported(uint32_t type);
 /* Run products, their inputs and outputs through host memory; returns once y holds them. */
 int ds4_cuda_products(ds4_cuda *c, const ds4_cuda_product *p, int n, char *err, size_t cap);
+/* The MoE feed-forward of one layer for a few tokens (decode, batched decode), on the
+ * device from the activations to the output: router scores (gating 1 softmax, 2 sigmoid,
+ * 4 sqrt-softplus), the top-K experts by score + bias (the lowest id among equals, as the
+ * CPU picks) or the hash layer's choices, their weights, SwiGLU with the clamp limits,
+ * the shared expert, the weighted sum in the CPU's order (experts by id). */
+typedef struct {
+    uint64_t offset, row_bytes; /* a matrix in the arena: its first row, its row size */
+    uint32_t type, block_bytes;
+    int64_t n;                  /* values per row */
+} ds4_cuda_matrix;
+
+typedef struct {
+    uint32_t D, E, I, K, Is;    /* Is: the shared expert's width (0: none) */
+    uint32_t gating;
+    int norm;                   /* weights normalised over the K chosen */
+    float scale, limit, limit_shared;
+    ds4_cuda_matrix gate_inp, gate_exps, up_exps, down_exps, gate_sh, up_sh, down_sh;
+    const float *bias;          /* device: E correction biases, or NULL */
+} ds4_cuda_ffn_layer;
+
+#define DS4_CUDA_FFN_MAX_T 16   /* tokens ds4_cuda_ffn takes at once */
+#define DS4_CUDA_FFN_MAX_K 16
+
+/* x and y: T rows of D floats in host memory; choice: T*K expert ids of a hash layer
+ * (host), or NULL to choose by score. */
+int ds4_cuda_ffn(ds4_cuda *c, const ds4_cuda_ffn_layer *L, const float *x, int T, const int32_t *choice, float *y,
+                 char *err, size_t cap);
+/* n floats to the device (small parameters); *dev is the caller's to keep. */
+int ds4_cuda_floats(ds4_cuda *c, const float *host, size_t n, float **dev, char *err, size_t cap);
+
 /* Device-to-device copy rate of a large buffer (read + write), GB/s of reads. */
 double ds4_cuda_copy_gbps(ds4_cuda *c);
 

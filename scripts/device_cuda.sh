@@ -1,13 +1,14 @@
 #!/bin/sh
 # On the GPU machine, through the device tool: make test-cuda's checks (tests/cuda.sh)
-# with the CUDA=1 binaries carried in .dev/cuda, a compute-sanitizer memcheck of a short
+# with the CUDA=1 binaries carried in .dev/cuda (the tools and build/tests/cuda_decode), a compute-sanitizer memcheck of a short
 # run, ds4-bench on the CPU and on CUDA on the 4-layer Flash-shaped q2 model (built in
 # /dev/shm) and the batched decode on CUDA (--parallel). Results to $OUT.
 #   usage: OUT=DIR sh scripts/device_cuda.sh
 cd "$(dirname "$0")/.." || exit 2
 export LD_LIBRARY_PATH=$PWD/.dev/lib
-mkdir -p bin "$OUT"
-cp .dev/cuda/* bin/
+mkdir -p bin build/tests "$OUT"
+cp .dev/cuda/ds4* bin/
+cp .dev/cuda/cuda_decode build/tests/
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >"$OUT/gpu.txt" 2>&1
 sh tests/cuda.sh >"$OUT/cuda-tests.txt" 2>&1
 tail -n 1 "$OUT/cuda-tests.txt"

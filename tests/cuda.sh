@@ -31,6 +31,15 @@ if ! $BIN/ds4 run -m "$D/tiny-a-f32.gguf" --prompt-ids 1,2,3 -n 1 --backend cuda
     skipped=1; echo "skip cuda/* (no GPU here: $(tail -n 1 "$T/err"))"; finish
 fi
 
+# every weight type's blocks decoded on the GPU exactly as on the CPU
+if [ -x build/tests/cuda_decode ]; then
+    build/tests/cuda_decode >"$T/dec" 2>&1
+    grep -E '^(ok|FAIL)' "$T/dec" | sed 's/^/    /'
+    if grep -q '12 passed, 0 failed' "$T/dec"; then ok decode_every_type; else bad decode_every_type "$(grep FAIL "$T/dec" | head -n 2)"; fi
+else
+    skipped=$((skipped + 1)); echo "skip cuda/decode_every_type (build/tests/cuda_decode: make CUDA=1)"
+fi
+
 gate() { # gate NAME MODEL_DIR TYPE VECTORS: the CPU's gates of issue 16 (max |dlogit| 1e-3, top-1
     # 100%, the greedy continuation, KL at most 1e-3), on the GPU
     [ -f "$2/config.json" ] && [ -f "$4" ] || { skipped=$((skipped + 1)); echo "skip cuda/$1 ($2 or $4 not here)"; return; }

@@ -1,0 +1,35 @@
+/* cuda_device.h - private to the .cu files of cuda/: the device instance behind cuda_matmul.h's
+ * handle, and the helpers the .cu files share. */
+#ifndef DS4_CUDA_DEVICE_H
+#define DS4_CUDA_DEVICE_H
+
+#include <cuda_runtime.h>
+#include <stdio.h>
+
+#include "cuda_matmul.h"
+
+struct ds4_cuda {
+    int device;
+    char name[256];
+    cudaStream_t stream;
+    uint8_t *arena;
+    uint64_t arena_bytes, arena_used;
+    float *dx, *dy; /* activations and outputs of one batch of products */
+    size_t dx_cap, dy_cap;
+    float *hx, *hy; /* their pinned host copies */
+    size_t hx_cap, hy_cap;
+    float *ffn_work; /* the MoE layer's buffers (cuda_ffn.cu) */
+    size_t ffn_cap;
+};
+
+static inline int fail(char *err, size_t cap, const char *what, cudaError_t e) {
+    snprintf(err, cap, "cuda: %s: %s", what, cudaGetErrorString(e));
+    return -1;
+}
+
+/* Device memory that only grows (contents kept while it is not outgrown). */
+int ds4_cuda_grow(void **buf, size_t *cap, size_t bytes, char *err, size_t errcap);
+/* The other translation unit's copy of the IQ2 tables (cuda_ffn.cu). */
+cudaError_t ds4_cuda_ffn_tables(const uint64_t *grid, const uint8_t *signs, const uint8_t *masks);
+
+#endif

@@ -1,0 +1,193 @@
+/* cuda_ffn.cu - see ds4_cuda_ffn in cuda_matmul.h: the MoE layer of a few tokens in one
+ * pass on the device, one copy in and one out, against the three round trips of its
+ * products run one batch at a time. Its arithmetic is the CPU's (cpu_moe.c) step by step;
+ * the device's expf/log1pf may differ from glibc's in the last bit, which moves a score
+ * by an ulp and, only where two experts tie to that ulp, the choice. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cuda_decode.cuh"
+#include "cuda_device.h"
+
+#define WARPS 4
+#define MAX_T DS4_CUDA_FFN_MAX_T
+#define MAX_K DS4_CUDA_FFN_MAX_K
+
+cudaError_t ds4_cuda_ffn_tables(const uint64_t *grid, const uint8_t *signs, const uint8_t *masks) {
+    return load_tables(grid, signs, masks);
+}
+
+/* y[p][o] = W[row_of(p) + o] . x[x_of(p)] for pairs p (blockIdx.y): the routed experts'
+ * products (rows of the chosen expert), or a plain product when choice is NULL. */
+template <int TYPE>
+__global__ void pair_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes, uint32_t block_bytes, int64_t n,
+                            uint64_t n_out, const float *__restrict__ x, int x_per_pair, const int32_t *choice,
+                            float *__restrict__ y) {
+    const int p = blockIdx.y;
+    const uint64_t o = (uint64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
+    if (o >= n_out) return;
+    const uint64_t row = (choice ? (uint64_t)choice[p] * n_out : 0) + o;
+    const float s = row_dot<TYPE>(W + row * row_bytes, block_bytes, n, x + (uint64_t)(p / x_per_pair) * n);
+    if ((threadIdx.x & 31) == 0) y[(uint64_t)p * n_out + o] = s;
+}
+
+typedef void (*pair_fn)(const uint8_t *, uint64_t, uint32_t, int64_t, uint64_t, const float *, int, const int32_t *,
+                        float *);
+
+static pair_fn pair_for(uint32_t type) {
+    switch (type) {
+    case T_F32: return pair_kernel<T_F32>;
+    case T_F16: return pair_kernel<T_F16>;
+    case T_BF16: return pair_kernel<T_BF16>;
+    case T_Q8_0: return pair_kernel<T_Q8_0>;
+    case T_Q4_0: return pair_kernel<T_Q4_0>;
+    case T_MXFP4: return pair_kernel<T_MXFP4>;
+    case T_Q2_K: return pair_kernel<T_Q2_K>;
+    case T_Q3_K: return pair_kernel<T_Q3_K>;
+    case T_Q4_K: return pair_kernel<T_Q4_K>;
+    case T_Q5_K: return pair_kernel<T_Q5_K>;
+    case T_Q6_K: return pair_kernel<T_Q6_K>;
+    case T_IQ2_XXS: return pair_kernel<T_IQ2_XXS>;
+    }
+    return NULL;
+}
+
+/* Router scores to choices and weights, a thread per token (E is a few hundred). */
+__global__ void route_kernel(const float *logits, int T, uint32_t E, uint32_t K, uint32_t gating, int norm, float scale,
+                             const float *bias, int32_t *choice, int hashed, float *weight, float *score_buf) {
+    const int t = blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= T) return;
+    const float *lg = logits + (uint64_t)t * E;
+    float *score = score_buf + (uint64_t)t * 2 * E, *biased = score + E;
+    for (uint32_t e = 0; e < E; e++) {
+        const float l = lg[e];
+        score[e] = gating == 2 ? 1.0f / (1.0f + expf(-l)) : gating == 4 ? sqrtf(l > 20.0f ? l : log1pf(expf(l))) : l;
+    }
+    if (gating == 1) { /* softmax over all experts, as ds4_softmax computes it */
+        float mx = score[0];
+        for (uint32_t e = 1; e < E; e++) mx = fmaxf(mx, score[e]);
+        float sum = 0;
+        for (uint32_t e = 0; e < E; e++) sum += (score[e] = expf(score[e] - mx));
+        for (uint32_t e = 0; e < E; e++) score[e] /= sum;
+    }
+    int32_t *ch = choice + (uint64_t)t * K;
+    if (!hashed) {
+        for (uint32_t e = 0; e < E; e++) biased[e] = score[e] + (bias ? bias[e] : 0.0f);
+        for (uint32_t k = 0; k < K; k++) {
+            uint32_t best = 0;
+            for (uint32_t e = 1; e < E; e++)
+                if (biased[e] > biased[best]) best = e;
+            ch[k] = (int32_t)best;
+            biased[best] = -INFINITY;
+        }
+    }
+    float sum = 0.0f, *wt = weight + (uint64_t)t * K;
+    for (uint32_t k = 0; k < K; k++) sum += (wt[k] = score[ch[k]]);
+    for (uint32_t k = 0; k < K; k++) wt[k] = (norm ? wt[k] / (sum + 1e-20f) : wt[k]) * scale;
+}
+
+/* hg = silu(min(g, L)) * clamp(u, -L, L), element by element. */
+__global__ void swiglu_kernel(float *hg, const float *hu, uint64_t n, float limit) {
+    const uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float g = hg[i], u = hu[i];
+    if (limit > 0) {
+        g = fminf(g, limit);
+        u = fminf(fmaxf(u, -limit), limit);
+    }
+    hg[i] = g / (1.0f + expf(-g)) * u;
+}
+
+/* out[t] (the shared expert's down product, or 0) += weight * the routed experts' outputs,
+ * expert by expert in increasing id (slots of one expert in slot order), as the CPU adds. */
+__global__ void combine_kernel(float *out, int has_shared, const float *ys, const int32_t *choice, const float *weight,
+                               int T, uint32_t K, uint32_t D) {
+    const uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (uint64_t)T * D) return;
+    const int t = (int)(i / D);
+    const uint32_t d = (uint32_t)(i % D);
+    const int32_t *ch = choice + (uint64_t)t * K;
+    int order[MAX_K];
+    for (uint32_t k = 0; k < K; k++) order[k] = (int)k;
+    for (uint32_t a = 1; a < K; a++) /* insertion sort by expert id, stable */
+        for (uint32_t b = a; b > 0 && ch[order[b - 1]] > ch[order[b]]; b--) {
+            const int tmp = order[b];
+            order[b] = order[b - 1];
+            order[b - 1] = tmp;
+        }
+    float o = has_shared ? out[i] : 0.0f;
+    for (uint32_t k = 0; k < K; k++) {
+        const int s = order[k];
+        o += weight[(uint64_t)t * K + s] * ys[((uint64_t)t * K + s) * D + d];
+    }
+    out[i] = o;
+}
+
+static cudaError_t product(ds4_cuda *c, const ds4_cuda_matrix *m, uint64_t n_out, const float *x, int x_per_pair,
+                           const int32_t *choice, int pairs, float *y) {
+    const dim3 grid((unsigned)((n_out + WARPS - 1) / WARPS), (unsigned)pairs);
+    pair_for(m->type)<<<grid, WARPS * 32, 0, c->stream>>>(c->arena + m->offset, m->row_bytes, m->block_bytes, m->n,
+                                                          n_out, x, x_per_pair, choice, y);
+    return cudaGetLastError();
+}
+
+extern "C" int ds4_cuda_ffn(ds4_cuda *c, const ds4_cuda_ffn_layer *L, const float *x, int T, const int32_t *choice,
+                            float *y, char *err, size_t cap) {
+    if (T > MAX_T || L->K > MAX_K) {
+        snprintf(err, cap, "cuda: the device's MoE takes at most %d tokens of %d experts", MAX_T, MAX_K);
+        return -1;
+    }
+    const ds4_cuda_matrix *mats[] = {&L->gate_inp, &L->gate_exps, &L->up_exps, &L->down_exps};
+    for (int i = 0; i < 4; i++)
+        if (!pair_for(mats[i]->type)) {
+            snprintf(err, cap, "cuda: a weight type the device's MoE does not read");
+            return -1;
+        }
+    const uint64_t D = L->D, E = L->E, I = L->I, K = L->K, Is = L->Is, P = (uint64_t)T * K;
+    /* one work buffer, carved up */
+    const uint64_t n_x = T * D, n_logits = T * E, n_score = T * 2 * E, n_h = P * I, n_ys = P * D, n_sh = T * Is,
+                   n_out = T * D;
+    const uint64_t floats = n_x + n_logits + n_score + 2 * n_h + n_ys + 2 * n_sh + n_out + 2 * P;
+    if (ds4_cuda_grow((void **)&c->ffn_work, &c->ffn_cap, floats * sizeof(float), err, cap) < 0) return -1;
+    float *dx = c->ffn_work, *logits = dx + n_x, *score = logits + n_logits, *hg = score + n_score, *hu = hg + n_h,
+          *ys = hu + n_h, *sg = ys + n_ys, *su = sg + n_sh, *out = su + n_sh, *weight = out + n_out;
+    int32_t *ch = (int32_t *)(weight + P);
+    cudaError_t e = cudaMemcpyAsync(dx, x, n_x * sizeof(float), cudaMemcpyHostToDevice, c->stream);
+    if (e == cudaSuccess && choice) e = cudaMemcpyAsync(ch, choice, P * sizeof(int32_t), cudaMemcpyHostToDevice, c->stream);
+    if (e == cudaSuccess) e = product(c, &L->gate_inp, E, dx, 1, NULL, T, logits);
+    if (e == cudaSuccess) {
+        route_kernel<<<1, MAX_T, 0, c->stream>>>(logits, T, L->E, L->K, L->gating, L->norm, L->scale, L->bias, ch,
+                                                 choice != NULL, weight, score);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess && Is) e = product(c, &L->gate_sh, Is, dx, 1, NULL, T, sg);
+    if (e == cudaSuccess && Is) e = product(c, &L->up_sh, Is, dx, 1, NULL, T, su);
+    if (e == cudaSuccess) e = product(c, &L->gate_exps, I, dx, (int)K, ch, (int)P, hg);
+    if (e == cudaSuccess) e = product(c, &L->up_exps, I, dx, (int)K, ch, (int)P, hu);
+    if (e == cudaSuccess && Is) {
+        swiglu_kernel<<<(unsigned)((n_sh + 255) / 256), 256, 0, c->stream>>>(sg, su, n_sh, L->limit_shared);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) {
+        swiglu_kernel<<<(unsigned)((n_h + 255) / 256), 256, 0, c->stream>>>(hg, hu, n_h, L->limit);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess && Is) e = product(c, &L->down_sh, D, sg, 1, NULL, T, out);
+    if (e == cudaSuccess) e = product(c, &L->down_exps, D, hg, 1, ch, (int)P, ys);
+    if (e == cudaSuccess) {
+        combine_kernel<<<(unsigned)((n_out + 255) / 256), 256, 0, c->stream>>>(out, Is != 0, ys, ch, weight, T, L->K,
+                                                                                L->D);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) e = cudaMemcpyAsync(y, out, n_out * sizeof(float), cudaMemcpyDeviceToHost, c->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
+    return e == cudaSuccess ? 0 : fail(err, cap, "the MoE layer", e);
+}
+
+extern "C" int ds4_cuda_floats(ds4_cuda *c, const float *host, size_t n, float **dev, char *err, size_t cap) {
+    (void)c;
+    cudaError_t e = cudaMalloc((void **)dev, n * sizeof(float));
+    if (e == cudaSuccess) e = cudaMemcpy(*dev, host, n * sizeof(float), cudaMemcpyHostToDevice);
+    return e == cudaSuccess ? 0 : fail(err, cap, "parameters", e);
+}

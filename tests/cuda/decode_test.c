@@ -1,0 +1,115 @@
+/* Every weight type's blocks as the GPU decodes them, against the CPU's ds4_row_to_f32,
+ * exactly: products of random (valid) rows with one-hot activations read the decoded
+ * values back one by one (equal as floats: -0 comes back as 0), through both product
+ * kernels (a few activation rows, and the tiled one). Built by make CUDA=1 as build/tests/cuda_decode; tests/cuda.sh runs it.
+ * Prints "N passed, N failed" (exit 77: no GPU). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_matmul.h"
+#include "iq_tables.h"
+#include "numeric.h"
+#include "quants.h"
+#include "types.h"
+
+static uint64_t rng = 88172645463325252ull;
+static uint32_t next(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)rng;
+}
+
+static void put_f16(uint8_t *p, float x) {
+    const uint16_t h = ds4_f32_to_f16(x);
+    memcpy(p, &h, 2);
+}
+
+/* A random row of `type`: random bits, with finite scales where the format has them. */
+static void random_row(uint32_t type, uint8_t *row, int64_t n) {
+    const ds4_type_info *t = ds4_type_get(type);
+    const uint64_t bytes = ds4_row_size(type, (uint64_t)n);
+    for (uint64_t i = 0; i < bytes; i++) row[i] = (uint8_t)next();
+    for (int64_t b = 0; b < n / t->block; b++) {
+        uint8_t *blk = row + b * t->bytes;
+        const float s = 0.01f + (float)(next() % 1000) / 1000.0f, m = (float)(next() % 1000) / 5000.0f;
+        switch (type) {
+        case GGML_TYPE_F32: { const float v = (float)(int)(next() % 2001 - 1000) / 256.0f; memcpy(blk, &v, 4); break; }
+        case GGML_TYPE_F16: put_f16(blk, (float)(int)(next() % 2001 - 1000) / 256.0f); break;
+        case GGML_TYPE_BF16: { const uint16_t h = ds4_f32_to_bf16((float)(int)(next() % 2001 - 1000) / 256.0f); memcpy(blk, &h, 2); break; }
+        case GGML_TYPE_Q4_0: case GGML_TYPE_Q8_0: case GGML_TYPE_IQ2_XXS: put_f16(blk, s); break;
+        case GGML_TYPE_MXFP4: blk[0] = (uint8_t)(120 + next() % 12); break;
+        case GGML_TYPE_Q2_K: put_f16(blk + 80, s); put_f16(blk + 82, m); break;
+        case GGML_TYPE_Q3_K: put_f16(blk + 108, s); break;
+        case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K: put_f16(blk, s); put_f16(blk + 2, m); break;
+        case GGML_TYPE_Q6_K: put_f16(blk + 208, s); break;
+        }
+    }
+}
+
+int main(void) {
+    char err[256];
+    ds4_cuda *c = ds4_cuda_create(0, err, sizeof err);
+    if (!c) {
+        printf("skip cuda_decode (%s)\n", err);
+        return 77;
+    }
+    if (ds4_cuda_tables(c, ds4_iq2xxs_grid, ds4_ksigns_iq2xs, ds4_kmask_iq2xs, err, sizeof err) < 0 ||
+        ds4_cuda_reserve(c, 64u << 20, err, sizeof err) < 0) {
+        printf("FAIL cuda_decode/setup: %s\n", err);
+        return 1;
+    }
+    static const uint32_t types[] = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0,
+                                     GGML_TYPE_MXFP4, GGML_TYPE_Q2_K, GGML_TYPE_Q3_K, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K,
+                                     GGML_TYPE_Q6_K, GGML_TYPE_IQ2_XXS};
+    enum { ROWS = 5, N = 512, T = 9 };
+    int pass = 0, fail = 0;
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+        const uint32_t type = types[k];
+        const ds4_type_info *t = ds4_type_get(type);
+        const uint64_t row_bytes = ds4_row_size(type, N);
+        uint8_t *w = malloc(ROWS * row_bytes);
+        float *want = malloc(ROWS * N * sizeof(float)), *x = calloc((size_t)T * N, sizeof(float)),
+              *y = malloc((size_t)T * ROWS * sizeof(float));
+        for (int r = 0; r < ROWS; r++) {
+            random_row(type, w + r * row_bytes, N);
+            ds4_row_to_f32(type, w + r * row_bytes, want + r * N, N);
+        }
+        uint64_t off;
+        int bad = ds4_cuda_upload(c, w, ROWS * row_bytes, &off, err, sizeof err) < 0;
+        /* columns j in groups: T one-hot rows at once (the tiled kernel), then one (the other) */
+        for (int j0 = 0; j0 < N && !bad; j0 += T) {
+            for (int shape = 0; shape < 2 && !bad; shape++) {
+                const int rows = shape ? 1 : (N - j0 < T ? N - j0 : T);
+                memset(x, 0, (size_t)T * N * sizeof(float));
+                for (int i = 0; i < rows; i++) x[(size_t)i * N + j0 + i] = 1.0f;
+                const ds4_cuda_product p = {off, row_bytes, type, t->block > 1 ? t->block : 32,
+                                            t->block > 1 ? t->bytes : t->bytes * 32, N, ROWS, x, N, rows, y, ROWS};
+                if (ds4_cuda_products(c, &p, 1, err, sizeof err) < 0) {
+                    bad = 1;
+                    break;
+                }
+                for (int i = 0; i < rows && !bad; i++)
+                    for (int r = 0; r < ROWS; r++)
+                        /* == : a sum that starts at +0 cannot give -0 back */
+                        if (!(y[(size_t)i * ROWS + r] == want[r * N + j0 + i])) {
+                            snprintf(err, sizeof err, "row %d value %d: %g, the CPU %g (%s)", r, j0 + i,
+                                     y[(size_t)i * ROWS + r], want[r * N + j0 + i], rows > 1 ? "tiled" : "one row");
+                            bad = 1;
+                            break;
+                        }
+            }
+        }
+        if (bad) { fail++; printf("FAIL cuda_decode/%s: %s\n", t->name, err); }
+        else { pass++; printf("ok   cuda_decode/%s\n", t->name); }
+        free(w);
+        free(want);
+        free(x);
+        free(y);
+    }
+    ds4_cuda_destroy(c);
+    printf("cuda_decode: %d passed, %d failed\n", pass, fail);
+    return fail ? 1 : 0;
+}
