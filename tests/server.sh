@@ -152,6 +152,15 @@ post /v1/messages "{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"u
 check prompt_past_context_400 "$([ "$(status_is 400)" = yes ] && grep -q context "$T/r" && echo yes)"
 alive prompt_past_context
 
+# two conversations with the same system prompt: the second starts from the first's
+# checkpoint after the system prompt (a cold start stores it)
+sys_prompt=$(awk 'BEGIN { for (i = 0; i < 40; i++) printf "Rule %d: be precise. ", i }')
+post /v1/chat/completions "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"$sys_prompt\"},{\"role\":\"user\",\"content\":\"First question\"}],\"max_tokens\":2}"
+post /v1/messages "{\"model\":\"m\",\"max_tokens\":2,\"system\":\"$sys_prompt\",\"messages\":[{\"role\":\"user\",\"content\":\"Another one entirely\"}]}"
+cached=$(json_num cache_read_input_tokens)
+check system_prompt_checkpoint_shared "$([ "$(status_is 200)" = yes ] && [ "${cached:-0}" -gt 200 ] && echo yes)" \
+    "cache_read_input_tokens $cached"
+
 # 16 concurrent clients: the same replies as each request alone (greedy)
 for i in $(seq 1 16); do
     echo "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Request number $i: tell me about $i things\"}],\"max_tokens\":$((8 + i)),\"temperature\":0}" >"$T/q$i"

@@ -82,32 +82,12 @@ static bool get_number(json_object *o, const char *k, double *out) {
 /* Tokens of the leading system/developer messages as the template renders them, when
  * they begin the whole prompt: the prefix other requests share. */
 static uint64_t system_prefix(const job *j, const request *r, const ds4_chat_opts *opts) {
-    const size_t n = json_object_array_length(r->messages);
-    size_t k = 0;
-    while (k < n) {
-        json_object *role;
-        if (!json_object_object_get_ex(json_object_array_get_idx(r->messages, k), "role", &role)) break;
-        const char *s = json_object_get_string(role);
-        if (!s || (strcmp(s, "system") && strcmp(s, "developer"))) break;
-        k++;
-    }
-    if (k == 0 || k == n) return 0;
-    json_object *head = json_object_new_array();
-    for (size_t i = 0; i < k; i++) json_object_array_add(head, json_object_get(json_object_array_get_idx(r->messages, i)));
-    ds4_chat_opts o = *opts;
-    o.add_generation_prompt = false;
-    ds4_buf text = {0};
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    uint64_t stable = 0;
-    if (ds4_chat_render(head, &o, &text) == 0 &&
-        ds4_tokenize(j->tok, (const char *)text.data, text.len, true, &ids, &n_ids) == 0 && n_ids < r->n_ids &&
-        !memcmp(ids, r->ids, n_ids * sizeof *ids))
-        stable = n_ids;
-    free(ids);
-    ds4_buf_free(&text);
-    json_object_put(head);
-    return stable;
+    ds4_buf head = {0};
+    const uint64_t n = ds4_chat_render_head(r->messages, opts, &head) == 0
+                           ? ds4_chat_head_length(j->tok, (const char *)head.data, head.len, r->ids, r->n_ids)
+                           : 0;
+    ds4_buf_free(&head);
+    return n;
 }
 
 static void hex_digest(ds4_sha1 *h, char hex[41]) {

@@ -27,6 +27,7 @@ typedef struct {
     ds4_api_endpoint endpoint;
     char *model;
     ds4_buf prompt;        /* the prompt text, NUL-terminated */
+    ds4_buf head;          /* its stable head (chat.h: system messages and tools), or empty */
     int32_t *prompt_ids;   /* /v1/completions with token ids (n_prompt_ids of them), else NULL */
     uint64_t n_prompt_ids;
     bool raw;              /* /v1/completions: the prompt is the user's text, not the template's */

@@ -49,6 +49,7 @@ char *ds4_api_error_json(ds4_api_flavor flavor, const ds4_api_error *e) {
 void ds4_api_request_free(ds4_api_request *r) {
     free(r->model);
     ds4_buf_free(&r->prompt);
+    ds4_buf_free(&r->head);
     free(r->prompt_ids);
     for (int i = 0; i < r->n_stops; i++) free(r->stops[i]);
     memset(r, 0, sizeof *r);
@@ -270,7 +271,8 @@ static int render(json_object *messages, json_object *tools, json_object *format
     ds4_chat_opts co = {.thinking = thinking, .add_generation_prompt = true, .reasoning_effort = effort,
                         .tools = tools, .response_format = format};
     r->thinking = thinking;
-    if (ds4_chat_render(messages, &co, &r->prompt) < 0) return bad(e, "%s", ds4_error());
+    if (ds4_chat_render(messages, &co, &r->prompt) < 0 || ds4_chat_render_head(messages, &co, &r->head) < 0)
+        return bad(e, "%s", ds4_error());
     buf_str(&r->prompt);
     return 0;
 }

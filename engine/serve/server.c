@@ -17,6 +17,7 @@
 
 #include "api.h"
 #include "appendfile.h"
+#include "chat.h"
 #include "chat_stream.h"
 #include "kvcache_disk.h"
 #include "worker.h"
@@ -316,9 +317,12 @@ static enum MHD_Result generate(request *q) {
     j->top_logprobs = r->top_logprobs;
     j->stops = ds4_calloc(DS4_API_MAX_STOPS, sizeof *j->stops);
     for (int i = 0; j->stops && i < r->n_stops; i++) j->stops[j->n_stops++] = ds4_strndup(r->stops[i], strlen(r->stops[i]));
+    /* a checkpoint where other requests will start alike: after the system prompt and the
+     * tools, else after what this prompt shares with the one before */
+    j->stable = ds4_chat_head_length(s->tok, (const char *)r->head.data, r->head.len, ids, n);
     pthread_mutex_lock(&s->mu);
     const uint64_t shared = common_prefix(ids, n, s->prev, s->n_prev);
-    if (shared >= 64 && shared < n) j->stable = shared; /* a system prompt, tools: other requests start so too */
+    if (!j->stable && shared >= 64 && shared < n) j->stable = shared;
     free(s->prev);
     s->prev = ds4_malloc(n * sizeof *ids);
     s->n_prev = s->prev ? n : 0;

@@ -446,6 +446,35 @@ void ds4_chat_reply_free(ds4_chat_reply *r) {
     memset(r, 0, sizeof *r);
 }
 
+int ds4_chat_render_head(json_object *messages, const ds4_chat_opts *opts, ds4_buf *out) {
+    if (!messages || !json_object_is_type(messages, json_type_array)) return ds4_fail("messages must be a JSON array");
+    const size_t n = json_object_array_length(messages);
+    size_t k = 0;
+    while (k < n) {
+        const char *role = role_of(json_object_array_get_idx(messages, k));
+        if (strcmp(role, "system") && strcmp(role, "developer")) break;
+        k++;
+    }
+    if (k == 0 || k == n) return 0;
+    json_object *head = json_object_new_array();
+    if (!head) return ds4_fail("out of memory");
+    for (size_t i = 0; i < k; i++) json_object_array_add(head, json_object_get(json_object_array_get_idx(messages, i)));
+    ds4_chat_opts o = *opts;
+    o.add_generation_prompt = false;
+    const int rc = ds4_chat_render(head, &o, out);
+    json_object_put(head);
+    return rc;
+}
+
+uint64_t ds4_chat_head_length(const ds4_tokenizer *t, const char *head, size_t len, const int32_t *ids, uint64_t n) {
+    int32_t *h = NULL;
+    size_t k = 0;
+    uint64_t got = 0;
+    if (len && ds4_tokenize(t, head, len, true, &h, &k) == 0 && k < n && !memcmp(h, ids, k * sizeof *h)) got = k;
+    free(h);
+    return got;
+}
+
 int ds4_chat_render_user(const char *text, bool thinking, ds4_buf *out) {
     json_object *msgs = json_object_new_array(), *msg = json_object_new_object();
     if (!msgs || !msg) {

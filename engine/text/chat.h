@@ -10,6 +10,7 @@
 #include <json-c/json.h>
 #include <stdbool.h>
 
+#include "tokenizer.h"
 #include "util.h"
 
 typedef struct {
@@ -24,6 +25,14 @@ typedef struct {
 
 /* messages: a JSON array of message objects. Appends the prompt text to out. */
 int ds4_chat_render(json_object *messages, const ds4_chat_opts *opts, ds4_buf *out);
+
+/* The prompt's stable head: the leading system (and developer) messages with the tools,
+ * without a generation prompt, which every later turn of the conversation (and other
+ * conversations with the same instructions) begins with: worth a KV checkpoint of its
+ * own. Empty when the messages have no such head or are nothing but it. */
+int ds4_chat_render_head(json_object *messages, const ds4_chat_opts *opts, ds4_buf *out);
+/* The head's token count when its tokens begin ids[0..n) (and leave some over), else 0. */
+uint64_t ds4_chat_head_length(const ds4_tokenizer *t, const char *head, size_t len, const int32_t *ids, uint64_t n);
 
 /* Render `text` as one user message with the generation prompt (thinking on or off). */
 int ds4_chat_render_user(const char *text, bool thinking, ds4_buf *out);
