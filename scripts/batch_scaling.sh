@@ -2,7 +2,7 @@
 # Batched decode on the CPU, two measurements:
 #  1. results/batch-scaling.csv (+ .png): ds4-bench --parallel on the Flash-shaped q2
 #     model of scripts/cpu_frontier.sh (4 layers, 16 routed experts of Flash's size):
-#     N = 1, 2, 4, 8, 16 sequences (PARALLEL overrides the list) decoding 64 tokens together after a 128-token prompt;
+#     N = 1, 2, 4, ..., 64 sequences (PARALLEL overrides the list) decoding 64 tokens together after a 128-token prompt;
 #     aggregate and per-sequence tok/s.
 #  2. results/batch-mixed.csv: a mixed ds4 batch job (24 requests, prompts of 8 to 333
 #     tokens, 8 to 64 generated, a third sampled with a seed) on tiny-b (F32) with
@@ -15,7 +15,7 @@ model=build/flash/flash-q2-l4-e16.gguf
 mkdir -p build/flash build/batch
 [ -f "$model" ] || bin/ds4-quant synth --quiet --fast --out "$model" --recipe q2 --layers 4 --experts 16
 rm -f results/batch-scaling.csv
-bin/ds4-bench -m "$model" --parallel "${PARALLEL:-1,2,4,8,16}" -p 128 -n 64 -t "$threads" \
+bin/ds4-bench -m "$model" --parallel "${PARALLEL:-1,2,4,8,16,32,64}" -p 128 -n 64 -t "$threads" \
     --csv results/batch-scaling.csv --plot results/batch-scaling.png
 
 small=build/batch/tiny-b-f32.gguf
