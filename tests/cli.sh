@@ -97,6 +97,14 @@ else
     echo "skip cli/tokenizer-tests ($TOK missing: make deps)"
     skipped=$((skipped + 1))
 fi
+expect server_help 0 $BIN/ds4-server --help
+has server_help_text "POST /v1/messages" "$T/out"
+expect server_no_model 2 $BIN/ds4-server
+one_line server_no_model_message "give the model with -m"
+expect server_bad_port 2 $BIN/ds4-server -m "$T/a.gguf" --port 70000
+expect server_unknown_option 2 $BIN/ds4-server --frobnicate x
+expect server_needs_tokenizer 2 $BIN/ds4-server -m "$T/a.gguf" --port 1
+one_line server_needs_tokenizer_message "tokenizer"
 expect bench_help 0 $BIN/ds4-bench --help
 expect bench_table_by_default 0 $BIN/ds4-bench -m "$T/a.gguf" -p 16 -n 4 -r 2 -t 2
 has bench_table_has_row "^| *16 | " "$T/out"

@@ -82,9 +82,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "ds4-server: %s\n", ds4_error());
         return 2;
     }
-    ds4_tokenizer *tok = ds4_tokenizer_if_any(m->gguf);
+    ds4_tokenizer *tok = ds4_tokenizer_from_gguf(m->gguf); /* the server takes text */
     if (!tok) {
-        fprintf(stderr, "ds4-server: %s: %s\n", model_path, ds4_error()[0] ? ds4_error() : "the model has no tokenizer");
+        fprintf(stderr, "ds4-server: %s\n", ds4_error());
         ds4_model_free(m);
         return 2;
     }
