@@ -40,8 +40,9 @@ static inline long flag_integer(const char *tool, const char *flag, const char *
 }
 
 /* --backend NAME (which backend runs the model; refused at once when it is not in this
- * build) and --act auto|f32|q8 (how matrix products treat activations, backend.h):
- * true when `flag` was one of them, its value then in o. */
+ * build), --device N (which GPU, for a GPU backend) and --act auto|f32|q8 (how matrix
+ * products treat activations, backend.h): true when `flag` was one of them, its value
+ * then in o. */
 static inline bool flag_ctx(const char *tool, const char *flag, const char *value, ds4_ctx_opts *o) {
     if (!strcmp(flag, "--backend")) {
         if (!ds4_backend_find(value, NULL)) {
@@ -49,6 +50,10 @@ static inline bool flag_ctx(const char *tool, const char *flag, const char *valu
             exit(2);
         }
         o->backend = value;
+        return true;
+    }
+    if (!strcmp(flag, "--device")) {
+        o->device = (int)flag_integer(tool, flag, value, 0, 255);
         return true;
     }
     if (!strcmp(flag, "--act")) {

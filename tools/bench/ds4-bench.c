@@ -21,7 +21,7 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: ds4-bench -m M.gguf [-p N,N,...] [-n N] [-r N] [-t N] [-o md|csv|json]\n"
             "                 [--csv FILE] [--json FILE] [--plot FILE.png] [--probe] [--profile]\n"
-            "                 [--backend NAME] [--act auto|f32|q8]\n"
+            "                 [--backend NAME [--device N]] [--act auto|f32|q8]\n"
             "                 [--ctx-start N --ctx-max N --step-incr N]\n"
             "\n"
             "For each context size: fill it with deterministic text (token ids for models without\n"
@@ -48,6 +48,7 @@ static void usage(FILE *out) {
             "                      table on stderr of where a token's time goes: per stage, and per\n"
             "                      weight type the bytes read and GB/s of the matrix products\n"
             "  --backend NAME      what runs the model: cpu (the default); built here: %s\n"
+            "  --device N          which GPU, for a GPU backend (default 0)\n"
             "  --parallel N,N,...  batched decode instead: for each N, N sequences (the first size's\n"
             "                      prompt, its state copied to each, then sampled at temperature 1\n"
             "                      with a seed each) decode -n tokens together; rows with\n"

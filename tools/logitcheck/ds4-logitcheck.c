@@ -17,7 +17,7 @@ static void usage(FILE *out) {
             "usage: ds4-logitcheck --model M.gguf --vectors DIR|FILE [--vectors ...] [--threads N]\n"
             "                      [--csv out.csv] [--json out.json] [--max-dlogit X] [--max-kl X]\n"
             "                      [--max-kl-mean X] [--min-top1 F] [--require-greedy]\n"
-            "                      [--backend NAME] [--act auto|f32|q8] [--quiet]\n"
+            "                      [--backend NAME [--device N]] [--act auto|f32|q8] [--quiet]\n"
             "       ds4-logitcheck --ppl --model M.gguf (--text FILE | --ids FILE) [--ctx N,N,...]\n"
             "       ds4-logitcheck --save-base BASE.bin --model M.gguf (--text FILE | --ids FILE) [--ctx N]\n"
             "                      [--top-k K] [--top-mass P]\n"

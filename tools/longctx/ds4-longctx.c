@@ -26,7 +26,7 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: ds4-longctx consistency --model M.gguf [--lengths N,N,...] [--tol X] [--seed S]\n"
             "                   [--threads N] [--csv out.csv] [--plot out.png] [--tmp DIR]\n"
-            "                   [--backend NAME] [--act MODE]\n"
+            "                   [--backend NAME [--device N]] [--act MODE]\n"
             "\n"
             "consistency: for each length (default 1024,4096,16384) a seeded random prompt; logits\n"
             "at 6 sampled positions and over the last 16 tokens from a prefill that stops only\n"

@@ -17,6 +17,7 @@ static void usage(FILE *f) {
             "  batching over --parallel sequences); the KV cache can live on disk across restarts.\n"
             "  -m, --model M.gguf       the model (with its tokenizer)\n"
             "  --backend NAME           cpu (default), cuda, metal: what this build has\n"
+            "  --device N               which GPU (default 0)\n"
             "  -t, --threads N          CPU threads (default: all)\n"
             "  --host ADDR              address to listen on (default 127.0.0.1: this machine only)\n"
             "  --port N                 port (default 8000)\n"
