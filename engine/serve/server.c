@@ -361,12 +361,11 @@ static bool authorized(server *s, struct MHD_Connection *c) {
     return (auth && !strncmp(auth, "Bearer ", 7) && !strcmp(auth + 7, key)) || (x && !strcmp(x, key));
 }
 
-static enum MHD_Result models(request *q) {
-    server *s = q->s;
-    json_object *doc = json_object_new_object(), *list = json_object_new_array(), *m = json_object_new_object();
+/* The model in the fields of both APIs' model objects. */
+static json_object *model_object(const server *s) {
+    json_object *m = json_object_new_object();
     char created[32];
     strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", gmtime(&(time_t){(time_t)s->created}));
-    /* one entry in the fields of both APIs' model objects */
     json_object_object_add(m, "id", json_object_new_string(s->name));
     json_object_object_add(m, "object", json_object_new_string("model"));
     json_object_object_add(m, "created", json_object_new_int64((int64_t)s->created));
@@ -375,7 +374,13 @@ static enum MHD_Result models(request *q) {
     json_object_object_add(m, "display_name", json_object_new_string(s->name));
     json_object_object_add(m, "created_at", json_object_new_string(created));
     json_object_object_add(m, "context_length", json_object_new_int64((int64_t)s->n_ctx));
-    json_object_array_add(list, m);
+    return m;
+}
+
+static enum MHD_Result models(request *q) {
+    server *s = q->s;
+    json_object *doc = json_object_new_object(), *list = json_object_new_array();
+    json_object_array_add(list, model_object(s));
     json_object_object_add(doc, "object", json_object_new_string("list"));
     json_object_object_add(doc, "data", list);
     json_object_object_add(doc, "has_more", json_object_new_boolean(0));
@@ -418,6 +423,12 @@ static enum MHD_Result route(request *q, const char *url, const char *method) {
         return fail(q, flavor, 413, msg);
     }
     if (!strcmp(url, "/v1/models")) return get ? models(q) : fail(q, flavor, 405, "/v1/models takes GET");
+    if (!strncmp(url, "/v1/models/", 11)) { /* one model: the SDKs' retrieve */
+        if (!get) return fail(q, flavor, 405, "/v1/models/ID takes GET");
+        if (strcmp(url + 11, s->name)) return fail(q, flavor, 404, "no such model");
+        q->status = 200;
+        return send_json(q->conn, 200, model_object(s));
+    }
     for (size_t i = 0; i < sizeof posts / sizeof posts[0]; i++) {
         if (strcmp(url, posts[i].path)) continue;
         if (strcmp(method, "POST")) return fail(q, flavor, 405, "this endpoint takes POST");

@@ -38,6 +38,8 @@ const chat = [
 await check("openai_models_list", async () => {
   const list = await openai.models.list();
   assert(list.data.length === 1 && typeof list.data[0].id === "string", "one model with an id");
+  const one = await openai.models.retrieve(list.data[0].id);
+  assert(one.id === list.data[0].id, "retrieve by id");
 });
 
 await check("openai_chat_stream_equals_whole", async () => {
@@ -107,6 +109,8 @@ const amsgs = [{ role: "user", content: [{ type: "text", text: "Say something ab
 await check("anthropic_models_list", async () => {
   const page = await anthropic.models.list();
   assert(page.data.length === 1 && page.data[0].type === "model", "one model");
+  const one = await anthropic.models.retrieve(page.data[0].id);
+  assert(one.id === page.data[0].id && one.type === "model", "retrieve by id");
 });
 
 await check("anthropic_stream_equals_whole", async () => {
