@@ -59,34 +59,6 @@ static const resident *find(const cuda_ctx *c, const uint8_t *p) {
     return lo < c->n_weights && c->weights[lo].host <= p ? &c->weights[lo] : NULL;
 }
 
-static bool run_products(void *arg, const ds4_matmul_part *parts, int n) {
-    /* (after a device failure `broken` sends everything back to the CPU) */
-    cuda_ctx *c = arg;
-    ds4_cuda_product p[64];
-    if (n > 64 || c->broken) return false;
-    for (int k = 0; k < n; k++) {
-        const gguf_tensor *W = parts[k].W;
-        const ds4_type_info *t = ds4_type_get(W->type);
-        const uint64_t row_bytes = ds4_row_size(W->type, W->ne[0]);
-        const uint8_t *first = (const uint8_t *)W->data + parts[k].row0 * row_bytes;
-        const resident *r = find(c, first);
-        const uint32_t block = t->block > 1 ? t->block : 32;
-        if (!r || !ds4_cuda_type_supported(W->type) || W->ne[0] % block) return false;
-        p[k] = (ds4_cuda_product){.w_offset = r->offset + (uint64_t)(first - r->host), .row_bytes = row_bytes,
-                                  .type = W->type, .block = block,
-                                  .block_bytes = (uint32_t)(t->block > 1 ? t->bytes : t->bytes * 32),
-                                  .n = (int64_t)W->ne[0], .n_out = parts[k].n_out, .x = parts[k].x,
-                                  .ldx = parts[k].ldx, .T = parts[k].T, .y = parts[k].y, .ldy = parts[k].ldy};
-    }
-    char err[256];
-    if (ds4_cuda_products(c->dev, p, n, err, sizeof err) < 0) {
-        /* the same results either way, only slower: say so once and go on on the CPU */
-        fprintf(stderr, "ds4: %s; the CPU runs the model from here\n", err);
-        c->broken = true;
-        return false;
-    }
-    return true;
-}
 
 static void ctx_free(cuda_ctx *c) {
     if (!c) return;
@@ -107,6 +79,27 @@ static bool matrix(const cuda_ctx *c, const gguf_tensor *W, ds4_cuda_matrix *out
     if (!r || W->ne[0] % (t->block > 1 ? t->block : 32)) return false;
     *out = (ds4_cuda_matrix){r->offset + (uint64_t)((const uint8_t *)W->data - r->host), ds4_row_size(W->type, W->ne[0]),
                              W->type, t->block > 1 ? t->bytes : t->bytes * 32, (int64_t)W->ne[0]};
+    return true;
+}
+
+static bool run_products(void *arg, const ds4_matmul_part *parts, int n) {
+    /* (after a device failure `broken` sends everything back to the CPU) */
+    cuda_ctx *c = arg;
+    ds4_cuda_product p[64];
+    if (n > 64 || c->broken) return false;
+    for (int k = 0; k < n; k++) {
+        p[k] = (ds4_cuda_product){.n_out = parts[k].n_out, .x = parts[k].x, .ldx = parts[k].ldx, .T = parts[k].T,
+                                  .y = parts[k].y, .ldy = parts[k].ldy};
+        if (!matrix(c, parts[k].W, &p[k].w)) return false;
+        p[k].w.offset += parts[k].row0 * p[k].w.row_bytes;
+    }
+    char err[256];
+    if (ds4_cuda_products(c->dev, p, n, err, sizeof err) < 0) {
+        /* the same results either way, only slower: say so once and go on on the CPU */
+        fprintf(stderr, "ds4: %s; the CPU runs the model from here\n", err);
+        c->broken = true;
+        return false;
+    }
     return true;
 }
 

@@ -94,107 +94,9 @@ template <> __device__ __forceinline__ void decode<T_MXFP4>(const uint8_t *b, fl
         y[16 + j] = fp4(b[1 + j] >> 4) * d;
     }
 }
-template <> __device__ __forceinline__ void decode<T_Q2_K>(const uint8_t *b, float *y) {
-    const uint8_t *scales = b, *q = b + 16;
-    const float d = f16_at(b + 80), min = f16_at(b + 82);
-    int is = 0;
-    for (int n = 0; n < QK_K; n += 128) {
-        for (int shift = 0; shift < 8; shift += 2)
-            for (int half = 0; half < 2; half++) {
-                const uint8_t sc = scales[is++];
-                const float dl = d * (float)(sc & 0xF), ml = min * (float)(sc >> 4);
-                for (int l = 0; l < 16; l++) *y++ = dl * (float)((q[l + 16 * half] >> shift) & 3) - ml;
-            }
-        q += 32;
-    }
-}
-template <> __device__ __forceinline__ void decode<T_Q3_K>(const uint8_t *b, float *y) {
-    const uint8_t *hm = b, *q = b + 32;
-    const float d_all = f16_at(b + 108);
-    uint32_t aux[4] = {u32_at(b + 96), u32_at(b + 100), u32_at(b + 104), 0};
-    const uint32_t kmask1 = 0x03030303, kmask2 = 0x0f0f0f0f, tmp = aux[2];
-    aux[2] = ((aux[0] >> 4) & kmask2) | (((tmp >> 4) & kmask1) << 4);
-    aux[3] = ((aux[1] >> 4) & kmask2) | (((tmp >> 6) & kmask1) << 4);
-    aux[0] = (aux[0] & kmask2) | (((tmp >> 0) & kmask1) << 4);
-    aux[1] = (aux[1] & kmask2) | (((tmp >> 2) & kmask1) << 4);
-    int is = 0;
-    uint8_t m = 1;
-    for (int n = 0; n < QK_K; n += 128) {
-        for (int shift = 0; shift < 8; shift += 2) {
-            for (int half = 0; half < 2; half++) {
-                const int8_t sc = (int8_t)(aux[is / 4] >> (8 * (is % 4)));
-                is++;
-                const float dl = d_all * (float)(sc - 32);
-                for (int l = 0; l < 16; l++) {
-                    const int v = (q[l + 16 * half] >> shift) & 3;
-                    *y++ = dl * (float)(v - ((hm[l + 16 * half] & m) ? 0 : 4));
-                }
-            }
-            m <<= 1;
-        }
-        q += 32;
-    }
-}
-template <bool FIVE> __device__ __forceinline__ void decode_q45(const uint8_t *b, float *y) {
-    const float d = f16_at(b), min = f16_at(b + 2);
-    const uint8_t *scales = b + 4, *qh = b + 16, *ql = FIVE ? b + 48 : b + 16;
-    uint8_t u1 = 1, u2 = 2;
-    for (int j = 0, is = 0; j < QK_K; j += 64, is += 2) {
-        uint8_t sc, m;
-        scale_min_k4(is, scales, &sc, &m);
-        const float d1 = d * sc, m1 = min * m;
-        scale_min_k4(is + 1, scales, &sc, &m);
-        const float d2 = d * sc, m2 = min * m;
-        for (int l = 0; l < 32; l++) *y++ = d1 * (float)((ql[l] & 0xF) + (FIVE && (qh[l] & u1) ? 16 : 0)) - m1;
-        for (int l = 0; l < 32; l++) *y++ = d2 * (float)((ql[l] >> 4) + (FIVE && (qh[l] & u2) ? 16 : 0)) - m2;
-        ql += 32;
-        u1 <<= 2;
-        u2 <<= 2;
-    }
-}
-template <> __device__ __forceinline__ void decode<T_Q4_K>(const uint8_t *b, float *y) { decode_q45<false>(b, y); }
-template <> __device__ __forceinline__ void decode<T_Q5_K>(const uint8_t *b, float *y) { decode_q45<true>(b, y); }
-template <> __device__ __forceinline__ void decode<T_Q6_K>(const uint8_t *b, float *y) {
-    const uint8_t *ql = b, *qh = b + 128;
-    const int8_t *sc = (const int8_t *)(b + 192);
-    const float d = f16_at(b + 208);
-    for (int n = 0; n < QK_K; n += 128) {
-        for (int l = 0; l < 32; l++) {
-            const int is = l / 16;
-            const int q1 = (int)((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
-            const int q2 = (int)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
-            const int q3 = (int)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-            const int q4 = (int)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-            y[l] = d * (float)sc[is] * (float)q1;
-            y[l + 32] = d * (float)sc[is + 2] * (float)q2;
-            y[l + 64] = d * (float)sc[is + 4] * (float)q3;
-            y[l + 96] = d * (float)sc[is + 6] * (float)q4;
-        }
-        y += 128;
-        ql += 64;
-        qh += 32;
-        sc += 8;
-    }
-}
-template <> __device__ __forceinline__ void decode<T_IQ2_XXS>(const uint8_t *b, float *y) {
-    const float d = f16_at(b);
-    for (int ib = 0; ib < QK_K / 32; ib++) {
-        const uint32_t a0 = u32_at(b + 2 + 8 * ib), a1 = u32_at(b + 6 + 8 * ib);
-        const float db = d * (0.5f + (float)(a1 >> 28)) * 0.25f;
-        for (int l = 0; l < 4; l++) {
-            const uint64_t g = c_iq2xxs_grid[(a0 >> (8 * l)) & 255];
-            const uint8_t signs = c_ksigns[(a1 >> (7 * l)) & 127];
-            for (int j = 0; j < 8; j++) {
-                const float v = db * (float)((g >> (8 * j)) & 255);
-                y[j] = (signs & c_kmask[j]) ? -v : v;
-            }
-            y += 8;
-        }
-    }
-}
-
-/* The 32 values [32 part, 32 part + 32) of a block (part < B / 32), the same values
- * decode() writes there: a lane's share of a 256-value block fits its registers. */
+/* The 32 values [32 part, 32 part + 32) of a block (part < B / 32), as dequant.c writes
+ * them: a lane's share of a 256-value block fits its registers. A 256-value block whole
+ * is its eight parts (decode below). */
 template <int TYPE> __device__ __forceinline__ void decode_part(const uint8_t *b, int part, float *v) {
     (void)part;
     decode<TYPE>(b, v); /* the 32-value blocks: the block itself */
@@ -269,6 +171,18 @@ template <> __device__ __forceinline__ void decode_part<T_IQ2_XXS>(const uint8_t
             v[8 * l + j] = (signs & c_kmask[j]) ? -x : x;
         }
     }
+}
+
+template <int TYPE> __device__ __forceinline__ void decode_parts(const uint8_t *b, float *y) {
+    for (int p = 0; p < QK_K / 32; p++) decode_part<TYPE>(b, p, y + 32 * p);
+}
+template <> __device__ __forceinline__ void decode<T_Q2_K>(const uint8_t *b, float *y) { decode_parts<T_Q2_K>(b, y); }
+template <> __device__ __forceinline__ void decode<T_Q3_K>(const uint8_t *b, float *y) { decode_parts<T_Q3_K>(b, y); }
+template <> __device__ __forceinline__ void decode<T_Q4_K>(const uint8_t *b, float *y) { decode_parts<T_Q4_K>(b, y); }
+template <> __device__ __forceinline__ void decode<T_Q5_K>(const uint8_t *b, float *y) { decode_parts<T_Q5_K>(b, y); }
+template <> __device__ __forceinline__ void decode<T_Q6_K>(const uint8_t *b, float *y) { decode_parts<T_Q6_K>(b, y); }
+template <> __device__ __forceinline__ void decode<T_IQ2_XXS>(const uint8_t *b, float *y) {
+    decode_parts<T_IQ2_XXS>(b, y);
 }
 
 /* A warp's dot products of weight row `row` (n values) with T activation rows (at most

@@ -172,11 +172,11 @@ extern "C" int ds4_cuda_products(ds4_cuda *c, const ds4_cuda_product *p, int n, 
     for (int k = 0; k < n; k++) {
         x_at[k] = xs;
         for (int i = 0; i < k; i++)
-            if (p[i].x == p[k].x && p[i].ldx == p[k].ldx && p[i].T == p[k].T && p[i].n == p[k].n) {
+            if (p[i].x == p[k].x && p[i].ldx == p[k].ldx && p[i].T == p[k].T && p[i].w.n == p[k].w.n) {
                 x_at[k] = x_at[i];
                 break;
             }
-        if (x_at[k] == xs) xs += (size_t)p[k].T * (size_t)p[k].n;
+        if (x_at[k] == xs) xs += (size_t)p[k].T * (size_t)p[k].w.n;
         y_at[k] = ys;
         ys += (size_t)p[k].T * p[k].n_out;
     }
@@ -190,20 +190,20 @@ extern "C" int ds4_cuda_products(ds4_cuda *c, const ds4_cuda_product *p, int n, 
         for (int i = 0; i < k && first; i++) first = x_at[i] != x_at[k];
         if (!first) continue;
         for (int t = 0; t < p[k].T; t++)
-            memcpy(c->hx + x_at[k] + (size_t)t * p[k].n, p[k].x + (size_t)t * p[k].ldx, (size_t)p[k].n * sizeof(float));
+            memcpy(c->hx + x_at[k] + (size_t)t * p[k].w.n, p[k].x + (size_t)t * p[k].ldx, (size_t)p[k].w.n * sizeof(float));
     }
     cudaError_t e = cudaMemcpyAsync(c->dx, c->hx, xs * sizeof(float), cudaMemcpyHostToDevice, c->stream);
     for (int k = 0; k < n && e == cudaSuccess; k++) {
         const ds4_cuda_product *q = &p[k];
         if (q->T >= GEMM_MIN_T) {
             const dim3 grid((unsigned)((q->n_out + GM - 1) / GM), (unsigned)((q->T + GN - 1) / GN));
-            gemm_for(q->type)<<<grid, GEMM_THREADS, GEMM_SMEM, c->stream>>>(c->arena + q->w_offset, q->row_bytes,
-                                                                            q->block_bytes, q->n, q->n_out,
+            gemm_for(q->w.type)<<<grid, GEMM_THREADS, GEMM_SMEM, c->stream>>>(c->arena + q->w.offset, q->w.row_bytes,
+                                                                              q->w.block_bytes, q->w.n, q->n_out,
                                                                             c->dx + x_at[k], q->T, c->dy + y_at[k]);
         } else {
             const unsigned blocks = (unsigned)((q->n_out + WARPS - 1) / WARPS);
-            kernel_for(q->type)<<<blocks, WARPS * 32, 0, c->stream>>>(c->arena + q->w_offset, q->row_bytes,
-                                                                       q->block_bytes, q->n, q->n_out,
+            kernel_for(q->w.type)<<<blocks, WARPS * 32, 0, c->stream>>>(c->arena + q->w.offset, q->w.row_bytes,
+                                                                         q->w.block_bytes, q->w.n, q->n_out,
                                                                        c->dx + x_at[k], q->T, c->dy + y_at[k]);
         }
         e = cudaGetLastError();

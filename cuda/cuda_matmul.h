@@ -30,11 +30,13 @@ int ds4_cuda_reserve(ds4_cuda *c, uint64_t bytes, char *err, size_t cap);
 int ds4_cuda_upload(ds4_cuda *c, const void *host, uint64_t bytes, uint64_t *offset, char *err, size_t cap);
 
 typedef struct {
-    uint64_t w_offset;     /* the first row's bytes in the arena */
-    uint64_t row_bytes;
-    uint32_t type;         /* ggml type */
-    uint32_t block, block_bytes; /* values and bytes per block (F32/F16/BF16: 32 values) */
-    int64_t n;             /* values per row (a multiple of the block) */
+    uint64_t offset, row_bytes; /* a matrix in the arena: its first row, its row size */
+    uint32_t type, block_bytes;
+    int64_t n;                  /* values per row */
+} ds4_cuda_matrix;
+
+typedef struct {
+    ds4_cuda_matrix w;     /* from the row the product starts at */
     uint64_t n_out;
     const float *x;        /* host: T rows, ldx apart */
     uint64_t ldx;
@@ -47,17 +49,12 @@ typedef struct {
 int ds4_cuda_type_supported(uint32_t type);
 /* Run products, their inputs and outputs through host memory; returns once y holds them. */
 int ds4_cuda_products(ds4_cuda *c, const ds4_cuda_product *p, int n, char *err, size_t cap);
+
 /* The MoE feed-forward of one layer for a few tokens (decode, batched decode), on the
  * device from the activations to the output: router scores (gating 1 softmax, 2 sigmoid,
  * 4 sqrt-softplus), the top-K experts by score + bias (the lowest id among equals, as the
  * CPU picks) or the hash layer's choices, their weights, SwiGLU with the clamp limits,
  * the shared expert, the weighted sum in the CPU's order (experts by id). */
-typedef struct {
-    uint64_t offset, row_bytes; /* a matrix in the arena: its first row, its row size */
-    uint32_t type, block_bytes;
-    int64_t n;                  /* values per row */
-} ds4_cuda_matrix;
-
 typedef struct {
     uint32_t D, E, I, K, Is;    /* Is: the shared expert's width (0: none) */
     uint32_t gating;

@@ -250,12 +250,6 @@ static json_object *error_line(const request *r, uint64_t lineno, const char *er
     return out;
 }
 
-static uint64_t common_prefix(const int32_t *a, uint64_t na, const int32_t *b, uint64_t nb) {
-    uint64_t k = 0;
-    while (k < na && k < nb && a[k] == b[k]) k++;
-    return k;
-}
-
 /* A request between its line and its output line: running, or done and waiting for the
  * lines before it (results go out in input order). */
 typedef struct {
@@ -326,7 +320,7 @@ static void start_request(job *j, entry *e) {
     request *r = &e->r;
     uint64_t stable = r->stable;
     if (!stable && j->prev) { /* leading ids shared with the request before */
-        const uint64_t k = common_prefix(r->ids, r->n_ids, j->prev, j->n_prev);
+        const uint64_t k = ds4_shared_prefix(r->ids, r->n_ids, j->prev, j->n_prev);
         if (k >= MIN_SHARED && k < r->n_ids) stable = k;
     }
     const ds4_gen_opts go = {.cache = j->o->kvcache, .cache_period = PREFILL_PERIOD, .cache_stable = stable,

@@ -159,23 +159,25 @@ static int sample(ds4_gen *g) {
     return rc;
 }
 
+/* Save the state for ids[0..n); a failure only costs a later prefill: a warning. */
+static void store(ds4_gen *g, const int32_t *ids, uint64_t n) {
+    if (ids && ds4_kvcache_store(g->cache, g->ctx, ids, n) == 0) return;
+    char msg[DS4_ERROR_MAX + 32];
+    snprintf(msg, sizeof msg, "kv cache: not saved: %s", ds4_error());
+    ds4_kvcache_warn(g->cache, msg);
+}
+
 void ds4_gen_checkpoint(ds4_gen *g) {
     if (!g->cache || !g->prefilled) return;
     /* the sequence holds the prompt and a generated token per decode step (the last one
      * sampled is not fed yet) */
     const uint64_t fed = (uint64_t)g->r.decode_steps;
     int32_t *ids = ds4_malloc((g->n + fed + 1) * sizeof *ids);
-    int rc = ids ? 0 : -1;
     if (ids) {
         memcpy(ids, g->prompt, g->n * sizeof *ids);
         memcpy(ids + g->n, g->r.tokens, fed * sizeof *ids);
-        rc = ds4_kvcache_store(g->cache, g->ctx, ids, g->n + fed);
     }
-    if (rc < 0) {
-        char msg[DS4_ERROR_MAX + 32];
-        snprintf(msg, sizeof msg, "kv cache: not saved: %s", ds4_error());
-        ds4_kvcache_warn(g->cache, msg);
-    }
+    store(g, ids, g->n + fed);
     free(ids);
 }
 
@@ -189,11 +191,7 @@ int ds4_gen_advance(ds4_gen *g) {
         const uint64_t fed = g->fed_to - g->pos;
         g->pos = g->fed_to;
         if (g->o.progress) ds4_progress_add(g->o.progress, fed);
-        if (g->cache && g->pos < g->n && ds4_kvcache_store(g->cache, g->ctx, g->prompt, g->pos) < 0) {
-            char msg[DS4_ERROR_MAX + 32];
-            snprintf(msg, sizeof msg, "kv cache: not saved: %s", ds4_error());
-            ds4_kvcache_warn(g->cache, msg);
-        }
+        if (g->cache && g->pos < g->n) store(g, g->prompt, g->pos);
         if (g->pos < g->n) return 0;
         g->prefilled = true;
         if (g->o.prefilled) rc = g->o.prefilled(g->o.prefilled_arg, g->ctx);

@@ -194,6 +194,12 @@ void ds4_kvcache_close(ds4_kvcache *c) {
     free(c);
 }
 
+uint64_t ds4_shared_prefix(const int32_t *a, uint64_t na, const int32_t *b, uint64_t nb) {
+    uint64_t k = 0;
+    while (k < na && k < nb && a[k] == b[k]) k++;
+    return k;
+}
+
 int64_t ds4_kvcache_restore(ds4_kvcache *c, ds4_ctx *ctx, const int32_t *tokens, uint64_t n, uint64_t max_tokens) {
     ds4_ctx_reset(ctx);
     if (max_tokens > n) max_tokens = n;

@@ -40,6 +40,10 @@ int64_t ds4_kvcache_restore(ds4_kvcache *c, ds4_ctx *ctx, const int32_t *tokens,
 int ds4_kvcache_store(ds4_kvcache *c, ds4_ctx *ctx, const int32_t *tokens, uint64_t n);
 ds4_kvcache_stats ds4_kvcache_get_stats(const ds4_kvcache *c);
 
+/* How many leading ids two prompts share (the prefix a state saved for one would give
+ * the other). */
+uint64_t ds4_shared_prefix(const int32_t *a, uint64_t na, const int32_t *b, uint64_t nb);
+
 /* A one-line message to the cache's warning callback (a state that could not be saved). */
 void ds4_kvcache_warn(const ds4_kvcache *c, const char *msg);
 

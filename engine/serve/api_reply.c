@@ -241,41 +241,57 @@ static int anthropic_text(ds4_api_reply *p, ds4_buf *out, block_kind kind, const
     return block_event(p, out, "content_block_delta", "delta", d);
 }
 
+/* A stored call {"id", "name", "arguments"} as OpenAI writes it (its "index" in a stream,
+ * index >= 0) and as Anthropic's tool_use block (input: the arguments, or {} where the
+ * stream sends them as a delta). */
+static json_object *field_of(json_object *o, const char *key) {
+    json_object *v = NULL;
+    json_object_object_get_ex(o, key, &v);
+    return v;
+}
+
+static json_object *openai_tool_call(json_object *call, int index) {
+    json_object *tc = json_object_new_object(), *fn = json_object_new_object();
+    if (index >= 0) json_object_object_add(tc, "index", json_object_new_int(index));
+    json_object_object_add(tc, "id", json_object_get(field_of(call, "id")));
+    json_object_object_add(tc, "type", json_object_new_string("function"));
+    json_object_object_add(fn, "name", json_object_get(field_of(call, "name")));
+    json_object_object_add(fn, "arguments", json_object_new_string(json_object_to_json_string_ext(
+                                                field_of(call, "arguments"), JSON_C_TO_STRING_PLAIN)));
+    json_object_object_add(tc, "function", fn);
+    return tc;
+}
+
+static json_object *anthropic_tool_use(json_object *call, bool with_input) {
+    json_object *b = typed("tool_use");
+    json_object_object_add(b, "id", json_object_get(field_of(call, "id")));
+    json_object_object_add(b, "name", json_object_get(field_of(call, "name")));
+    json_object_object_add(b, "input", with_input ? json_object_get(field_of(call, "arguments")) : json_object_new_object());
+    return b;
+}
+
 int ds4_api_reply_event(ds4_api_reply *p, const ds4_chat_event *ev, ds4_buf *out) {
     if (ev->kind == DS4_CHAT_WARNING) return 0;
     if (ev->kind == DS4_CHAT_TOOL_CALL) {
         const size_t k = json_object_array_length(p->calls);
         char id[96];
         snprintf(id, sizeof id, "%s%s_%zu", p->flavor == DS4_API_OPENAI ? "call_" : "toolu_", p->id, k);
-        json_object *name = NULL, *args = NULL;
-        json_object_object_get_ex(ev->call, "name", &name);
-        json_object_object_get_ex(ev->call, "arguments", &args);
         json_object *call = json_object_new_object();
         json_object_object_add(call, "id", json_object_new_string(id));
-        json_object_object_add(call, "name", json_object_get(name));
-        json_object_object_add(call, "arguments", json_object_get(args));
+        json_object_object_add(call, "name", json_object_get(field_of(ev->call, "name")));
+        json_object_object_add(call, "arguments", json_object_get(field_of(ev->call, "arguments")));
         json_object_array_add(p->calls, call);
         if (!p->stream) return 0;
-        const char *args_text = json_object_to_json_string_ext(args, JSON_C_TO_STRING_PLAIN);
         if (p->flavor == DS4_API_OPENAI) {
-            json_object *list = json_object_new_array(), *tc = json_object_new_object(), *fn = json_object_new_object();
-            json_object_object_add(tc, "index", json_object_new_int((int)k));
-            json_object_object_add(tc, "id", json_object_new_string(id));
-            json_object_object_add(tc, "type", json_object_new_string("function"));
-            json_object_object_add(fn, "name", json_object_get(name));
-            json_object_object_add(fn, "arguments", json_object_new_string(args_text));
-            json_object_object_add(tc, "function", fn);
-            json_object_array_add(list, tc);
+            json_object *list = json_object_new_array();
+            json_object_array_add(list, openai_tool_call(call, (int)k));
             return openai_delta(p, out, "tool_calls", list);
         }
         close_block(p, out);
-        json_object *b = typed("tool_use");
-        json_object_object_add(b, "id", json_object_new_string(id));
-        json_object_object_add(b, "name", json_object_get(name));
-        json_object_object_add(b, "input", json_object_new_object());
-        open_block(p, out, b);
+        open_block(p, out, anthropic_tool_use(call, false));
         json_object *d = typed("input_json_delta");
-        json_object_object_add(d, "partial_json", json_object_new_string(args_text));
+        json_object_object_add(d, "partial_json", json_object_new_string(json_object_to_json_string_ext(
+                                                      field_of(call, "arguments"), JSON_C_TO_STRING_PLAIN)));
         block_event(p, out, "content_block_delta", "delta", d);
         return block_event(p, out, "content_block_stop", NULL, NULL);
     }
@@ -306,20 +322,8 @@ static const char *anthropic_stop(ds4_api_reply *p, const ds4_api_usage *u) {
 
 static json_object *openai_calls(ds4_api_reply *p) {
     json_object *list = json_object_new_array();
-    for (size_t i = 0; i < json_object_array_length(p->calls); i++) {
-        json_object *c = json_object_array_get_idx(p->calls, i), *id, *name, *args;
-        json_object_object_get_ex(c, "id", &id);
-        json_object_object_get_ex(c, "name", &name);
-        json_object_object_get_ex(c, "arguments", &args);
-        json_object *tc = json_object_new_object(), *fn = json_object_new_object();
-        json_object_object_add(tc, "id", json_object_get(id));
-        json_object_object_add(tc, "type", json_object_new_string("function"));
-        json_object_object_add(fn, "name", json_object_get(name));
-        json_object_object_add(fn, "arguments",
-                               json_object_new_string(json_object_to_json_string_ext(args, JSON_C_TO_STRING_PLAIN)));
-        json_object_object_add(tc, "function", fn);
-        json_object_array_add(list, tc);
-    }
+    for (size_t i = 0; i < json_object_array_length(p->calls); i++)
+        json_object_array_add(list, openai_tool_call(json_object_array_get_idx(p->calls, i), -1));
     return list;
 }
 
@@ -397,17 +401,8 @@ static int finish_anthropic(ds4_api_reply *p, const ds4_api_usage *u, ds4_buf *o
         json_object_object_add(b, "text", str((const char *)p->content.data, p->content.len));
         json_object_array_add(content, b);
     }
-    for (size_t i = 0; i < json_object_array_length(p->calls); i++) {
-        json_object *c = json_object_array_get_idx(p->calls, i), *id, *name, *args;
-        json_object_object_get_ex(c, "id", &id);
-        json_object_object_get_ex(c, "name", &name);
-        json_object_object_get_ex(c, "arguments", &args);
-        json_object *b = typed("tool_use");
-        json_object_object_add(b, "id", json_object_get(id));
-        json_object_object_add(b, "name", json_object_get(name));
-        json_object_object_add(b, "input", json_object_get(args));
-        json_object_array_add(content, b);
-    }
+    for (size_t i = 0; i < json_object_array_length(p->calls); i++)
+        json_object_array_add(content, anthropic_tool_use(json_object_array_get_idx(p->calls, i), true));
     json_object_object_add(msg, "content", content);
     json_object_object_add(msg, "stop_reason", json_object_new_string(stop));
     json_object_object_add(msg, "stop_sequence", stop_seq);

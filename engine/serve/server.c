@@ -245,12 +245,6 @@ static bool wait_whole(request *q) {
     return true;
 }
 
-static uint64_t common_prefix(const int32_t *a, uint64_t na, const int32_t *b, uint64_t nb) {
-    uint64_t k = 0;
-    while (k < na && k < nb && a[k] == b[k]) k++;
-    return k;
-}
-
 /* The prompt's token ids (the template's text is trusted: its special tokens count). */
 static int prompt_ids(request *q, int32_t **ids, uint64_t *n, ds4_api_error *e) {
     const ds4_api_request *r = &q->req;
@@ -321,7 +315,7 @@ static enum MHD_Result generate(request *q) {
      * tools, else after what this prompt shares with the one before */
     j->stable = ds4_chat_head_length(s->tok, (const char *)r->head.data, r->head.len, ids, n);
     pthread_mutex_lock(&s->mu);
-    const uint64_t shared = common_prefix(ids, n, s->prev, s->n_prev);
+    const uint64_t shared = ds4_shared_prefix(ids, n, s->prev, s->n_prev);
     if (!j->stable && shared >= 64 && shared < n) j->stable = shared;
     free(s->prev);
     s->prev = ds4_malloc(n * sizeof *ids);

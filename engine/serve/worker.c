@@ -1,12 +1,12 @@
 /* worker.c - see worker.h. */
 #include "worker.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "api.h"
+#include "ops.h"
 #include "scheduler.h"
 #include "util.h"
 
@@ -120,11 +120,7 @@ static int on_sampled(void *arg, int32_t token, const float *logits, uint32_t V)
     job_ctx *jc = arg;
     ds4_job *j = jc->j;
     if (j->top_logprobs < 0 || !jc->w->tok) return 0;
-    float mx = -INFINITY;
-    for (uint32_t i = 0; i < V; i++) mx = logits[i] > mx ? logits[i] : mx;
-    double sum = 0;
-    for (uint32_t i = 0; i < V; i++) sum += exp((double)(logits[i] - mx));
-    const float lse = mx + (float)log(sum);
+    const float lse = (float)ds4_logsumexp(logits, V);
     json_object *e = logprob_entry(jc->w->tok, token, logits[token] - lse), *top = json_object_new_array();
     /* the k most likely, kept sorted while the vocabulary goes by once (k is at most 20) */
     int32_t best[20];
@@ -176,6 +172,14 @@ static void on_done(void *arg, int rc, ds4_gen_result *r) {
     free(jc);
 }
 
+/* A job that ends before it started (the lock held): the worker's reference goes. */
+static void end_unstarted(ds4_job *j, const char *why) {
+    j->done = j->failed = true;
+    snprintf(j->error, sizeof j->error, "%s", why);
+    pthread_cond_broadcast(&j->cv);
+    if (--j->refs == 0) job_free(j);
+}
+
 /* Start the queue's first job on a free sequence (the lock held; dropped meanwhile). */
 static void admit(ds4_worker *w) {
     ds4_job *j = w->head;
@@ -185,11 +189,7 @@ static void admit(ds4_worker *w) {
     job_ctx *jc = ds4_malloc(sizeof *jc);
     if (j->cancel || !jc) {
         free(jc);
-        j->done = j->failed = true;
-        snprintf(j->error, sizeof j->error, "%s", j->cancel ? "cancelled" : "out of memory");
-        pthread_cond_broadcast(&j->cv);
-        const bool last = --j->refs == 0;
-        if (last) job_free(j);
+        end_unstarted(j, j->cancel ? "cancelled" : "out of memory");
         return;
     }
     jc->w = w;
@@ -207,10 +207,7 @@ static void admit(ds4_worker *w) {
     pthread_mutex_lock(&w->mu);
     if (slot < 0) {
         free(jc);
-        j->done = j->failed = true;
-        snprintf(j->error, sizeof j->error, "%s", err);
-        pthread_cond_broadcast(&j->cv);
-        if (--j->refs == 0) job_free(j);
+        end_unstarted(j, err);
         return;
     }
     j->slot = slot;

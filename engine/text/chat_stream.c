@@ -20,7 +20,6 @@ struct ds4_chat_stream {
     ds4_buf held; /* text not handed on yet */
     ds4_chat_event_fn fn;
     void *arg;
-    int calls;
 };
 
 ds4_chat_stream *ds4_chat_stream_new(bool in_thinking, ds4_chat_event_fn fn, void *arg) {
@@ -37,8 +36,6 @@ void ds4_chat_stream_free(ds4_chat_stream *s) {
     ds4_buf_free(&s->held);
     free(s);
 }
-
-int ds4_chat_stream_calls(const ds4_chat_stream *s) { return s->calls; }
 
 static int say(ds4_chat_stream *s, ds4_chat_event_kind kind, const char *text, size_t len) {
     if (!len && kind != DS4_CHAT_WARNING) return 0;
@@ -129,7 +126,6 @@ static int drain(ds4_chat_stream *s, bool at_end) {
             if (!ok) return not_a_call(s, len, ds4_error());
             json_object *call = json_object_get(json_object_array_get_idx(calls, 0));
             json_object_put(calls);
-            s->calls++;
             const ds4_chat_event ev = {DS4_CHAT_TOOL_CALL, NULL, 0, call};
             int rc = s->fn(s->arg, &ev);
             json_object_put(call);

@@ -30,8 +30,6 @@ ds4_chat_stream *ds4_chat_stream_new(bool in_thinking, ds4_chat_event_fn fn, voi
 int ds4_chat_stream_feed(ds4_chat_stream *s, const char *text, size_t len);
 /* The end: what was held back goes out. */
 int ds4_chat_stream_end(ds4_chat_stream *s);
-/* Tool calls seen so far. */
-int ds4_chat_stream_calls(const ds4_chat_stream *s);
 void ds4_chat_stream_free(ds4_chat_stream *s);
 
 #endif

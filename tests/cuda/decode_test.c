@@ -85,8 +85,8 @@ int main(void) {
                 const int rows = shape ? 1 : (N - j0 < T ? N - j0 : T);
                 memset(x, 0, (size_t)T * N * sizeof(float));
                 for (int i = 0; i < rows; i++) x[(size_t)i * N + j0 + i] = 1.0f;
-                const ds4_cuda_product p = {off, row_bytes, type, t->block > 1 ? t->block : 32,
-                                            t->block > 1 ? t->bytes : t->bytes * 32, N, ROWS, x, N, rows, y, ROWS};
+                const ds4_cuda_product p = {{off, row_bytes, type, t->block > 1 ? t->bytes : t->bytes * 32, N}, ROWS, x,
+                                            N, rows, y, ROWS};
                 if (ds4_cuda_products(c, &p, 1, err, sizeof err) < 0) {
                     bad = 1;
                     break;

@@ -5,7 +5,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "convert.h"
+#include "model.h"
+#include "recipe.h"
+#include "requant.h"
 #include "test.h"
+#include "types.h"
 
 static int failed_now, skipped_now;
 static char tmp_root[256];
@@ -34,6 +39,24 @@ const char *test_tmpdir(void) {
         }
     }
     return tmp_root;
+}
+
+ds4_model *test_model(const char *name, uint32_t type, const char *recipe) {
+    char in[300], base[600], out[700];
+    snprintf(in, sizeof in, "vectors/models/%s", name);
+    snprintf(base, sizeof base, "%s/%s-%s.gguf", test_tmpdir(), name, ds4_type_name(type));
+    ds4_convert_opts o = {.in_dir = in, .out_path = base, .type = type, .n_threads = 2};
+    ds4_convert_stats cs;
+    if (access(base, F_OK) != 0 && ds4_convert(&o, &cs) < 0) return NULL;
+    if (!recipe) return ds4_model_load(base);
+    snprintf(out, sizeof out, "%s/%s-%s-%s.gguf", test_tmpdir(), name, ds4_type_name(type), recipe);
+    ds4_recipe *r = ds4_recipe_new(recipe);
+    ds4_requant_opts ro = {.in_path = base, .out_path = out, .recipe = r, .n_threads = 2};
+    ds4_requant_stats rs = {0};
+    const int rc = r && access(out, F_OK) != 0 ? ds4_requant(&ro, &rs) : 0;
+    free(rs.loss);
+    ds4_recipe_free(r);
+    return rc == 0 ? ds4_model_load(out) : NULL;
 }
 
 const char *test_shared_dir(void) {

@@ -5,7 +5,10 @@
 #define DS4_TEST_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
+
+#include "model.h"
 
 typedef struct { const char *name; void (*fn)(void); } test_case;
 
@@ -13,6 +16,9 @@ void test_fail(const char *file, int line, const char *fmt, ...) __attribute__((
 void test_skip(const char *why);
 const char *test_tmpdir(void);      /* a fresh directory for this run */
 const char *test_shared_dir(void);  /* ../shared beside the checkout, or $DS4_SHARED; NULL if absent */
+/* A committed model (vectors/models/NAME) converted to `type` in the run's directory,
+ * then quantized with `recipe` (NULL: none), made once per run and loaded; NULL on error. */
+ds4_model *test_model(const char *name, uint32_t type, const char *recipe);
 
 #define CHECK(cond)                                                       \
     do {                                                                  \

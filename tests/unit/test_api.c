@@ -113,7 +113,47 @@ static void text_is_always_utf8(void) {
     ds4_buf_free(&out);
 }
 
+/* A tool call through the reply builder, whole and streamed, in both APIs' shapes. */
+static void tool_call_replies(void) {
+    json_object *call = json_tokener_parse("{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}");
+    const ds4_chat_event ev = {DS4_CHAT_TOOL_CALL, NULL, 0, call};
+    const ds4_api_usage u = {10, 2, 5, "stop", NULL};
+    static const struct {
+        ds4_api_flavor f;
+        ds4_api_endpoint ep;
+        bool stream;
+        const char *want[4];
+    } cases[] = {
+        {DS4_API_OPENAI, DS4_EP_CHAT, false,
+         {"\"finish_reason\":\"tool_calls\"", "\"content\":null",
+          "\"tool_calls\":[{\"id\":\"call_", "\"function\":{\"name\":\"get_weather\",\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}"}},
+        {DS4_API_OPENAI, DS4_EP_CHAT, true,
+         {"\"tool_calls\":[{\"index\":0,\"id\":\"call_", "\"type\":\"function\"", "\"finish_reason\":\"tool_calls\"",
+          "data: [DONE]"}},
+        {DS4_API_ANTHROPIC, DS4_EP_MESSAGES, false,
+         {"\"stop_reason\":\"tool_use\"", "{\"type\":\"tool_use\",\"id\":\"toolu_",
+          "\"name\":\"get_weather\",\"input\":{\"city\":\"Paris\"}", "\"cache_read_input_tokens\":2"}},
+        {DS4_API_ANTHROPIC, DS4_EP_MESSAGES, true,
+         {"\"content_block\":{\"type\":\"tool_use\"", "\"input\":{}",
+          "{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"city\\\":\\\"Paris\\\"}\"}", "event: message_stop"}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ds4_api_request r = {.flavor = cases[i].f, .endpoint = cases[i].ep, .stream = cases[i].stream, .top_logprobs = -1};
+        ds4_api_reply *p = ds4_api_reply_new(&r, "m", 1);
+        ds4_buf out = {0};
+        CHECK(p && ds4_api_reply_start(p, 10, 2, &out) == 0 && ds4_api_reply_event(p, &ev, &out) == 0 &&
+              ds4_api_reply_finish(p, &u, &out) == 0);
+        ds4_buf_append(&out, "", 1);
+        for (int k = 0; k < 4; k++)
+            CHECKF(strstr((char *)out.data, cases[i].want[k]), "case %zu: no %s in\n%s", i, cases[i].want[k], (char *)out.data);
+        ds4_buf_free(&out);
+        ds4_api_reply_free(p);
+    }
+    json_object_put(call);
+}
+
 const test_case api_tests[] = {
+    {"tool_call_replies", tool_call_replies},
     {"text_is_always_utf8", text_is_always_utf8},
     {"anthropic_equals_openai", anthropic_equals_openai},
     {"bad_requests_name_the_field", bad_requests_name_the_field},

@@ -11,10 +11,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "backend.h"
-#include "convert.h"
 #include "forward.h"
 #include "test.h"
 #include "types.h"
@@ -23,15 +21,6 @@ typedef struct {
     const ds4_backend_ops *ops;
     ds4_backend *b;
 } side;
-
-static ds4_model *tiny_a(uint32_t type) {
-    char out[600];
-    snprintf(out, sizeof out, "%s/backend-tiny-a-%s.gguf", test_tmpdir(), type == GGML_TYPE_F32 ? "f32" : "q8_0");
-    ds4_convert_opts o = {.in_dir = "vectors/models/tiny-a", .out_path = out, .type = type, .n_threads = 2};
-    ds4_convert_stats s;
-    if (access(out, F_OK) != 0 && ds4_convert(&o, &s) < 0) return NULL;
-    return ds4_model_load(out);
-}
 
 static void fill(float *x, size_t n, unsigned *seed) {
     for (size_t i = 0; i < n; i++) x[i] = (float)rand_r(seed) / RAND_MAX * 2.0f - 1.0f;
@@ -181,7 +170,7 @@ static void stages_agree(const ds4_model *m, ds4_act_mode act, int T) {
 }
 
 static void cpu_stages_match_scalar_f32(void) {
-    ds4_model *m = tiny_a(GGML_TYPE_F32);
+    ds4_model *m = test_model("tiny-a", GGML_TYPE_F32, NULL);
     CHECKF(m, "%s", ds4_error());
     stages_agree(m, DS4_ACT_AUTO, 1);
     stages_agree(m, DS4_ACT_AUTO, 5);
@@ -190,7 +179,7 @@ static void cpu_stages_match_scalar_f32(void) {
 
 /* Q8_0 weights with int8 activations: the qdot kernels. */
 static void cpu_stages_match_scalar_q8(void) {
-    ds4_model *m = tiny_a(GGML_TYPE_Q8_0);
+    ds4_model *m = test_model("tiny-a", GGML_TYPE_Q8_0, NULL);
     CHECKF(m, "%s", ds4_error());
     stages_agree(m, DS4_ACT_Q8, 1);
     stages_agree(m, DS4_ACT_F32, 5);
@@ -206,7 +195,7 @@ static void registry_refuses_missing_backends(void) {
     CHECK(!ds4_backend_find("tpu", &not_built) && !not_built && strstr(ds4_error(), "unknown backend 'tpu'") &&
           strstr(ds4_error(), "cpu"));
     CHECK(strstr(ds4_backend_names(), "cpu") != NULL);
-    ds4_model *m = tiny_a(GGML_TYPE_F32);
+    ds4_model *m = test_model("tiny-a", GGML_TYPE_F32, NULL);
     CHECKF(m, "%s", ds4_error());
     CHECK(ds4_ctx_new(m, &(ds4_ctx_opts){.backend = "metal"}) == NULL);
     CHECK(ds4_ctx_new(m, &(ds4_ctx_opts){.cpu_level = "sse9"}) == NULL && strstr(ds4_error(), "sse9"));

@@ -5,31 +5,10 @@
  * whole before it runs, and reset sequences are reused. */
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "convert.h"
 #include "forward.h"
-#include "recipe.h"
-#include "requant.h"
 #include "test.h"
 #include "types.h"
-
-static ds4_model *tiny_a(uint32_t type, const char *recipe) {
-    char f32[600], out[600];
-    snprintf(f32, sizeof f32, "%s/step-tiny-a-%s.gguf", test_tmpdir(), ds4_type_name(type));
-    ds4_convert_opts o = {.in_dir = "vectors/models/tiny-a", .out_path = f32, .type = type, .n_threads = 2};
-    ds4_convert_stats cs;
-    if (access(f32, F_OK) != 0 && ds4_convert(&o, &cs) < 0) return NULL;
-    if (!recipe) return ds4_model_load(f32);
-    snprintf(out, sizeof out, "%s/step-tiny-a-%s.gguf", test_tmpdir(), recipe);
-    ds4_recipe *r = ds4_recipe_new(recipe);
-    ds4_requant_opts ro = {.in_path = f32, .out_path = out, .recipe = r, .n_threads = 2};
-    ds4_requant_stats rs = {0};
-    const int rc = r && access(out, F_OK) != 0 ? ds4_requant(&ro, &rs) : 0;
-    free(rs.loss);
-    ds4_recipe_free(r);
-    return rc == 0 ? ds4_model_load(out) : NULL;
-}
 
 enum { MAX_SEQ = 16, MAX_TOK = 48 };
 
@@ -109,7 +88,7 @@ static void steps_equal_sequences_alone(void) {
         {GGML_TYPE_F32, NULL}, {GGML_TYPE_F16, NULL}, {GGML_TYPE_Q8_0, NULL}, {GGML_TYPE_F32, "q2"}};
     const int counts[] = {2, 4, 8, 16};
     for (size_t f = 0; f < sizeof files / sizeof files[0]; f++) {
-        ds4_model *m = tiny_a(files[f].type, files[f].recipe);
+        ds4_model *m = test_model("tiny-a", files[f].type, files[f].recipe);
         CHECKF(m, "%s", ds4_error());
         for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
             int rows = 0;
@@ -123,7 +102,7 @@ static void steps_equal_sequences_alone(void) {
 }
 
 static void steps_are_checked_whole(void) {
-    ds4_model *m = tiny_a(GGML_TYPE_F32, NULL);
+    ds4_model *m = test_model("tiny-a", GGML_TYPE_F32, NULL);
     CHECKF(m, "%s", ds4_error());
     ds4_ctx *c = ds4_ctx_new(m, &(ds4_ctx_opts){.n_threads = 1, .n_seq = 3});
     ds4_ctx *a = ds4_ctx_sequence(c, 1), *b = ds4_ctx_sequence(c, 2);

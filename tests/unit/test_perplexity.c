@@ -5,34 +5,13 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "basefile.h"
-#include "convert.h"
 #include "forward.h"
 #include "ops.h"
 #include "perplexity.h"
-#include "recipe.h"
-#include "requant.h"
 #include "test.h"
 #include "types.h"
-
-static ds4_model *tiny_b(const char *recipe) {
-    char f32[600], out[600];
-    snprintf(f32, sizeof f32, "%s/ppl-tiny-b-f32.gguf", test_tmpdir());
-    ds4_convert_opts o = {.in_dir = "vectors/models/tiny-b", .out_path = f32, .type = GGML_TYPE_F32, .n_threads = 2};
-    ds4_convert_stats cs;
-    if (access(f32, F_OK) != 0 && ds4_convert(&o, &cs) < 0) return NULL;
-    if (!recipe) return ds4_model_load(f32);
-    snprintf(out, sizeof out, "%s/ppl-tiny-b-%s.gguf", test_tmpdir(), recipe);
-    ds4_recipe *r = ds4_recipe_new(recipe);
-    ds4_requant_opts ro = {.in_path = f32, .out_path = out, .recipe = r, .n_threads = 2};
-    ds4_requant_stats rs = {0};
-    const int rc = r && access(out, F_OK) != 0 ? ds4_requant(&ro, &rs) : 0;
-    free(rs.loss);
-    ds4_recipe_free(r);
-    return rc == 0 ? ds4_model_load(out) : NULL;
-}
 
 static int32_t *corpus(uint64_t n, uint32_t V) {
     int32_t *ids = malloc(n * sizeof *ids);
@@ -68,7 +47,7 @@ static double full_kl(ds4_ctx *base, ds4_ctx *model, const int32_t *ids, uint64_
 
 static void compact_kl_matches_full_kl(void) {
     enum { C = 48, N = 4 * C + 7 };
-    ds4_model *mb = tiny_b(NULL), *mq = tiny_b("q2");
+    ds4_model *mb = test_model("tiny-b", GGML_TYPE_F32, NULL), *mq = test_model("tiny-b", GGML_TYPE_F32, "q2");
     CHECKF(mb && mq, "%s", ds4_error());
     const uint32_t V = mb->cfg.n_vocab;
     int32_t *ids = corpus(N, V);
