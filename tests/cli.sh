@@ -105,6 +105,12 @@ expect server_bad_port 2 $BIN/ds4-server -m "$T/a.gguf" --port 70000
 expect server_unknown_option 2 $BIN/ds4-server --frobnicate x
 expect server_needs_tokenizer 2 $BIN/ds4-server -m "$T/a.gguf" --port 1
 one_line server_needs_tokenizer_message "tokenizer"
+expect bench_parallel 0 $BIN/ds4-bench -m "$T/a.gguf" --parallel 1,2 -p 8 -n 2 -t 2 --csv "$T/par.csv"
+if [ "$(wc -l <"$T/par.csv")" -eq 3 ] && head -n 1 "$T/par.csv" | grep -q ',parallel,.*,aggregate_decode_tps,per_sequence_decode_tps,' &&
+    cut -d, -f5 "$T/par.csv" | tail -n 2 | tr '\n' ' ' | grep -q '^1 2 $'; then ok bench_parallel_csv; else bad bench_parallel_csv; fi
+expect bench_parallel_zero 2 $BIN/ds4-bench -m "$T/a.gguf" --parallel 0
+one_line bench_parallel_zero_message "parallel 0: counts go from 1 to"
+expect bench_parallel_bad 2 $BIN/ds4-bench -m "$T/a.gguf" --parallel 2,x
 expect bench_help 0 $BIN/ds4-bench --help
 expect bench_table_by_default 0 $BIN/ds4-bench -m "$T/a.gguf" -p 16 -n 4 -r 2 -t 2
 has bench_table_has_row "^| *16 | " "$T/out"

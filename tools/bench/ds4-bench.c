@@ -217,19 +217,28 @@ static int draw_parallel(ds4_plot *p, const char *csv, const run_info *ri, int p
     return ds4_plot_draw(p, commands);
 }
 
-static int run_parallel(ds4_model *m, const ds4_ctx_opts *base, const char *list, int prompt_len, long gen,
-                        run_info *ri, const char *csv, const char *png) {
+/* --parallel's list: counts of 1 to DS4_MAX_SEQ sequences; NULL with the error set. */
+static int32_t *parallel_counts(const char *list, size_t *n) {
     int32_t *ns = NULL;
-    size_t n_ns = 0;
-    int max_n = 0;
-    if (ds4_parse_token_ids(list, &ns, &n_ns) < 0 || !n_ns) return ds4_fail("--parallel wants counts like 1,2,4,8");
-    for (size_t i = 0; i < n_ns; i++) {
-        if (ns[i] < 1 || ns[i] > DS4_MAX_SEQ) {
-            free(ns);
-            return ds4_fail("--parallel %d: 1 to %d", ns[i], DS4_MAX_SEQ);
-        }
-        max_n = ns[i] > max_n ? ns[i] : max_n;
+    *n = 0;
+    if (ds4_parse_token_ids(list, &ns, n) < 0 || !*n) {
+        free(ns);
+        ds4_fail("--parallel wants counts like 1,2,4,8");
+        return NULL;
     }
+    for (size_t i = 0; i < *n; i++)
+        if (ns[i] < 1 || ns[i] > DS4_MAX_SEQ) {
+            ds4_fail("--parallel %d: counts go from 1 to %d", ns[i], DS4_MAX_SEQ);
+            free(ns);
+            return NULL;
+        }
+    return ns;
+}
+
+static int run_parallel(ds4_model *m, const ds4_ctx_opts *base, const int32_t *ns, size_t n_ns, int prompt_len,
+                        long gen, run_info *ri, const char *csv, const char *png) {
+    int max_n = 0;
+    for (size_t i = 0; i < n_ns; i++) max_n = ns[i] > max_n ? ns[i] : max_n;
     ds4_appendfile log = {0};
     ds4_plot plot = {.png = {.fd = -1}};
     int rc = 0;
@@ -264,7 +273,6 @@ static int run_parallel(ds4_model *m, const ds4_ctx_opts *base, const char *list
     ds4_plot_abort(&plot);
     ds4_appendfile_close(&log);
     free(prompt);
-    free(ns);
     ds4_tokenizer_free(tok);
     ds4_ctx_free(ctx);
     return rc;
@@ -334,10 +342,17 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (threads == 0) threads = ds4_cpu_count();
+    size_t n_counts = 0;
+    int32_t *counts = parallel ? parallel_counts(parallel, &n_counts) : NULL;
+    if (parallel && !counts) {
+        fprintf(stderr, "ds4-bench: %s\n", ds4_error());
+        return 2;
+    }
 
     ds4_model *m = ds4_model_load(model_path);
     if (!m) {
         fprintf(stderr, "ds4-bench: %s\n", ds4_error());
+        free(counts);
         return 2;
     }
     /* Sizes the model cannot hold go, with a warning. */
@@ -359,6 +374,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "ds4-bench: %ld generated tokens do not fit the model's context length %llu\n", gen,
                 (unsigned long long)ctx_len);
         ds4_model_free(m);
+        free(counts);
         return 2;
     }
     n_sizes = kept;
@@ -372,8 +388,9 @@ int main(int argc, char **argv) {
     if (parallel) {
         opts.n_threads = (int)threads;
         ds4_install_cleanup_handlers();
-        const int prc = run_parallel(m, &opts, parallel, (int)sizes[0], gen, &ri, csv, png);
+        const int prc = run_parallel(m, &opts, counts, n_counts, (int)sizes[0], gen, &ri, csv, png);
         if (prc < 0) fprintf(stderr, "ds4-bench: %s\n", ds4_error());
+        free(counts);
         ds4_model_free(m);
         return prc < 0 ? 1 : 0;
     }
