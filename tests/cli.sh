@@ -108,6 +108,10 @@ one_line server_needs_tokenizer_message "tokenizer"
 expect bench_parallel 0 $BIN/ds4-bench -m "$T/a.gguf" --parallel 1,2 -p 8 -n 2 -t 2 --csv "$T/par.csv"
 if [ "$(wc -l <"$T/par.csv")" -eq 3 ] && head -n 1 "$T/par.csv" | grep -q ',parallel,.*,aggregate_decode_tps,per_sequence_decode_tps,' &&
     cut -d, -f5 "$T/par.csv" | tail -n 2 | tr '\n' ' ' | grep -q '^1 2 $'; then ok bench_parallel_csv; else bad bench_parallel_csv; fi
+# --profile with --parallel: a table per N, its stages summing to the step
+expect bench_parallel_profile 0 $BIN/ds4-bench -m "$T/a.gguf" --parallel 1,2 -p 8 -n 2 -t 2 --profile
+if [ "$(grep -c '^decode profile of [12] sequences' "$T/err")" -eq 2 ] && [ "$(grep -c '^ffn (router, experts)' "$T/err")" -eq 2 ]
+then ok bench_parallel_profile_tables; else bad bench_parallel_profile_tables; fi
 expect bench_parallel_zero 2 $BIN/ds4-bench -m "$T/a.gguf" --parallel 0
 one_line bench_parallel_zero_message "parallel 0: counts go from 1 to"
 expect bench_parallel_bad 2 $BIN/ds4-bench -m "$T/a.gguf" --parallel 2,x

@@ -82,8 +82,8 @@ int ds4_bench_profile(ds4_ctx *ctx, const int32_t *prompt, int n, int gen, FILE 
     return rc;
 }
 
-int ds4_bench_parallel(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int gen, int n,
-                       ds4_bench_parallel_result *out) {
+static int bench_parallel(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int gen, int n, bool timers,
+                          ds4_bench_parallel_result *out) {
     memset(out, 0, sizeof *out);
     if (n < 1 || n > ds4_ctx_n_seq(ctx)) return ds4_fail("%d sequences: this context holds %d", n, ds4_ctx_n_seq(ctx));
     const uint32_t V = ds4_ctx_vocab(ctx);
@@ -106,6 +106,10 @@ int ds4_bench_parallel(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int ge
         if (i) memcpy(logits + (size_t)i * V, logits, V * sizeof *logits);
         ds4_sampler_init(&smp[i], 1.0f, 1.0f, (uint64_t)i + 1);
     }
+    if (timers) {
+        ds4_profile_reset();
+        ds4_profile_enable(true);
+    }
     const double t0 = ds4_time_now();
     for (int step = 0; rc == 0 && step < gen; step++) {
         for (int i = 0; i < n; i++) {
@@ -115,6 +119,7 @@ int ds4_bench_parallel(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int ge
         rc = ds4_eval_many(items, n);
     }
     const double dt = ds4_time_now() - t0;
+    ds4_profile_enable(false);
     if (rc == 0) *out = (ds4_bench_parallel_result){n, gen, dt > 0 ? (double)n * gen / dt : 0, dt > 0 ? gen / dt : 0};
     for (int i = 0; seq && i < n; i++) ds4_ctx_free(seq[i]);
     ds4_kv_snapshot_free(&snap);
@@ -125,5 +130,21 @@ int ds4_bench_parallel(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int ge
     free(idx);
     free(logits);
     free(probs);
+    return rc;
+}
+
+int ds4_bench_parallel(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int gen, int n,
+                       ds4_bench_parallel_result *out) {
+    return bench_parallel(ctx, prompt, n_prompt, gen, n, false, out);
+}
+
+int ds4_bench_parallel_profile(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int gen, int n, FILE *out) {
+    ds4_bench_parallel_result r;
+    const int rc = bench_parallel(ctx, prompt, n_prompt, gen, n, true, &r);
+    if (rc == 0) {
+        fprintf(out, "decode profile of %d sequences: %.3f ms/step (%.2f tok/s with the timers on)\n", n,
+                r.per_sequence_tps > 0 ? 1e3 / r.per_sequence_tps : 0, r.aggregate_tps);
+        ds4_profile_report(out, (uint64_t)gen);
+    }
     return rc;
 }

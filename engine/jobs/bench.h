@@ -35,5 +35,7 @@ typedef struct {
 } ds4_bench_parallel_result;
 int ds4_bench_parallel(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int gen_tokens, int n,
                        ds4_bench_parallel_result *out);
+/* The same decode once more with the stage timers on, and their table per step to `out`. */
+int ds4_bench_parallel_profile(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int gen_tokens, int n, FILE *out);
 
 #endif

@@ -47,6 +47,7 @@ static void usage(FILE *out) {
             "  --profile           after each size's runs, one more decode with timers on, and a\n"
             "                      table on stderr of where a token's time goes: per stage, and per\n"
             "                      weight type the bytes read and GB/s of the matrix products\n"
+            "                      (with --parallel: per step of each N's decode)\n"
             "  --backend NAME      what runs the model: cpu (the default); built here: %s\n"
             "  --device N          which GPU, for a GPU backend (default 0)\n"
             "  --parallel N,N,...  batched decode instead: for each N, N sequences (the first size's\n"
@@ -236,7 +237,7 @@ static int32_t *parallel_counts(const char *list, size_t *n) {
 }
 
 static int run_parallel(ds4_model *m, const ds4_ctx_opts *base, const int32_t *ns, size_t n_ns, int prompt_len,
-                        long gen, run_info *ri, const char *csv, const char *png) {
+                        long gen, run_info *ri, const char *csv, const char *png, bool profile) {
     int max_n = 0;
     for (size_t i = 0; i < n_ns; i++) max_n = ns[i] > max_n ? ns[i] : max_n;
     ds4_appendfile log = {0};
@@ -268,6 +269,7 @@ static int run_parallel(ds4_model *m, const ds4_ctx_opts *base, const int32_t *n
         rc = ds4_csv_field(&b, ri->model) < 0 || ds4_buf_append(&b, line, (size_t)n) < 0 ? -1 : 0;
         if (rc == 0 && csv) rc = ds4_appendfile_write(&log, (const char *)b.data, b.len);
         ds4_buf_free(&b);
+        if (rc == 0 && profile) rc = ds4_bench_parallel_profile(ctx, prompt, prompt_len, (int)gen, ns[i], stderr);
     }
     if (rc == 0 && png) rc = draw_parallel(&plot, csv, ri, prompt_len, gen);
     ds4_plot_abort(&plot);
@@ -388,7 +390,7 @@ int main(int argc, char **argv) {
     if (parallel) {
         opts.n_threads = (int)threads;
         ds4_install_cleanup_handlers();
-        const int prc = run_parallel(m, &opts, counts, n_counts, (int)sizes[0], gen, &ri, csv, png);
+        const int prc = run_parallel(m, &opts, counts, n_counts, (int)sizes[0], gen, &ri, csv, png, profile);
         if (prc < 0) fprintf(stderr, "ds4-bench: %s\n", ds4_error());
         free(counts);
         ds4_model_free(m);
