@@ -143,6 +143,16 @@ expect run_needs_prompt 2 $BIN/ds4 run --model "$T/a.gguf"
 expect run_bad_ids 1 $BIN/ds4 run --model "$T/a.gguf" --prompt-ids 1,99999 -n 2
 expect logitcheck_help 0 $BIN/ds4-logitcheck --help
 expect logitcheck_missing_vectors 2 $BIN/ds4-logitcheck --model "$T/a.gguf" --vectors "$T/none.jsonl"
+# --ref-backend: the same backend as the reference agrees exactly, over ids and over vectors
+expect logitcheck_ref_ids 0 $BIN/ds4-logitcheck --model "$T/a.gguf" --ref-backend cpu --prompt-ids 1,5,9,2 --gen 3 \
+    --max-dlogit 0 --require-greedy
+has logitcheck_ref_ids_table 'the reference on cpu' "$T/out"
+expect logitcheck_ref_vectors 0 $BIN/ds4-logitcheck --model "$T/a.gguf" --ref-backend cpu \
+    --vectors vectors/ref/tiny-a.jsonl --max-dlogit 0 --require-greedy --threads 2
+expect logitcheck_ref_unknown 2 $BIN/ds4-logitcheck --model "$T/a.gguf" --ref-backend nosuch --prompt-ids 1,2
+expect logitcheck_ids_alone 2 $BIN/ds4-logitcheck --model "$T/a.gguf" --prompt-ids 1,2
+one_line logitcheck_ids_alone_message "go with --ref-backend"
+expect logitcheck_ref_bad_ids 2 $BIN/ds4-logitcheck --model "$T/a.gguf" --ref-backend cpu --prompt-ids 1,x
 
 # Quantization recipes, importance matrices, size plans and synthetic models.
 GOLDEN=${DS4_SHARED:-../shared}/golden/quant-ggml.bin

@@ -138,6 +138,15 @@ typedef struct {
     json_object *full;        /* full_logits, or NULL */
 } case_spec;
 
+/* What a run compares: ctx against the vectors, or against ref (another backend on the
+ * same model) when ref is set; gen: the reference continuation's length there for cases
+ * without one. */
+typedef struct {
+    ds4_ctx *ctx, *ref;
+    int gen;
+    const ds4_tokenizer *tok;
+} lc_run;
+
 static void spec_free(case_spec *s) {
     free(s->prompt);
     free(s->cont);
@@ -322,7 +331,100 @@ static int resolve_case(const ds4_tokenizer *tok, json_object *o, case_spec *s, 
     return 0;
 }
 
-static int run_case(ds4_ctx *ctx, const ds4_tokenizer *tok, json_object *o, const char *dir, ds4_lc_case *cs) {
+/* The reference's distribution as a top list: its MAX_TOP likeliest tokens, best first,
+ * with their logprobs. */
+static void top_of(const float *logits, uint32_t V, ref_top *t) {
+    float best[MAX_TOP];
+    t->n = 0;
+    for (uint32_t v = 0; v < V; v++) {
+        if (t->n == MAX_TOP && !(logits[v] > best[MAX_TOP - 1])) continue;
+        int j = t->n < MAX_TOP ? t->n++ : MAX_TOP - 1;
+        for (; j > 0 && logits[v] > best[j - 1]; j--) {
+            t->id[j] = t->id[j - 1];
+            best[j] = best[j - 1];
+        }
+        t->id[j] = (int32_t)v;
+        best[j] = logits[v];
+    }
+    const double lse = ds4_logsumexp(logits, V);
+    for (int k = 0; k < t->n; k++) t->lp[k] = best[k] - lse;
+}
+
+/* One position against the reference backend: |dlogit| over the whole vocabulary and
+ * the usual statistics over the reference's top list. */
+static int compare_ref(const float *ours, const float *theirs, uint32_t V, accum *a, double *dsum, ds4_lc_case *cs) {
+    for (uint32_t v = 0; v < V; v++) {
+        const double d = fabs((double)ours[v] - theirs[v]);
+        cs->max_dlogit = fmax(cs->max_dlogit, d);
+        *dsum += d;
+    }
+    cs->full_positions++;
+    ref_top t;
+    top_of(theirs, V, &t);
+    return compare(ours, V, &t, a, cs->id);
+}
+
+static uint32_t argmax(const float *x, uint32_t V) {
+    uint32_t best = 0;
+    for (uint32_t v = 1; v < V; v++)
+        if (x[v] > x[best]) best = v;
+    return best;
+}
+
+/* The prompt on both backends, every position compared, then the reference's greedy
+ * continuation of n_cont tokens, both teacher-forced along it. */
+static int run_ref(const lc_run *run, const int32_t *prompt, int n, int n_cont, ds4_lc_case *cs) {
+    const uint32_t V = ds4_ctx_vocab(run->ctx);
+    float *ours = ds4_malloc((size_t)n * V * sizeof *ours), *theirs = ds4_malloc((size_t)n * V * sizeof *theirs);
+    accum a = {0};
+    double dsum = 0;
+    int rc = ours && theirs ? 0 : -1;
+    cs->n_prompt = n;
+    ds4_ctx_reset(run->ctx);
+    ds4_ctx_reset(run->ref);
+    double t0 = ds4_time_now();
+    if (rc == 0) rc = ds4_eval(run->ctx, prompt, n, ours, true);
+    cs->prefill_seconds = ds4_time_now() - t0;
+    if (rc == 0) rc = ds4_eval(run->ref, prompt, n, theirs, true);
+    for (int i = 0; i < n && rc == 0; i++)
+        rc = compare_ref(ours + (size_t)i * V, theirs + (size_t)i * V, V, &a, &dsum, cs);
+    float *step_o = ours + (size_t)(n - 1) * V, *step_r = theirs + (size_t)(n - 1) * V;
+    bool agreeing = true;
+    cs->greedy_len = n_cont;
+    t0 = ds4_time_now();
+    double ref_seconds = 0;
+    for (int i = 0; i < n_cont && rc == 0; i++) {
+        if (i > 0) rc = compare_ref(step_o, step_r, V, &a, &dsum, cs);
+        const int32_t next = (int32_t)argmax(step_r, V);
+        agreeing = agreeing && (int32_t)argmax(step_o, V) == next;
+        cs->greedy_match += agreeing;
+        if (rc == 0 && i + 1 < n_cont) {
+            rc = ds4_eval(run->ctx, &next, 1, ours, false);
+            const double r0 = ds4_time_now();
+            if (rc == 0) rc = ds4_eval(run->ref, &next, 1, theirs, false);
+            ref_seconds += ds4_time_now() - r0;
+            step_o = ours;
+            step_r = theirs;
+        }
+    }
+    cs->decode_seconds = ds4_time_now() - t0 - ref_seconds;
+    cs->n_positions = a.n;
+    cs->kl_mean = a.n ? a.kl_sum / a.n : 0;
+    cs->kl_max = a.kl_max;
+    cs->max_dlogprob = a.dlp_max;
+    cs->top1 = a.n ? (double)a.top1 / a.n : 0;
+    cs->overlap = a.n ? a.overlap_sum / a.n : 0;
+    cs->spearman = a.n ? a.spearman_sum / a.n : 0;
+    cs->mean_dlogit = cs->full_positions ? dsum / ((double)cs->full_positions * V) : 0;
+    if (rc < 0 && rc != MISFIT) ds4_error_prefix(cs->id);
+    free(ours);
+    free(theirs);
+    return rc;
+}
+
+static int run_case(const lc_run *run, json_object *o, const char *dir, ds4_lc_case *cs) {
+    ds4_ctx *ctx = run->ctx;
+    const ds4_tokenizer *tok = run->tok;
     const uint32_t V = ds4_ctx_vocab(ctx);
     json_object *id = field(o, "id");
     snprintf(cs->id, sizeof cs->id, "%s", id ? json_object_get_string(id) : "?");
@@ -340,6 +442,10 @@ static int run_case(ds4_ctx *ctx, const ds4_tokenizer *tok, json_object *o, cons
             rc = MISFIT;
             goto done;
         }
+    }
+    if (run->ref) {
+        rc = run_ref(run, sp.prompt, n, sp.n_cont ? (int)sp.n_cont : run->gen, cs);
+        goto done;
     }
     if (!(logits = ds4_malloc((size_t)n * V * sizeof *logits))) goto done;
     cs->n_prompt = n;
@@ -395,14 +501,13 @@ done:
 
 /* Appends one case (a JSON object) to the report. `skip_misfits`: a case made for
  * another vocabulary is recorded as skipped, with the reason, instead of failing. */
-static int add_case(ds4_ctx *ctx, const ds4_tokenizer *tok, json_object *o, const char *dir, bool skip_misfits,
-                    ds4_lc_report *r) {
+static int add_case(const lc_run *run, json_object *o, const char *dir, bool skip_misfits, ds4_lc_report *r) {
     ds4_lc_case *cases = ds4_realloc(r->cases, (size_t)(r->n_cases + 1) * sizeof *cases);
     if (!cases) return -1;
     r->cases = cases;
     ds4_lc_case *c = &cases[r->n_cases];
     memset(c, 0, sizeof *c);
-    int rc = run_case(ctx, tok, o, dir, c);
+    int rc = run_case(run, o, dir, c);
     if (rc == MISFIT && skip_misfits) {
         char keep[sizeof c->id];
         snprintf(keep, sizeof keep, "%s", c->id);
@@ -422,7 +527,7 @@ static bool ends_with(const char *s, const char *tail) {
 
 /* The cases of one file: a JSONL file, one case per line, or an official capture
  * (*.official.json, one pretty-printed object). */
-static int run_file(ds4_ctx *ctx, const ds4_tokenizer *tok, const char *path, bool skip_misfits, ds4_lc_report *r) {
+static int run_file(const lc_run *run, const char *path, bool skip_misfits, ds4_lc_report *r) {
     char *text = ds4_read_file(path, NULL);
     if (!text) return -1;
     char *dir = ds4_strndup(path, strlen(path));
@@ -433,7 +538,7 @@ static int run_file(ds4_ctx *ctx, const ds4_tokenizer *tok, const char *path, bo
     if (ends_with(path, ".official.json")) {
         json_object *o = json_tokener_parse(text);
         if (!o || !json_object_is_type(o, json_type_object)) rc = ds4_fail("%s: not a JSON object", path);
-        else rc = add_case(ctx, tok, o, dir ? dir : ".", skip_misfits, r);
+        else rc = add_case(run, o, dir ? dir : ".", skip_misfits, r);
         if (rc < 0) ds4_error_prefix(path);
         if (o) json_object_put(o);
     }
@@ -445,7 +550,7 @@ static int run_file(ds4_ctx *ctx, const ds4_tokenizer *tok, const char *path, bo
         if (!*line) continue;
         json_object *o = json_tokener_parse(line);
         if (!o || !json_object_is_type(o, json_type_object)) rc = ds4_fail("%s:%d: not a JSON object", path, line_no);
-        else rc = add_case(ctx, tok, o, dir ? dir : ".", skip_misfits, r);
+        else rc = add_case(run, o, dir ? dir : ".", skip_misfits, r);
         if (o) json_object_put(o);
     }
     free(dir);
@@ -455,10 +560,10 @@ static int run_file(ds4_ctx *ctx, const ds4_tokenizer *tok, const char *path, bo
 
 static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-int ds4_logitcheck_path(ds4_ctx *ctx, const ds4_tokenizer *tok, const char *path, ds4_lc_report *r) {
+static int run_path(const lc_run *run, const char *path, ds4_lc_report *r) {
     struct stat st;
     if (stat(path, &st) < 0) return ds4_fail("%s: no such file or directory", path);
-    if (!S_ISDIR(st.st_mode)) return run_file(ctx, tok, path, false, r);
+    if (!S_ISDIR(st.st_mode)) return run_file(run, path, false, r);
     DIR *d = opendir(path);
     if (!d) return ds4_fail("%s: cannot open directory", path);
     char **names = NULL;
@@ -478,11 +583,41 @@ int ds4_logitcheck_path(ds4_ctx *ctx, const ds4_tokenizer *tok, const char *path
     for (int i = 0; i < n && rc == 0; i++) {
         char file[PATH_MAX];
         snprintf(file, sizeof file, "%s/%s", path, names[i]);
-        rc = run_file(ctx, tok, file, true, r);
+        rc = run_file(run, file, true, r);
     }
     for (int i = 0; i < n; i++) free(names[i]);
     free(names);
     return rc;
+}
+
+int ds4_logitcheck_path(ds4_ctx *ctx, const ds4_tokenizer *tok, const char *path, ds4_lc_report *r) {
+    const lc_run run = {ctx, NULL, 0, tok};
+    return run_path(&run, path, r);
+}
+
+int ds4_logitcheck_path_ref(ds4_ctx *ctx, ds4_ctx *ref, int gen, const ds4_tokenizer *tok, const char *path,
+                            ds4_lc_report *r) {
+    const lc_run run = {ctx, ref, gen, tok};
+    return run_path(&run, path, r);
+}
+
+int ds4_logitcheck_ids_ref(ds4_ctx *ctx, ds4_ctx *ref, int gen, const char *name, const int32_t *ids, size_t n,
+                           ds4_lc_report *r) {
+    const uint32_t V = ds4_ctx_vocab(ctx);
+    if (n == 0) return ds4_fail("%s: no tokens", name);
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || (uint32_t)ids[i] >= V)
+            return ds4_fail("%s: token id %d is outside the vocabulary (0..%u)", name, ids[i], V - 1);
+    ds4_lc_case *cases = ds4_realloc(r->cases, (size_t)(r->n_cases + 1) * sizeof *cases);
+    if (!cases) return -1;
+    r->cases = cases;
+    ds4_lc_case *c = &cases[r->n_cases];
+    memset(c, 0, sizeof *c);
+    snprintf(c->id, sizeof c->id, "%s", name);
+    const lc_run run = {ctx, ref, gen, NULL};
+    if (run_ref(&run, ids, (int)n, gen, c) < 0) return -1;
+    r->n_cases++;
+    return 0;
 }
 
 void ds4_lc_report_free(ds4_lc_report *r) {

@@ -42,6 +42,18 @@ typedef struct {
  * a case whose ids or logits do not fit the model's vocabulary is recorded as skipped
  * (with the reason) and the run goes on; a single file that does not fit is an error. */
 int ds4_logitcheck_path(ds4_ctx *ctx, const ds4_tokenizer *tok, const char *path, ds4_lc_report *report);
+
+/* The same cases against another backend instead of their stored references
+ * (ds4-logitcheck --ref-backend): ref, a context on the same model, runs each case's
+ * prompt too, and its logits at every position are the reference (|dlogit| over the
+ * whole vocabulary, the other statistics over its 64 likeliest tokens); then its greedy
+ * continuation, as long as the case's own or `gen` tokens where the case has none, with
+ * both contexts teacher-forced along it. The stored logits are not read. */
+int ds4_logitcheck_path_ref(ds4_ctx *ctx, ds4_ctx *ref, int gen, const ds4_tokenizer *tok, const char *path,
+                            ds4_lc_report *report);
+/* One prompt of token ids the same way, as a case called `name`. */
+int ds4_logitcheck_ids_ref(ds4_ctx *ctx, ds4_ctx *ref, int gen, const char *name, const int32_t *ids, size_t n,
+                           ds4_lc_report *report);
 void ds4_lc_report_free(ds4_lc_report *r);
 
 /* Aggregate over the cases that ran (max of maxima, means of means weighted by positions). */

@@ -13,6 +13,7 @@
 #include "convert.h"
 #include "logitcheck.h"
 #include "quants.h"
+#include "cpufeatures.h"
 #include "test.h"
 #include "tokenizer.h"
 
@@ -134,7 +135,39 @@ static void reads_api_captures(void) {
     ds4_model_free(m);
 }
 
+/* --ref-backend: a second context as the reference. The same settings give zero
+ * differences and the whole greedy continuation; scalar kernels against the vector ones
+ * differ in the last bits only, which the statistics must see. */
+static void compares_against_another_context(void) {
+    ds4_model *m = test_model("tiny-a", GGML_TYPE_F32, NULL);
+    CHECKF(m, "%s", ds4_error());
+    ds4_ctx *ctx = ds4_ctx_new(m, &(ds4_ctx_opts){.n_threads = 2}), *same = ds4_ctx_new(m, &(ds4_ctx_opts){.n_threads = 1});
+    ds4_ctx *scalar = ds4_ctx_new(m, &(ds4_ctx_opts){.n_threads = 2, .cpu_level = "scalar"});
+    CHECK(ctx && same && scalar);
+    const int32_t ids[] = {1, 17, 42, 99, 7, 3, 250, 11};
+    ds4_lc_report r = {0};
+    CHECKF(ds4_logitcheck_ids_ref(ctx, same, 6, "same", ids, 8, &r) == 0, "%s", ds4_error());
+    const ds4_lc_case *c = &r.cases[0];
+    CHECK(r.n_cases == 1 && c->n_prompt == 8 && c->n_positions == 8 + 5 && c->full_positions == 13);
+    CHECKF(c->max_dlogit == 0 && c->kl_max == 0 && c->top1 == 1 && c->greedy_match == 6 && c->greedy_len == 6,
+           "dlogit %g kl %g greedy %d/%d", c->max_dlogit, c->kl_max, c->greedy_match, c->greedy_len);
+    CHECKF(ds4_logitcheck_ids_ref(ctx, scalar, 6, "scalar", ids, 8, &r) == 0, "%s", ds4_error());
+    c = &r.cases[1];
+    if (ds4_cpu_detect() > DS4_CPU_SCALAR)
+        CHECKF(c->max_dlogit > 0 && c->max_dlogit < 1e-3 && c->kl_max < 1e-6 && c->greedy_match == 6,
+               "dlogit %g kl %g greedy %d", c->max_dlogit, c->kl_max, c->greedy_match);
+    const int32_t bad[] = {1, 1 << 30};
+    CHECK(ds4_logitcheck_ids_ref(ctx, same, 2, "bad", bad, 2, &r) < 0 && strstr(ds4_error(), "outside the vocabulary"));
+    CHECK(r.n_cases == 2);
+    ds4_lc_report_free(&r);
+    ds4_ctx_free(scalar);
+    ds4_ctx_free(same);
+    ds4_ctx_free(ctx);
+    ds4_model_free(m);
+}
+
 const test_case logitcheck_tests[] = {
     {"reads_api_captures", reads_api_captures},
+    {"compares_against_another_context", compares_against_another_context},
     {0, 0},
 };

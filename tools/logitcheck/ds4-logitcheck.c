@@ -18,6 +18,9 @@ static void usage(FILE *out) {
             "                      [--csv out.csv] [--json out.json] [--max-dlogit X] [--max-kl X]\n"
             "                      [--max-kl-mean X] [--min-top1 F] [--require-greedy]\n"
             "                      [--backend NAME [--device N]] [--act auto|f32|q8] [--quiet]\n"
+            "       ds4-logitcheck --model M.gguf --ref-backend NAME [--backend NAME]\n"
+            "                      (--vectors DIR|FILE | --prompt-ids ID,ID,... | --text FILE) [--gen N]\n"
+            "                      [the thresholds and outputs above]\n"
             "       ds4-logitcheck --ppl --model M.gguf (--text FILE | --ids FILE) [--ctx N,N,...]\n"
             "       ds4-logitcheck --save-base BASE.bin --model M.gguf (--text FILE | --ids FILE) [--ctx N]\n"
             "                      [--top-k K] [--top-mass P]\n"
@@ -40,6 +43,13 @@ static void usage(FILE *out) {
             "another vocabulary is skipped, with the reason in the table and in the CSV's case\n"
             "field (its numbers empty). --csv and --json are opened before the first case and\n"
             "written at the end.\n"
+            "\n"
+            "--ref-backend NAME: the reference is the same model on that backend (cpu, say,\n"
+            "for --backend cuda) with the same --act, over the vectors' prompts (their stored\n"
+            "logits unread), a list of token ids, or a text file (BOS + its text): its logits\n"
+            "at every prompt position (|dlogit| over the whole vocabulary; the rest over its\n"
+            "64 likeliest tokens), then its greedy continuation, as long as the case's own or\n"
+            "--gen tokens (default 16), both backends teacher-forced along it.\n"
             "\n"
             "Corpus modes (no reference vectors needed): a text file through the model's\n"
             "tokenizer (--text) or token ids (--ids), cut into windows of --ctx tokens (default\n"
@@ -376,9 +386,31 @@ static int corpus_main(const char *model_path, const ds4_ctx_opts *opts, const c
     return rc ? rc : pass ? 0 : 1;
 }
 
+/* --text FILE with --ref-backend: BOS and the file's text as one case. */
+static int text_case(ds4_ctx *ctx, ds4_ctx *ref, int gen, const ds4_tokenizer *tok, const char *path,
+                     ds4_lc_report *r) {
+    if (!tok) return ds4_fail("%s: a text prompt needs a model with a tokenizer", path);
+    size_t len;
+    char *text = ds4_read_file(path, &len);
+    if (!text) return -1;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int rc = 0;
+    if (ds4_tokenizer_bos(tok) >= 0) {
+        ids = malloc(sizeof *ids);
+        if (!ids) rc = ds4_fail("out of memory");
+        else ids[n++] = ds4_tokenizer_bos(tok);
+    }
+    if (rc == 0) rc = ds4_tokenize(tok, text, len, false, &ids, &n);
+    if (rc == 0) rc = ds4_logitcheck_ids_ref(ctx, ref, gen, path, ids, n, r);
+    free(ids);
+    free(text);
+    return rc;
+}
+
 int main(int argc, char **argv) {
-    const char *model_path = NULL, *csv = NULL, *json = NULL, *vectors[64];
-    int n_vectors = 0;
+    const char *model_path = NULL, *csv = NULL, *json = NULL, *vectors[64], *ref_backend = NULL, *prompt_ids = NULL;
+    int n_vectors = 0, gen = 16;
     ds4_ctx_opts opts = {0};
     double max_dlogit = -1, max_kl = 1e-3, max_kl_mean = -1, min_top1 = 0.99;
     bool require_greedy = false, quiet = false, min_top1_given = false;
@@ -406,6 +438,9 @@ int main(int argc, char **argv) {
             min_top1 = flag_number("ds4-logitcheck", a, v, 0, 1);
             min_top1_given = true;
         }
+        else if (!strcmp(a, "--ref-backend")) ref_backend = v;
+        else if (!strcmp(a, "--prompt-ids")) prompt_ids = v;
+        else if (!strcmp(a, "--gen")) gen = (int)flag_integer("ds4-logitcheck", a, v, 1, 1 << 20);
         else if (!strcmp(a, "--text")) ca.text = v;
         else if (!strcmp(a, "--ids")) ca.ids = v;
         else if (!strcmp(a, "--ctx")) ca.ctx_list = v;
@@ -424,12 +459,28 @@ int main(int argc, char **argv) {
         fprintf(stderr, "ds4-logitcheck: one mode at a time: --vectors, --ppl, --save-base or --base\n");
         return 2;
     }
+    if ((prompt_ids || ca.text) && !corpus_modes && !ref_backend) {
+        fprintf(stderr, "ds4-logitcheck: --prompt-ids and --text (without a corpus mode) go with --ref-backend\n");
+        return 2;
+    }
+    if (ref_backend && corpus_modes) {
+        fprintf(stderr, "ds4-logitcheck: --ref-backend compares prompts, not a corpus mode\n");
+        return 2;
+    }
     if (corpus_modes && model_path) {
         ca.max_kl_mean = max_kl_mean;
         ca.min_top1 = min_top1_given ? min_top1 : -1;
         return corpus_main(model_path, &opts, &ca, csv, json, quiet);
     }
-    if (!model_path || !n_vectors) {
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    if (prompt_ids && (ds4_parse_token_ids(prompt_ids, &ids, &n_ids) < 0 || n_ids == 0)) {
+        fprintf(stderr, "ds4-logitcheck: --prompt-ids wants comma-separated token ids\n");
+        free(ids);
+        return 2;
+    }
+    if (!model_path || (!n_vectors && !ids && !ca.text)) {
+        free(ids);
         fprintf(stderr, "ds4-logitcheck: --model and --vectors (or a corpus mode: --ppl, --save-base, --base) are "
                         "required\n");
         return 2;
@@ -449,18 +500,29 @@ int main(int argc, char **argv) {
         if (json_out.path) ds4_outfile_abort(&json_out);
         return 2;
     }
-    ds4_ctx *ctx = ds4_ctx_new(m, &opts);
+    ds4_ctx *ctx = ds4_ctx_new(m, &opts), *ref = NULL;
+    if (ctx && ref_backend) {
+        ds4_ctx_opts ro = opts;
+        ro.backend = ref_backend;
+        ref = ds4_ctx_new(m, &ro);
+    }
     /* Text prompts and API captures need the model's tokenizer; id vectors do not. */
     ds4_tokenizer *tok = ds4_tokenizer_if_any(m->gguf);
     ds4_lc_report r = {0};
-    int rc = ctx ? 0 : -1;
-    for (int i = 0; i < n_vectors && rc == 0; i++) rc = ds4_logitcheck_path(ctx, tok, vectors[i], &r);
+    int rc = ctx && (ref || !ref_backend) ? 0 : -1;
+    for (int i = 0; i < n_vectors && rc == 0; i++)
+        rc = ref ? ds4_logitcheck_path_ref(ctx, ref, gen, tok, vectors[i], &r)
+                 : ds4_logitcheck_path(ctx, tok, vectors[i], &r);
+    if (rc == 0 && ids) rc = ds4_logitcheck_ids_ref(ctx, ref, gen, "prompt-ids", ids, n_ids, &r);
+    if (rc == 0 && ca.text) rc = text_case(ctx, ref, gen, tok, ca.text, &r);
+    free(ids);
     if (rc < 0) {
         fprintf(stderr, "ds4-logitcheck: %s\n", ds4_error());
         if (csv_out.path) ds4_outfile_abort(&csv_out);
         if (json_out.path) ds4_outfile_abort(&json_out);
         ds4_lc_report_free(&r);
         ds4_tokenizer_free(tok);
+        ds4_ctx_free(ref);
         ds4_ctx_free(ctx);
         ds4_model_free(m);
         return 2;
@@ -470,7 +532,9 @@ int main(int argc, char **argv) {
                 (max_kl_mean < 0 || all.kl_mean <= max_kl_mean) &&
                 (!require_greedy || all.greedy_match == all.greedy_len);
     if (!quiet) {
-        printf("model %s on %s, %d cases\n", model_path, ds4_ctx_backend(ctx), r.n_cases);
+        printf("model %s on %s, %d cases", model_path, ds4_ctx_backend(ctx), r.n_cases);
+        if (ref) printf(", the reference on %s", ds4_ctx_backend(ref));
+        printf("\n");
         printf("%-26s %6s %11s %10s %10s %10s %8s %8s %8s %9s\n", "case", "prompt", "max|dlogit|", "max|dlogp|",
                "KL mean", "KL max", "top1", "top20", "spearman", "greedy");
         for (int i = 0; i < r.n_cases; i++) print_row(&r.cases[i]);
@@ -490,6 +554,7 @@ int main(int argc, char **argv) {
     if (json_out.path) ds4_outfile_abort(&json_out);
     ds4_lc_report_free(&r);
     ds4_tokenizer_free(tok);
+    ds4_ctx_free(ref);
     ds4_ctx_free(ctx);
     ds4_model_free(m);
     return pass && rc == 0 ? 0 : 1;
