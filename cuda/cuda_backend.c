@@ -12,6 +12,7 @@
 #include "cpu_backend.h"
 #include "cuda_matmul.h"
 #include "iq_tables.h"
+#include "profile.h"
 #include "progress.h"
 #include "quants.h"
 #include "types.h"
@@ -94,11 +95,18 @@ static bool run_products(void *arg, const ds4_matmul_part *parts, int n) {
         p[k].w.offset += parts[k].row0 * p[k].w.row_bytes;
     }
     char err[256];
+    const double t0 = ds4_prof_begin();
     if (ds4_cuda_products(c->dev, p, n, err, sizeof err) < 0) {
         /* the same results either way, only slower: say so once and go on on the CPU */
         fprintf(stderr, "ds4: %s; the CPU runs the model from here\n", err);
         c->broken = true;
         return false;
+    }
+    if (ds4_profile_on) { /* the call's time (copies included), shared out by the bytes each product read */
+        uint64_t bytes[64], all = 0;
+        for (int k = 0; k < n; k++) all += bytes[k] = p[k].w.row_bytes * p[k].n_out;
+        const double dt = ds4_time_now() - t0;
+        for (int k = 0; k < n; k++) ds4_prof_matmul(parts[k].W->type, bytes[k], all ? dt * (double)bytes[k] / all : 0);
     }
     return true;
 }

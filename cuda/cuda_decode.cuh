@@ -185,23 +185,92 @@ template <> __device__ __forceinline__ void decode<T_IQ2_XXS>(const uint8_t *b, 
     decode_parts<T_IQ2_XXS>(b, y);
 }
 
-/* A warp's dot products of weight row `row` (n values) with T activation rows (at most
- * 8, n apart), into acc: the lanes take the row's 32-value parts in turn, and their sums
- * meet in a fixed butterfly, so every lane gets the same bits. */
+/* ---- eight values at a time: a lane's share of the warp's 256 consecutive values ----
+ *
+ * decode8<TYPE>(block, piece, v): values [8 piece, 8 piece + 8) of a block, each the
+ * value decode_part gives it (the same operations, the products and differences rounded
+ * one by one as the CPU rounds them). The warp's lanes then read consecutive weights and
+ * activations, where a lane per 32-value part read 32 values 128 bytes apart. Types
+ * without a short path decode their part and keep the eight. */
+template <int TYPE> __device__ __forceinline__ void decode8(const uint8_t *b, int piece, float *v) {
+    float part[32];
+    decode_part<TYPE>(b, piece / 4, part);
+    for (int j = 0; j < 8; j++) v[j] = part[8 * (piece % 4) + j];
+}
+template <> __device__ __forceinline__ void decode8<T_F32>(const uint8_t *b, int piece, float *v) {
+    const float4 *p = (const float4 *)(b + 32 * piece); /* rows are 16-byte aligned */
+    const float4 lo = p[0], hi = p[1];
+    v[0] = lo.x, v[1] = lo.y, v[2] = lo.z, v[3] = lo.w, v[4] = hi.x, v[5] = hi.y, v[6] = hi.z, v[7] = hi.w;
+}
+template <> __device__ __forceinline__ void decode8<T_F16>(const uint8_t *b, int piece, float *v) {
+    const uint4 q = *(const uint4 *)(b + 16 * piece);
+    const uint32_t w[4] = {q.x, q.y, q.z, q.w};
+    for (int j = 0; j < 4; j++) {
+        v[2 * j] = __half2float(__ushort_as_half((unsigned short)(w[j] & 0xFFFF)));
+        v[2 * j + 1] = __half2float(__ushort_as_half((unsigned short)(w[j] >> 16)));
+    }
+}
+template <> __device__ __forceinline__ void decode8<T_BF16>(const uint8_t *b, int piece, float *v) {
+    const uint4 q = *(const uint4 *)(b + 16 * piece);
+    const uint32_t w[4] = {q.x, q.y, q.z, q.w};
+    for (int j = 0; j < 4; j++) {
+        v[2 * j] = __uint_as_float(w[j] << 16);
+        v[2 * j + 1] = __uint_as_float(w[j] & 0xFFFF0000u);
+    }
+}
+template <> __device__ __forceinline__ void decode8<T_Q8_0>(const uint8_t *b, int piece, float *v) {
+    const float d = f16_at(b);
+    const uint16_t *q = (const uint16_t *)(b + 2 + 8 * piece); /* blocks of 34 bytes: 2-byte aligned */
+    for (int j = 0; j < 4; j++) {
+        const uint16_t u = q[j];
+        v[2 * j] = __fmul_rn(d, (float)(int8_t)(u & 0xFF));
+        v[2 * j + 1] = __fmul_rn(d, (float)(int8_t)(u >> 8));
+    }
+}
+template <> __device__ __forceinline__ void decode8<T_Q2_K>(const uint8_t *b, int piece, float *v) {
+    const int p = piece / 4, h = p / 4, s = p % 4, half = (piece % 4) / 2, l0 = 8 * (piece % 2) + 16 * half;
+    const uint8_t sc = b[8 * h + 2 * s + half];
+    const float dl = __fmul_rn(f16_at(b + 80), (float)(sc & 0xF)), ml = __fmul_rn(f16_at(b + 82), (float)(sc >> 4));
+    const uint8_t *q = b + 16 + 32 * h + l0;
+    for (int j = 0; j < 8; j++) v[j] = __fsub_rn(__fmul_rn(dl, (float)((q[j] >> (2 * s)) & 3)), ml);
+}
+template <> __device__ __forceinline__ void decode8<T_IQ2_XXS>(const uint8_t *b, int piece, float *v) {
+    const int ib = piece / 4, l = piece % 4;
+    const float d = f16_at(b);
+    const uint32_t a1 = u32_at(b + 6 + 8 * ib);
+    const float db = __fmul_rn(__fmul_rn(d, 0.5f + (float)(a1 >> 28)), 0.25f);
+    const uint64_t g = c_iq2xxs_grid[b[2 + 8 * ib + l]];
+    const uint8_t signs = c_ksigns[(a1 >> (7 * l)) & 127];
+    for (int j = 0; j < 8; j++) {
+        const float x = __fmul_rn(db, (float)((g >> (8 * j)) & 255));
+        v[j] = (signs & c_kmask[j]) ? -x : x;
+    }
+}
+
+/* A warp's dot products of weight row `row` (n values, a multiple of 32) with T
+ * activation rows (n apart, 16-byte aligned) into acc: lane l takes values 8l.. of every
+ * 256, each lane's sum in a fixed order, the lanes' sums meeting in a fixed butterfly,
+ * so every lane gets the same bits on every run. */
 template <int TYPE, int T>
 __device__ __forceinline__ void row_dots(const uint8_t *row, uint32_t block_bytes, int64_t n, const float *x, float *acc) {
-    constexpr int B = block_of<TYPE>::N, PARTS = B / 32;
+    constexpr int B = block_of<TYPE>::N;
     const int lane = threadIdx.x & 31;
-    float v[32];
     for (int t = 0; t < T; t++) acc[t] = 0;
-    for (int64_t u = lane; u < n / 32; u += 32) {
-        const int64_t blk = u / PARTS;
-        decode_part<TYPE>(row + blk * block_bytes, (int)(u % PARTS), v);
+    for (int64_t v0 = 8 * lane; v0 < n; v0 += 256) {
+        float w[8];
+        decode8<TYPE>(row + (v0 / B) * block_bytes, (int)((v0 % B) / 8), w);
         for (int t = 0; t < T; t++) {
-            const float *xp = x + (uint64_t)t * n + u * 32;
-            float s = 0;
-            for (int j = 0; j < 32; j++) s = fmaf(v[j], xp[j], s);
-            acc[t] += s;
+            const float4 *xp = (const float4 *)(x + (uint64_t)t * n + v0);
+            const float4 lo = xp[0], hi = xp[1];
+            float s = acc[t];
+            s = fmaf(w[0], lo.x, s);
+            s = fmaf(w[1], lo.y, s);
+            s = fmaf(w[2], lo.z, s);
+            s = fmaf(w[3], lo.w, s);
+            s = fmaf(w[4], hi.x, s);
+            s = fmaf(w[5], hi.y, s);
+            s = fmaf(w[6], hi.z, s);
+            acc[t] = fmaf(w[7], hi.w, s);
         }
     }
     for (int t = 0; t < T; t++)

@@ -1,7 +1,7 @@
-/* cuda_matmul.cu - see cuda_matmul.h. Decode (few activation rows): a warp per output
- * row, its lanes taking the row's blocks in turn, decoding each into registers exactly as
- * the CPU's dequant.c does and multiplying it with up to TILE activation rows; the lanes'
- * sums meet in a fixed butterfly. Prefill: tiles of weight rows times activation rows
+/* cuda_matmul.cu - see cuda_matmul.h. Decode (up to DS4_CUDA_GEMM_MIN_T activation
+ * rows): a warp per output row, its lanes taking eight consecutive values of every 256,
+ * decoded into registers exactly as the CPU's dequant.c does and multiplied with up to
+ * eight activation rows per pass; the lanes' sums meet in a fixed butterfly. Prefill: tiles of weight rows times activation rows
  * (gemm_kernel). Neither depends on scheduling for its sums. Correct first: the tuned
  * kernels (int8 dot products, tensor cores) are the next step of issue 16. */
 #include <stdio.h>
@@ -12,31 +12,32 @@
 #include "cuda_device.h"
 
 #define WARPS 4      /* rows per thread block */
-#define TILE 4       /* activation rows per pass over a weight row */
-#define GEMM_MIN_T 8 /* activation rows from which the tiled product (gemm_kernel) runs */
 
 
 /* ---- the product ---- */
 
-/* y[t][o] = W[o] . x[t] for a warp's row o; T rows of x, n values each, dense; TILE
- * activation rows per pass over the row. */
+/* y[t][o] = W[o] . x[t] for a warp's row o; T rows of x, n values each, dense: eight
+ * activation rows per pass over the weight row, then four, two, one. */
+template <int TYPE, int R>
+__device__ __forceinline__ void rows_pass(const uint8_t *row, uint32_t block_bytes, int64_t n, uint64_t n_out,
+                                          uint64_t o, const float *x, int t0, float *y) {
+    float acc[R];
+    row_dots<TYPE, R>(row, block_bytes, n, x + (uint64_t)t0 * n, acc);
+    if ((threadIdx.x & 31) == 0)
+        for (int t = 0; t < R; t++) y[(uint64_t)(t0 + t) * n_out + o] = acc[t];
+}
+
 template <int TYPE>
 __global__ void matmul_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes, uint32_t block_bytes, int64_t n,
                               uint64_t n_out, const float *__restrict__ x, int T, float *__restrict__ y) {
     const uint64_t o = (uint64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
     if (o >= n_out) return;
     const uint8_t *row = W + o * row_bytes;
-    const bool lane0 = (threadIdx.x & 31) == 0;
     int t0 = 0;
-    for (; t0 + TILE <= T; t0 += TILE) {
-        float acc[TILE];
-        row_dots<TYPE, TILE>(row, block_bytes, n, x + (uint64_t)t0 * n, acc);
-        for (int t = 0; t < TILE && lane0; t++) y[(uint64_t)(t0 + t) * n_out + o] = acc[t];
-    }
-    for (; t0 < T; t0++) {
-        const float s = row_dot<TYPE>(row, block_bytes, n, x + (uint64_t)t0 * n);
-        if (lane0) y[(uint64_t)t0 * n_out + o] = s;
-    }
+    for (; t0 + 8 <= T; t0 += 8) rows_pass<TYPE, 8>(row, block_bytes, n, n_out, o, x, t0, y);
+    if (T - t0 >= 4) rows_pass<TYPE, 4>(row, block_bytes, n, n_out, o, x, t0, y), t0 += 4;
+    if (T - t0 >= 2) rows_pass<TYPE, 2>(row, block_bytes, n, n_out, o, x, t0, y), t0 += 2;
+    if (T - t0 >= 1) rows_pass<TYPE, 1>(row, block_bytes, n, n_out, o, x, t0, y);
 }
 
 /* Prefill: a tile of GM weight rows times GN activation rows per thread block, over K in
@@ -195,7 +196,7 @@ extern "C" int ds4_cuda_products(ds4_cuda *c, const ds4_cuda_product *p, int n, 
     cudaError_t e = cudaMemcpyAsync(c->dx, c->hx, xs * sizeof(float), cudaMemcpyHostToDevice, c->stream);
     for (int k = 0; k < n && e == cudaSuccess; k++) {
         const ds4_cuda_product *q = &p[k];
-        if (q->T >= GEMM_MIN_T) {
+        if (q->T >= DS4_CUDA_GEMM_MIN_T) {
             const dim3 grid((unsigned)((q->n_out + GM - 1) / GM), (unsigned)((q->T + GN - 1) / GN));
             gemm_for(q->w.type)<<<grid, GEMM_THREADS, GEMM_SMEM, c->stream>>>(c->arena + q->w.offset, q->w.row_bytes,
                                                                               q->w.block_bytes, q->w.n, q->n_out,

@@ -45,6 +45,10 @@ typedef struct {
     uint64_t ldy;
 } ds4_cuda_product;
 
+/* Activation rows from which a product runs as tiles of weight rows times activation
+ * rows (prefill); below, a warp per weight row reads it once per eight activation rows. */
+#define DS4_CUDA_GEMM_MIN_T 64
+
 /* Whether the products can run this type. */
 int ds4_cuda_type_supported(uint32_t type);
 /* Run products, their inputs and outputs through host memory; returns once y holds them. */

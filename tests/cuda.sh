@@ -1,8 +1,10 @@
 #!/bin/sh
 # The CUDA backend on a GPU (make test-cuda; every check counts as skipped where the build
 # has no CUDA or the machine no GPU): every committed model's F32/BF16/Q8_0 file against
-# the transformers vectors with the CPU's gates; the q2 file against the CPU on the same
-# file (KL over a corpus of token ids: the CPU's predictions saved as a base); the same
+# the transformers vectors with the CPU's gates; the q2/q4/mxfp4 files against the CPU on
+# the same file (KL over a corpus of token ids: the CPU's predictions saved as a base;
+# --ref-backend cpu over the vectors' prompts; against the vectors no worse than the
+# CPU's KL mean + 10%), the q8_0 file the last two ways; the same
 # greedy tokens on both backends; two CUDA runs bit for bit alike (CI gates on it); a
 # batch job with 4 sequences equal to the CPU's; a state saved on CUDA restored on the
 # CPU. Prints "N passed, N failed, N skipped".
@@ -72,6 +74,26 @@ for recipe in q2 q4 mxfp4; do
     if $BIN/ds4-logitcheck --base "$T/base.bin" --model "$D/$m-$recipe.gguf" --ids "$T/ids" --ctx 128 --backend cuda \
         --max-kl-mean 5e-4 --min-top1 0.99 >"$T/kl" 2>&1; then ok "$m-$recipe-vs-cpu"
     else bad "$m-$recipe-vs-cpu" "$(grep -i 'kl' "$T/kl" | head -n 2)"; fi
+done
+
+# every quantized file against the CPU on the vectors' prompts (--ref-backend cpu, the same
+# --act), and against the transformers vectors no worse than the CPU's KL mean + 10%
+kl_mean() { awk -F, '$2 == "\"overall\"" { print $8 }' "$1"; }
+for recipe in q8_0 q2 q4 mxfp4; do
+    Fq=$D/$m-$recipe.gguf
+    [ "$recipe" = q8_0 ] && { $BIN/ds4-quant convert --quiet --in vectors/models/$m --out "$Fq" --type q8_0 || continue; }
+    [ -f "$Fq" ] || { bad "$m-$recipe-ref-cpu" "no file"; continue; }
+    if $BIN/ds4-logitcheck --model "$Fq" --backend cuda --ref-backend cpu --vectors vectors/ref/$m.jsonl \
+        --max-kl 1 --max-kl-mean 5e-4 --min-top1 0.99 >"$T/ref" 2>&1; then ok "$m-$recipe-ref-cpu"
+    else bad "$m-$recipe-ref-cpu" "$(tail -n 1 "$T/ref")"; fi
+    for b in cpu cuda; do
+        $BIN/ds4-logitcheck --model "$Fq" --backend "$b" --vectors vectors/ref/$m.jsonl --max-kl 1e9 --min-top1 0 \
+            --csv "$T/$b.csv" --quiet >/dev/null 2>&1
+    done
+    c=$(kl_mean "$T/cpu.csv") g=$(kl_mean "$T/cuda.csv")
+    if [ -n "$c" ] && [ -n "$g" ] && awk -v c="$c" -v g="$g" 'BEGIN { exit !(g <= c * 1.1 + 1e-9) }'; then
+        ok "$m-$recipe-vs-transformers"
+    else bad "$m-$recipe-vs-transformers" "KL mean cuda $g, cpu $c"; fi
 done
 
 # greedy tokens: the CPU's; and two GPU runs alike, bit for bit in their logits' digest

@@ -1,7 +1,8 @@
 /* Every weight type's blocks as the GPU decodes them, against the CPU's ds4_row_to_f32,
  * exactly: products of random (valid) rows with one-hot activations read the decoded
  * values back one by one (equal as floats: -0 comes back as 0), through both product
- * kernels (a few activation rows, and the tiled one). Built by make CUDA=1 as build/tests/cuda_decode; tests/cuda.sh runs it.
+ * kernels (one activation row, eight and seven: the passes of the warp-per-row kernel,
+ * and DS4_CUDA_GEMM_MIN_T: the tiled one). Built by make CUDA=1 as build/tests/cuda_decode; tests/cuda.sh runs it.
  * Prints "N passed, N failed" (exit 77: no GPU). */
 #include <math.h>
 #include <stdio.h>
@@ -64,7 +65,8 @@ int main(void) {
     static const uint32_t types[] = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0,
                                      GGML_TYPE_MXFP4, GGML_TYPE_Q2_K, GGML_TYPE_Q3_K, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K,
                                      GGML_TYPE_Q6_K, GGML_TYPE_IQ2_XXS};
-    enum { ROWS = 5, N = 512, T = 9 };
+    enum { ROWS = 5, N = 512, T = DS4_CUDA_GEMM_MIN_T };
+    static const int shapes[] = {T, 8, 7, 1};
     int pass = 0, fail = 0;
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
         const uint32_t type = types[k];
@@ -79,10 +81,11 @@ int main(void) {
         }
         uint64_t off;
         int bad = ds4_cuda_upload(c, w, ROWS * row_bytes, &off, err, sizeof err) < 0;
-        /* columns j in groups: T one-hot rows at once (the tiled kernel), then one (the other) */
+        /* columns j in groups of T: each group's columns as one-hot rows, T at once (the
+         * tiled kernel), then the group's first 8, 7 and 1 (the other) */
         for (int j0 = 0; j0 < N && !bad; j0 += T) {
-            for (int shape = 0; shape < 2 && !bad; shape++) {
-                const int rows = shape ? 1 : (N - j0 < T ? N - j0 : T);
+            for (int shape = 0; shape < 4 && !bad; shape++) {
+                const int rows = shapes[shape] < N - j0 ? shapes[shape] : N - j0;
                 memset(x, 0, (size_t)T * N * sizeof(float));
                 for (int i = 0; i < rows; i++) x[(size_t)i * N + j0 + i] = 1.0f;
                 const ds4_cuda_product p = {{off, row_bytes, type, t->block > 1 ? t->bytes : t->bytes * 32, N}, ROWS, x,
@@ -96,7 +99,7 @@ int main(void) {
                         /* == : a sum that starts at +0 cannot give -0 back */
                         if (!(y[(size_t)i * ROWS + r] == want[r * N + j0 + i])) {
                             snprintf(err, sizeof err, "row %d value %d: %g, the CPU %g (%s)", r, j0 + i,
-                                     y[(size_t)i * ROWS + r], want[r * N + j0 + i], rows > 1 ? "tiled" : "one row");
+                                     y[(size_t)i * ROWS + r], want[r * N + j0 + i], rows >= T ? "tiled" : "a warp per row");
                             bad = 1;
                             break;
                         }
