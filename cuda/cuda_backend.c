@@ -39,6 +39,7 @@ typedef struct {
     ffn_layer *ffn;    /* by layer */
     uint32_t n_layer;
     bool observed;     /* a matmul observer (imatrix) must see every product: no device MoE */
+    bool device_only;  /* a synthetic model's matrices exist only here: the CPU cannot stand in */
     float *x, *y;      /* a chunk's FFN input and output, on the host */
     int32_t *choice;
     char name[96];
@@ -83,15 +84,23 @@ static bool matrix(const cuda_ctx *c, const gguf_tensor *W, ds4_cuda_matrix *out
     return true;
 }
 
+/* The CPU computes what the device does not: false, unless the weights exist only on the
+ * device, which ends the process (the CPU would read holes: silent zeros). */
+static bool cpu_stands_in(const cuda_ctx *c, const char *why) {
+    if (!c->device_only) return false;
+    fprintf(stderr, "ds4: %s, and this synthetic model's weights exist only on the device\n", why);
+    abort();
+}
+
 static bool run_products(void *arg, const ds4_matmul_part *parts, int n) {
     /* (after a device failure `broken` sends everything back to the CPU) */
     cuda_ctx *c = arg;
     ds4_cuda_product p[64];
-    if (n > 64 || c->broken) return false;
+    if (n > 64 || c->broken) return cpu_stands_in(c, "the device failed");
     for (int k = 0; k < n; k++) {
         p[k] = (ds4_cuda_product){.n_out = parts[k].n_out, .x = parts[k].x, .ldx = parts[k].ldx, .T = parts[k].T,
                                   .y = parts[k].y, .ldy = parts[k].ldy};
-        if (!matrix(c, parts[k].W, &p[k].w)) return false;
+        if (!matrix(c, parts[k].W, &p[k].w)) return cpu_stands_in(c, "a product the device cannot run");
         p[k].w.offset += parts[k].row0 * p[k].w.row_bytes;
     }
     char err[256];
@@ -100,7 +109,7 @@ static bool run_products(void *arg, const ds4_matmul_part *parts, int n) {
         /* the same results either way, only slower: say so once and go on on the CPU */
         fprintf(stderr, "ds4: %s; the CPU runs the model from here\n", err);
         c->broken = true;
-        return false;
+        return cpu_stands_in(c, err);
     }
     if (ds4_profile_on) { /* the call's time (copies included), shared out by the bytes each product read */
         uint64_t bytes[64], all = 0;
@@ -175,8 +184,10 @@ static int cuda_ffn(ds4_backend *b, int il, const int32_t *tokens, int T) {
     return ds4_cpu_backend.chunk_write(b, DS4_CHUNK_Y, T, c->y);
 }
 
-/* Every matrix (two dimensions or more) to the device, once. */
-static int upload(cuda_ctx *c, const gguf_file *f) {
+/* Every matrix (two dimensions or more) to the device, once; a synthetic model's are
+ * made there (fill.h). */
+static int upload(cuda_ctx *c, const ds4_model *m) {
+    const gguf_file *f = m->gguf;
     uint64_t total = 0;
     for (uint64_t i = 0; i < f->n_tensors; i++)
         if (f->tensors[i].n_dims >= 2) total += (f->tensors[i].size + 255) & ~(uint64_t)255, c->n_weights++;
@@ -199,7 +210,10 @@ static int upload(cuda_ctx *c, const gguf_file *f) {
         resident *r = &c->weights[k++];
         r->host = t->data;
         r->bytes = t->size;
-        if (ds4_cuda_upload(c->dev, t->data, t->size, &r->offset, err, sizeof err) < 0) {
+        const ds4_tensor_fill *fill = ds4_model_fill(m, t);
+        if (fill ? ds4_cuda_fill(c->dev, fill->pool, fill->pool_blocks, (uint32_t)fill->block_bytes, fill->row_bytes,
+                                 fill->n_rows, fill->seed, &r->offset, err, sizeof err) < 0
+                 : ds4_cuda_upload(c->dev, t->data, t->size, &r->offset, err, sizeof err) < 0) {
             ds4_progress_end(&prog);
             return ds4_fail("%s", err);
         }
@@ -227,7 +241,8 @@ static int cuda_open(const ds4_model *m, const ds4_ctx_opts *o, ds4_backend **ou
         return ds4_fail("%s", err);
     }
     c->observed = o->observer != NULL;
-    if (upload(c, m->gguf) < 0 || prepare_ffn(c, m) < 0 ||
+    c->device_only = m->n_fills > 0;
+    if (upload(c, m) < 0 || prepare_ffn(c, m) < 0 ||
         ds4_cpu_backend_open_offload(m, o, &c->offload, c->name, out) < 0) {
         ctx_free(c);
         return -1;

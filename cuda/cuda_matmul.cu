@@ -307,6 +307,70 @@ extern "C" int ds4_cuda_upload(ds4_cuda *c, const void *host, uint64_t bytes, ui
     return 0;
 }
 
+/* ---- a synthetic model's matrices, made in the arena (fill.h) ---- */
+
+__device__ __forceinline__ uint64_t fill_mix(uint64_t x) { /* fill.h's splitmix64 */
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+/* A thread block per row: the first thread walks the row's chain (ds4_fill_rows's) to
+ * pick each block from the pool, then all copy the row's bytes in order, so a warp's
+ * stores are consecutive. */
+__global__ void fill_kernel(uint8_t *__restrict__ dst, const uint8_t *__restrict__ pool, uint64_t pool_blocks,
+                            uint32_t block_bytes, uint64_t row_bytes, uint64_t n_rows, uint64_t seed) {
+    extern __shared__ uint32_t pick[];
+    const uint32_t blocks = (uint32_t)(row_bytes / block_bytes);
+    for (uint64_t r = blockIdx.x; r < n_rows; r += gridDim.x) {
+        if (threadIdx.x == 0) {
+            uint64_t s = fill_mix(seed ^ fill_mix(r));
+            for (uint32_t b = 0; b < blocks; b++) {
+                s = fill_mix(s);
+                pick[b] = (uint32_t)(s % pool_blocks);
+            }
+        }
+        __syncthreads();
+        uint8_t *row = dst + r * row_bytes;
+        for (uint32_t i = threadIdx.x; i < (uint32_t)row_bytes; i += blockDim.x) {
+            const uint32_t b = i / block_bytes;
+            row[i] = pool[(uint64_t)pick[b] * block_bytes + (i - b * block_bytes)];
+        }
+        __syncthreads();
+    }
+}
+
+extern "C" int ds4_cuda_fill(ds4_cuda *c, const uint8_t *pool, uint64_t pool_blocks, uint32_t block_bytes,
+                             uint64_t row_bytes, uint64_t n_rows, uint64_t seed, uint64_t *offset, char *err,
+                             size_t cap) {
+    const uint64_t bytes = row_bytes * n_rows, at = (c->arena_used + 255) & ~(uint64_t)255;
+    if (at + bytes > c->arena_bytes) {
+        snprintf(err, cap, "cuda: the weights outgrew their reservation");
+        return -1;
+    }
+    if (pool_blocks > UINT32_MAX || row_bytes > UINT32_MAX || row_bytes / block_bytes > 8192) {
+        snprintf(err, cap, "cuda: a fill with %llu pool blocks and rows of %llu blocks", (unsigned long long)pool_blocks,
+                 (unsigned long long)(row_bytes / block_bytes));
+        return -1;
+    }
+    uint8_t *dpool = NULL;
+    cudaError_t e = cudaMalloc((void **)&dpool, pool_blocks * block_bytes);
+    if (e == cudaSuccess) e = cudaMemcpy(dpool, pool, pool_blocks * block_bytes, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) {
+        const unsigned grid = (unsigned)(n_rows < 65536 ? n_rows : 65536);
+        fill_kernel<<<grid, 256, (row_bytes / block_bytes) * sizeof(uint32_t), c->stream>>>(
+            c->arena + at, dpool, pool_blocks, block_bytes, row_bytes, n_rows, seed);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
+    cudaFree(dpool);
+    if (e != cudaSuccess) return fail(err, cap, "making the synthetic weights", e);
+    c->arena_used = at + bytes;
+    *offset = at;
+    return 0;
+}
+
 extern "C" double ds4_cuda_copy_gbps(ds4_cuda *c) {
     const size_t bytes = (size_t)1 << 30;
     void *a = NULL, *b = NULL;

@@ -28,6 +28,10 @@ int ds4_cuda_tables(ds4_cuda *c, const uint64_t *grid, const uint8_t *signs, con
 /* The arena for the weights; then each tensor copied in (its offset back, 256-aligned). */
 int ds4_cuda_reserve(ds4_cuda *c, uint64_t bytes, char *err, size_t cap);
 int ds4_cuda_upload(ds4_cuda *c, const void *host, uint64_t bytes, uint64_t *offset, char *err, size_t cap);
+/* A tensor made in the arena instead (fill.h's rows, from a pool of blocks), in place of
+ * an upload. */
+int ds4_cuda_fill(ds4_cuda *c, const uint8_t *pool, uint64_t pool_blocks, uint32_t block_bytes, uint64_t row_bytes,
+                  uint64_t n_rows, uint64_t seed, uint64_t *offset, char *err, size_t cap);
 
 typedef struct {
     uint64_t offset, row_bytes; /* a matrix in the arena: its first row, its row size */

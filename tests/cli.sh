@@ -108,6 +108,13 @@ one_line server_needs_tokenizer_message "tokenizer"
 expect bench_parallel 0 $BIN/ds4-bench -m "$T/a.gguf" --parallel 1,2 -p 8 -n 2 -t 2 --csv "$T/par.csv"
 if [ "$(wc -l <"$T/par.csv")" -eq 3 ] && head -n 1 "$T/par.csv" | grep -q ',parallel,.*,aggregate_decode_tps,per_sequence_decode_tps,' &&
     cut -d, -f5 "$T/par.csv" | tail -n 2 | tr '\n' ' ' | grep -q '^1 2 $'; then ok bench_parallel_csv; else bad bench_parallel_csv; fi
+# --synthetic flash: Flash's shape made in memory (one layer, four experts here), named so in the CSV
+expect bench_synthetic 0 $BIN/ds4-bench --synthetic flash --layers 1 --experts 4 -p 8 -n 2 -r 1 -t 2 --csv "$T/syn-bench.csv"
+if tail -n 1 "$T/syn-bench.csv" | grep -q '^"synthetic-flash-l1-e4-q2",iq2_xxs' && ! ls /dev/shm/ds4-synth-* >/dev/null 2>&1
+then ok bench_synthetic_csv; else bad bench_synthetic_csv; fi
+expect bench_synthetic_unknown 2 $BIN/ds4-bench --synthetic pro
+expect bench_synthetic_and_model 2 $BIN/ds4-bench --synthetic flash -m "$T/a.gguf"
+expect bench_synthetic_bad_recipe 2 $BIN/ds4-bench --synthetic flash --layers 1 --recipe nosuch
 # --profile with --parallel: a table per N, its stages summing to the step
 expect bench_parallel_profile 0 $BIN/ds4-bench -m "$T/a.gguf" --parallel 1,2 -p 8 -n 2 -t 2 --profile
 if [ "$(grep -c '^decode profile of [12] sequences' "$T/err")" -eq 2 ] && [ "$(grep -c '^ffn (router, experts)' "$T/err")" -eq 2 ]

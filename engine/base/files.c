@@ -141,6 +141,13 @@ int ds4_outfile_write(ds4_outfile *f, const void *p, size_t n) {
     return 0;
 }
 
+int ds4_outfile_skip(ds4_outfile *f, uint64_t n) {
+    if (ftruncate(f->fd, (off_t)(f->written + n)) < 0 || lseek(f->fd, (off_t)n, SEEK_CUR) < 0)
+        return ds4_fail("%s: cannot extend: %s", f->path, strerror(errno));
+    f->written += n;
+    return 0;
+}
+
 static void outfile_release(ds4_outfile *f) {
     track_outfile(f, false);
     if (f->fd >= 0) close(f->fd);

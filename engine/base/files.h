@@ -32,6 +32,8 @@ typedef struct {
 } ds4_outfile;
 int ds4_outfile_open(ds4_outfile *f, const char *path);
 int ds4_outfile_write(ds4_outfile *f, const void *p, size_t n);
+/* n bytes left as a hole (zeros that take no space where the filesystem is sparse). */
+int ds4_outfile_skip(ds4_outfile *f, uint64_t n);
 int ds4_outfile_commit(ds4_outfile *f); /* fsync, rename, fsync the directory */
 void ds4_outfile_abort(ds4_outfile *f); /* remove the temporary file */
 /* Write a whole file through ds4_outfile: complete or not at all. */

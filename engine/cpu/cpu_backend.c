@@ -98,6 +98,9 @@ static void cpu_close(ds4_backend *b) {
 
 int ds4_cpu_backend_open_offload(const ds4_model *m, const ds4_ctx_opts *o, const ds4_matmul_offload *offload,
                                  const char *name, ds4_backend **out) {
+    if (m->n_fills && !offload)
+        return ds4_fail("this synthetic model's matrices are made in a GPU's memory; the CPU reads its weights "
+                        "from a file (ds4-quant synth --fast writes one)");
     ds4_backend *b = ds4_calloc(1, sizeof *b);
     if (!b) return -1;
     const ds4_config *cf = &m->cfg;

@@ -123,6 +123,8 @@ int ds4_gguf_writer_add_tensor(gguf_writer *w, const char *name, uint32_t type, 
                            const uint64_t *ne);
 /* Append bytes of the current tensor; a tensor may arrive in several pieces. */
 int ds4_gguf_writer_write(gguf_writer *w, const void *data, size_t n);
+/* n bytes of tensor data left as a hole (ds4_outfile_skip): data made elsewhere. */
+int ds4_gguf_writer_skip(gguf_writer *w, uint64_t n);
 /* Check every tensor got exactly its size, fsync and rename into place; frees w. */
 int ds4_gguf_writer_finish(gguf_writer *w);
 /* Discard the temporary file; frees w. */

@@ -229,7 +229,8 @@ static int advance(gguf_writer *w) {
     return 0;
 }
 
-int ds4_gguf_writer_write(gguf_writer *w, const void *data, size_t n) {
+/* n bytes of tensor data from `data`, or a hole of n bytes where data is NULL. */
+static int put_data(gguf_writer *w, const void *data, uint64_t n) {
     if (w->failed) return ds4_fail("writer already failed");
     if (!w->started && begin_data(w) < 0) return -1;
     const uint8_t *p = data;
@@ -239,12 +240,11 @@ int ds4_gguf_writer_write(gguf_writer *w, const void *data, size_t n) {
             ds4_fail("%s: more tensor data written than declared", w->out.path);
             goto fail;
         }
-        uint64_t room = w->tensors[w->cur].size - w->cur_written;
-        size_t k = n < room ? n : (size_t)room;
-        if (ds4_outfile_write(&w->out, p, k) < 0) goto fail;
+        const uint64_t room = w->tensors[w->cur].size - w->cur_written, k = n < room ? n : room;
+        if ((p ? ds4_outfile_write(&w->out, p, (size_t)k) : ds4_outfile_skip(&w->out, k)) < 0) goto fail;
         w->cur_written += k;
         w->data_pos += k;
-        p += k;
+        if (p) p += k;
         n -= k;
     }
     return 0;
@@ -252,6 +252,9 @@ fail:
     w->failed = true;
     return -1;
 }
+
+int ds4_gguf_writer_write(gguf_writer *w, const void *data, size_t n) { return put_data(w, data, n); }
+int ds4_gguf_writer_skip(gguf_writer *w, uint64_t n) { return put_data(w, NULL, n); }
 
 static void writer_free(gguf_writer *w) {
     for (uint64_t i = 0; i < w->n_tensors; i++) free(w->tensors[i].name);

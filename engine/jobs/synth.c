@@ -5,7 +5,10 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
+#include "fill.h"
 #include "gguf.h"
 #include "progress.h"
 #include "threads.h"
@@ -14,13 +17,9 @@
 #define CHUNK_BYTES (32u << 20)
 #define MAX_THREADS 512
 
-/* splitmix64: a seed per (tensor, row) so rows can be made in any order on any thread. */
-static uint64_t mix(uint64_t x) {
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
+/* splitmix64 (fill.h): a seed per (tensor, row) so rows can be made in any order on any
+ * thread. */
+#define mix ds4_fill_mix
 
 /* Approximately standard normal values: a sum of four 16-bit uniforms, rescaled
  * (Irwin-Hall; plenty for weights, and fast enough to feed the quantizers). */
@@ -91,26 +90,16 @@ typedef struct {
     uint8_t *out;
     float **rows;
     double *seconds; /* per thread, inside the quantizer */
-    const uint8_t *pool; /* fast mode: quantized blocks that rows are drawn from, or NULL */
-    uint64_t pool_blocks, block_bytes;
+    ds4_tensor_fill fill; /* fast mode: its pool of quantized blocks, or none (pool NULL) */
     pthread_mutex_t lock;
     char error[DS4_ERROR_MAX];
 } synth_job;
 
-/* Fast mode: every block of a row is one of the pool's, picked by the row's seed: valid
- * blocks with the scales of quantized random weights, at the speed of copying them. */
-static void pooled_row(const synth_job *j, uint64_t r, uint8_t *dst) {
-    const uint64_t blocks = j->row_bytes / j->block_bytes;
-    uint64_t s = mix(j->seed ^ mix(r));
-    for (uint64_t b = 0; b < blocks; b++) {
-        s = mix(s);
-        memcpy(dst + b * j->block_bytes, j->pool + (s % j->pool_blocks) * j->block_bytes, j->block_bytes);
-    }
-}
-
 #define POOL_BLOCKS 4096
 
-/* The pool for a block-quantized tensor: rows of it made and quantized as usual. */
+/* The pool for a block-quantized tensor: rows of it made and quantized as usual. Every
+ * block of a row is then one of the pool's, picked by the row's seed (ds4_fill_rows):
+ * valid blocks with the scales of quantized random weights, at the speed of copying. */
 static uint8_t *make_pool(synth_job *j, uint64_t *n_blocks) {
     const ds4_type_info *ti = ds4_type_get(j->type);
     const uint64_t per_row = j->row_bytes / ti->bytes;
@@ -126,7 +115,7 @@ static uint8_t *make_pool(synth_job *j, uint64_t *n_blocks) {
         }
     }
     *n_blocks = rows * per_row;
-    j->block_bytes = ti->bytes;
+    j->fill.block_bytes = ti->bytes;
     return pool;
 }
 
@@ -136,8 +125,8 @@ static void synth_rows(void *arg, uint64_t begin, uint64_t end, int thread) {
     int rc = 0;
     for (uint64_t i = begin; i < end && rc == 0; i++) {
         const uint64_t r = j->row0 + i;
-        if (j->pool) {
-            pooled_row(j, r, j->out + i * j->row_bytes);
+        if (j->fill.pool) {
+            ds4_fill_rows(&j->fill, r, 1, j->out + i * j->row_bytes);
             continue;
         }
         float *x = j->rows[thread];
@@ -207,10 +196,29 @@ int ds4_synth(const ds4_synth_opts *o, ds4_synth_stats *st) {
                        .row_bytes = row_bytes, .rows = rows, .seconds = seconds};
         if (!(j.out = ds4_malloc(chunk * row_bytes))) { rc = -1; break; }
         const ds4_type_info *ti = ds4_type_get(types[i]);
-        if (o->fast && ti && ti->block > 1 && !(j.pool = make_pool(&j, &j.pool_blocks))) {
+        if (o->fast && ti && ti->block > 1 && !(j.fill.pool = make_pool(&j, &j.fill.pool_blocks))) {
             free(j.out);
             rc = -1;
             break;
+        }
+        j.fill.seed = j.seed;
+        j.fill.row_bytes = row_bytes;
+        j.fill.n_rows = n_rows;
+        /* Holes: the pool and the seed are the tensor; the embedding stays in the file,
+         * since its rows are read on the host. */
+        if (o->holes && j.fill.pool && t->role != DS4_T_TOKEN_EMBD) {
+            ds4_tensor_fill *grown = ds4_realloc(st->fills, (st->n_fills + 1) * sizeof *grown);
+            rc = grown ? ds4_gguf_writer_skip(w, n_rows * row_bytes) : -1;
+            if (grown) st->fills = grown;
+            if (rc == 0) {
+                snprintf(j.fill.name, sizeof j.fill.name, "%s", t->name);
+                st->fills[st->n_fills++] = j.fill;
+                j.fill.pool = NULL;
+                ds4_progress_add(&prog, n_rows * t->ne[0] * 4);
+            }
+            free(j.out);
+            st->n_tensors++;
+            continue;
         }
         for (int k = 0; k < n_threads; k++) seconds[k] = 0;
         pthread_mutex_init(&j.lock, NULL);
@@ -224,7 +232,7 @@ int ds4_synth(const ds4_synth_opts *o, ds4_synth_stats *st) {
         }
         pthread_mutex_destroy(&j.lock);
         free(j.out);
-        free((void *)j.pool);
+        free(j.fill.pool);
         if (types[i] != GGML_TYPE_I32) {
             st->type_bytes[types[i]] += n_rows * t->ne[0] * 4;
             for (int k = 0; k < n_threads; k++) st->type_seconds[types[i]] += seconds[k];
@@ -244,5 +252,47 @@ int ds4_synth(const ds4_synth_opts *o, ds4_synth_stats *st) {
     free(types);
     free(specs);
     st->seconds = ds4_time_now() - t_start;
+    if (rc < 0) ds4_synth_fills_free(st);
     return rc;
+}
+
+void ds4_synth_fills_free(ds4_synth_stats *st) {
+    for (size_t i = 0; i < st->n_fills; i++) free(st->fills[i].pool);
+    free(st->fills);
+    st->fills = NULL;
+    st->n_fills = 0;
+}
+
+/* /dev/shm where it has room for the file (a RAM disk: the CPU's weights in memory),
+ * else $TMPDIR or /tmp. */
+static const char *synth_dir(const ds4_config *cfg, const ds4_recipe *recipe, bool in_backend) {
+    ds4_size_plan plan;
+    struct statvfs fs;
+    if (ds4_recipe_plan(recipe, cfg, &plan) == 0 && statvfs("/dev/shm", &fs) == 0 && access("/dev/shm", W_OK) == 0) {
+        /* holes: the other matrices (the embedding among them), the small tensors, the vectors */
+        const uint64_t need = in_backend ? plan.class_bytes[3] + plan.class_bytes[4] + plan.class_bytes[5] : plan.bytes;
+        if ((uint64_t)fs.f_bavail * fs.f_frsize > need + need / 8) return "/dev/shm";
+    }
+    return getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+}
+
+ds4_model *ds4_synth_model(const ds4_config *cfg, const ds4_recipe *recipe, uint64_t seed, bool in_backend,
+                           bool progress) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/ds4-synth-%d.gguf", synth_dir(cfg, recipe, in_backend), (int)getpid());
+    const ds4_synth_opts o = {.cfg = cfg, .recipe = recipe, .out_path = path, .seed = seed, .progress = progress,
+                              .fast = true, .holes = in_backend};
+    ds4_synth_stats st;
+    if (ds4_synth(&o, &st) < 0) return NULL;
+    ds4_model *m = ds4_model_load(path);
+    unlink(path); /* the mapping keeps it while the model lives */
+    if (!m) {
+        ds4_synth_fills_free(&st);
+        return NULL;
+    }
+    if (ds4_model_attach_fills(m, st.fills, st.n_fills) < 0) {
+        ds4_model_free(m);
+        return NULL;
+    }
+    return m;
 }

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "fill.h"
 #include "model.h"
 #include "quants.h"
 #include "recipe.h"
@@ -29,6 +30,8 @@ typedef struct {
     int n_threads; /* 0: all cores */
     bool progress;
     bool fast;     /* blocks drawn from a pool (see above) */
+    bool holes;    /* fast mode: the pooled matrices (all but the embedding) are left as holes
+                      in the file and returned as fills (fill.h), for a backend to make */
 } ds4_synth_opts;
 
 typedef struct {
@@ -37,8 +40,20 @@ typedef struct {
     /* per output type: F32 input bytes quantized and thread-seconds inside the quantizer */
     uint64_t type_bytes[GGML_TYPE_COUNT];
     double type_seconds[GGML_TYPE_COUNT];
+    ds4_tensor_fill *fills; /* holes: the tensors left out, for ds4_model_attach_fills */
+    size_t n_fills;
 } ds4_synth_stats;
 
 int ds4_synth(const ds4_synth_opts *opts, ds4_synth_stats *stats);
+/* The fills of a stats not handed to a model. */
+void ds4_synth_fills_free(ds4_synth_stats *stats);
+
+/* A fast-mode synthetic model to run at once (ds4-bench --synthetic): written to a file
+ * in /dev/shm where it has room (else $TMPDIR or /tmp), unlinked as soon as it is mapped. in_backend: its
+ * pooled matrices are holes, made by a backend that holds its weights (cuda/) from the
+ * model's fills, so the file holds only metadata, the embedding and the small tensors;
+ * otherwise every byte is written (the CPU reads them). NULL with the error set. */
+ds4_model *ds4_synth_model(const ds4_config *cfg, const ds4_recipe *recipe, uint64_t seed, bool in_backend,
+                           bool progress);
 
 #endif

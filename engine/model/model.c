@@ -523,8 +523,35 @@ ds4_model *ds4_model_load(const char *path) {
     return f ? ds4_model_from_gguf(f) : NULL;
 }
 
+int ds4_model_attach_fills(ds4_model *m, ds4_tensor_fill *fills, size_t n) {
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        ds4_tensor_fill *f = &fills[i];
+        f->tensor = ds4_gguf_find_tensor(m->gguf, f->name);
+        if (!f->tensor || f->tensor->size != f->n_rows * f->row_bytes || !f->block_bytes || !f->pool_blocks ||
+            f->row_bytes % f->block_bytes)
+            rc = ds4_fail("fill for '%s': no such tensor of that size", f->name);
+    }
+    if (rc < 0) {
+        for (size_t i = 0; i < n; i++) free(fills[i].pool);
+        free(fills);
+        return -1;
+    }
+    m->fills = fills;
+    m->n_fills = n;
+    return 0;
+}
+
+const ds4_tensor_fill *ds4_model_fill(const ds4_model *m, const gguf_tensor *t) {
+    for (size_t i = 0; i < m->n_fills; i++)
+        if (m->fills[i].tensor == t) return &m->fills[i];
+    return NULL;
+}
+
 void ds4_model_free(ds4_model *m) {
     if (!m) return;
+    for (size_t i = 0; i < m->n_fills; i++) free(m->fills[i].pool);
+    free(m->fills);
     ds4_gguf_close(m->gguf);
     free(m->tensors);
     free(m);

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "fill.h"
 #include "gguf.h"
 #include "kvstate.h"
 
@@ -102,6 +103,8 @@ typedef struct {
     const gguf_tensor **tensors; /* (n_layer + 1) * DS4_T_COUNT; index via ds4_model_tensor */
     uint64_t n_params;
     uint64_t n_mtp_tensors; /* next-token-prediction tensors present but not used */
+    ds4_tensor_fill *fills; /* tensors the file leaves as holes, made by the backend (fill.h) */
+    size_t n_fills;
 } ds4_model;
 
 /* Open, read the config and validate the tensor set; on failure the error lists every
@@ -109,6 +112,11 @@ typedef struct {
 ds4_model *ds4_model_load(const char *path);
 ds4_model *ds4_model_from_gguf(gguf_file *f); /* takes ownership of f */
 void ds4_model_free(ds4_model *m);
+/* The model takes the fills (and their pools) of a synthetic file's holes; -1 (the fills
+ * freed) when one names no tensor of the model or does not match its size. */
+int ds4_model_attach_fills(ds4_model *m, ds4_tensor_fill *fills, size_t n);
+/* The fill that makes tensor t, or NULL (its bytes are in the file). */
+const ds4_tensor_fill *ds4_model_fill(const ds4_model *m, const gguf_tensor *t);
 const gguf_tensor *ds4_model_tensor(const ds4_model *m, int layer, ds4_tensor_role role);
 void ds4_model_print_summary(const ds4_model *m, FILE *out);
 /* Hash of the file's metadata and tensor table: what a saved state belongs to. */

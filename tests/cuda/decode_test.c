@@ -3,13 +3,15 @@
  * values back one by one (equal as floats: -0 comes back as 0), through both product
  * kernels (one activation row, eight and seven: the passes of the warp-per-row kernel,
  * and DS4_CUDA_GEMM_MIN_T: the tiled one). Built by make CUDA=1 as build/tests/cuda_decode; tests/cuda.sh runs it.
- * Prints "N passed, N failed" (exit 77: no GPU). */
+ * And a synthetic matrix made on the device (ds4_cuda_fill) against the host's
+ * ds4_fill_rows. Prints "N passed, N failed" (exit 77: no GPU). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cuda_matmul.h"
+#include "fill.h"
 #include "iq_tables.h"
 #include "numeric.h"
 #include "quants.h"
@@ -111,6 +113,41 @@ int main(void) {
         free(want);
         free(x);
         free(y);
+    }
+    /* a synthetic matrix made on the device (ds4_cuda_fill) is the one made on the host
+     * (ds4_fill_rows) and uploaded: the same products from both, bit for bit */
+    {
+        enum { FROWS = 300, FN = 1024 };
+        const uint32_t type = GGML_TYPE_IQ2_XXS;
+        const ds4_type_info *t = ds4_type_get(type);
+        ds4_tensor_fill f = {.pool_blocks = 777, .block_bytes = t->bytes, .row_bytes = ds4_row_size(type, FN),
+                             .n_rows = FROWS, .seed = 12345};
+        f.pool = malloc(f.pool_blocks * f.block_bytes);
+        random_row(type, f.pool, (int64_t)(f.pool_blocks * 256));
+        uint8_t *host = malloc(FROWS * f.row_bytes);
+        ds4_fill_rows(&f, 0, FROWS, host);
+        float *x = malloc(FN * sizeof(float)), *y0 = malloc(FROWS * sizeof(float)), *y1 = malloc(FROWS * sizeof(float));
+        for (int i = 0; i < FN; i++) x[i] = (float)((int)(next() % 2001) - 1000) / 1000.0f;
+        uint64_t off_host, off_dev;
+        int bad = ds4_cuda_upload(c, host, FROWS * f.row_bytes, &off_host, err, sizeof err) < 0 ||
+                  ds4_cuda_fill(c, f.pool, f.pool_blocks, (uint32_t)f.block_bytes, f.row_bytes, FROWS, f.seed, &off_dev,
+                                err, sizeof err) < 0;
+        for (int k = 0; k < 2 && !bad; k++) {
+            const ds4_cuda_product p = {{k ? off_dev : off_host, f.row_bytes, type, t->bytes, FN}, FROWS, x, FN, 1,
+                                        k ? y1 : y0, FROWS};
+            bad = ds4_cuda_products(c, &p, 1, err, sizeof err) < 0;
+        }
+        if (!bad && memcmp(y0, y1, FROWS * sizeof(float))) {
+            snprintf(err, sizeof err, "the device's rows differ from the host's");
+            bad = 1;
+        }
+        if (bad) { fail++; printf("FAIL cuda_decode/fill: %s\n", err); }
+        else { pass++; printf("ok   cuda_decode/fill\n"); }
+        free(f.pool);
+        free(host);
+        free(x);
+        free(y0);
+        free(y1);
     }
     ds4_cuda_destroy(c);
     printf("cuda_decode: %d passed, %d failed\n", pass, fail);

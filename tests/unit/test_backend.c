@@ -13,7 +13,11 @@
 #include <string.h>
 
 #include "backend.h"
+#include "fill.h"
 #include "forward.h"
+#include "hf_config.h"
+#include "recipe.h"
+#include "synth.h"
 #include "test.h"
 #include "types.h"
 
@@ -209,7 +213,45 @@ static void registry_refuses_missing_backends(void) {
     ds4_model_free(m);
 }
 
+/* A synthetic model with holes (ds4-bench --synthetic on a GPU): every filled tensor's
+ * rows, made as a backend makes them (ds4_fill_rows), are the bytes of the same model
+ * written whole; the rest of the file is the same; the CPU refuses it in one message. */
+static void synthetic_holes_are_the_whole_file(void) {
+    ds4_hf_config hf;
+    CHECKF(ds4_hf_config_load("vectors/models/tiny-a/config.json", &hf) == 0, "%s", ds4_error());
+    ds4_recipe *r = ds4_recipe_new("q2");
+    CHECK(r);
+    char whole[600], holes[600];
+    snprintf(whole, sizeof whole, "%s/syn-whole.gguf", test_tmpdir());
+    snprintf(holes, sizeof holes, "%s/syn-holes.gguf", test_tmpdir());
+    ds4_synth_opts o = {.cfg = &hf.cfg, .recipe = r, .out_path = whole, .seed = 9, .n_threads = 2, .fast = true};
+    ds4_synth_stats st;
+    CHECKF(ds4_synth(&o, &st) == 0 && st.n_fills == 0, "%s", ds4_error());
+    o.out_path = holes;
+    o.holes = true;
+    CHECKF(ds4_synth(&o, &st) == 0 && st.n_fills > 0, "%s", ds4_error());
+    ds4_recipe_free(r);
+    ds4_model *a = ds4_model_load(whole), *b = ds4_model_load(holes);
+    CHECK(a && b && ds4_model_attach_fills(b, st.fills, st.n_fills) == 0);
+    CHECK(a->gguf->n_tensors == b->gguf->n_tensors && ds4_model_fingerprint(a) == ds4_model_fingerprint(b));
+    int filled = 0;
+    for (uint64_t i = 0; i < a->gguf->n_tensors; i++) {
+        const gguf_tensor *ta = &a->gguf->tensors[i], *tb = &b->gguf->tensors[i];
+        const ds4_tensor_fill *f = ds4_model_fill(b, tb);
+        uint8_t *made = f ? malloc(tb->size) : NULL;
+        if (f) ds4_fill_rows(f, 0, f->n_rows, made), filled++;
+        CHECKF(ta->size == tb->size && !memcmp(ta->data, f ? made : tb->data, ta->size), "tensor %s", ta->name);
+        free(made);
+        CHECKF(!f || ds4_type_get(ta->type)->block > 1, "%s filled", ta->name);
+    }
+    CHECK(filled == (int)b->n_fills);
+    CHECK(!ds4_ctx_new(b, &(ds4_ctx_opts){.n_threads = 1}) && strstr(ds4_error(), "synthetic model"));
+    ds4_model_free(a);
+    ds4_model_free(b);
+}
+
 const test_case backend_tests[] = {
+    {"synthetic_holes_are_the_whole_file", synthetic_holes_are_the_whole_file},
     {"cpu_stages_match_scalar_f32", cpu_stages_match_scalar_f32},
     {"cpu_stages_match_scalar_q8", cpu_stages_match_scalar_q8},
     {"registry_refuses_missing_backends", registry_refuses_missing_backends},

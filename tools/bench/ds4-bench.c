@@ -11,6 +11,8 @@
 #include "forward.h"
 #include "model.h"
 #include "plot.h"
+#include "recipe.h"
+#include "synth.h"
 #include "tokenizer.h"
 #include "util.h"
 #include "../flags.h"
@@ -19,7 +21,8 @@
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: ds4-bench -m M.gguf [-p N,N,...] [-n N] [-r N] [-t N] [-o md|csv|json]\n"
+            "usage: ds4-bench (-m M.gguf | --synthetic flash [--recipe R] [--layers N] [--experts N])\n"
+            "                 [-p N,N,...] [-n N] [-r N] [-t N] [-o md|csv|json]\n"
             "                 [--csv FILE] [--json FILE] [--plot FILE.png] [--probe] [--profile]\n"
             "                 [--backend NAME [--device N]] [--act auto|f32|q8]\n"
             "                 [--ctx-start N --ctx-max N --step-incr N]\n"
@@ -31,6 +34,12 @@ static void usage(FILE *out) {
             "tokens / prefill time; decode tok/s = generated tokens / decode time.\n"
             "\n"
             "  -m, --model M       the GGUF\n"
+            "  --synthetic flash   instead: DeepSeek V4 Flash's shape with random valid weights\n"
+            "                      (ds4-quant synth --fast's, seed 1) under --recipe (default q2),\n"
+            "                      made in the backend's memory: on a GPU by a kernel, so only the\n"
+            "                      metadata, the embedding and the small tensors touch the host;\n"
+            "                      on the CPU a file it maps (/dev/shm where it fits). --layers and\n"
+            "                      --experts shrink it; the CSV's model is synthetic-flash-RECIPE\n"
             "  -p, --prompt-lens   prompt sizes (default 512); or a sweep: --ctx-start N\n"
             "                      --ctx-max N --step-incr N. Sizes past the model's context\n"
             "                      length (less the generated tokens) are dropped with a warning.\n"
@@ -280,9 +289,26 @@ static int run_parallel(ds4_model *m, const ds4_ctx_opts *base, const int32_t *n
     return rc;
 }
 
+/* --synthetic flash: Flash's shape (--layers, --experts shrink it) under a recipe, made
+ * in the backend's memory (the CPU's: a file on a RAM disk it maps), named for the CSV. */
+static ds4_model *synthetic_model(const char *recipe, long layers, long experts, const ds4_ctx_opts *o, char *name,
+                                  size_t cap) {
+    ds4_recipe *r = ds4_recipe_new(recipe);
+    if (!r) return NULL;
+    ds4_config c;
+    ds4_config_flash(&c, (uint32_t)layers, (uint32_t)experts);
+    if (layers || experts) snprintf(name, cap, "synthetic-flash-l%u-e%u-%s", c.n_layer, c.n_expert, recipe);
+    else snprintf(name, cap, "synthetic-flash-%s", recipe);
+    const bool cpu = !o->backend || !strcmp(o->backend, "cpu");
+    ds4_model *m = ds4_synth_model(&c, r, 1, !cpu, true);
+    ds4_recipe_free(r);
+    return m;
+}
+
 int main(int argc, char **argv) {
     const char *model_path = NULL, *csv = NULL, *json = NULL, *png = NULL, *lens = "512", *format = "md";
-    const char *parallel = NULL;
+    const char *parallel = NULL, *synthetic = NULL, *recipe = "q2";
+    long layers = 0, experts = 0;
     long ctx_start = 0, ctx_max = 0, step = 0, gen = 128, repeats = 3, threads = 0;
     bool probe = false, sweep = false, profile = false;
     ds4_ctx_opts opts = {0};
@@ -302,6 +328,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "-o")) format = v;
         else if (!strcmp(a, "--prompt-lens") || !strcmp(a, "-p")) lens = v;
         else if (!strcmp(a, "--parallel")) parallel = v;
+        else if (!strcmp(a, "--synthetic")) synthetic = v;
+        else if (!strcmp(a, "--recipe")) recipe = v;
+        else if (!strcmp(a, "--layers")) layers = flag_integer("ds4-bench", a, v, 1, DS4_MAX_LAYERS);
+        else if (!strcmp(a, "--experts")) experts = flag_integer("ds4-bench", a, v, 1, 65536);
         else if (!strcmp(a, "--ctx-start")) ctx_start = flag_integer("ds4-bench", a, v, 1, INT_MAX), sweep = true;
         else if (!strcmp(a, "--ctx-max")) ctx_max = flag_integer("ds4-bench", a, v, 1, INT_MAX), sweep = true;
         else if (!strcmp(a, "--step-incr")) step = flag_integer("ds4-bench", a, v, 1, INT_MAX), sweep = true;
@@ -311,8 +341,12 @@ int main(int argc, char **argv) {
         else if (flag_ctx("ds4-bench", a, v, &opts)) continue;
         else return tool_unknown_option("ds4-bench", a);
     }
-    if (!model_path) {
-        fprintf(stderr, "ds4-bench: give the model with -m (ds4-bench --help lists the options)\n");
+    if (!model_path == !synthetic) {
+        fprintf(stderr, "ds4-bench: give the model with -m or --synthetic flash (ds4-bench --help lists the options)\n");
+        return 2;
+    }
+    if (synthetic && strcmp(synthetic, "flash")) {
+        fprintf(stderr, "ds4-bench: --synthetic makes 'flash' (Flash's shape; --layers and --experts shrink it)\n");
         return 2;
     }
     if (strcmp(format, "md") && strcmp(format, "csv") && strcmp(format, "json")) {
@@ -351,12 +385,15 @@ int main(int argc, char **argv) {
         return 2;
     }
 
-    ds4_model *m = ds4_model_load(model_path);
+    char synthetic_name[128];
+    ds4_model *m = synthetic ? synthetic_model(recipe, layers, experts, &opts, synthetic_name, sizeof synthetic_name)
+                             : ds4_model_load(model_path);
     if (!m) {
         fprintf(stderr, "ds4-bench: %s\n", ds4_error());
         free(counts);
         return 2;
     }
+    if (synthetic) model_path = synthetic_name;
     /* Sizes the model cannot hold go, with a warning. */
     const uint64_t ctx_len = m->cfg.context_length;
     int kept = 0;
