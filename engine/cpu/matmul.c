@@ -25,6 +25,7 @@ static ds4_qdot_fn int8_kernel(const ds4_matmul_ctx *mc, uint32_t type) {
 typedef struct {
     ds4_matmul_part p;
     ds4_qdot_fn qdot;     /* NULL: F32 path */
+    ds4_qdot_rows_fn qdot_rows; /* its several-rows twin, or NULL */
     const uint8_t *act;   /* p.T quantized activation rows */
     size_t act_row_bytes;
     ds4_rowdot_fn rowdot; /* F32 path, stored F16/Q8_0 rows times a few activation rows */
@@ -56,7 +57,14 @@ static void matmul_rows(const matmul_job *j, uint64_t begin, uint64_t end) {
     if (j->qdot) {
         for (uint64_t o = begin; o < end; o++) {
             const uint8_t *w = (const uint8_t *)p->W->data + (p->row0 + o) * row_bytes;
-            for (int t = 0; t < p->T; t++)
+            int t = 0;
+            for (int k; j->qdot_rows && p->T - t >= 2; t += k) {
+                k = p->T - t < DS4_QDOT_ROWS ? p->T - t : DS4_QDOT_ROWS;
+                float out[DS4_QDOT_ROWS];
+                j->qdot_rows(w, j->act + (size_t)t * j->act_row_bytes, j->act_row_bytes, k, (int64_t)n, out);
+                for (int i = 0; i < k; i++) p->y[(uint64_t)(t + i) * p->ldy + o] = out[i];
+            }
+            for (; t < p->T; t++)
                 p->y[(uint64_t)t * p->ldy + o] = j->qdot(w, j->act + (size_t)t * j->act_row_bytes, (int64_t)n);
         }
         return;
@@ -141,9 +149,10 @@ void ds4_matmul_batch(const ds4_matmul_ctx *mc, const ds4_matmul_part *parts, in
     for (int k = 0; k < n; k++) {
         const ds4_matmul_part *p = &parts[k];
         act_from[k] = k;
-        jobs[k] = (matmul_job){*p, int8_kernel(mc, p->W->type), NULL, 0, ds4_rowdot_for_level(p->W->type, (int)mc->level),
+        jobs[k] = (matmul_job){*p, int8_kernel(mc, p->W->type), NULL, NULL, 0, ds4_rowdot_for_level(p->W->type, (int)mc->level),
                                ds4_dot_for_level((int)mc->level), p->T >= 4 && mc->level == DS4_CPU_AVX512};
         act_at[k] = act_bytes;
+        jobs[k].qdot_rows = jobs[k].qdot ? ds4_qdot_rows_for(jobs[k].qdot) : NULL;
         if (jobs[k].qdot) {
             jobs[k].act_row_bytes = ds4_qdot_act_size(ds4_qdot_act_type(p->W->type), (int64_t)p->W->ne[0]);
             /* products of one input in one format (an expert's gate and up) share it */

@@ -379,6 +379,15 @@ ds4_qdot_fn ds4_qdot_kernel(uint32_t weight_type, int level) {
 #endif
 }
 
+ds4_qdot_rows_fn ds4_qdot_rows_for(ds4_qdot_fn single) {
+#if defined(__x86_64__)
+    if (single == dot_iq2_xxs_avx2) return rows_iq2_xxs_avx2;
+    if (single == dot_q2_k_avx2) return rows_q2_k_avx2;
+#endif
+    (void)single;
+    return NULL;
+}
+
 ds4_qdot_fn ds4_qdot_best(uint32_t weight_type) {
     /* Asked for on every matrix product: look it up once per type. */
     static _Atomic(ds4_qdot_fn) best[GGML_TYPE_COUNT];

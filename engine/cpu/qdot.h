@@ -39,4 +39,11 @@ ds4_qdot_fn ds4_qdot_kernel(uint32_t weight_type, int level);
 /* The best kernel this CPU has for the type (NULL if the type has none). */
 ds4_qdot_fn ds4_qdot_best(uint32_t weight_type);
 
+/* A kernel for T <= DS4_QDOT_ROWS activation rows at once (act_row_bytes apart):
+ * out[t] is what `single` gives for row t, bit for bit, with each weight block decoded
+ * once for all. NULL where `single` has no such twin (then call it row by row). */
+#define DS4_QDOT_ROWS 4
+typedef void (*ds4_qdot_rows_fn)(const void *w, const void *act, size_t act_row_bytes, int T, int64_t n, float *out);
+ds4_qdot_rows_fn ds4_qdot_rows_for(ds4_qdot_fn single);
+
 #endif

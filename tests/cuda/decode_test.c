@@ -114,6 +114,52 @@ int main(void) {
         free(x);
         free(y);
     }
+    /* few rows of 4096 values: the kernel that splits a row among warps, against the CPU's
+     * dequantized rows summed in double (a fixed but different order: within 1e-5 of the
+     * sum of |w x|), for every type, one and nine activation rows */
+    {
+        enum { SROWS = 3, SN = 4096, ST = 9 };
+        int bad = 0;
+        float *x = malloc((size_t)ST * SN * sizeof(float)), *y = malloc((size_t)ST * SROWS * sizeof(float));
+        float *wf = malloc((size_t)SROWS * SN * sizeof(float));
+        for (int i = 0; i < ST * SN; i++) x[i] = (float)((int)(next() % 2001) - 1000) / 1000.0f;
+        for (size_t k = 0; k < sizeof types / sizeof types[0] && !bad; k++) {
+            const uint32_t type = types[k];
+            const ds4_type_info *t = ds4_type_get(type);
+            const uint64_t row_bytes = ds4_row_size(type, SN);
+            uint8_t *w = malloc(SROWS * row_bytes);
+            for (int r = 0; r < SROWS; r++) {
+                random_row(type, w + r * row_bytes, SN);
+                ds4_row_to_f32(type, w + r * row_bytes, wf + (size_t)r * SN, SN);
+            }
+            uint64_t off;
+            bad = ds4_cuda_upload(c, w, SROWS * row_bytes, &off, err, sizeof err) < 0;
+            for (int rows = 1; rows <= ST && !bad; rows += ST - 1) {
+                const ds4_cuda_product p = {{off, row_bytes, type, t->block > 1 ? t->bytes : t->bytes * 32, SN}, SROWS,
+                                            x, SN, rows, y, SROWS};
+                bad = ds4_cuda_products(c, &p, 1, err, sizeof err) < 0;
+                for (int i = 0; i < rows && !bad; i++)
+                    for (int r = 0; r < SROWS && !bad; r++) {
+                        double want = 0, mag = 0;
+                        for (int j = 0; j < SN; j++) {
+                            want += (double)wf[(size_t)r * SN + j] * x[(size_t)i * SN + j];
+                            mag += fabs((double)wf[(size_t)r * SN + j] * x[(size_t)i * SN + j]);
+                        }
+                        if (!(fabs(y[(size_t)i * SROWS + r] - want) <= 1e-5 * mag + 1e-30)) {
+                            snprintf(err, sizeof err, "%s row %d token %d: %g, want %g", t->name, r, i,
+                                     y[(size_t)i * SROWS + r], want);
+                            bad = 1;
+                        }
+                    }
+            }
+            free(w);
+        }
+        if (bad) { fail++; printf("FAIL cuda_decode/split_rows: %s\n", err); }
+        else { pass++; printf("ok   cuda_decode/split_rows\n"); }
+        free(x);
+        free(y);
+        free(wf);
+    }
     /* a synthetic matrix made on the device (ds4_cuda_fill) is the one made on the host
      * (ds4_fill_rows) and uploaded: the same products from both, bit for bit */
     {

@@ -234,6 +234,42 @@ static void qdot_kernels_match_reference(void) {
     free(w); free(x); free(imat); free(wd); free(xd); free(wq); free(act);
 }
 
+/* The several-rows twins (ds4_qdot_rows_for) give each row the single kernel's bits, for
+ * 2, 3 and 4 rows of different activations, at every level that has one. */
+static void qdot_rows_equal_single(void) {
+    enum { N = 2048, R = DS4_QDOT_ROWS };
+    float *w = malloc(N * sizeof *w), *x = malloc(N * sizeof *x), *imat = malloc(N * sizeof *imat);
+    uint8_t *wq = malloc(N * 2), *act = malloc((size_t)R * N * 2);
+    for (int i = 0; i < N; i++) imat[i] = 0.5f + (float)(i % 13) / 13.0f;
+    int twins = 0;
+    const uint32_t types[] = {GGML_TYPE_IQ2_XXS, GGML_TYPE_Q2_K};
+    for (size_t k = 0; k < 2; k++) {
+        const int act_type = ds4_qdot_act_type(types[k]);
+        const size_t row = ds4_qdot_act_size(act_type, N);
+        fill_row(w, N, 7 + (unsigned)k);
+        CHECKF(ds4_quantize_row(types[k], w, wq, N, imat) == 0, "%s", ds4_error());
+        for (int t = 0; t < R; t++) {
+            fill_row(x, N, 50 + (unsigned)t);
+            ds4_qdot_quantize_act(act_type, x, act + (size_t)t * row, N);
+        }
+        for (int level = DS4_CPU_SCALAR; level <= DS4_CPU_AVX512; level++) {
+            ds4_qdot_fn single = ds4_qdot_kernel(types[k], level);
+            ds4_qdot_rows_fn rows = single ? ds4_qdot_rows_for(single) : NULL;
+            if (!rows) continue;
+            twins++;
+            for (int T = 2; T <= R; T++) {
+                float out[R];
+                rows(wq, act, row, T, N, out);
+                for (int t = 0; t < T; t++)
+                    CHECKF(out[t] == single(wq, act + (size_t)t * row, N), "%s level %d, %d rows: row %d",
+                           ds4_type_name(types[k]), level, T, t);
+            }
+        }
+    }
+    if (ds4_cpu_detect() >= DS4_CPU_AVX2) CHECK(twins == 2);
+    free(w); free(x); free(imat); free(wq); free(act);
+}
+
 static void quantize_refuses_bad_requests(void) {
     float x[256] = {0};
     uint8_t out[1024];
@@ -336,6 +372,7 @@ static void type_table(void) {
 }
 
 const test_case quant_tests[] = {
+    {"qdot_rows_equal_single", qdot_rows_equal_single},
     {"q8_0_bit_identical_to_ggml", q8_0_bit_identical_to_ggml},
     {"dequantizes_like_ggml", dequantizes_like_ggml},
     {"q8_0_simd_matches_scalar", q8_0_simd_matches_scalar},
