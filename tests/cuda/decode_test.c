@@ -114,9 +114,9 @@ int main(void) {
         free(x);
         free(y);
     }
-    /* few rows of 4096 values: the kernel that splits a row among warps, against the CPU's
-     * dequantized rows summed in double (a fixed but different order: within 1e-5 of the
-     * sum of |w x|), for every type, one and nine activation rows */
+    /* long rows (4096 values) of every type times random activations, one and nine rows,
+     * against the CPU's dequantized rows summed in double (a fixed but different order:
+     * within 1e-5 of the sum of |w x|) */
     {
         enum { SROWS = 3, SN = 4096, ST = 9 };
         int bad = 0;
@@ -154,8 +154,8 @@ int main(void) {
             }
             free(w);
         }
-        if (bad) { fail++; printf("FAIL cuda_decode/split_rows: %s\n", err); }
-        else { pass++; printf("ok   cuda_decode/split_rows\n"); }
+        if (bad) { fail++; printf("FAIL cuda_decode/long_rows: %s\n", err); }
+        else { pass++; printf("ok   cuda_decode/long_rows\n"); }
         free(x);
         free(y);
         free(wf);
