@@ -159,6 +159,9 @@ expect logitcheck_ref_vectors 0 $BIN/ds4-logitcheck --model "$T/a.gguf" --ref-ba
 expect logitcheck_ref_unknown 2 $BIN/ds4-logitcheck --model "$T/a.gguf" --ref-backend nosuch --prompt-ids 1,2
 expect logitcheck_ids_alone 2 $BIN/ds4-logitcheck --model "$T/a.gguf" --prompt-ids 1,2
 one_line logitcheck_ids_alone_message "go with --ref-backend"
+echo "some text" >"$T/prompt.txt"
+expect logitcheck_ref_text_no_tokenizer 2 $BIN/ds4-logitcheck --model "$T/a.gguf" --ref-backend cpu --text "$T/prompt.txt"
+one_line logitcheck_ref_text_no_tokenizer_message "needs a model with a tokenizer"
 expect logitcheck_ref_bad_ids 2 $BIN/ds4-logitcheck --model "$T/a.gguf" --ref-backend cpu --prompt-ids 1,x
 
 # Quantization recipes, importance matrices, size plans and synthetic models.

@@ -17,14 +17,13 @@
 #define CHUNK_BYTES (32u << 20)
 #define MAX_THREADS 512
 
-/* splitmix64 (fill.h): a seed per (tensor, row) so rows can be made in any order on any
- * thread. */
-#define mix ds4_fill_mix
+/* Seeds come from splitmix64 (ds4_fill_mix), one per (tensor, row), so rows can be made
+ * in any order on any thread. */
 
 /* Approximately standard normal values: a sum of four 16-bit uniforms, rescaled
  * (Irwin-Hall; plenty for weights, and fast enough to feed the quantizers). */
 static void normal_row(uint64_t seed, float *x, uint64_t n, float scale) {
-    uint64_t s = mix(seed);
+    uint64_t s = ds4_fill_mix(seed);
     const float k = scale * (float)(1.7320508 / 65536.0); /* the sum's sd is 65536 / sqrt(3) */
     for (uint64_t i = 0; i < n; i++) {
         s ^= s << 13;
@@ -57,13 +56,13 @@ static void make_row(const ds4_config *c, const ds4_tensor_spec *t, uint64_t see
         for (uint64_t i = 0; i < n; i++) x[i] += 1.0f;
         return;
     case DS4_T_FFN_TID2EID: { /* n distinct experts per token */
-        uint64_t s = mix(seed);
+        uint64_t s = ds4_fill_mix(seed);
         int32_t *ids = (int32_t *)(void *)x;
         for (uint64_t i = 0; i < n; i++) {
             int32_t e;
             bool dup;
             do {
-                s = mix(s);
+                s = ds4_fill_mix(s);
                 e = (int32_t)(s % c->n_expert);
                 dup = false;
                 for (uint64_t j = 0; j < i; j++) dup |= ids[j] == e;
@@ -107,7 +106,7 @@ static uint8_t *make_pool(synth_job *j, uint64_t *n_blocks) {
     uint8_t *pool = ds4_malloc(rows * j->row_bytes);
     if (!pool) return NULL;
     for (uint64_t r = 0; r < rows; r++) {
-        make_row(j->cfg, j->t, mix(j->seed ^ mix(~r)), j->rows[0]);
+        make_row(j->cfg, j->t, ds4_fill_mix(j->seed ^ ds4_fill_mix(~r)), j->rows[0]);
         if (ds4_quantize_row(j->type, j->rows[0], pool + r * j->row_bytes, (int64_t)j->t->ne[0],
                              ds4_quantize_needs_imatrix(j->type) ? j->rows[0] + j->t->ne[0] : NULL) < 0) {
             free(pool);
@@ -130,7 +129,7 @@ static void synth_rows(void *arg, uint64_t begin, uint64_t end, int thread) {
             continue;
         }
         float *x = j->rows[thread];
-        make_row(j->cfg, j->t, mix(j->seed ^ mix(r)), x);
+        make_row(j->cfg, j->t, ds4_fill_mix(j->seed ^ ds4_fill_mix(r)), x);
         uint8_t *dst = j->out + i * j->row_bytes;
         if (j->type == GGML_TYPE_I32) {
             memcpy(dst, x, n * 4);
@@ -192,7 +191,7 @@ int ds4_synth(const ds4_synth_opts *o, ds4_synth_stats *st) {
         const uint64_t row_bytes = types[i] == GGML_TYPE_I32 ? t->ne[0] * 4 : ds4_row_size(types[i], t->ne[0]);
         uint64_t chunk = CHUNK_BYTES / (t->ne[0] * 4 + 1);
         chunk = chunk < 1 ? 1 : chunk > n_rows ? n_rows : chunk;
-        synth_job j = {.cfg = o->cfg, .t = t, .type = types[i], .seed = mix(o->seed ^ mix(i + 1)),
+        synth_job j = {.cfg = o->cfg, .t = t, .type = types[i], .seed = ds4_fill_mix(o->seed ^ ds4_fill_mix(i + 1)),
                        .row_bytes = row_bytes, .rows = rows, .seconds = seconds};
         if (!(j.out = ds4_malloc(chunk * row_bytes))) { rc = -1; break; }
         const ds4_type_info *ti = ds4_type_get(types[i]);

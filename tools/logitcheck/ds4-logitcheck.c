@@ -481,8 +481,8 @@ int main(int argc, char **argv) {
     }
     if (!model_path || (!n_vectors && !ids && !ca.text)) {
         free(ids);
-        fprintf(stderr, "ds4-logitcheck: --model and --vectors (or a corpus mode: --ppl, --save-base, --base) are "
-                        "required\n");
+        fprintf(stderr, "ds4-logitcheck: --model and --vectors are required (or --prompt-ids or --text with "
+                        "--ref-backend, or a corpus mode: --ppl, --save-base, --base)\n");
         return 2;
     }
     /* The outputs open before the first case: a bad path fails now, not after the run. */
