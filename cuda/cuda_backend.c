@@ -263,6 +263,15 @@ static double cuda_probe_gbps(ds4_backend *b) {
     return off ? ds4_cuda_copy_gbps(((cuda_ctx *)off->ctx)->dev) : 0;
 }
 
+/* The device as a whole (what another process holds counts too: the GPU is a shared
+ * resource, and this is what is left for it). */
+static uint64_t cuda_device_bytes(ds4_backend *b) {
+    const ds4_matmul_offload *off = ds4_cpu_backend_offload(b);
+    uint64_t free_b = 0, total_b = 0;
+    if (off) ds4_cuda_memory(((cuda_ctx *)off->ctx)->dev, &free_b, &total_b);
+    return total_b - free_b;
+}
+
 static ds4_backend_ops table;
 static pthread_once_t table_once = PTHREAD_ONCE_INIT;
 
@@ -272,6 +281,7 @@ static void build_table(void) {
     table.open = cuda_open;
     table.close = cuda_close;
     table.probe_gbps = cuda_probe_gbps;
+    table.device_bytes = cuda_device_bytes;
     table.ffn = cuda_ffn;
 }
 

@@ -133,6 +133,13 @@ if [ "$(wc -l <"$T/bench.csv")" -eq 3 ] && head -1 "$T/bench.csv" | grep -q "pre
 else
     bad bench_csv_rows
 fi
+# device_bytes: 0 on the CPU (its memory is peak_rss_bytes)
+if head -1 "$T/bench.csv" | grep -q ',peak_rss_bytes,device_bytes,' &&
+    awk -F, 'NR > 1 && $16 != 0 { bad = 1 } END { exit bad }' "$T/bench.csv"; then
+    ok bench_csv_device_bytes
+else
+    bad bench_csv_device_bytes
+fi
 # A saved KV state whose tokens begin the next prompt replaces their prefill, same output.
 P12=0,5,6,7,8,9,10,11,12,13,14,15
 P21=$P12,16,17,18,19,20,21,22,23,24

@@ -126,6 +126,9 @@ typedef struct {
 
     /* Read bandwidth of the memory the weights stream from, in GB/s (0: unknown). */
     double (*probe_gbps)(ds4_backend *b);
+    /* Bytes of a GPU's memory in use (the weights, the state, the buffers); NULL for the
+     * CPU, whose memory the process's resident size reports. */
+    uint64_t (*device_bytes)(ds4_backend *b);
 
     /* For tests: a chunk buffer of T tokens copied out (after the stage that fills it)
      * or in (before a stage that reads it). */

@@ -90,6 +90,10 @@ uint64_t ds4_ctx_kv_bytes(const ds4_ctx *c) { return c->core->ops->state_bytes(c
 const char *ds4_ctx_backend(const ds4_ctx *c) { return c->core->ops->describe(c->core->be); }
 double ds4_ctx_indexer_seconds(const ds4_ctx *c) { return c->indexer_seconds; }
 
+uint64_t ds4_ctx_device_bytes(ds4_ctx *c) {
+    return c->core->ops->device_bytes ? c->core->ops->device_bytes(c->core->be) : 0;
+}
+
 double ds4_ctx_probe_gbps(ds4_ctx *c) {
     return c->core->ops->probe_gbps ? c->core->ops->probe_gbps(c->core->be) : 0;
 }

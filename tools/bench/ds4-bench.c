@@ -102,14 +102,14 @@ static int32_t *make_prompt(const ds4_tokenizer *tok, uint32_t vocab, int n) {
 typedef struct {
     long ctx;
     ds4_bench_result r;
-    uint64_t peak_rss;
+    uint64_t peak_rss, device_bytes;
     double eff_gbps, probe_gbps;
 } row;
 
 static const char csv_header[] =
     "model,quant,backend,threads,ctx,prompt_tokens,gen_tokens,prefill_tps,prefill_tps_min,prefill_tps_max,"
-    "decode_tps,decode_tps_min,decode_tps_max,kv_bytes,peak_rss_bytes,weights_bytes_per_token,effective_gbps,"
-    "probe_gbps,bandwidth_fraction,git_sha,date\n";
+    "decode_tps,decode_tps_min,decode_tps_max,kv_bytes,peak_rss_bytes,device_bytes,weights_bytes_per_token,"
+    "effective_gbps,probe_gbps,bandwidth_fraction,git_sha,date\n";
 
 typedef struct {
     const char *model, *quant, *date;
@@ -122,11 +122,11 @@ static int csv_line(ds4_buf *b, const run_info *ri, const row *w) {
     char line[1024];
     const ds4_bench_result *r = &w->r;
     const int n = snprintf(line, sizeof line,
-                           ",%s,%s,%ld,%ld,%d,%d,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%llu,%llu,%llu,%.3f,%.2f,%.4f,%s,%s\n",
+                           ",%s,%s,%ld,%ld,%d,%d,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%llu,%llu,%llu,%llu,%.3f,%.2f,%.4f,%s,%s\n",
                            ri->quant, ri->backend, ri->threads, w->ctx, r->prompt_tokens, r->gen_tokens,
                            r->prefill_tps, r->prefill_tps_min, r->prefill_tps_max, r->decode_tps, r->decode_tps_min,
                            r->decode_tps_max, (unsigned long long)r->kv_bytes, (unsigned long long)w->peak_rss,
-                           (unsigned long long)ri->bytes_per_token, w->eff_gbps, w->probe_gbps,
+                           (unsigned long long)w->device_bytes, (unsigned long long)ri->bytes_per_token, w->eff_gbps, w->probe_gbps,
                            w->probe_gbps > 0 ? w->eff_gbps / w->probe_gbps : 0.0, ds4_git_sha(), ri->date);
     return ds4_csv_field(b, ri->model) < 0 || ds4_buf_append(b, line, (size_t)n) < 0 ? -1 : 0;
 }
@@ -151,6 +151,7 @@ static json_object *json_rows(const run_info *ri, const row *rows, int n) {
         json_object_object_add(o, "decode_tps_max", json_object_new_double(r->decode_tps_max));
         json_object_object_add(o, "kv_bytes", json_object_new_int64((int64_t)r->kv_bytes));
         json_object_object_add(o, "peak_rss_bytes", json_object_new_int64((int64_t)rows[i].peak_rss));
+        json_object_object_add(o, "device_bytes", json_object_new_int64((int64_t)rows[i].device_bytes));
         json_object_object_add(o, "weights_bytes_per_token", json_object_new_int64((int64_t)ri->bytes_per_token));
         json_object_object_add(o, "effective_gbps", json_object_new_double(rows[i].eff_gbps));
         json_object_object_add(o, "probe_gbps", json_object_new_double(rows[i].probe_gbps));
@@ -210,7 +211,7 @@ static int draw(ds4_plot *p, const char *csv, const run_info *ri) {
 /* --parallel: batched decode at each N. */
 static const char parallel_header[] =
     "model,quant,backend,threads,parallel,prompt_tokens,gen_tokens,aggregate_decode_tps,per_sequence_decode_tps,"
-    "peak_rss_bytes,git_sha,date\n";
+    "peak_rss_bytes,device_bytes,git_sha,date\n";
 
 static int draw_parallel(ds4_plot *p, const char *csv, const run_info *ri, int prompt, long gen) {
     char qcsv[4200], title[1024], qtitle[2200], commands[8192];
@@ -271,9 +272,10 @@ static int run_parallel(ds4_model *m, const ds4_ctx_opts *base, const int32_t *n
         printf("| %8d | %16.2f | %16.2f |\n", ns[i], r.aggregate_tps, r.per_sequence_tps);
         fflush(stdout);
         char line[512];
-        const int n = snprintf(line, sizeof line, ",%s,%s,%ld,%d,%d,%ld,%.2f,%.2f,%llu,%s,%s\n", ri->quant,
+        const int n = snprintf(line, sizeof line, ",%s,%s,%ld,%d,%d,%ld,%.2f,%.2f,%llu,%llu,%s,%s\n", ri->quant,
                                ri->backend, ri->threads, ns[i], prompt_len, gen, r.aggregate_tps, r.per_sequence_tps,
-                               (unsigned long long)ds4_peak_rss_bytes(), ds4_git_sha(), ri->date);
+                               (unsigned long long)ds4_peak_rss_bytes(), (unsigned long long)ds4_ctx_device_bytes(ctx),
+                               ds4_git_sha(), ri->date);
         ds4_buf b = {0};
         rc = ds4_csv_field(&b, ri->model) < 0 || ds4_buf_append(&b, line, (size_t)n) < 0 ? -1 : 0;
         if (rc == 0 && csv) rc = ds4_appendfile_write(&log, (const char *)b.data, b.len);
@@ -478,6 +480,7 @@ int main(int argc, char **argv) {
         const uint64_t rss = ds4_peak_rss_bytes(); /* before the probe's buffer */
         peak = rss > peak ? rss : peak;
         w->peak_rss = peak;
+        w->device_bytes = ds4_ctx_device_bytes(ctx); /* its buffers only grow: the peak */
         w->eff_gbps = (double)ri.bytes_per_token * w->r.decode_tps / 1e9;
         w->probe_gbps = probe ? ds4_ctx_probe_gbps(ctx) : 0;
         ds4_buf line = {0};
@@ -501,9 +504,13 @@ int main(int argc, char **argv) {
     }
     if (rc == 0 && png) rc = draw(&plot, csv, &ri);
     if (rc < 0) fprintf(stderr, "ds4-bench: %s\n", ds4_error());
-    else
-        fprintf(stderr, "ds4-bench: %s, %s, %ld threads; peak RSS %.1f MiB%s%s%s%s\n", model_path, ri.quant, threads,
-                peak / 1048576.0, csv ? "; wrote " : "", csv ? csv : "", png ? " and " : "", png ? png : "");
+    else {
+        char device[64] = "";
+        const uint64_t on_device = ds4_ctx_device_bytes(ctx);
+        if (on_device) snprintf(device, sizeof device, ", device %.1f MiB", on_device / 1048576.0);
+        fprintf(stderr, "ds4-bench: %s, %s, %ld threads; peak RSS %.1f MiB%s%s%s%s%s\n", model_path, ri.quant, threads,
+                peak / 1048576.0, device, csv ? "; wrote " : "", csv ? csv : "", png ? " and " : "", png ? png : "");
+    }
     if (json_out.path) ds4_outfile_abort(&json_out);
     ds4_plot_abort(&plot);
     ds4_appendfile_close(&log);
