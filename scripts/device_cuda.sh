@@ -1,22 +1,27 @@
 #!/bin/sh
 # On the GPU machine, through the device tool: make test-cuda's checks (tests/cuda.sh)
-# with the CUDA=1 binaries carried in .dev/cuda (the tools and build/tests/cuda_decode), a compute-sanitizer memcheck of a short
-# run, ds4-bench on the CPU and on CUDA on the 4-layer Flash-shaped q2 model (built in
-# /dev/shm) and the batched decode on CUDA (--parallel). Results to $OUT.
-#   usage: OUT=DIR sh scripts/device_cuda.sh
+# with the CUDA=1 binaries carried in .dev/cuda (the tools and build/tests/cuda_decode), a
+# compute-sanitizer memcheck of a short run, ds4-bench on the CPU and on CUDA on the
+# 4-layer Flash-shaped q2 model (built in /dev/shm), the batched decode on CUDA
+# (--parallel), where a token's time goes on both (--profile), and the full-size Flash-shaped q2 model made in device memory
+# (--synthetic flash, ctx FULL_CTX, default 2048, with its per-stage profile). The CSVs go
+# to $OUT; the test log, the memcheck log and the profiles into one $OUT/logs.tar (the
+# device tool brings back eight files).
+#   usage: OUT=DIR [FULL_CTX=2048,8192] sh scripts/device_cuda.sh
 cd "$(dirname "$0")/.." || exit 2
 export LD_LIBRARY_PATH=$PWD/.dev/lib
+L=$(mktemp -d)
 mkdir -p bin build/tests "$OUT"
 cp .dev/cuda/ds4* bin/
 cp .dev/cuda/cuda_decode build/tests/
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >"$OUT/gpu.txt" 2>&1
-sh tests/cuda.sh >"$OUT/cuda-tests.txt" 2>&1
-tail -n 1 "$OUT/cuda-tests.txt"
-grep FAIL "$OUT/cuda-tests.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >"$L/gpu.txt" 2>&1
+sh tests/cuda.sh >"$L/cuda-tests.txt" 2>&1
+tail -n 1 "$L/cuda-tests.txt"
+grep FAIL "$L/cuda-tests.txt"
 if command -v compute-sanitizer >/dev/null 2>&1; then
     compute-sanitizer --tool memcheck --error-exitcode 9 bin/ds4 run -m build/tests/cuda/tiny-a-f32.gguf \
-        --prompt-ids 1,2,3,4 -n 8 --backend cuda >"$OUT/memcheck.txt" 2>&1
-    echo "memcheck exit $?" | tee -a "$OUT/memcheck.txt"
+        --prompt-ids 1,2,3,4 -n 8 --backend cuda >"$L/memcheck.txt" 2>&1
+    echo "memcheck exit $?" | tee -a "$L/memcheck.txt"
 fi
 M=/dev/shm/flash-q2-l4-e16.gguf
 bin/ds4-quant synth --quiet --fast --out "$M" --recipe q2 --layers 4 --experts 16
@@ -25,4 +30,12 @@ for b in cpu cuda; do
 done
 bin/ds4-bench -m "$M" --backend cuda --parallel 1,2,4,8,16 -p 128 -n 64 --csv "$OUT/batch-scaling-cuda-l4.csv" 2>&1 |
     tail -n 7
+for b in cuda cpu; do
+    bin/ds4-bench -m "$M" --backend "$b" -p 512 -n 32 -r 1 --profile >"$L/profile-$b.txt" 2>&1
+done
 rm -f "$M"
+bin/ds4-bench --synthetic flash --backend cuda -p "${FULL_CTX:-2048}" -n 32 -r 1 --profile \
+    --csv "$OUT/bench-synthetic-flash-q2.csv" >"$L/profile-synthetic-flash-q2.txt" 2>&1
+tail -n 2 "$L/profile-synthetic-flash-q2.txt"
+tar -C "$L" -cf "$OUT/logs.tar" .
+rm -rf "$L"
