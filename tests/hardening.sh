@@ -71,7 +71,7 @@ kill -9 $pid 2>/dev/null
 wait $pid 2>/dev/null
 rows=$(wc -l <"$T/log.csv")
 if [ "$rows" -ge 3 ] && head -1 "$T/log.csv" | grep -q '^model,quant,backend' &&
-    awk -F, 'NR > 1 && NF != 21 { bad = 1 } END { exit bad }' "$T/log.csv" && tail -c1 "$T/log.csv" | od -c | grep -q '\\n'
+    awk -F, 'NR > 1 && NF != 22 { bad = 1 } END { exit bad }' "$T/log.csv" && tail -c1 "$T/log.csv" | od -c | grep -q '\\n'
 then ok bench_log_survives_kill; else echo "    $rows lines" >"$T/err"; bad bench_log_survives_kill; fi
 expect bench_min_max 0 $BIN/ds4-bench -m "$T/a.gguf" -p 16 -n 4 -r 3 -t 2
 has bench_min_max_shown "| *16 | [0-9.]* ([0-9.]*-[0-9.]*) " "$T/out"
