@@ -30,21 +30,25 @@ int32_t ds4_sample(ds4_sampler *s, const float *logits, uint32_t n, float *p, in
     for (uint32_t v = 1; v < n; v++)
         if (logits[v] > logits[best]) best = (int32_t)v;
     if (s->temperature <= 0) return best;
+    const float inv_t = 1.0f / s->temperature;
     double sum = 0;
-    for (uint32_t v = 0; v < n; v++) sum += (p[v] = expf((logits[v] - logits[best]) / s->temperature));
+    for (uint32_t v = 0; v < n; v++) sum += (p[v] = expf((logits[v] - logits[best]) * inv_t));
+    if (s->top_p >= 1.0f) {
+        /* the whole vocabulary: draw against the unnormalised weights, in id order */
+        double r = next_uniform(s) * sum;
+        for (uint32_t v = 0; v < n; v++)
+            if ((r -= p[v]) <= 0) return (int32_t)v;
+        return best;
+    }
+    /* Nucleus: the smallest set of most likely tokens whose mass reaches top_p. */
     for (uint32_t v = 0; v < n; v++) {
         p[v] = (float)(p[v] / sum);
         idx[v] = (int32_t)v;
     }
-    /* Nucleus: the smallest set of most likely tokens whose mass reaches top_p. */
-    uint32_t keep = n;
-    if (s->top_p < 1.0f) {
-        qsort_r(idx, n, sizeof *idx, by_prob_desc, p);
-        double mass = 0;
-        for (keep = 0; keep < n && mass < s->top_p; keep++) mass += p[idx[keep]];
-    }
+    qsort_r(idx, n, sizeof *idx, by_prob_desc, p);
+    uint32_t keep = 0;
     double mass = 0;
-    for (uint32_t k = 0; k < keep; k++) mass += p[idx[k]];
+    for (; keep < n && mass < s->top_p; keep++) mass += p[idx[keep]];
     double r = next_uniform(s) * mass;
     for (uint32_t k = 0; k < keep; k++) {
         r -= p[idx[k]];
