@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "profile.h"
+#include "sysinfo.h"
 #include "util.h"
 
 #define DEFAULT_BATCH 256
@@ -17,7 +18,7 @@ typedef struct {
     const ds4_model *model;
     const ds4_backend_ops *ops;
     ds4_backend *be;
-    int n_batch, n_seq;
+    int n_batch, n_seq, n_threads;
     uint64_t capacity;
     uint64_t *pos; /* per sequence */
 } ds4_core;
@@ -45,7 +46,8 @@ ds4_ctx *ds4_ctx_new(const ds4_model *m, const ds4_ctx_opts *opts) {
     if (!c || !core || !pos) goto fail;
     ds4_ctx_opts o = *opts;
     o.n_seq = n_seq;
-    *core = (ds4_core){m, ops, NULL, opts->n_batch > 0 ? opts->n_batch : DEFAULT_BATCH, n_seq, opts->kv_capacity, pos};
+    *core = (ds4_core){m, ops, NULL, opts->n_batch > 0 ? opts->n_batch : DEFAULT_BATCH, n_seq,
+                       opts->n_threads > 0 ? opts->n_threads : ds4_cpu_count(), opts->kv_capacity, pos};
     if (ops->open(m, &o, &core->be) < 0) goto fail;
     c->core = core;
     c->owner = true;
@@ -89,6 +91,8 @@ int ds4_ctx_n_seq(const ds4_ctx *c) { return c->core->n_seq; }
 uint64_t ds4_ctx_kv_bytes(const ds4_ctx *c) { return c->core->ops->state_bytes(c->core->be, c->seq); }
 const char *ds4_ctx_backend(const ds4_ctx *c) { return c->core->ops->describe(c->core->be); }
 double ds4_ctx_indexer_seconds(const ds4_ctx *c) { return c->indexer_seconds; }
+
+int ds4_ctx_threads(const ds4_ctx *c) { return c->core->n_threads; }
 
 uint64_t ds4_ctx_device_bytes(ds4_ctx *c) {
     return c->core->ops->device_bytes ? c->core->ops->device_bytes(c->core->be) : 0;

@@ -67,6 +67,8 @@ uint64_t ds4_ctx_kv_bytes(const ds4_ctx *c);
 const char *ds4_ctx_backend(const ds4_ctx *c);
 /* Read bandwidth of the memory its weights stream from, in GB/s (0: unknown). */
 double ds4_ctx_probe_gbps(ds4_ctx *c);
+/* The CPU threads it may use (ds4_ctx_opts.n_threads, or every CPU). */
+int ds4_ctx_threads(const ds4_ctx *c);
 /* Device memory in use by the backend's GPU (0 for the CPU). */
 uint64_t ds4_ctx_device_bytes(ds4_ctx *c);
 /* Wall seconds this context has spent in the lightning indexer (scoring every compressed

@@ -7,6 +7,7 @@
 #include "generate.h"
 #include "sampler.h"
 #include "profile.h"
+#include "threads.h"
 #include "util.h"
 
 static int cmp_double(const void *a, const void *b) {
@@ -82,6 +83,22 @@ int ds4_bench_profile(ds4_ctx *ctx, const int32_t *prompt, int n, int gen, FILE 
     return rc;
 }
 
+/* The sequences' next tokens, each with its own sampler and scratch. */
+typedef struct {
+    ds4_sampler *smp;
+    const float *logits;
+    int32_t *next, *idx;
+    float *probs;
+    uint32_t V;
+} draw_job;
+
+static void draw_range(void *arg, uint64_t i0, uint64_t i1, int thread) {
+    (void)thread;
+    const draw_job *d = arg;
+    for (uint64_t i = i0; i < i1; i++)
+        d->next[i] = ds4_sample(&d->smp[i], d->logits + i * d->V, d->V, d->probs + i * d->V, d->idx + i * d->V);
+}
+
 static int bench_parallel(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int gen, int n, bool timers,
                           ds4_bench_parallel_result *out) {
     memset(out, 0, sizeof *out);
@@ -91,8 +108,8 @@ static int bench_parallel(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int
     ds4_ctx **seq = ds4_calloc((size_t)n, sizeof *seq);
     ds4_sampler *smp = ds4_calloc((size_t)n, sizeof *smp);
     ds4_eval_item *items = ds4_calloc((size_t)n, sizeof *items);
-    int32_t *next = ds4_calloc((size_t)n, sizeof *next), *idx = ds4_malloc(V * sizeof *idx);
-    float *logits = ds4_malloc((size_t)n * V * sizeof *logits), *probs = ds4_malloc(V * sizeof *probs);
+    int32_t *next = ds4_calloc((size_t)n, sizeof *next), *idx = ds4_malloc((size_t)n * V * sizeof *idx);
+    float *logits = ds4_malloc((size_t)n * V * sizeof *logits), *probs = ds4_malloc((size_t)n * V * sizeof *probs);
     ds4_kv_snapshot snap = {0};
     int rc = seq && smp && items && next && idx && logits && probs ? ds4_model_kv_snapshot(m, &snap) : -1;
     for (int i = 0; rc == 0 && i < n; i++) rc = (seq[i] = ds4_ctx_sequence(ctx, i)) ? 0 : -1;
@@ -111,11 +128,12 @@ static int bench_parallel(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int
         ds4_profile_enable(true);
     }
     const double t0 = ds4_time_now();
+    draw_job dj = {.smp = smp, .logits = logits, .next = next, .idx = idx, .probs = probs, .V = V};
+    const int threads = ds4_ctx_threads(ctx) < n ? ds4_ctx_threads(ctx) : n;
     for (int step = 0; rc == 0 && step < gen; step++) {
-        for (int i = 0; i < n; i++) {
-            next[i] = ds4_sample(&smp[i], logits + (size_t)i * V, V, probs, idx);
-            items[i] = (ds4_eval_item){seq[i], &next[i], 1, logits + (size_t)i * V, false};
-        }
+        /* as a batch job draws: each sequence's token on its own thread */
+        ds4_parallel_for(threads, (uint64_t)n, draw_range, &dj);
+        for (int i = 0; i < n; i++) items[i] = (ds4_eval_item){seq[i], &next[i], 1, logits + (size_t)i * V, false};
         rc = ds4_eval_many(items, n);
     }
     const double dt = ds4_time_now() - t0;

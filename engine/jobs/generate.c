@@ -18,6 +18,7 @@ struct ds4_gen {
     ds4_kvcache *cache;    /* NULL when resuming a state */
     float *logits, *probs;
     int32_t *idx, next;    /* next: the token sampled, to feed */
+    int32_t drawn;         /* a token ds4_gen_draw picked ahead of advance, or -1 */
     ds4_sampler sampler;
     int32_t eos;
     size_t sent;           /* text bytes released */
@@ -69,6 +70,7 @@ ds4_gen *ds4_gen_start(ds4_ctx *ctx, const int32_t *prompt, uint64_t n, const ds
     g->max = o->max_tokens > 0 ? o->max_tokens : 0;
     g->r.finish = "length";
     g->r.stop_index = -1;
+    g->drawn = -1;
     g->prompt = ds4_malloc(n * sizeof *g->prompt);
     g->logits = ds4_malloc(V * sizeof *g->logits);
     g->probs = ds4_malloc(V * sizeof *g->probs);
@@ -133,7 +135,8 @@ static int sample(ds4_gen *g) {
         g->done = true;
         return 0;
     }
-    const int32_t next = ds4_sample(&g->sampler, g->logits, V, g->probs, g->idx);
+    const int32_t next = g->drawn >= 0 ? g->drawn : ds4_sample(&g->sampler, g->logits, V, g->probs, g->idx);
+    g->drawn = -1;
     if (o->sampled && o->sampled(o->emit_arg, next, g->logits, V) < 0) return -1;
     if (next == g->eos) {
         r->finish = "stop";
@@ -183,6 +186,11 @@ void ds4_gen_checkpoint(ds4_gen *g) {
 
 static void finish(ds4_gen *g) {
     g->r.decode_seconds = g->prefilled ? ds4_time_now() - g->t1 : 0;
+}
+
+void ds4_gen_draw(ds4_gen *g) {
+    const bool samples = !g->done && (g->prefilled || g->fed_to >= g->n) && g->r.n_tokens < g->max;
+    if (samples && g->drawn < 0) g->drawn = ds4_sample(&g->sampler, g->logits, ds4_ctx_vocab(g->ctx), g->probs, g->idx);
 }
 
 int ds4_gen_advance(ds4_gen *g) {

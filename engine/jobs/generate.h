@@ -83,6 +83,11 @@ bool ds4_gen_prefilling(const ds4_gen *g);
 uint64_t ds4_gen_cached(const ds4_gen *g); /* prompt tokens restored from the cache */
 void ds4_gen_next(ds4_gen *g, int budget, ds4_eval_item *item);
 int ds4_gen_advance(ds4_gen *g);
+/* After a step, before advance: pick the token advance would sample (if this step's
+ * result is one it samples from), touching nothing but the generator's own sampler and
+ * buffers, so the generators of one step draw on several threads; advance then uses it.
+ * The same tokens as without it. */
+void ds4_gen_draw(ds4_gen *g);
 /* Store the sequence's state (the prompt and the reply so far) in the cache, between
  * steps: the scheduler does it for a request it cancels. A failure is a cache warning. */
 void ds4_gen_checkpoint(ds4_gen *g);

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "threads.h"
+
 #define DEFAULT_BUDGET 256
 #define MIN_PIECE 16 /* prompt tokens a prefilling request gets per step at least */
 
@@ -17,6 +19,7 @@ typedef struct {
 struct ds4_sched {
     slot *slots;
     int n, budget, next_first; /* next_first: where the next step starts sharing prompt rows */
+    int threads;               /* the context's, for drawing the sequences' tokens */
     ds4_eval_item *items;
     int *item_slot;
 };
@@ -25,6 +28,7 @@ ds4_sched *ds4_sched_new(ds4_ctx *ctx, int budget) {
     ds4_sched *s = ds4_calloc(1, sizeof *s);
     if (!s) return NULL;
     s->n = ds4_ctx_n_seq(ctx);
+    s->threads = ds4_ctx_threads(ctx);
     s->budget = budget > 0 ? budget : DEFAULT_BUDGET;
     s->slots = ds4_calloc((size_t)s->n, sizeof *s->slots);
     s->items = ds4_calloc((size_t)s->n, sizeof *s->items);
@@ -95,6 +99,12 @@ int ds4_sched_add(ds4_sched *s, const int32_t *prompt, uint64_t n, const ds4_gen
     return ds4_fail("no free sequence");
 }
 
+static void draw_range(void *arg, uint64_t k0, uint64_t k1, int thread) {
+    (void)thread;
+    ds4_sched *s = arg;
+    for (uint64_t k = k0; k < k1; k++) ds4_gen_draw(s->slots[s->item_slot[k]].gen);
+}
+
 int ds4_sched_step(ds4_sched *s) {
     int decoding = 0, prefilling = 0, n_items = 0;
     for (int i = 0; i < s->n; i++)
@@ -119,6 +129,9 @@ int ds4_sched_step(ds4_sched *s) {
     }
     s->next_first = (s->next_first + 1) % s->n;
     const int rc = ds4_eval_many(s->items, n_items);
+    /* each sequence's next token drawn on its own thread (a vocabulary's softmax apiece) */
+    if (rc == 0 && n_items > 1)
+        ds4_parallel_for(s->threads < n_items ? s->threads : n_items, (uint64_t)n_items, draw_range, s);
     for (int k = 0; k < n_items; k++) {
         const int i = s->item_slot[k];
         const int r = rc == 0 ? ds4_gen_advance(s->slots[i].gen) : -1;
