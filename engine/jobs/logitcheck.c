@@ -82,6 +82,17 @@ static int compare(const float *logits, uint32_t V, const ref_top *ref, accum *a
     return 0;
 }
 
+/* A case's statistics from what its positions added up. */
+static void take_stats(const accum *a, ds4_lc_case *cs) {
+    cs->n_positions = a->n;
+    cs->kl_mean = a->n ? a->kl_sum / a->n : 0;
+    cs->kl_max = a->kl_max;
+    cs->max_dlogprob = a->dlp_max;
+    cs->top1 = a->n ? (double)a->top1 / a->n : 0;
+    cs->overlap = a->n ? a->overlap_sum / a->n : 0;
+    cs->spearman = a->n ? a->spearman_sum / a->n : 0;
+}
+
 static json_object *field(json_object *o, const char *k) {
     json_object *v;
     return json_object_object_get_ex(o, k, &v) ? v : NULL;
@@ -408,13 +419,7 @@ static int run_ref(const lc_run *run, const int32_t *prompt, int n, int n_cont, 
         }
     }
     cs->decode_seconds = ds4_time_now() - t0 - ref_seconds;
-    cs->n_positions = a.n;
-    cs->kl_mean = a.n ? a.kl_sum / a.n : 0;
-    cs->kl_max = a.kl_max;
-    cs->max_dlogprob = a.dlp_max;
-    cs->top1 = a.n ? (double)a.top1 / a.n : 0;
-    cs->overlap = a.n ? a.overlap_sum / a.n : 0;
-    cs->spearman = a.n ? a.spearman_sum / a.n : 0;
+    take_stats(&a, cs);
     cs->mean_dlogit = cs->full_positions ? dsum / ((double)cs->full_positions * V) : 0;
     if (rc < 0 && rc != MISFIT) ds4_error_prefix(cs->id);
     free(ours);
@@ -476,22 +481,13 @@ static int run_case(const lc_run *run, json_object *o, const char *dir, ds4_lc_c
             (rc = compare(step, V, &sp.cont_top[i], &a, cs->id)) < 0)
             goto done;
         rc = -1;
-        int32_t best = 0;
-        for (uint32_t v = 1; v < V; v++)
-            if (step[v] > step[best]) best = (int32_t)v;
-        agreeing = agreeing && best == sp.cont[i];
+        agreeing = agreeing && (int32_t)argmax(step, V) == sp.cont[i];
         cs->greedy_match += agreeing;
         if (i + 1 < sp.n_cont && ds4_eval(ctx, &sp.cont[i], 1, logits, false) < 0) goto done;
         step = logits;
     }
     cs->decode_seconds = ds4_time_now() - t0;
-    cs->n_positions = a.n;
-    cs->kl_mean = a.n ? a.kl_sum / a.n : 0;
-    cs->kl_max = a.kl_max;
-    cs->max_dlogprob = a.dlp_max;
-    cs->top1 = a.n ? (double)a.top1 / a.n : 0;
-    cs->overlap = a.n ? a.overlap_sum / a.n : 0;
-    cs->spearman = a.n ? a.spearman_sum / a.n : 0;
+    take_stats(&a, cs);
     rc = 0;
 done:
     spec_free(&sp);
@@ -499,14 +495,21 @@ done:
     return rc;
 }
 
+/* Room for one more case at the report's end, zeroed (counted once it ran); NULL when
+ * memory runs out. */
+static ds4_lc_case *next_case(ds4_lc_report *r) {
+    ds4_lc_case *cases = ds4_realloc(r->cases, (size_t)(r->n_cases + 1) * sizeof *cases);
+    if (!cases) return NULL;
+    r->cases = cases;
+    memset(&cases[r->n_cases], 0, sizeof *cases);
+    return &cases[r->n_cases];
+}
+
 /* Appends one case (a JSON object) to the report. `skip_misfits`: a case made for
  * another vocabulary is recorded as skipped, with the reason, instead of failing. */
 static int add_case(const lc_run *run, json_object *o, const char *dir, bool skip_misfits, ds4_lc_report *r) {
-    ds4_lc_case *cases = ds4_realloc(r->cases, (size_t)(r->n_cases + 1) * sizeof *cases);
-    if (!cases) return -1;
-    r->cases = cases;
-    ds4_lc_case *c = &cases[r->n_cases];
-    memset(c, 0, sizeof *c);
+    ds4_lc_case *c = next_case(r);
+    if (!c) return -1;
     int rc = run_case(run, o, dir, c);
     if (rc == MISFIT && skip_misfits) {
         char keep[sizeof c->id];
@@ -608,11 +611,8 @@ int ds4_logitcheck_ids_ref(ds4_ctx *ctx, ds4_ctx *ref, int gen, const char *name
     for (size_t i = 0; i < n; i++)
         if (ids[i] < 0 || (uint32_t)ids[i] >= V)
             return ds4_fail("%s: token id %d is outside the vocabulary (0..%u)", name, ids[i], V - 1);
-    ds4_lc_case *cases = ds4_realloc(r->cases, (size_t)(r->n_cases + 1) * sizeof *cases);
-    if (!cases) return -1;
-    r->cases = cases;
-    ds4_lc_case *c = &cases[r->n_cases];
-    memset(c, 0, sizeof *c);
+    ds4_lc_case *c = next_case(r);
+    if (!c) return -1;
     snprintf(c->id, sizeof c->id, "%s", name);
     const lc_run run = {ctx, ref, gen, NULL};
     if (run_ref(&run, ids, (int)n, gen, c) < 0) return -1;
