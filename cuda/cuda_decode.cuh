@@ -16,6 +16,10 @@ enum {
 
 #define QK_K 256
 
+/* Every weight type the device reads, for the kernels' type switches. */
+#define DS4_CUDA_TYPES(X) X(T_F32) X(T_F16) X(T_BF16) X(T_Q8_0) X(T_Q4_0) X(T_MXFP4) X(T_Q2_K) X(T_Q3_K) X(T_Q4_K) \
+    X(T_Q5_K) X(T_Q6_K) X(T_IQ2_XXS)
+
 
 /* Per translation unit (no relocatable device code): each .cu that decodes uploads them
  * (load_tables). */
@@ -247,20 +251,21 @@ template <> __device__ __forceinline__ void decode8<T_IQ2_XXS>(const uint8_t *b,
     }
 }
 
-/* A warp's dot products of weight row `row` (n values, a multiple of 32) with T
- * activation rows (n apart, 16-byte aligned) into acc: lane l takes values 8l.. of every
- * 256, each lane's sum in a fixed order, the lanes' sums meeting in a fixed butterfly,
- * so every lane gets the same bits on every run. */
+/* A warp's dot products of weight row `row` with T activation rows (ldx apart, 16-byte
+ * aligned) over values [begin, end) (multiples of 8; n a multiple of 32) into acc: lane
+ * l takes values begin + 8l.. of every 256, each lane's sum in a fixed order, the lanes'
+ * sums meeting in a fixed butterfly, so every lane gets the same bits on every run. */
 template <int TYPE, int T>
-__device__ __forceinline__ void row_dots(const uint8_t *row, uint32_t block_bytes, int64_t n, const float *x, float *acc) {
+__device__ __forceinline__ void row_dots_span(const uint8_t *row, uint32_t block_bytes, int64_t begin, int64_t end,
+                                              const float *x, uint64_t ldx, float *acc) {
     constexpr int B = block_of<TYPE>::N;
     const int lane = threadIdx.x & 31;
     for (int t = 0; t < T; t++) acc[t] = 0;
-    for (int64_t v0 = 8 * lane; v0 < n; v0 += 256) {
+    for (int64_t v0 = begin + 8 * lane; v0 < end; v0 += 256) {
         float w[8];
         decode8<TYPE>(row + (v0 / B) * block_bytes, (int)((v0 % B) / 8), w);
         for (int t = 0; t < T; t++) {
-            const float4 *xp = (const float4 *)(x + (uint64_t)t * n + v0);
+            const float4 *xp = (const float4 *)(x + (uint64_t)t * ldx + v0);
             const float4 lo = xp[0], hi = xp[1];
             float s = acc[t];
             s = fmaf(w[0], lo.x, s);
@@ -277,10 +282,28 @@ __device__ __forceinline__ void row_dots(const uint8_t *row, uint32_t block_byte
         for (int off = 16; off > 0; off >>= 1) acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], off);
 }
 
+template <int TYPE, int T>
+__device__ __forceinline__ void row_dots(const uint8_t *row, uint32_t block_bytes, int64_t n, const float *x, uint64_t ldx,
+                                         float *acc) {
+    row_dots_span<TYPE, T>(row, block_bytes, 0, n, x, ldx, acc);
+}
+
+/* Value i of a row of a plain float type (rows of any length, any alignment). */
+template <int TYPE> __device__ __forceinline__ float value_at(const uint8_t *row, int64_t i);
+template <> __device__ __forceinline__ float value_at<T_F32>(const uint8_t *row, int64_t i) {
+    return ((const float *)row)[i];
+}
+template <> __device__ __forceinline__ float value_at<T_F16>(const uint8_t *row, int64_t i) {
+    return f16_at(row + 2 * i);
+}
+template <> __device__ __forceinline__ float value_at<T_BF16>(const uint8_t *row, int64_t i) {
+    return bf16_at(row + 2 * i);
+}
+
 template <int TYPE>
 __device__ __forceinline__ float row_dot(const uint8_t *row, uint32_t block_bytes, int64_t n, const float *x) {
     float acc[1];
-    row_dots<TYPE, 1>(row, block_bytes, n, x, acc);
+    row_dots<TYPE, 1>(row, block_bytes, n, x, (uint64_t)n, acc);
     return acc[0];
 }
 

@@ -19,12 +19,36 @@ struct ds4_cuda {
     float *hx, *hy; /* their pinned host copies */
     size_t hx_cap, hy_cap;
     float *ffn_work; /* the MoE layer's buffers (cuda_ffn.cu) */
+    float *split;    /* partial sums of split products */
+    size_t split_cap;
     size_t ffn_cap;
 };
 
 static inline int fail(char *err, size_t cap, const char *what, cudaError_t e) {
     snprintf(err, cap, "cuda: %s: %s", what, cudaGetErrorString(e));
     return -1;
+}
+
+/* The sum (or maximum) of v over the thread block (blockDim.x a multiple of 32, at most
+ * 1024), the same on every thread: a fixed butterfly in each warp, then the warps'
+ * values in order, so the result is the same bits on every run. `red`: 33 floats of
+ * shared memory. */
+__device__ __forceinline__ float block_reduce(float v, float *red, bool max) {
+    for (int off = 16; off > 0; off >>= 1) {
+        const float o = __shfl_xor_sync(0xffffffffu, v, off);
+        v = max ? fmaxf(v, o) : v + o;
+    }
+    const int warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    __syncthreads(); /* red may hold the last call's result */
+    if ((threadIdx.x & 31) == 0) red[warp] = v;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float s = red[0];
+        for (int w = 1; w < warps; w++) s = max ? fmaxf(s, red[w]) : s + red[w];
+        red[32] = s;
+    }
+    __syncthreads();
+    return red[32];
 }
 
 /* Device memory that only grows (contents kept while it is not outgrown). */

@@ -1,6 +1,5 @@
 /* cuda_ffn.cu - see ds4_cuda_ffn in cuda_matmul.h: the MoE layer of a few tokens in one
- * pass on the device, one copy in and one out, against the three round trips of its
- * products run one batch at a time. Its arithmetic is the CPU's (cpu_moe.c) step by step;
+ * pass on the device, from the sublayer input in device memory to its output there. Its arithmetic is the CPU's (cpu_moe.c) step by step;
  * the device's expf/log1pf may differ from glibc's in the last bit, which moves a score
  * by an ulp and, only where two experts tie to that ulp, the choice. */
 #include <math.h>
@@ -35,56 +34,70 @@ __global__ void pair_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes, u
 typedef void (*pair_fn)(const uint8_t *, uint64_t, uint32_t, int64_t, uint64_t, const float *, int, const int32_t *,
                         float *);
 
+#define PAIR_CASE(t) case t: return pair_kernel<t>;
 static pair_fn pair_for(uint32_t type) {
-    switch (type) {
-    case T_F32: return pair_kernel<T_F32>;
-    case T_F16: return pair_kernel<T_F16>;
-    case T_BF16: return pair_kernel<T_BF16>;
-    case T_Q8_0: return pair_kernel<T_Q8_0>;
-    case T_Q4_0: return pair_kernel<T_Q4_0>;
-    case T_MXFP4: return pair_kernel<T_MXFP4>;
-    case T_Q2_K: return pair_kernel<T_Q2_K>;
-    case T_Q3_K: return pair_kernel<T_Q3_K>;
-    case T_Q4_K: return pair_kernel<T_Q4_K>;
-    case T_Q5_K: return pair_kernel<T_Q5_K>;
-    case T_Q6_K: return pair_kernel<T_Q6_K>;
-    case T_IQ2_XXS: return pair_kernel<T_IQ2_XXS>;
-    }
+    switch (type) { DS4_CUDA_TYPES(PAIR_CASE) }
     return NULL;
 }
 
-/* Router scores to choices and weights, a thread per token (E is a few hundred). */
-__global__ void route_kernel(const float *logits, int T, uint32_t E, uint32_t K, uint32_t gating, int norm, float scale,
-                             const float *bias, int32_t *choice, int hashed, float *weight, float *score_buf) {
-    const int t = blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= T) return;
+/* Router scores to choices and weights, a block per token: the scores a thread per
+ * expert, each choice the block's best (the lowest id among equals, as the CPU's strict
+ * comparison keeps), the softmax and the weights' sum on one thread in the CPU's order. */
+__global__ void route_kernel(const float *logits, uint32_t E, uint32_t K, uint32_t gating, int norm, float scale,
+                             const float *bias, int32_t *choice, int hashed, float *weight) {
+    extern __shared__ float score[]; /* E scores, E biased */
+    __shared__ float best_v[32];
+    __shared__ int best_i[32];
+    const int t = blockIdx.x;
     const float *lg = logits + (uint64_t)t * E;
-    float *score = score_buf + (uint64_t)t * 2 * E, *biased = score + E;
-    for (uint32_t e = 0; e < E; e++) {
+    float *biased = score + E;
+    for (uint32_t e = threadIdx.x; e < E; e += blockDim.x) {
         const float l = lg[e];
         score[e] = gating == 2 ? 1.0f / (1.0f + expf(-l)) : gating == 4 ? sqrtf(l > 20.0f ? l : log1pf(expf(l))) : l;
     }
-    if (gating == 1) { /* softmax over all experts, as ds4_softmax computes it */
+    __syncthreads();
+    if (gating == 1 && threadIdx.x == 0) { /* softmax over all experts, as ds4_softmax computes it */
         float mx = score[0];
         for (uint32_t e = 1; e < E; e++) mx = fmaxf(mx, score[e]);
         float sum = 0;
         for (uint32_t e = 0; e < E; e++) sum += (score[e] = expf(score[e] - mx));
         for (uint32_t e = 0; e < E; e++) score[e] /= sum;
     }
+    __syncthreads();
     int32_t *ch = choice + (uint64_t)t * K;
     if (!hashed) {
-        for (uint32_t e = 0; e < E; e++) biased[e] = score[e] + (bias ? bias[e] : 0.0f);
+        for (uint32_t e = threadIdx.x; e < E; e += blockDim.x) biased[e] = score[e] + (bias ? bias[e] : 0.0f);
+        __syncthreads();
+        const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
         for (uint32_t k = 0; k < K; k++) {
-            uint32_t best = 0;
-            for (uint32_t e = 1; e < E; e++)
-                if (biased[e] > biased[best]) best = e;
-            ch[k] = (int32_t)best;
-            biased[best] = -INFINITY;
+            float v = -INFINITY;
+            int i = -1;
+            for (uint32_t e = threadIdx.x; e < E; e += blockDim.x)
+                if (i < 0 || biased[e] > v) v = biased[e], i = (int)e;
+            for (int off = 16; off > 0; off >>= 1) {
+                const float ov = __shfl_xor_sync(0xffffffffu, v, off);
+                const int oi = __shfl_xor_sync(0xffffffffu, i, off);
+                if (oi >= 0 && (i < 0 || ov > v || (ov == v && oi < i))) v = ov, i = oi;
+            }
+            if (lane == 0) best_v[warp] = v, best_i[warp] = i;
+            __syncthreads();
+            if (threadIdx.x == 0) {
+                int bi = best_i[0];
+                float bv = best_v[0];
+                for (int w = 1; w < (int)(blockDim.x >> 5); w++)
+                    if (best_i[w] >= 0 && (bi < 0 || best_v[w] > bv || (best_v[w] == bv && best_i[w] < bi)))
+                        bv = best_v[w], bi = best_i[w];
+                ch[k] = bi;
+                biased[bi] = -INFINITY;
+            }
+            __syncthreads();
         }
     }
-    float sum = 0.0f, *wt = weight + (uint64_t)t * K;
-    for (uint32_t k = 0; k < K; k++) sum += (wt[k] = score[ch[k]]);
-    for (uint32_t k = 0; k < K; k++) wt[k] = (norm ? wt[k] / (sum + 1e-20f) : wt[k]) * scale;
+    if (threadIdx.x == 0) {
+        float sum = 0.0f, *wt = weight + (uint64_t)t * K;
+        for (uint32_t k = 0; k < K; k++) sum += (wt[k] = score[ch[k]]);
+        for (uint32_t k = 0; k < K; k++) wt[k] = (norm ? wt[k] / (sum + 1e-20f) : wt[k]) * scale;
+    }
 }
 
 /* hg = silu(min(g, L)) * clamp(u, -L, L), element by element. */
@@ -146,19 +159,18 @@ extern "C" int ds4_cuda_ffn(ds4_cuda *c, const ds4_cuda_ffn_layer *L, const floa
         }
     const uint64_t D = L->D, E = L->E, I = L->I, K = L->K, Is = L->Is, P = (uint64_t)T * K;
     /* one work buffer, carved up */
-    const uint64_t n_x = T * D, n_logits = T * E, n_score = T * 2 * E, n_h = P * I, n_ys = P * D, n_sh = T * Is,
-                   n_out = T * D;
-    const uint64_t floats = n_x + n_logits + n_score + 2 * n_h + n_ys + 2 * n_sh + n_out + 2 * P;
+    const uint64_t n_logits = T * E, n_h = P * I, n_ys = P * D, n_sh = T * Is, n_out = T * D;
+    const uint64_t floats = n_logits + 2 * n_h + n_ys + 2 * n_sh + 2 * P;
     if (ds4_cuda_grow((void **)&c->ffn_work, &c->ffn_cap, floats * sizeof(float), err, cap) < 0) return -1;
-    float *dx = c->ffn_work, *logits = dx + n_x, *score = logits + n_logits, *hg = score + n_score, *hu = hg + n_h,
-          *ys = hu + n_h, *sg = ys + n_ys, *su = sg + n_sh, *out = su + n_sh, *weight = out + n_out;
-    int32_t *ch = (int32_t *)(weight + P);
-    cudaError_t e = cudaMemcpyAsync(dx, x, n_x * sizeof(float), cudaMemcpyHostToDevice, c->stream);
-    if (e == cudaSuccess && choice) e = cudaMemcpyAsync(ch, choice, P * sizeof(int32_t), cudaMemcpyHostToDevice, c->stream);
-    if (e == cudaSuccess) e = product(c, &L->gate_inp, E, dx, 1, NULL, T, logits);
+    const float *dx = x;
+    float *logits = c->ffn_work, *hg = logits + n_logits, *hu = hg + n_h, *ys = hu + n_h,
+          *sg = ys + n_ys, *su = sg + n_sh, *out = y, *weight = su + n_sh;
+    int32_t *ch = choice ? (int32_t *)choice : (int32_t *)(weight + P);
+    cudaError_t e = product(c, &L->gate_inp, E, dx, 1, NULL, T, logits);
     if (e == cudaSuccess) {
-        route_kernel<<<1, MAX_T, 0, c->stream>>>(logits, T, L->E, L->K, L->gating, L->norm, L->scale, L->bias, ch,
-                                                 choice != NULL, weight, score);
+        route_kernel<<<T, 128, 2 * (size_t)L->E * sizeof(float), c->stream>>>(logits, L->E, L->K, L->gating, L->norm,
+                                                                            L->scale, L->bias, ch, choice != NULL,
+                                                                            weight);
         e = cudaGetLastError();
     }
     if (e == cudaSuccess && Is) e = product(c, &L->gate_sh, Is, dx, 1, NULL, T, sg);
@@ -180,8 +192,6 @@ extern "C" int ds4_cuda_ffn(ds4_cuda *c, const ds4_cuda_ffn_layer *L, const floa
                                                                                 L->D);
         e = cudaGetLastError();
     }
-    if (e == cudaSuccess) e = cudaMemcpyAsync(y, out, n_out * sizeof(float), cudaMemcpyDeviceToHost, c->stream);
-    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
     return e == cudaSuccess ? 0 : fail(err, cap, "the MoE layer", e);
 }
 

@@ -12,32 +12,35 @@
 #include "cuda_device.h"
 
 #define WARPS 4      /* rows per thread block */
+#define SPLIT_MAX 32 /* slices of a split product */
+#define SPLIT_FLOATS (SPLIT_MAX * 8 * 4096) /* their partial sums */
 
 
 /* ---- the product ---- */
 
-/* y[t][o] = W[o] . x[t] for a warp's row o; T rows of x, n values each, dense: eight
- * activation rows per pass over the weight row, then four, two, one. */
+/* y[t][o] = W[o] . x[t] for a warp's row o; T rows of x (ldx apart) and of y (ldy apart):
+ * eight activation rows per pass over the weight row, then four, two, one. */
 template <int TYPE, int R>
-__device__ __forceinline__ void rows_pass(const uint8_t *row, uint32_t block_bytes, int64_t n, uint64_t n_out,
-                                          uint64_t o, const float *x, int t0, float *y) {
+__device__ __forceinline__ void rows_pass(const uint8_t *row, uint32_t block_bytes, int64_t n, uint64_t o,
+                                          const float *x, uint64_t ldx, int t0, float *y, uint64_t ldy) {
     float acc[R];
-    row_dots<TYPE, R>(row, block_bytes, n, x + (uint64_t)t0 * n, acc);
+    row_dots<TYPE, R>(row, block_bytes, n, x + (uint64_t)t0 * ldx, ldx, acc);
     if ((threadIdx.x & 31) == 0)
-        for (int t = 0; t < R; t++) y[(uint64_t)(t0 + t) * n_out + o] = acc[t];
+        for (int t = 0; t < R; t++) y[(uint64_t)(t0 + t) * ldy + o] = acc[t];
 }
 
 template <int TYPE>
 __global__ void matmul_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes, uint32_t block_bytes, int64_t n,
-                              uint64_t n_out, const float *__restrict__ x, int T, float *__restrict__ y) {
+                              uint64_t n_out, const float *__restrict__ x, uint64_t ldx, int T, float *__restrict__ y,
+                              uint64_t ldy) {
     const uint64_t o = (uint64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
     if (o >= n_out) return;
     const uint8_t *row = W + o * row_bytes;
     int t0 = 0;
-    for (; t0 + 8 <= T; t0 += 8) rows_pass<TYPE, 8>(row, block_bytes, n, n_out, o, x, t0, y);
-    if (T - t0 >= 4) rows_pass<TYPE, 4>(row, block_bytes, n, n_out, o, x, t0, y), t0 += 4;
-    if (T - t0 >= 2) rows_pass<TYPE, 2>(row, block_bytes, n, n_out, o, x, t0, y), t0 += 2;
-    if (T - t0 >= 1) rows_pass<TYPE, 1>(row, block_bytes, n, n_out, o, x, t0, y);
+    for (; t0 + 8 <= T; t0 += 8) rows_pass<TYPE, 8>(row, block_bytes, n, o, x, ldx, t0, y, ldy);
+    if (T - t0 >= 4) rows_pass<TYPE, 4>(row, block_bytes, n, o, x, ldx, t0, y, ldy), t0 += 4;
+    if (T - t0 >= 2) rows_pass<TYPE, 2>(row, block_bytes, n, o, x, ldx, t0, y, ldy), t0 += 2;
+    if (T - t0 >= 1) rows_pass<TYPE, 1>(row, block_bytes, n, o, x, ldx, t0, y, ldy);
 }
 
 /* Prefill: a tile of GM weight rows times GN activation rows per thread block, over K in
@@ -53,7 +56,7 @@ __global__ void matmul_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes,
 template <int TYPE>
 __global__ void __launch_bounds__(GEMM_THREADS)
 gemm_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes, uint32_t block_bytes, int64_t n, uint64_t n_out,
-            const float *__restrict__ x, int T, float *__restrict__ y) {
+            const float *__restrict__ x, uint64_t ldx, int T, float *__restrict__ y, uint64_t ldy) {
     extern __shared__ float smem[];
     float *ws = smem, *xs = smem + GM * GK;
     constexpr int B = block_of<TYPE>::N;
@@ -77,7 +80,7 @@ gemm_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes, uint32_t block_by
         }
         for (int i = tid; i < GN * kw; i += GEMM_THREADS) {
             const int t = i / kw, k = i % kw;
-            xs[t * GK + k] = t0 + t < T ? x[(uint64_t)(t0 + t) * n + k0 + k] : 0.0f;
+            xs[t * GK + k] = t0 + t < T ? x[(uint64_t)(t0 + t) * ldx + k0 + k] : 0.0f;
         }
         __syncthreads();
         for (int k = 0; k < kw; k++) {
@@ -94,49 +97,94 @@ gemm_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes, uint32_t block_by
         for (int c = 0; c < 4; c++) {
             const uint64_t o = o0 + r0 + 32 * h;
             const int t = t0 + c0 + c;
-            if (o < n_out && t < T) y[(uint64_t)t * n_out + o] = acc[h][c];
+            if (o < n_out && t < T) y[(uint64_t)t * ldy + o] = acc[h][c];
         }
 }
 
-typedef void (*kernel_fn)(const uint8_t *, uint64_t, uint32_t, int64_t, uint64_t, const float *, int, float *);
+typedef void (*kernel_fn)(const uint8_t *, uint64_t, uint32_t, int64_t, uint64_t, const float *, uint64_t, int,
+                          float *, uint64_t);
 
+/* Rows of a plain float type whose length is not a multiple of 32: a warp per output
+ * row, value by value (small test models; nothing of the real model's shape). */
+template <int TYPE>
+__global__ void plain_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes, uint32_t block_bytes, int64_t n,
+                             uint64_t n_out, const float *__restrict__ x, uint64_t ldx, int T, float *__restrict__ y,
+                             uint64_t ldy) {
+    (void)block_bytes;
+    const uint64_t o = (uint64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
+    if (o >= n_out) return;
+    const uint8_t *row = W + o * row_bytes;
+    const int lane = threadIdx.x & 31;
+    for (int t = 0; t < T; t++) {
+        float s = 0.0f;
+        for (int64_t i = lane; i < n; i += 32) s = fmaf(value_at<TYPE>(row, i), x[(uint64_t)t * ldx + i], s);
+        for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+        if (lane == 0) y[(uint64_t)t * ldy + o] = s;
+    }
+}
+
+/* Few output rows over a long input (the hyper-connections' mixers, the router): the
+ * input split in `span`-value slices (blockIdx.y), each slice's partial sums of up to
+ * eight activation rows into partial[slice][t][o], then added slice by slice in order
+ * (sum_kernel), so the result is fixed run after run. */
+template <int TYPE>
+__global__ void split_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes, uint32_t block_bytes, int64_t n,
+                             uint64_t n_out, const float *__restrict__ x, uint64_t ldx, int T, int64_t span,
+                             float *__restrict__ partial) {
+    const uint64_t o = (uint64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
+    if (o >= n_out) return;
+    const int64_t begin = (int64_t)blockIdx.y * span, end = begin + span < n ? begin + span : n;
+    const uint8_t *row = W + o * row_bytes;
+    float acc[8];
+    switch (T) {
+#define SPAN_CASE(R) case R: row_dots_span<TYPE, R>(row, block_bytes, begin, end, x, ldx, acc); break;
+        SPAN_CASE(1) SPAN_CASE(2) SPAN_CASE(3) SPAN_CASE(4) SPAN_CASE(5) SPAN_CASE(6) SPAN_CASE(7) SPAN_CASE(8)
+#undef SPAN_CASE
+    }
+    if ((threadIdx.x & 31) == 0)
+        for (int t = 0; t < T; t++) partial[((uint64_t)blockIdx.y * T + t) * n_out + o] = acc[t];
+}
+
+__global__ void sum_kernel(const float *partial, int slices, int T, uint64_t n_out, float *y, uint64_t ldy) {
+    const uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (uint64_t)T * n_out) return;
+    const uint64_t t = i / n_out, o = i % n_out;
+    float s = partial[i];
+    for (int k = 1; k < slices; k++) s += partial[(uint64_t)k * T * n_out + i];
+    y[t * ldy + o] = s;
+}
+
+typedef void (*split_fn)(const uint8_t *, uint64_t, uint32_t, int64_t, uint64_t, const float *, uint64_t, int, int64_t,
+                         float *);
+
+#define GEMM_CASE(t) case t: return gemm_kernel<t>;
+#define MATMUL_CASE(t) case t: return matmul_kernel<t>;
+#define SPLIT_CASE(t) case t: return split_kernel<t>;
 static kernel_fn gemm_for(uint32_t type) {
-    switch (type) {
-    case T_F32: return gemm_kernel<T_F32>;
-    case T_F16: return gemm_kernel<T_F16>;
-    case T_BF16: return gemm_kernel<T_BF16>;
-    case T_Q8_0: return gemm_kernel<T_Q8_0>;
-    case T_Q4_0: return gemm_kernel<T_Q4_0>;
-    case T_MXFP4: return gemm_kernel<T_MXFP4>;
-    case T_Q2_K: return gemm_kernel<T_Q2_K>;
-    case T_Q3_K: return gemm_kernel<T_Q3_K>;
-    case T_Q4_K: return gemm_kernel<T_Q4_K>;
-    case T_Q5_K: return gemm_kernel<T_Q5_K>;
-    case T_Q6_K: return gemm_kernel<T_Q6_K>;
-    case T_IQ2_XXS: return gemm_kernel<T_IQ2_XXS>;
-    }
+    switch (type) { DS4_CUDA_TYPES(GEMM_CASE) }
     return NULL;
 }
-
 static kernel_fn kernel_for(uint32_t type) {
+    switch (type) { DS4_CUDA_TYPES(MATMUL_CASE) }
+    return NULL;
+}
+static split_fn split_for(uint32_t type) {
+    switch (type) { DS4_CUDA_TYPES(SPLIT_CASE) }
+    return NULL;
+}
+static kernel_fn plain_for(uint32_t type) {
     switch (type) {
-    case T_F32: return matmul_kernel<T_F32>;
-    case T_F16: return matmul_kernel<T_F16>;
-    case T_BF16: return matmul_kernel<T_BF16>;
-    case T_Q8_0: return matmul_kernel<T_Q8_0>;
-    case T_Q4_0: return matmul_kernel<T_Q4_0>;
-    case T_MXFP4: return matmul_kernel<T_MXFP4>;
-    case T_Q2_K: return matmul_kernel<T_Q2_K>;
-    case T_Q3_K: return matmul_kernel<T_Q3_K>;
-    case T_Q4_K: return matmul_kernel<T_Q4_K>;
-    case T_Q5_K: return matmul_kernel<T_Q5_K>;
-    case T_Q6_K: return matmul_kernel<T_Q6_K>;
-    case T_IQ2_XXS: return matmul_kernel<T_IQ2_XXS>;
+    case T_F32: return plain_kernel<T_F32>;
+    case T_F16: return plain_kernel<T_F16>;
+    case T_BF16: return plain_kernel<T_BF16>;
     }
     return NULL;
 }
 
-extern "C" int ds4_cuda_type_supported(uint32_t type) { return kernel_for(type) != NULL; }
+extern "C" int ds4_cuda_rows_supported(uint32_t type, int64_t n) {
+    if (plain_for(type)) return n > 0;
+    return kernel_for(type) != NULL && n % (type == T_Q8_0 || type == T_Q4_0 || type == T_MXFP4 ? 32 : QK_K) == 0;
+}
 
 int ds4_cuda_grow(void **buf, size_t *cap, size_t bytes, char *err, size_t errcap) {
     if (bytes <= *cap) return 0;
@@ -147,6 +195,49 @@ int ds4_cuda_grow(void **buf, size_t *cap, size_t bytes, char *err, size_t errca
     if (e != cudaSuccess) return fail(err, errcap, "work buffers", e);
     *cap = bytes;
     return 0;
+}
+
+/* Slices for a product of few output rows over a long input: enough thread blocks to
+ * fill the device twice over, slices of a multiple of 256 values (1: no split). */
+static int64_t split_span(const ds4_cuda_product *q, int64_t *slices) {
+    const uint64_t blocks = (q->n_out + WARPS - 1) / WARPS;
+    *slices = 1;
+    if (q->T > 8 || blocks >= 264 || q->w.n < 2048) return q->w.n;
+    int64_t want = (int64_t)(528 / blocks);
+    want = want > SPLIT_MAX ? SPLIT_MAX : want;
+    int64_t span = ((q->w.n + want - 1) / want + 255) / 256 * 256;
+    *slices = (q->w.n + span - 1) / span;
+    return span;
+}
+
+extern "C" void ds4_cuda_run(ds4_cuda *c, const ds4_cuda_product *p, int n) {
+    for (int k = 0; k < n; k++) {
+        const ds4_cuda_product *q = &p[k];
+        const uint8_t *W = c->arena + q->w.offset;
+        int64_t slices;
+        const int64_t span = split_span(q, &slices);
+        if (q->w.n % 32 && plain_for(q->w.type)) {
+            const unsigned blocks = (unsigned)((q->n_out + WARPS - 1) / WARPS);
+            plain_for(q->w.type)<<<blocks, WARPS * 32, 0, c->stream>>>(W, q->w.row_bytes, q->w.block_bytes, q->w.n,
+                                                                        q->n_out, q->x, q->ldx, q->T, q->y, q->ldy);
+        } else if (slices > 1 && (uint64_t)slices * q->T * q->n_out <= c->split_cap) {
+            const dim3 grid((unsigned)((q->n_out + WARPS - 1) / WARPS), (unsigned)slices);
+            split_for(q->w.type)<<<grid, WARPS * 32, 0, c->stream>>>(W, q->w.row_bytes, q->w.block_bytes, q->w.n,
+                                                                      q->n_out, q->x, q->ldx, q->T, span, c->split);
+            const uint64_t outs = (uint64_t)q->T * q->n_out;
+            sum_kernel<<<(unsigned)((outs + 255) / 256), 256, 0, c->stream>>>(c->split, (int)slices, q->T, q->n_out,
+                                                                              q->y, q->ldy);
+        } else if (q->T >= DS4_CUDA_GEMM_MIN_T) {
+            const dim3 grid((unsigned)((q->n_out + GM - 1) / GM), (unsigned)((q->T + GN - 1) / GN));
+            gemm_for(q->w.type)<<<grid, GEMM_THREADS, GEMM_SMEM, c->stream>>>(W, q->w.row_bytes, q->w.block_bytes,
+                                                                              q->w.n, q->n_out, q->x, q->ldx, q->T,
+                                                                              q->y, q->ldy);
+        } else if (q->T > 0) {
+            const unsigned blocks = (unsigned)((q->n_out + WARPS - 1) / WARPS);
+            kernel_for(q->w.type)<<<blocks, WARPS * 32, 0, c->stream>>>(W, q->w.row_bytes, q->w.block_bytes, q->w.n,
+                                                                         q->n_out, q->x, q->ldx, q->T, q->y, q->ldy);
+        }
+    }
 }
 
 /* Pinned host memory that only grows: inputs gathered and outputs scattered through it,
@@ -163,8 +254,7 @@ static int grow_pinned(float **buf, size_t *cap, size_t bytes, char *err, size_t
 }
 
 extern "C" int ds4_cuda_products(ds4_cuda *c, const ds4_cuda_product *p, int n, char *err, size_t cap) {
-    /* products that read the same activations (an expert's gate and up, the projections
-     * of one input) share one copy of them */
+    ds4_cuda_product d[64];
     size_t x_at[64], y_at[64], xs = 0, ys = 0;
     if (n > 64) {
         snprintf(err, cap, "cuda: more than 64 products in one batch");
@@ -172,12 +262,7 @@ extern "C" int ds4_cuda_products(ds4_cuda *c, const ds4_cuda_product *p, int n, 
     }
     for (int k = 0; k < n; k++) {
         x_at[k] = xs;
-        for (int i = 0; i < k; i++)
-            if (p[i].x == p[k].x && p[i].ldx == p[k].ldx && p[i].T == p[k].T && p[i].w.n == p[k].w.n) {
-                x_at[k] = x_at[i];
-                break;
-            }
-        if (x_at[k] == xs) xs += (size_t)p[k].T * (size_t)p[k].w.n;
+        xs += (size_t)p[k].T * (size_t)p[k].w.n;
         y_at[k] = ys;
         ys += (size_t)p[k].T * p[k].n_out;
     }
@@ -187,26 +272,17 @@ extern "C" int ds4_cuda_products(ds4_cuda *c, const ds4_cuda_product *p, int n, 
         grow_pinned(&c->hy, &c->hy_cap, ys * sizeof(float), err, cap) < 0)
         return -1;
     for (int k = 0; k < n; k++) {
-        bool first = true;
-        for (int i = 0; i < k && first; i++) first = x_at[i] != x_at[k];
-        if (!first) continue;
         for (int t = 0; t < p[k].T; t++)
             memcpy(c->hx + x_at[k] + (size_t)t * p[k].w.n, p[k].x + (size_t)t * p[k].ldx, (size_t)p[k].w.n * sizeof(float));
+        d[k] = p[k];
+        d[k].x = c->dx + x_at[k];
+        d[k].ldx = (uint64_t)p[k].w.n;
+        d[k].y = c->dy + y_at[k];
+        d[k].ldy = p[k].n_out;
     }
     cudaError_t e = cudaMemcpyAsync(c->dx, c->hx, xs * sizeof(float), cudaMemcpyHostToDevice, c->stream);
-    for (int k = 0; k < n && e == cudaSuccess; k++) {
-        const ds4_cuda_product *q = &p[k];
-        if (q->T >= DS4_CUDA_GEMM_MIN_T) {
-            const dim3 grid((unsigned)((q->n_out + GM - 1) / GM), (unsigned)((q->T + GN - 1) / GN));
-            gemm_for(q->w.type)<<<grid, GEMM_THREADS, GEMM_SMEM, c->stream>>>(c->arena + q->w.offset, q->w.row_bytes,
-                                                                              q->w.block_bytes, q->w.n, q->n_out,
-                                                                            c->dx + x_at[k], q->T, c->dy + y_at[k]);
-        } else {
-            const unsigned blocks = (unsigned)((q->n_out + WARPS - 1) / WARPS);
-            kernel_for(q->w.type)<<<blocks, WARPS * 32, 0, c->stream>>>(c->arena + q->w.offset, q->w.row_bytes,
-                                                                         q->w.block_bytes, q->w.n, q->n_out,
-                                                                       c->dx + x_at[k], q->T, c->dy + y_at[k]);
-        }
+    if (e == cudaSuccess) {
+        ds4_cuda_run(c, d, n);
         e = cudaGetLastError();
     }
     if (e == cudaSuccess) e = cudaMemcpyAsync(c->hy, c->dy, ys * sizeof(float), cudaMemcpyDeviceToHost, c->stream);
@@ -216,6 +292,44 @@ extern "C" int ds4_cuda_products(ds4_cuda *c, const ds4_cuda_product *p, int n, 
         for (int t = 0; t < p[k].T; t++)
             memcpy(p[k].y + (size_t)t * p[k].ldy, c->hy + y_at[k] + (size_t)t * p[k].n_out, p[k].n_out * sizeof(float));
     return 0;
+}
+
+/* ---- rows of a matrix as F32 (the token embedding) ---- */
+
+/* out[r] (ld apart) = row ids[r] of W decoded, written `copies` times, copy_stride apart. */
+template <int TYPE>
+__global__ void rows_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes, uint32_t block_bytes, int64_t n,
+                            const int32_t *ids, float *out, uint64_t ld, int copies, uint64_t copy_stride) {
+    constexpr int B = block_of<TYPE>::N;
+    const uint8_t *row = W + (uint64_t)ids[blockIdx.x] * row_bytes;
+    float *o = out + (uint64_t)blockIdx.x * ld;
+    if constexpr (TYPE == T_F32 || TYPE == T_F16 || TYPE == T_BF16) { /* rows of any length */
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+            const float v = value_at<TYPE>(row, i);
+            for (int k = 0; k < copies; k++) o[(uint64_t)k * copy_stride + i] = v;
+        }
+    } else {
+        for (int64_t blk = threadIdx.x; blk < n / B; blk += blockDim.x) {
+            float v[B];
+            decode<TYPE>(row + blk * block_bytes, v);
+            for (int k = 0; k < copies; k++)
+                for (int j = 0; j < B; j++) o[(uint64_t)k * copy_stride + blk * B + j] = v[j];
+        }
+    }
+}
+
+typedef void (*rows_fn)(const uint8_t *, uint64_t, uint32_t, int64_t, const int32_t *, float *, uint64_t, int, uint64_t);
+#define ROWS_CASE(t) case t: return rows_kernel<t>;
+static rows_fn rows_for(uint32_t type) {
+    switch (type) { DS4_CUDA_TYPES(ROWS_CASE) }
+    return NULL;
+}
+
+extern "C" void ds4_cuda_rows(ds4_cuda *c, const ds4_cuda_matrix *m, const int32_t *ids, int n_rows, float *out,
+                              uint64_t ld, int copies, uint64_t copy_stride) {
+    if (n_rows > 0)
+        rows_for(m->type)<<<n_rows, 64, 0, c->stream>>>(c->arena + m->offset, m->row_bytes, m->block_bytes, m->n, ids,
+                                                        out, ld, copies, copy_stride);
 }
 
 /* ---- the device and its memory ---- */
@@ -245,6 +359,13 @@ extern "C" ds4_cuda *ds4_cuda_create(int device, char *err, size_t cap) {
         return NULL;
     }
     snprintf(c->name, sizeof c->name, "%s", prop.name);
+    if ((e = cudaMalloc((void **)&c->split, SPLIT_FLOATS * sizeof(float))) != cudaSuccess) {
+        fail(err, cap, "work buffers", e);
+        cudaStreamDestroy(c->stream);
+        free(c);
+        return NULL;
+    }
+    c->split_cap = SPLIT_FLOATS;
     const uint32_t types[] = {T_F32, T_F16, T_BF16, T_Q8_0, T_Q4_0, T_MXFP4, T_Q2_K, T_Q3_K, T_Q4_K, T_Q5_K, T_Q6_K, T_IQ2_XXS};
     for (size_t i = 0; i < sizeof types / sizeof types[0] && e == cudaSuccess; i++)
         e = cudaFuncSetAttribute((const void *)gemm_for(types[i]), cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -263,6 +384,7 @@ extern "C" void ds4_cuda_destroy(ds4_cuda *c) {
     cudaFree(c->dx);
     cudaFree(c->dy);
     cudaFree(c->ffn_work);
+    cudaFree(c->split);
     cudaFreeHost(c->hx);
     cudaFreeHost(c->hy);
     cudaStreamDestroy(c->stream);
@@ -394,4 +516,49 @@ extern "C" double ds4_cuda_copy_gbps(ds4_cuda *c) {
     cudaFree(b);
     /* a copy reads and writes each byte: HBM moves twice the bytes copied */
     return ms > 0 ? 2.0 * 5 * (double)bytes / (ms * 1e-3) / 1e9 : 0;
+}
+
+/* ---- device memory for the stages (cuda_stages.h) ---- */
+
+extern "C" void *ds4_cuda_malloc(ds4_cuda *c, uint64_t bytes, char *err, size_t cap) {
+    (void)c;
+    void *p = NULL;
+    const cudaError_t e = cudaMalloc(&p, bytes ? bytes : 256);
+    if (e != cudaSuccess) {
+        size_t f = 0, t = 0;
+        cudaGetLastError();
+        cudaMemGetInfo(&f, &t);
+        snprintf(err, cap, "cuda: %.2f GiB more device memory (%.2f GiB free): %s", (double)bytes / (1 << 30),
+                 (double)f / (1 << 30), cudaGetErrorString(e));
+        return NULL;
+    }
+    return p;
+}
+
+extern "C" void ds4_cuda_free(void *p) { cudaFree(p); }
+
+extern "C" void ds4_cuda_to_device(ds4_cuda *c, void *dst, const void *host, uint64_t bytes) {
+    if (bytes) cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, c->stream);
+}
+
+extern "C" void ds4_cuda_copy(ds4_cuda *c, void *dst, const void *src, uint64_t bytes) {
+    if (bytes) cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream);
+}
+
+extern "C" void ds4_cuda_set(ds4_cuda *c, void *dst, int ones, uint64_t bytes) {
+    if (bytes) cudaMemsetAsync(dst, ones ? 0xff : 0, bytes, c->stream);
+}
+
+extern "C" int ds4_cuda_to_host(ds4_cuda *c, void *host, const void *src, uint64_t bytes, const char *what, char *err,
+                                size_t cap) {
+    cudaError_t e = cudaGetLastError();
+    if (e == cudaSuccess && bytes) e = cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, c->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
+    return e == cudaSuccess ? 0 : fail(err, cap, what, e);
+}
+
+extern "C" int ds4_cuda_check(ds4_cuda *c, const char *what, char *err, size_t cap) {
+    (void)c;
+    const cudaError_t e = cudaGetLastError();
+    return e == cudaSuccess ? 0 : fail(err, cap, what, e);
 }

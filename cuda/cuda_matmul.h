@@ -42,10 +42,10 @@ typedef struct {
 typedef struct {
     ds4_cuda_matrix w;     /* from the row the product starts at */
     uint64_t n_out;
-    const float *x;        /* host: T rows, ldx apart */
+    const float *x;        /* T rows, ldx apart (a multiple of 4 floats) */
     uint64_t ldx;
     int T;
-    float *y;              /* host: T rows, ldy apart */
+    float *y;              /* T rows, ldy apart */
     uint64_t ldy;
 } ds4_cuda_product;
 
@@ -53,10 +53,17 @@ typedef struct {
  * rows (prefill); below, a warp per weight row reads it once per eight activation rows. */
 #define DS4_CUDA_GEMM_MIN_T 64
 
-/* Whether the products can run this type. */
-int ds4_cuda_type_supported(uint32_t type);
-/* Run products, their inputs and outputs through host memory; returns once y holds them. */
+/* Whether the products can run rows of n values of this type. */
+int ds4_cuda_rows_supported(uint32_t type, int64_t n);
+/* Products with x and y in device memory, queued on the device's stream (launch errors:
+ * ds4_cuda_check). */
+void ds4_cuda_run(ds4_cuda *c, const ds4_cuda_product *p, int n);
+/* The same with x and y in host memory (tests); returns once y holds them. */
 int ds4_cuda_products(ds4_cuda *c, const ds4_cuda_product *p, int n, char *err, size_t cap);
+/* out[r] (ld floats apart) = row ids[r] of m as F32, written `copies` times copy_stride
+ * apart (the token embedding into every stream); ids and out in device memory. */
+void ds4_cuda_rows(ds4_cuda *c, const ds4_cuda_matrix *m, const int32_t *ids, int n_rows, float *out, uint64_t ld,
+                   int copies, uint64_t copy_stride);
 
 /* The MoE feed-forward of one layer for a few tokens (decode, batched decode), on the
  * device from the activations to the output: router scores (gating 1 softmax, 2 sigmoid,
@@ -75,8 +82,8 @@ typedef struct {
 #define DS4_CUDA_FFN_MAX_T 16   /* tokens ds4_cuda_ffn takes at once */
 #define DS4_CUDA_FFN_MAX_K 16
 
-/* x and y: T rows of D floats in host memory; choice: T*K expert ids of a hash layer
- * (host), or NULL to choose by score. */
+/* x and y: T rows of D floats in device memory; choice: T*K expert ids of a hash layer
+ * (device), or NULL to choose by score. Queued on the stream. */
 int ds4_cuda_ffn(ds4_cuda *c, const ds4_cuda_ffn_layer *L, const float *x, int T, const int32_t *choice, float *y,
                  char *err, size_t cap);
 /* n floats to the device (small parameters); *dev is the caller's to keep. */
