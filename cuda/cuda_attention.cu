@@ -263,18 +263,23 @@ extern "C" void ds4_cuda_indexer(ds4_cuda *c, const ds4_cuda_rows_of *r, const f
 /* ---- attention over each token's keys ---- */
 
 #define ATT_THREADS 256
-#define ATT_PER_THREAD 4 /* head_dim <= 1024 */
+#define ATT_WARPS (ATT_THREADS / 32)
+#define ATT_PER_LANE 32 /* head_dim <= 1024 */
 
-/* blockIdx.x: the head, blockIdx.y: the row. */
+/* blockIdx.x: the head, blockIdx.y: the row. Each warp takes every eighth key, for its
+ * logit (a dot product over the lanes) and then its share of the weighted sum (a lane per
+ * 32nd value, a product then an add per key as the CPU's axpy); the warps' sums meet in
+ * warp order. */
 __global__ void attend_kernel(ds4_cuda_rows_of r, ds4_cuda_attend_job j) {
-    extern __shared__ float sm[]; /* q (dim), out (dim), the window's key pointers, the selection */
+    extern __shared__ float sm[]; /* q (dim), the warps' sums (8 x dim), the window's key pointers, the selection */
     __shared__ float red[33];
     __shared__ int n_win_s;
     const int h = blockIdx.x, t = blockIdx.y, d = j.dim;
     const ds4_cuda_seg &g = r.segs[r.row_seg[t]];
     const int64_t p = r.row_pos[t];
-    float *qs = sm, *os = sm + d;
-    const float **win = (const float **)(os + d + (d & 1));
+    float *qs = sm, *parts = sm + d;
+    const float **win = (const float **)(parts + ATT_WARPS * d + (d & 1));
+    int32_t *sel = (int32_t *)(win + j.cap);
     for (int i = threadIdx.x; i < d; i += blockDim.x) qs[i] = j.q[((uint64_t)t * j.heads + h) * d + i];
     if (threadIdx.x == 0) { /* the window in the ring's slot order, as gather_keys */
         int n = 0;
@@ -286,21 +291,19 @@ __global__ void attend_kernel(ds4_cuda_rows_of r, ds4_cuda_attend_job j) {
         }
         n_win_s = n;
     }
-    __syncthreads();
-    const int n_win = n_win_s;
     const uint64_t n_comp = j.kind == 2 ? (uint64_t)(p + 1) / j.ratio : j.kind == 1 ? (uint64_t)j.n_sel[t] : 0;
-    const uint64_t n = n_win + n_comp;
-    const float *entries = g.st.comp.entries;
-    int32_t *sel = (int32_t *)(win + j.cap);
     if (j.kind == 1)
         for (uint64_t i = threadIdx.x; i < n_comp; i += blockDim.x) sel[i] = j.sel[(uint64_t)t * j.topk + i];
     __syncthreads();
+    const int n_win = n_win_s;
+    const uint64_t n = n_win + n_comp;
+    const float *entries = g.st.comp.entries;
 #define KEY(k) ((k) < (uint64_t)n_win ? win[k] : entries + (uint64_t)(j.kind == 2 ? (k) - n_win : sel[(k) - n_win]) * d)
     float *lg = j.logits + ((uint64_t)t * j.heads + h) * j.max_keys;
     const float scale = 1.0f / sqrtf((float)d);
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll 4
-    for (uint64_t k = warp; k < n; k += warps) {
+    for (uint64_t k = warp; k < n; k += ATT_WARPS) {
         const float *key = KEY(k);
         float s = 0.0f;
         for (int i = lane; i < d; i += 32) s = fmaf(qs[i], key[i], s);
@@ -315,30 +318,41 @@ __global__ void attend_kernel(ds4_cuda_rows_of r, ds4_cuda_attend_job j) {
     float sum = 0.0f;
     for (uint64_t k = threadIdx.x; k < n; k += blockDim.x) sum += (lg[k] = expf(lg[k] - m));
     sum = block_reduce(sum, red, false) + expf(sink - m);
-    float acc[ATT_PER_THREAD] = {0};
-#pragma unroll 8
-    for (uint64_t k = 0; k < n; k++) { /* the CPU's axpy order: key by key, a product then an add */
+    float acc[ATT_PER_LANE];
+#pragma unroll
+    for (int v = 0; v < ATT_PER_LANE; v++) acc[v] = 0.0f;
+    for (uint64_t k = warp; k < n; k += ATT_WARPS) {
         const float *key = KEY(k);
         const float a = lg[k] / sum;
-        for (int v = 0; v < ATT_PER_THREAD; v++) {
-            const int i = threadIdx.x + v * blockDim.x;
-            if (i < d) acc[v] = __fadd_rn(acc[v], __fmul_rn(a, key[i]));
-        }
+#pragma unroll
+        for (int v = 0; v < ATT_PER_LANE; v++)
+            if (lane + 32 * v < d) acc[v] = __fadd_rn(acc[v], __fmul_rn(a, key[lane + 32 * v]));
     }
 #undef KEY
-    for (int v = 0; v < ATT_PER_THREAD; v++) {
-        const int i = threadIdx.x + v * blockDim.x;
-        if (i < d) os[i] = acc[v];
+#pragma unroll
+    for (int v = 0; v < ATT_PER_LANE; v++)
+        if (lane + 32 * v < d) parts[warp * d + lane + 32 * v] = acc[v];
+    __syncthreads();
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        float o = parts[i];
+        for (int w = 1; w < ATT_WARPS; w++) o += parts[w * d + i];
+        qs[i] = o;
     }
     __syncthreads();
-    rope(os, d, j.rope_dim, j.rope, p, -1);
+    rope(qs, d, j.rope_dim, j.rope, p, -1);
     __syncthreads();
-    for (int i = threadIdx.x; i < d; i += blockDim.x) j.att[((uint64_t)t * j.heads + h) * d + i] = os[i];
+    for (int i = threadIdx.x; i < d; i += blockDim.x) j.att[((uint64_t)t * j.heads + h) * d + i] = qs[i];
+}
+
+extern "C" size_t ds4_cuda_attend_smem(int dim, uint32_t cap, uint32_t topk) {
+    return ((1 + ATT_WARPS) * (size_t)dim + 1) * sizeof(float) + (size_t)cap * sizeof(float *) +
+           (size_t)topk * sizeof(int32_t) + 8;
 }
 
 extern "C" void ds4_cuda_attend(ds4_cuda *c, const ds4_cuda_rows_of *r, const ds4_cuda_attend_job *j) {
     if (r->T <= 0) return;
-    const size_t smem = (2 * (size_t)j->dim + 1) * sizeof(float) + (size_t)j->cap * sizeof(float *) +
-                        (size_t)j->topk * sizeof(int32_t) + 8;
+    const size_t smem = ds4_cuda_attend_smem(j->dim, j->cap, j->topk);
+    if (smem > 48 * 1024)
+        cudaFuncSetAttribute((const void *)attend_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     attend_kernel<<<dim3((unsigned)j->heads, (unsigned)r->T), ATT_THREADS, smem, c->stream>>>(*r, *j);
 }

@@ -22,9 +22,11 @@ enum {
 
 
 /* Per translation unit (no relocatable device code): each .cu that decodes uploads them
- * (load_tables). */
-static __constant__ uint64_t c_iq2xxs_grid[256];
-static __constant__ uint8_t c_ksigns[128];
+ * (load_tables). The grid and the signs live in global memory (cached in L1): a warp's
+ * lanes index them at 32 different places, which constant memory would serve one by
+ * one; the mask is indexed alike by every lane. */
+static __device__ uint64_t c_iq2xxs_grid[256];
+static __device__ uint8_t c_ksigns[128];
 static __constant__ uint8_t c_kmask[8];
 
 

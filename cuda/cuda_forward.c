@@ -96,9 +96,10 @@ int ds4_cuda_embed(ds4_backend *b, const int32_t *tokens, int T) {
     return done(b, "embed");
 }
 
-static ds4_cuda_hc_site site_of(const ds4_backend *b, const cuda_hc_weights *w, const float *norm, int nm) {
+static ds4_cuda_hc_site site_of(const ds4_backend *b, const cuda_hc_weights *w, const float *norm, int nm,
+                                 int norm_mix) {
     const ds4_config *cf = b->cfg;
-    return (ds4_cuda_hc_site){(int)cf->hc_mult, (int)cf->n_embd, (int)cf->hc_sinkhorn_iters, nm, cf->hc_eps,
+    return (ds4_cuda_hc_site){(int)cf->hc_mult, (int)cf->n_embd, (int)cf->hc_sinkhorn_iters, nm, norm_mix, cf->hc_eps,
                               cf->rms_eps, w->scale, w->base, norm};
 }
 
@@ -108,14 +109,14 @@ int ds4_cuda_hc_pre_stage(ds4_backend *b, int il, ds4_hc_site site, int T) {
     const cuda_hc_weights *w = site == DS4_SITE_ATTN ? &lw->hc_attn : &lw->hc_ffn;
     const int hc = (int)cf->hc_mult, D = (int)cf->n_embd, nm = (2 + hc) * hc;
     const float *streams = GOT(CB_STREAMS);
-    float *flat = BUF(CB_FLAT, (size_t)T * hc * D * sizeof(float)), *mix = BUF(CB_MIX, (size_t)T * nm * sizeof(float));
+    float *mix = BUF(CB_MIX, (size_t)T * nm * sizeof(float));
     float *post = BUF(CB_POST, (size_t)T * hc * sizeof(float)), *comb = BUF(CB_COMB, (size_t)T * hc * hc * sizeof(float));
     float *x = BUF(CB_X, (size_t)T * D * sizeof(float));
-    if (!flat || !mix || !post || !comb || !x) return -1;
-    ds4_cuda_rmsnorm(b->dev, flat, (uint64_t)hc * D, streams, (uint64_t)hc * D, NULL, T, hc * D, NULL, cf->rms_eps);
-    const ds4_cuda_product p = product(&w->fn, 0, (uint64_t)nm, flat, (uint64_t)hc * D, T, mix, (uint64_t)nm);
+    if (!mix || !post || !comb || !x) return -1;
+    /* the mixer reads the raw streams; hc_pre scales its outputs by the streams' norm */
+    const ds4_cuda_product p = product(&w->fn, 0, (uint64_t)nm, streams, (uint64_t)hc * D, T, mix, (uint64_t)nm);
     if (products(b, &p, 1) < 0) return -1;
-    const ds4_cuda_hc_site s = site_of(b, w, site == DS4_SITE_ATTN ? lw->attn_norm : lw->ffn_norm, nm);
+    const ds4_cuda_hc_site s = site_of(b, w, site == DS4_SITE_ATTN ? lw->attn_norm : lw->ffn_norm, nm, 1);
     ds4_cuda_hc_pre(b->dev, &s, mix, streams, NULL, T, post, comb, x);
     return done(b, "hc_pre");
 }
@@ -321,7 +322,7 @@ int ds4_cuda_head(ds4_backend *b, const int *rows, float *const *out, int n) {
     ds4_cuda_product p = product(&b->head_fn, 0, hc, flat, (uint64_t)hc * D, n, mix, hc);
     if (products(b, &p, 1) < 0) return -1;
     const cuda_hc_weights hw = {b->head_fn, b->head_base, b->head_scale};
-    const ds4_cuda_hc_site s = site_of(b, &hw, b->out_norm, hc);
+    const ds4_cuda_hc_site s = site_of(b, &hw, b->out_norm, hc, 0);
     ds4_cuda_hc_pre(b->dev, &s, mix, streams, drows, n, NULL, NULL, x);
     p = product(&b->output, 0, V, x, D, n, logits, V);
     if (products(b, &p, 1) < 0) return -1;

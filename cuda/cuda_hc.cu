@@ -69,9 +69,20 @@ __device__ void site_weights(const ds4_cuda_hc_site &s, const float *m, float *p
 __global__ void hc_pre_kernel(ds4_cuda_hc_site s, const float *mix, const float *streams, const int32_t *rows,
                               float *post, float *comb, float *x) {
     __shared__ float pre[HC_MAX], po[HC_MAX], red[33];
-    extern __shared__ float cb[]; /* hc x hc */
+    extern __shared__ float cb[]; /* hc x hc, then the row's mix */
     const int r = blockIdx.x, hc = s.hc, D = s.D;
+    const float *st = streams + (uint64_t)(rows ? rows[r] : r) * hc * D;
     const float *m = mix + (uint64_t)r * s.nm;
+    if (s.norm_mix) { /* the mixer ran on the raw streams: scale its outputs by their RMS norm */
+        float ss = 0.0f;
+        for (int i = threadIdx.x; i < hc * D; i += blockDim.x) ss = __fadd_rn(ss, __fmul_rn(st[i], st[i]));
+        ss = block_reduce(ss, red, false);
+        const float scale = 1.0f / sqrtf(ss / (float)(hc * D) + s.rms_eps);
+        float *scaled = cb + hc * hc;
+        for (int i = threadIdx.x; i < s.nm; i += blockDim.x) scaled[i] = __fmul_rn(m[i], scale);
+        __syncthreads();
+        m = scaled;
+    }
     if (threadIdx.x < hc)
         pre[threadIdx.x] = sigmoid(__fadd_rn(__fmul_rn(m[threadIdx.x], s.scale[0]), s.base[threadIdx.x])) + s.hc_eps;
     if (post) {
@@ -80,7 +91,6 @@ __global__ void hc_pre_kernel(ds4_cuda_hc_site s, const float *mix, const float 
         if (threadIdx.x < hc) post[(uint64_t)r * hc + threadIdx.x] = po[threadIdx.x];
     }
     __syncthreads();
-    const float *st = streams + (uint64_t)(rows ? rows[r] : r) * hc * D;
     float *xr = x + (uint64_t)r * D, ss = 0.0f;
     for (int i = threadIdx.x; i < D; i += blockDim.x) {
         float acc = __fadd_rn(0.0f, __fmul_rn(pre[0], st[i]));
@@ -99,7 +109,7 @@ __global__ void hc_pre_kernel(ds4_cuda_hc_site s, const float *mix, const float 
 extern "C" void ds4_cuda_hc_pre(ds4_cuda *c, const ds4_cuda_hc_site *s, const float *mix, const float *streams,
                                 const int32_t *rows, int n_rows, float *post, float *comb, float *x) {
     if (n_rows > 0)
-        hc_pre_kernel<<<n_rows, THREADS, post ? (size_t)s->hc * s->hc * sizeof(float) : 0, c->stream>>>(
+        hc_pre_kernel<<<n_rows, THREADS, ((size_t)s->hc * s->hc + (size_t)s->nm) * sizeof(float), c->stream>>>(
             *s, mix, streams, rows, post, comb, x);
 }
 

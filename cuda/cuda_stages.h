@@ -42,11 +42,12 @@ void ds4_cuda_rmsnorm(ds4_cuda *c, float *dst, uint64_t ld_dst, const float *src
                       int n_rows, int n, const float *weight, float eps);
 
 /* A site's mixing weights and the collapse of the streams (cpu_hc.c): for each row r of
- * mix (nm = (2 + hc) * hc floats; the head's: hc), pre = sigmoid(mix * scale[0] + base)
+ * mix (nm = (2 + hc) * hc floats; the head's: hc; with norm_mix the mixer's product of
+ * the raw streams, scaled here by their inverse RMS), pre = sigmoid(mix * scale[0] + base)
  * + hc_eps; with post/comb not NULL also the post weights and the Sinkhorn-normalised
  * combination; then x[r] = RMSNorm(sum_j pre[j] * streams[row][j]) times norm. */
 typedef struct {
-    int hc, D, sinkhorn_iters, nm;
+    int hc, D, sinkhorn_iters, nm, norm_mix;
     float hc_eps, rms_eps;
     const float *scale, *base, *norm;
 } ds4_cuda_hc_site;
@@ -145,6 +146,8 @@ typedef struct {
     float *logits, *att;
 } ds4_cuda_attend_job;
 void ds4_cuda_attend(ds4_cuda *c, const ds4_cuda_rows_of *r, const ds4_cuda_attend_job *j);
+/* Shared memory the attention of a row and head takes (at most ~200 KB on Hopper). */
+size_t ds4_cuda_attend_smem(int dim, uint32_t cap, uint32_t topk);
 
 #ifdef __cplusplus
 }

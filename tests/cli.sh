@@ -119,6 +119,10 @@ expect bench_synthetic_bad_recipe 2 $BIN/ds4-bench --synthetic flash --layers 1 
 expect bench_parallel_profile 0 $BIN/ds4-bench -m "$T/a.gguf" --parallel 1,2 -p 8 -n 2 -t 2 --profile
 if [ "$(grep -c '^decode profile of [12] sequences' "$T/err")" -eq 2 ] && [ "$(grep -c '^ffn (router, experts)' "$T/err")" -eq 2 ]
 then ok bench_parallel_profile_tables; else bad bench_parallel_profile_tables; fi
+# --profile: the prefill's table, then the decode's
+expect bench_profile 0 $BIN/ds4-bench -m "$T/a.gguf" -p 8 -n 2 -r 1 -t 2 --profile
+if grep -q '^prefill profile of 8 tokens' "$T/err" && grep -q '^decode profile at 8 tokens' "$T/err" &&
+    [ "$(grep -c '^ffn (router, experts)' "$T/err")" -eq 2 ]; then ok bench_profile_tables; else bad bench_profile_tables; fi
 expect bench_parallel_zero 2 $BIN/ds4-bench -m "$T/a.gguf" --parallel 0
 one_line bench_parallel_zero_message "parallel 0: counts go from 1 to"
 expect bench_parallel_bad 2 $BIN/ds4-bench -m "$T/a.gguf" --parallel 2,x

@@ -49,6 +49,12 @@ D="$T/it's \$(touch $T/pwned)"
 mkdir -p "$D"
 expect plot_hostile_path 0 $BIN/ds4-bench -m "$T/a.gguf" -p 8,16 -n 2 -r 1 -t 2 --csv "$D/b.csv" --plot "$D/b.png"
 if [ -s "$D/b.png" ] && [ ! -e "$T/pwned" ]; then ok plot_hostile_path_drawn; else bad plot_hostile_path_drawn; fi
+# --plot-from: the same chart from that CSV alone; a file that is not ds4-bench's CSV is refused
+expect plot_from_csv 0 $BIN/ds4-bench --plot-from "$D/b.csv" --plot "$D/again.png"
+if [ -s "$D/again.png" ]; then ok plot_from_csv_drawn; else bad plot_from_csv_drawn; fi
+printf 'a,b\n1,2\n' >"$T/notbench.csv"
+expect plot_from_not_bench 2 $BIN/ds4-bench --plot-from "$T/notbench.csv" --plot "$T/nb.png"
+no_file plot_from_not_bench_no_png "$T/nb.png"
 expect longctx_plot_hostile_path 0 $BIN/ds4-longctx consistency --model "$T/a.gguf" --lengths 64 --threads 2 \
     --csv "$D/c.csv" --plot "$D/c.png" --tmp "$T"
 if [ -s "$D/c.png" ] && [ ! -e "$T/pwned" ]; then ok longctx_plot_drawn; else bad longctx_plot_drawn; fi

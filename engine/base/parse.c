@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "files.h"
 
 int ds4_parse_number(const char *s, double min, double max, double *out) {
     char *end;
@@ -52,4 +53,37 @@ int ds4_csv_field(ds4_buf *b, const char *s) {
     int rc = ds4_buf_append(b, q, need);
     free(q);
     return rc;
+}
+
+typedef struct {
+    char (*fields)[DS4_CSV_FIELD];
+    int max, n, row, want;
+} row_reader;
+
+static void on_field(void *s, size_t len, void *arg) {
+    row_reader *r = arg;
+    if (r->row != r->want || r->n >= r->max) return;
+    const size_t k = len < DS4_CSV_FIELD - 1 ? len : DS4_CSV_FIELD - 1;
+    memcpy(r->fields[r->n], s, k);
+    r->fields[r->n++][k] = 0;
+}
+
+static void on_row(int c, void *arg) {
+    (void)c;
+    ((row_reader *)arg)->row++;
+}
+
+int ds4_csv_row(const char *path, int row, char (*fields)[DS4_CSV_FIELD], int max_fields) {
+    size_t len = 0;
+    char *text = ds4_read_file(path, &len);
+    if (!text) return -1;
+    struct csv_parser p;
+    row_reader r = {fields, max_fields, 0, 0, row};
+    int rc = csv_init(&p, CSV_APPEND_NULL) == 0 && csv_parse(&p, text, len, on_field, on_row, &r) == len ? 0 : -1;
+    if (rc == 0) csv_fini(&p, on_field, on_row, &r);
+    csv_free(&p);
+    free(text);
+    if (rc < 0) return ds4_fail("%s: not CSV", path);
+    if (r.row <= row) return ds4_fail("%s: no row %d", path, row);
+    return r.n;
 }

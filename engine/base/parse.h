@@ -11,6 +11,11 @@
 /* Append s as one CSV field (quoted and escaped by libcsv). */
 int ds4_csv_field(ds4_buf *b, const char *s);
 
+/* Row `row` (0: the header) of the CSV file at path: up to max_fields fields, each cut
+ * to DS4_CSV_FIELD - 1 bytes; returns how many (-1 with the error set). */
+#define DS4_CSV_FIELD 256
+int ds4_csv_row(const char *path, int row, char (*fields)[DS4_CSV_FIELD], int max_fields);
+
 /* Parse all of s as a number in [min, max]; -1 with the error set otherwise. */
 int ds4_parse_number(const char *s, double min, double max, double *out);
 

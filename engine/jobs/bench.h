@@ -20,8 +20,8 @@ typedef struct {
 int ds4_bench_run(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int gen_tokens, int repeats,
                   ds4_bench_result *out);
 
-/* Prefill `prompt`, then decode gen_tokens greedily with the profile on (profile.h),
- * and print where each decoded token's time went. */
+/* Prefill `prompt`, then decode gen_tokens greedily, with the profile on (profile.h):
+ * where each prompt token's time went, then each decoded token's. */
 int ds4_bench_profile(ds4_ctx *ctx, const int32_t *prompt, int n_prompt, int gen_tokens, FILE *out);
 
 /* Batched decode: n sequences of ctx (made with n_seq >= n) decode gen_tokens together,

@@ -24,6 +24,7 @@ static void usage(FILE *out) {
             "usage: ds4-bench (-m M.gguf | --synthetic flash [--recipe R] [--layers N] [--experts N])\n"
             "                 [-p N,N,...] [-n N] [-r N] [-t N] [-o md|csv|json]\n"
             "                 [--csv FILE] [--json FILE] [--plot FILE.png] [--probe] [--profile]\n"
+            "       ds4-bench --plot-from CSV --plot FILE.png\n"
             "                 [--backend NAME [--device N]] [--act auto|f32|q8]\n"
             "                 [--ctx-start N --ctx-max N --step-incr N]\n"
             "\n"
@@ -50,6 +51,7 @@ static void usage(FILE *out) {
             "  --csv FILE          the rows as CSV, each written and synced as it is measured\n"
             "                      (columns in the README); --json FILE: all rows, at the end\n"
             "  --plot FILE.png     prefill and decode tok/s by context, with min-max bars\n"
+            "  --plot-from CSV     draw --plot from a CSV an earlier run wrote (no model, no run)\n"
             "  --probe             measure this machine's read bandwidth after each size's runs\n"
             "                      (it drifts with the machine's other load) and give decode as a\n"
             "                      fraction of it\n"
@@ -191,10 +193,10 @@ static void warn_spread(const row *w) {
                             "the host is noisy\n", w->ctx, what[k], hi[k] / lo[k], r->repeats, lo[k], hi[k]);
 }
 
-static int draw(ds4_plot *p, const char *csv, const run_info *ri) {
+static int draw(ds4_plot *p, const char *csv, const run_info *ri, const char *sha) {
     char qcsv[4200], title[1024], qtitle[2200], commands[8192];
     snprintf(title, sizeof title, "%s (%s), %s, %ld threads, commit %s", ri->model, ri->quant, ri->backend,
-             ri->threads, ds4_git_sha());
+             ri->threads, sha);
     if (!ds4_plot_quote(csv, qcsv, sizeof qcsv) || !ds4_plot_quote(title, qtitle, sizeof qtitle)) {
         ds4_plot_abort(p);
         return ds4_fail("%s: cannot be quoted for gnuplot", csv);
@@ -213,10 +215,10 @@ static const char parallel_header[] =
     "model,quant,backend,threads,parallel,prompt_tokens,gen_tokens,aggregate_decode_tps,per_sequence_decode_tps,"
     "peak_rss_bytes,device_bytes,git_sha,date\n";
 
-static int draw_parallel(ds4_plot *p, const char *csv, const run_info *ri, int prompt, long gen) {
+static int draw_parallel(ds4_plot *p, const char *csv, const run_info *ri, int prompt, long gen, const char *sha) {
     char qcsv[4200], title[1024], qtitle[2200], commands[8192];
     snprintf(title, sizeof title, "batched decode: %s (%s), %s, %ld threads, prompt %d, %ld generated, commit %s",
-             ri->model, ri->quant, ri->backend, ri->threads, prompt, gen, ds4_git_sha());
+             ri->model, ri->quant, ri->backend, ri->threads, prompt, gen, sha);
     if (!ds4_plot_quote(csv, qcsv, sizeof qcsv) || !ds4_plot_quote(title, qtitle, sizeof qtitle))
         return ds4_fail("%s: cannot be quoted for gnuplot", csv);
     snprintf(commands, sizeof commands,
@@ -226,6 +228,33 @@ static int draw_parallel(ds4_plot *p, const char *csv, const run_info *ri, int p
              "'' using 5:9 with linespoints pointtype 5 title 'per sequence'\n",
              qtitle, qcsv);
     return ds4_plot_draw(p, commands);
+}
+
+/* --plot-from: the chart of a CSV an earlier run wrote (on a GPU machine without
+ * gnuplot, say), titled from its first row (the commit too: the run's). */
+static int plot_csv(const char *csv, const char *png) {
+    if (!png) {
+        fprintf(stderr, "ds4-bench: --plot-from CSV draws into --plot FILE.png\n");
+        return 2;
+    }
+    static char head[32][DS4_CSV_FIELD], first[32][DS4_CSV_FIELD];
+    const int n = ds4_csv_row(csv, 0, head, 32);
+    if (n < 8 || ds4_csv_row(csv, 1, first, 32) != n) {
+        fprintf(stderr, "ds4-bench: %s: %s\n", csv, ds4_error()[0] ? ds4_error() : "not a ds4-bench CSV");
+        return 2;
+    }
+    run_info ri = {.model = first[0], .quant = first[1], .threads = atol(first[3])};
+    snprintf(ri.backend, sizeof ri.backend, "%.31s", first[2]);
+    const char *sha = "?";
+    for (int i = 0; i < n; i++)
+        if (!strcmp(head[i], "git_sha")) sha = first[i];
+    ds4_plot plot;
+    int rc = ds4_plot_open(&plot, png);
+    if (rc == 0)
+        rc = !strcmp(head[4], "parallel") ? draw_parallel(&plot, csv, &ri, atoi(first[5]), atol(first[6]), sha)
+                                          : draw(&plot, csv, &ri, sha);
+    if (rc < 0) fprintf(stderr, "ds4-bench: %s\n", ds4_error());
+    return rc < 0 ? 1 : 0;
 }
 
 /* --parallel's list: counts of 1 to DS4_MAX_SEQ sequences; NULL with the error set. */
@@ -282,7 +311,7 @@ static int run_parallel(ds4_model *m, const ds4_ctx_opts *base, const int32_t *n
         ds4_buf_free(&b);
         if (rc == 0 && profile) rc = ds4_bench_parallel_profile(ctx, prompt, prompt_len, (int)gen, ns[i], stderr);
     }
-    if (rc == 0 && png) rc = draw_parallel(&plot, csv, ri, prompt_len, gen);
+    if (rc == 0 && png) rc = draw_parallel(&plot, csv, ri, prompt_len, gen, ds4_git_sha());
     ds4_plot_abort(&plot);
     ds4_appendfile_close(&log);
     free(prompt);
@@ -309,7 +338,7 @@ static ds4_model *synthetic_model(const char *recipe, long layers, long experts,
 
 int main(int argc, char **argv) {
     const char *model_path = NULL, *csv = NULL, *json = NULL, *png = NULL, *lens = "512", *format = "md";
-    const char *parallel = NULL, *synthetic = NULL, *recipe = "q2";
+    const char *parallel = NULL, *synthetic = NULL, *recipe = "q2", *plot_from = NULL;
     long layers = 0, experts = 0;
     long ctx_start = 0, ctx_max = 0, step = 0, gen = 128, repeats = 3, threads = 0;
     bool probe = false, sweep = false, profile = false;
@@ -327,6 +356,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--csv")) csv = v;
         else if (!strcmp(a, "--json")) json = v;
         else if (!strcmp(a, "--plot")) png = v;
+        else if (!strcmp(a, "--plot-from")) plot_from = v;
         else if (!strcmp(a, "-o")) format = v;
         else if (!strcmp(a, "--prompt-lens") || !strcmp(a, "-p")) lens = v;
         else if (!strcmp(a, "--parallel")) parallel = v;
@@ -343,6 +373,7 @@ int main(int argc, char **argv) {
         else if (flag_ctx("ds4-bench", a, v, &opts)) continue;
         else return tool_unknown_option("ds4-bench", a);
     }
+    if (plot_from) return plot_csv(plot_from, png);
     if (!model_path == !synthetic) {
         fprintf(stderr, "ds4-bench: give the model with -m or --synthetic flash (ds4-bench --help lists the options)\n");
         return 2;
@@ -502,7 +533,7 @@ int main(int argc, char **argv) {
             rc = -1;
         json_object_put(arr);
     }
-    if (rc == 0 && png) rc = draw(&plot, csv, &ri);
+    if (rc == 0 && png) rc = draw(&plot, csv, &ri, ds4_git_sha());
     if (rc < 0) fprintf(stderr, "ds4-bench: %s\n", ds4_error());
     else {
         char device[64] = "";
