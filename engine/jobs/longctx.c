@@ -30,6 +30,31 @@ static int cmp_u64(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* The worst |dlogit| of the last STRETCH tokens decoded by a new context that restores
+ * the state saved at `path` (the L - STRETCH tokens before them), against ref. */
+static double restored_worst(const ds4_model *m, const ds4_ctx_opts *opts, const char *path, const int32_t *ids,
+                             uint64_t L, const float *ref, float *got) {
+    const uint64_t V = m->cfg.n_vocab;
+    double worst = INFINITY;
+    ds4_ctx *fresh = ds4_ctx_new(m, opts);
+    int32_t *saved = NULL;
+    uint64_t n_saved = 0;
+    if (fresh && ds4_kv_load(fresh, path, &saved, &n_saved) == 0 && n_saved == L - STRETCH) {
+        worst = 0;
+        for (int k = 0; k < STRETCH; k++) {
+            if (ds4_eval(fresh, ids + L - STRETCH + k, 1, got, false) < 0) {
+                worst = INFINITY;
+                break;
+            }
+            const double d = max_abs_diff(got, ref + (size_t)k * V, V);
+            if (d > worst || isnan(d)) worst = d;
+        }
+    }
+    free(saved);
+    ds4_ctx_free(fresh);
+    return worst;
+}
+
 int ds4_longctx_consistency(const ds4_model *m, const ds4_ctx_opts *opts, uint64_t L, uint64_t seed, double tol,
                             const char *tmpdir, ds4_longctx_result *r) {
     memset(r, 0, sizeof *r);
@@ -111,32 +136,22 @@ int ds4_longctx_consistency(const ds4_model *m, const ds4_ctx_opts *opts, uint64
     ds4_progress_add(&prog, STRETCH);
     ds4_progress_end(&prog);
 
-    /* 3. a fresh process restores the state and decodes the stretch (one thread: the
-     * parent's thread pool does not exist there) */
+    /* 3. a fresh context restores the state and decodes the stretch: on the CPU in a
+     * fresh process (one thread: the parent's thread pool does not exist there); a GPU's
+     * context does not survive fork(), so there a second context in this process */
+    const bool cpu = !opts->backend || !strcmp(opts->backend, "cpu");
     int fds[2];
-    if (rc == 0 && pipe(fds) < 0) rc = ds4_fail("pipe: %s", strerror(errno));
-    if (rc == 0) {
+    const float *stretch_ref = ref + (size_t)(np - STRETCH) * V;
+    if (rc == 0 && !cpu) r->max_dlogit_restored = restored_worst(m, opts, path, ids, L, stretch_ref, got);
+    if (rc == 0 && cpu && pipe(fds) < 0) rc = ds4_fail("pipe: %s", strerror(errno));
+    if (rc == 0 && cpu) {
         fflush(NULL);
         const pid_t child = fork();
         if (child == 0) {
             close(fds[0]);
-            double worst = INFINITY;
             ds4_ctx_opts one = *opts;
             one.n_threads = 1;
-            ds4_ctx *fresh = ds4_ctx_new(m, &one);
-            int32_t *saved = NULL;
-            uint64_t n_saved = 0;
-            if (fresh && ds4_kv_load(fresh, path, &saved, &n_saved) == 0 && n_saved == L - STRETCH) {
-                worst = 0;
-                for (int k = 0; k < STRETCH; k++) {
-                    if (ds4_eval(fresh, ids + L - STRETCH + k, 1, got, false) < 0) {
-                        worst = INFINITY;
-                        break;
-                    }
-                    const double d = max_abs_diff(got, ref + (size_t)(np - STRETCH + k) * V, V);
-                    if (d > worst || isnan(d)) worst = d;
-                }
-            }
+            const double worst = restored_worst(m, &one, path, ids, L, stretch_ref, got);
             const ssize_t w = write(fds[1], &worst, sizeof worst);
             _exit(w == sizeof worst ? 0 : 1);
         }

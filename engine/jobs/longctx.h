@@ -4,7 +4,8 @@
  * For a length L it compares, at sampled positions: one prefill (stopping only at the
  * samples, the last stretch of 16 tokens one chunk); a chunked prefill whose chunk sizes
  * cycle through 1, 7, 64, 509 and 4096, then token-by-token decode over the stretch;
- * and, in a fresh process (fork, one thread, a new context), the prefill's state saved
+ * and, in a fresh process (fork, one thread, a new context; a second context in this
+ * process on a GPU, whose context does not survive fork), the prefill's state saved
  * before the stretch, restored from a KV state file and decoded. Two prefills of L
  * tokens in all, which is what a 1M-token run costs. It also checks
  * that the KV state's size is what the architecture implies: per layer the raw window,
