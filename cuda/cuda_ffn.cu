@@ -113,9 +113,10 @@ __global__ void swiglu_kernel(float *hg, const float *hu, uint64_t n, float limi
 }
 
 /* out[t] (the shared expert's down product, or 0) += weight * the routed experts' outputs,
- * expert by expert in increasing id (slots of one expert in slot order), as the CPU adds. */
-__global__ void combine_kernel(float *out, int has_shared, const float *ys, const int32_t *choice, const float *weight,
-                               int T, uint32_t K, uint32_t D) {
+ * expert by expert in increasing id (slots of one expert in slot order), as the CPU adds;
+ * pair t*K+s's output is row inv[t*K+s] of ys (NULL: row t*K+s). */
+__global__ void combine_kernel(float *out, int has_shared, const float *ys, const int32_t *inv, const int32_t *choice,
+                               const float *weight, int T, uint32_t K, uint32_t D) {
     const uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (uint64_t)T * D) return;
     const int t = (int)(i / D);
@@ -132,7 +133,8 @@ __global__ void combine_kernel(float *out, int has_shared, const float *ys, cons
     float o = has_shared ? out[i] : 0.0f;
     for (uint32_t k = 0; k < K; k++) {
         const int s = order[k];
-        o += weight[(uint64_t)t * K + s] * ys[((uint64_t)t * K + s) * D + d];
+        const uint64_t at = (uint64_t)t * K + s;
+        o += weight[at] * ys[(uint64_t)(inv ? inv[at] : (int32_t)at) * D + d];
     }
     out[i] = o;
 }
@@ -188,10 +190,116 @@ extern "C" int ds4_cuda_ffn(ds4_cuda *c, const ds4_cuda_ffn_layer *L, const floa
     if (e == cudaSuccess && Is) e = product(c, &L->down_sh, D, sg, 1, NULL, T, out);
     if (e == cudaSuccess) e = product(c, &L->down_exps, D, hg, 1, ch, (int)P, ys);
     if (e == cudaSuccess) {
-        combine_kernel<<<(unsigned)((n_out + 255) / 256), 256, 0, c->stream>>>(out, Is != 0, ys, ch, weight, T, L->K,
-                                                                                L->D);
+        combine_kernel<<<(unsigned)((n_out + 255) / 256), 256, 0, c->stream>>>(out, Is != 0, ys, NULL, ch, weight, T,
+                                                                                L->K, L->D);
         e = cudaGetLastError();
     }
+    return e == cudaSuccess ? 0 : fail(err, cap, "the MoE layer", e);
+}
+
+/* xs[i] = x[rows[i]], D floats a row. */
+__global__ void gather_kernel(float *xs, const float *x, const int32_t *rows, uint32_t D) {
+    const float *src = x + (uint64_t)rows[blockIdx.x] * D;
+    float *dst = xs + (uint64_t)blockIdx.x * D;
+    for (uint32_t i = threadIdx.x; i < D; i += blockDim.x) dst[i] = src[i];
+}
+
+extern "C" int ds4_cuda_ffn_grouped(ds4_cuda *c, const ds4_cuda_ffn_layer *L, const float *x, int T,
+                                    const int32_t *choice, float *y, char *err, size_t cap) {
+    if (L->K > MAX_K) {
+        snprintf(err, cap, "cuda: the device's MoE takes at most %d experts a token", MAX_K);
+        return -1;
+    }
+    const uint64_t D = L->D, E = L->E, I = L->I, K = L->K, Is = L->Is, P = (uint64_t)T * K;
+    const uint64_t n_logits = T * E, n_xs = P * D, n_h = P * I, n_sh = T * Is, n_out = T * D;
+    const uint64_t floats = n_logits + 2 * n_xs + 2 * n_h + 2 * n_sh + 4 * P;
+    if (ds4_cuda_grow((void **)&c->ffn_work, &c->ffn_cap, floats * sizeof(float), err, cap) < 0) return -1;
+    float *logits = c->ffn_work, *xs = logits + n_logits, *ys = xs + n_xs, *hg = ys + n_xs, *hu = hg + n_h,
+          *sg = hu + n_h, *su = sg + n_sh, *weight = su + n_sh;
+    int32_t *ch = choice ? (int32_t *)choice : (int32_t *)(weight + P), *drows = (int32_t *)(weight + 2 * P),
+            *dinv = drows + P;
+    int32_t *host = (int32_t *)malloc(3 * P * sizeof(int32_t) + (E + 1) * sizeof(int));
+    ds4_cuda_product *prod = (ds4_cuda_product *)malloc((2 * E + 2) * sizeof *prod);
+    if (!host || !prod) {
+        free(host);
+        free(prod);
+        snprintf(err, cap, "cuda: out of host memory");
+        return -1;
+    }
+    int32_t *rows = host + P, *inv = rows + P;
+    int *count = (int *)(inv + P);
+    cudaError_t e = product(c, &L->gate_inp, E, x, 1, NULL, T, logits);
+    if (e == cudaSuccess) {
+        route_kernel<<<T, 128, 2 * (size_t)E * sizeof(float), c->stream>>>(logits, L->E, L->K, L->gating, L->norm,
+                                                                         L->scale, L->bias, ch, choice != NULL, weight);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) e = cudaMemcpyAsync(host, ch, P * sizeof(int32_t), cudaMemcpyDeviceToHost, c->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
+    if (e == cudaSuccess) { /* the rows of each expert, expert by expert, tokens in order (cpu_moe.c) */
+        memset(count, 0, (E + 1) * sizeof *count);
+        for (uint64_t i = 0; i < P; i++) count[host[i] + 1]++;
+        for (uint64_t k = 0; k < E; k++) count[k + 1] += count[k];
+        for (uint64_t i = 0; i < P; i++) {
+            const int at = count[host[i]]++;
+            rows[at] = (int32_t)(i / K);
+            inv[i] = at;
+        }
+        e = cudaMemcpyAsync(drows, rows, 2 * P * sizeof(int32_t), cudaMemcpyHostToDevice, c->stream);
+    }
+    if (e == cudaSuccess) {
+        gather_kernel<<<(unsigned)P, 256, 0, c->stream>>>(xs, x, drows, L->D);
+        e = cudaGetLastError();
+    }
+    /* gate and up of every expert (rows e*I.. of the stacked matrices) and of the shared one */
+    int n = 0;
+    for (uint64_t k = 0, r0 = 0; k < E; k++) { /* count[k] now ends expert k's rows */
+        const uint64_t r1 = (uint64_t)count[k];
+        if (r1 == r0) continue;
+        const int m = (int)(r1 - r0);
+        prod[n] = (ds4_cuda_product){L->gate_exps, I, xs + r0 * D, D, m, hg + r0 * I, I};
+        prod[n++].w.offset += k * I * L->gate_exps.row_bytes;
+        prod[n] = (ds4_cuda_product){L->up_exps, I, xs + r0 * D, D, m, hu + r0 * I, I};
+        prod[n++].w.offset += k * I * L->up_exps.row_bytes;
+        r0 = r1;
+    }
+    if (Is) {
+        prod[n++] = (ds4_cuda_product){L->gate_sh, Is, x, D, T, sg, Is};
+        prod[n++] = (ds4_cuda_product){L->up_sh, Is, x, D, T, su, Is};
+    }
+    if (e == cudaSuccess) {
+        ds4_cuda_run(c, prod, n);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess && Is) {
+        swiglu_kernel<<<(unsigned)((n_sh + 255) / 256), 256, 0, c->stream>>>(sg, su, n_sh, L->limit_shared);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) {
+        swiglu_kernel<<<(unsigned)((n_h + 255) / 256), 256, 0, c->stream>>>(hg, hu, n_h, L->limit);
+        e = cudaGetLastError();
+    }
+    n = 0;
+    for (uint64_t k = 0, r0 = 0; k < E; k++) {
+        const uint64_t r1 = (uint64_t)count[k];
+        if (r1 == r0) continue;
+        prod[n] = (ds4_cuda_product){L->down_exps, D, hg + r0 * I, I, (int)(r1 - r0), ys + r0 * D, D};
+        prod[n++].w.offset += k * D * L->down_exps.row_bytes;
+        r0 = r1;
+    }
+    if (Is) prod[n++] = (ds4_cuda_product){L->down_sh, D, sg, Is, T, y, D};
+    if (e == cudaSuccess) {
+        ds4_cuda_run(c, prod, n);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) {
+        combine_kernel<<<(unsigned)((n_out + 255) / 256), 256, 0, c->stream>>>(y, Is != 0, ys, dinv, ch, weight, T,
+                                                                                L->K, L->D);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream); /* (the host's lists are freed next) */
+    free(host);
+    free(prod);
     return e == cudaSuccess ? 0 : fail(err, cap, "the MoE layer", e);
 }
 

@@ -299,12 +299,10 @@ int ds4_cuda_ffn_stage(ds4_backend *b, int il, const int32_t *tokens, int T) {
         ds4_cuda_to_device(b->dev, choice, host, (size_t)T * K * sizeof *host);
         free(host);
     }
-    for (int t0 = 0; t0 < T; t0 += DS4_CUDA_FFN_MAX_T) {
-        const int n = T - t0 < DS4_CUDA_FFN_MAX_T ? T - t0 : DS4_CUDA_FFN_MAX_T;
-        if (ds4_cuda_ffn(b->dev, &w->ffn, x + (size_t)t0 * D, n, choice ? choice + (size_t)t0 * K : NULL,
-                         y + (size_t)t0 * D, b->err, sizeof b->err) < 0)
-            return ds4_fail("%s", b->err);
-    }
+    /* a few rows in one pass; more grouped by expert, each expert's weights read once */
+    const int rc = T > DS4_CUDA_FFN_MAX_T ? ds4_cuda_ffn_grouped(b->dev, &w->ffn, x, T, choice, y, b->err, sizeof b->err)
+                                          : ds4_cuda_ffn(b->dev, &w->ffn, x, T, choice, y, b->err, sizeof b->err);
+    if (rc < 0) return ds4_fail("%s", b->err);
     return done(b, "ffn");
 }
 

@@ -86,6 +86,11 @@ typedef struct {
  * (device), or NULL to choose by score. Queued on the stream. */
 int ds4_cuda_ffn(ds4_cuda *c, const ds4_cuda_ffn_layer *L, const float *x, int T, const int32_t *choice, float *y,
                  char *err, size_t cap);
+/* The same for a chunk of any size (prefill, many sequences): the router on the device,
+ * the rows grouped by expert on the host (the choices come back: one wait), each chosen
+ * expert's products run once over all its rows. */
+int ds4_cuda_ffn_grouped(ds4_cuda *c, const ds4_cuda_ffn_layer *L, const float *x, int T, const int32_t *choice,
+                         float *y, char *err, size_t cap);
 /* n floats to the device (small parameters); *dev is the caller's to keep. */
 int ds4_cuda_floats(ds4_cuda *c, const float *host, size_t n, float **dev, char *err, size_t cap);
 
