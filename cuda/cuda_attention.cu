@@ -25,25 +25,12 @@ __device__ __forceinline__ void rope(float *x, int n, int dim, const float *inv_
     }
 }
 
-/* RMSNorm of x (n) in place, times weight when not NULL (a block's threads). */
-__device__ __forceinline__ void norm_in_place(float *x, int n, const float *weight, float eps, float *red) {
-    float ss = 0.0f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) ss = __fadd_rn(ss, __fmul_rn(x[i], x[i]));
-    ss = block_reduce(ss, red, false);
-    const float scale = 1.0f / sqrtf(ss / (float)n + eps);
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        const float v = __fmul_rn(x[i], scale);
-        x[i] = weight ? __fmul_rn(weight[i], v) : v;
-    }
-    __syncthreads();
-}
-
 __global__ void norm_rope_kernel(float *x, int heads, int n, int norm, const float *weight, float eps, int rope_dim,
                                  const float *inv_freq, const int64_t *pos) {
     __shared__ float red[33];
     const int t = blockIdx.y;
     float *v = x + ((uint64_t)t * heads + blockIdx.x) * n;
-    if (norm) norm_in_place(v, n, weight, eps, red);
+    if (norm) block_rmsnorm(v, v, n, weight, eps, red);
     if (inv_freq) rope(v, n, rope_dim, inv_freq, pos[t], 1);
 }
 
@@ -100,7 +87,7 @@ __device__ void compressor_push(const ds4_cuda_comp_params &cp, const ds4_cuda_c
             }
     }
     __syncthreads();
-    norm_in_place(e, w, cp.norm, eps, red);
+    block_rmsnorm(e, e, w, cp.norm, eps, red);
     rope(e, w, (int)rope_dim, inv_freq, (int64_t)index * r, 1);
     __syncthreads();
 }

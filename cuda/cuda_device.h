@@ -51,6 +51,26 @@ __device__ __forceinline__ float block_reduce(float v, float *red, bool max) {
     return red[32];
 }
 
+/* 1 / RMS of x's n values (plus eps), the same on every thread of the block. */
+__device__ __forceinline__ float block_inv_rms(const float *x, int n, float eps, float *red) {
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) ss = __fadd_rn(ss, __fmul_rn(x[i], x[i]));
+    ss = block_reduce(ss, red, false);
+    return 1.0f / sqrtf(ss / (float)n + eps);
+}
+
+/* dst = RMSNorm(src) over n values, times weight when not NULL (dst may be src), by the
+ * block's threads; all of dst written when it returns. */
+__device__ __forceinline__ void block_rmsnorm(float *dst, const float *src, int n, const float *weight, float eps,
+                                              float *red) {
+    const float scale = block_inv_rms(src, n, eps, red);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const float v = __fmul_rn(src[i], scale);
+        dst[i] = weight ? __fmul_rn(weight[i], v) : v;
+    }
+    __syncthreads();
+}
+
 /* Device memory that only grows (contents kept while it is not outgrown). */
 int ds4_cuda_grow(void **buf, size_t *cap, size_t bytes, char *err, size_t errcap);
 /* The other translation unit's copy of the IQ2 tables (cuda_ffn.cu). */

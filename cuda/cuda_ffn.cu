@@ -139,6 +139,14 @@ __global__ void combine_kernel(float *out, int has_shared, const float *ys, cons
     out[i] = o;
 }
 
+/* SwiGLU's middle over the routed experts' rows and the shared expert's (n_sh 0: none). */
+static cudaError_t swiglu(ds4_cuda *c, float *hg, const float *hu, uint64_t n_h, float limit, float *sg, const float *su,
+                          uint64_t n_sh, float limit_shared) {
+    if (n_sh) swiglu_kernel<<<(unsigned)((n_sh + 255) / 256), 256, 0, c->stream>>>(sg, su, n_sh, limit_shared);
+    swiglu_kernel<<<(unsigned)((n_h + 255) / 256), 256, 0, c->stream>>>(hg, hu, n_h, limit);
+    return cudaGetLastError();
+}
+
 static cudaError_t product(ds4_cuda *c, const ds4_cuda_matrix *m, uint64_t n_out, const float *x, int x_per_pair,
                            const int32_t *choice, int pairs, float *y) {
     const dim3 grid((unsigned)((n_out + WARPS - 1) / WARPS), (unsigned)pairs);
@@ -179,14 +187,7 @@ extern "C" int ds4_cuda_ffn(ds4_cuda *c, const ds4_cuda_ffn_layer *L, const floa
     if (e == cudaSuccess && Is) e = product(c, &L->up_sh, Is, dx, 1, NULL, T, su);
     if (e == cudaSuccess) e = product(c, &L->gate_exps, I, dx, (int)K, ch, (int)P, hg);
     if (e == cudaSuccess) e = product(c, &L->up_exps, I, dx, (int)K, ch, (int)P, hu);
-    if (e == cudaSuccess && Is) {
-        swiglu_kernel<<<(unsigned)((n_sh + 255) / 256), 256, 0, c->stream>>>(sg, su, n_sh, L->limit_shared);
-        e = cudaGetLastError();
-    }
-    if (e == cudaSuccess) {
-        swiglu_kernel<<<(unsigned)((n_h + 255) / 256), 256, 0, c->stream>>>(hg, hu, n_h, L->limit);
-        e = cudaGetLastError();
-    }
+    if (e == cudaSuccess) e = swiglu(c, hg, hu, n_h, L->limit, sg, su, n_sh, L->limit_shared);
     if (e == cudaSuccess && Is) e = product(c, &L->down_sh, D, sg, 1, NULL, T, out);
     if (e == cudaSuccess) e = product(c, &L->down_exps, D, hg, 1, ch, (int)P, ys);
     if (e == cudaSuccess) {
@@ -271,14 +272,7 @@ extern "C" int ds4_cuda_ffn_grouped(ds4_cuda *c, const ds4_cuda_ffn_layer *L, co
         ds4_cuda_run(c, prod, n);
         e = cudaGetLastError();
     }
-    if (e == cudaSuccess && Is) {
-        swiglu_kernel<<<(unsigned)((n_sh + 255) / 256), 256, 0, c->stream>>>(sg, su, n_sh, L->limit_shared);
-        e = cudaGetLastError();
-    }
-    if (e == cudaSuccess) {
-        swiglu_kernel<<<(unsigned)((n_h + 255) / 256), 256, 0, c->stream>>>(hg, hu, n_h, L->limit);
-        e = cudaGetLastError();
-    }
+    if (e == cudaSuccess) e = swiglu(c, hg, hu, n_h, L->limit, sg, su, n_sh, L->limit_shared);
     n = 0;
     for (uint64_t k = 0, r0 = 0; k < E; k++) {
         const uint64_t r1 = (uint64_t)count[k];

@@ -55,7 +55,8 @@ static int done(ds4_backend *b, const char *what) {
     return ds4_cuda_stage_done(b, what) < 0 || settle(b) < 0 ? -1 : 0;
 }
 
-int ds4_cuda_chunk_rows(ds4_backend *b, const ds4_chunk *c) {
+/* Uploads the chunk's row positions and segment indices unless they are there already. */
+static int chunk_rows(ds4_backend *b, const ds4_chunk *c) {
     if (b->chunk_seg && b->chunk_n_seg == c->n_seg && b->chunk_T == c->T &&
         !memcmp(b->chunk_seg, c->seg, (size_t)c->n_seg * sizeof *c->seg))
         return 0;
@@ -138,7 +139,7 @@ int ds4_cuda_attn_project(ds4_backend *b, int il, const ds4_chunk *c) {
     const bool compressed = w->kind != DS4_LAYER_SWA, csa = w->kind == DS4_LAYER_CSA;
     const int cw = csa ? 2 * d : d;
     const float *rope = compressed ? b->rope_comp : b->rope_main, *x = GOT(CB_X);
-    if (ds4_cuda_chunk_rows(b, c) < 0) return -1;
+    if (chunk_rows(b, c) < 0) return -1;
     const int64_t *pos = GOT(CB_ROWPOS);
     float *qres = BUF(CB_QRES, (size_t)T * r * sizeof(float)), *q = BUF(CB_Q, (size_t)T * H * d * sizeof(float));
     float *kv = BUF(CB_KV, (size_t)T * d * sizeof(float));
@@ -240,7 +241,7 @@ int ds4_cuda_indexer_select(ds4_backend *b, int il, const ds4_chunk *c) {
     float *scores = BUF(CB_SCORES, (size_t)c->T * (most ? most : 1) * sizeof(float));
     int32_t *sel = BUF(CB_SEL, (size_t)c->T * (topk ? topk : 1) * sizeof(int32_t));
     int32_t *n_sel = BUF(CB_NSEL, (size_t)c->T * sizeof(int32_t));
-    if (!scores || !sel || !n_sel || ds4_cuda_chunk_rows(b, c) < 0) return -1;
+    if (!scores || !sel || !n_sel || chunk_rows(b, c) < 0) return -1;
     const ds4_cuda_rows_of r = rows_of(b, c);
     ds4_cuda_indexer(b->dev, &r, GOT(CB_IQ), GOT(CB_IW), (int)cf->indexer_heads, (int)cf->indexer_dim, ratio, topk,
                      most, scores, sel, n_sel);
@@ -257,7 +258,7 @@ int ds4_cuda_attend_stage(ds4_backend *b, int il, const ds4_chunk *c) {
     float *logits = BUF(CB_LOGITS, (size_t)T * H * max_keys * sizeof(float));
     float *att = BUF(CB_ATT, (size_t)T * H * d * sizeof(float)), *grp = BUF(CB_GRP, (size_t)T * G * R * sizeof(float));
     float *out = BUF(CB_Y, (size_t)T * D * sizeof(float));
-    if (!logits || !att || !grp || !out || ds4_cuda_chunk_rows(b, c) < 0) return -1;
+    if (!logits || !att || !grp || !out || chunk_rows(b, c) < 0) return -1;
     const ds4_cuda_rows_of r = rows_of(b, c);
     const ds4_cuda_attend_job j = {H, d, (int)cf->rope_dim, cf->sliding_window, w->ratio, kind, GOT(CB_Q), GOT(CB_KV),
                                    w->sinks, kind ? b->rope_comp : b->rope_main, GOT(CB_SEL), GOT(CB_NSEL),

@@ -14,16 +14,8 @@
 __global__ void rmsnorm_kernel(float *dst, uint64_t ld_dst, const float *src, uint64_t ld_src, const int32_t *rows,
                                int n, const float *weight, float eps) {
     __shared__ float red[33];
-    const float *s = src + (uint64_t)(rows ? rows[blockIdx.x] : (int)blockIdx.x) * ld_src;
-    float *d = dst + (uint64_t)blockIdx.x * ld_dst;
-    float ss = 0.0f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) ss = __fadd_rn(ss, __fmul_rn(s[i], s[i]));
-    ss = block_reduce(ss, red, false);
-    const float scale = 1.0f / sqrtf(ss / (float)n + eps);
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        const float v = __fmul_rn(s[i], scale);
-        d[i] = weight ? __fmul_rn(weight[i], v) : v;
-    }
+    block_rmsnorm(dst + (uint64_t)blockIdx.x * ld_dst,
+                  src + (uint64_t)(rows ? rows[blockIdx.x] : (int)blockIdx.x) * ld_src, n, weight, eps, red);
 }
 
 extern "C" void ds4_cuda_rmsnorm(ds4_cuda *c, float *dst, uint64_t ld_dst, const float *src, uint64_t ld_src,
@@ -74,10 +66,7 @@ __global__ void hc_pre_kernel(ds4_cuda_hc_site s, const float *mix, const float 
     const float *st = streams + (uint64_t)(rows ? rows[r] : r) * hc * D;
     const float *m = mix + (uint64_t)r * s.nm;
     if (s.norm_mix) { /* the mixer ran on the raw streams: scale its outputs by their RMS norm */
-        float ss = 0.0f;
-        for (int i = threadIdx.x; i < hc * D; i += blockDim.x) ss = __fadd_rn(ss, __fmul_rn(st[i], st[i]));
-        ss = block_reduce(ss, red, false);
-        const float scale = 1.0f / sqrtf(ss / (float)(hc * D) + s.rms_eps);
+        const float scale = block_inv_rms(st, hc * D, s.rms_eps, red);
         float *scaled = cb + hc * hc;
         for (int i = threadIdx.x; i < s.nm; i += blockDim.x) scaled[i] = __fmul_rn(m[i], scale);
         __syncthreads();

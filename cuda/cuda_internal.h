@@ -77,8 +77,6 @@ struct ds4_backend {
 void *ds4_cuda_buf(ds4_backend *b, cuda_buf_id id, size_t bytes);
 /* Launch errors since the last check, as the backend's error (-1). */
 int ds4_cuda_stage_done(ds4_backend *b, const char *what);
-/* Uploads the chunk's row positions and segment indices unless they are there already. */
-int ds4_cuda_chunk_rows(ds4_backend *b, const ds4_chunk *c);
 
 /* The stages (cuda_forward.c) and the state (cuda_state.c), for the table. */
 int ds4_cuda_embed(ds4_backend *b, const int32_t *tokens, int T);
