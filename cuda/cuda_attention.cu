@@ -249,97 +249,193 @@ extern "C" void ds4_cuda_indexer(ds4_cuda *c, const ds4_cuda_rows_of *r, const f
 
 /* ---- attention over each token's keys ---- */
 
+/* Flash-decoding: a thread block takes ATT_HEADS heads of one row (they share every key
+ * it loads) and one of `splits` consecutive ranges of the row's keys, walked in tiles of
+ * ATT_TILE keys with a running maximum; a combine step then merges the ranges. The keys
+ * are the window's cap ring slots in slot order (a slot the row does not see counts as
+ * no key) and then the compressed entries. Every sum has a fixed order, so the output is
+ * the same bits run after run. */
 #define ATT_THREADS 256
-#define ATT_WARPS (ATT_THREADS / 32)
-#define ATT_PER_LANE 32 /* head_dim <= 1024 */
+#define ATT_HEADS 8 /* = the block's warps: warp w owns head w in the softmax and the sum */
+#define ATT_TILE 32
+#define ATT_MAX_SPLITS 64
+#define ATT_BLOCKS 264 /* enough blocks to fill a 132-SM device twice */
 
-/* blockIdx.x: the head, blockIdx.y: the row. Each warp takes every eighth key, for its
- * logit (a dot product over the lanes) and then its share of the weighted sum (a lane per
- * 32nd value, a product then an add per key as the CPU's axpy); the warps' sums meet in
- * warp order. */
-__global__ void attend_kernel(ds4_cuda_rows_of r, ds4_cuda_attend_job j) {
-    extern __shared__ float sm[]; /* q (dim), the warps' sums (8 x dim), the window's key pointers, the selection */
-    __shared__ float red[33];
-    __shared__ int n_win_s;
-    const int h = blockIdx.x, t = blockIdx.y, d = j.dim;
+/* Key k of row t (NULL: a window slot the row does not see). */
+__device__ __forceinline__ const float *attend_key(const ds4_cuda_attend_job &j, const ds4_cuda_seg &g, int t,
+                                                   int64_t p, uint64_t k) {
+    const int d = j.dim;
+    if (k < j.cap) {
+        const int64_t slot = (int64_t)k, q = p - ((p - slot) % j.cap + j.cap) % j.cap;
+        if (q < 0) return NULL;
+        if (q >= g.pos0) return j.kv + (uint64_t)(g.row0 + (q - g.pos0)) * d;
+        return g.old_pos[slot] == q ? g.old_kv + (uint64_t)slot * d : NULL;
+    }
+    const uint64_t c = k - j.cap;
+    return g.st.comp.entries + (uint64_t)(j.kind == 2 ? c : (uint64_t)j.sel[(uint64_t)t * j.topk + c]) * d;
+}
+
+/* The eight heads' partial dots of a lane summed over the warp, reduced and scattered in
+ * one butterfly: lane l ends with the sum of head 4 b4 + 2 b3 + b2 (b: l's bits). */
+__device__ __forceinline__ float warp_sum8(float v[8]) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const bool up = lane & 16;
+        const float give = up ? v[i] : v[i + 4];
+        v[i] = (up ? v[i + 4] : v[i]) + __shfl_xor_sync(0xffffffffu, give, 16);
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const bool up = lane & 8;
+        const float give = up ? v[i] : v[i + 2];
+        v[i] = (up ? v[i + 2] : v[i]) + __shfl_xor_sync(0xffffffffu, give, 8);
+    }
+    const bool up = lane & 4;
+    float s = (up ? v[1] : v[0]) + __shfl_xor_sync(0xffffffffu, up ? v[0] : v[1], 4);
+    s += __shfl_xor_sync(0xffffffffu, s, 2);
+    return s + __shfl_xor_sync(0xffffffffu, s, 1);
+}
+
+/* blockIdx.x: the group of heads, y: the row, z: the range of keys. PER: values a lane
+ * holds (dim <= 32 PER). Writes the range's unnormalised sum per head and value, and its
+ * maximum logit and sum of exponentials. */
+template <int PER>
+__global__ void __launch_bounds__(ATT_THREADS)
+attend_kernel(ds4_cuda_rows_of r, ds4_cuda_attend_job j) {
+    extern __shared__ float sm[]; /* ATT_HEADS queries, then their logits of a tile */
+    __shared__ const float *keys[ATT_TILE];
+    const int h0 = blockIdx.x * ATT_HEADS, t = blockIdx.y, split = blockIdx.z, d = j.dim;
+    const int nh = j.heads - h0 < ATT_HEADS ? j.heads - h0 : ATT_HEADS;
     const ds4_cuda_seg &g = r.segs[r.row_seg[t]];
     const int64_t p = r.row_pos[t];
-    float *qs = sm, *parts = sm + d;
-    const float **win = (const float **)(parts + ATT_WARPS * d + (d & 1));
-    int32_t *sel = (int32_t *)(win + j.cap);
-    for (int i = threadIdx.x; i < d; i += blockDim.x) qs[i] = j.q[((uint64_t)t * j.heads + h) * d + i];
-    if (threadIdx.x == 0) { /* the window in the ring's slot order, as gather_keys */
-        int n = 0;
-        for (int64_t slot = 0; slot < (int64_t)j.cap; slot++) {
-            const int64_t q = p - ((p - slot) % j.cap + j.cap) % j.cap;
-            if (q < 0) continue;
-            if (q >= g.pos0) win[n++] = j.kv + (uint64_t)(g.row0 + (q - g.pos0)) * d;
-            else if (g.old_pos[slot] == q) win[n++] = g.old_kv + (uint64_t)slot * d;
-        }
-        n_win_s = n;
-    }
+    float *qs = sm, *lg = sm + ATT_HEADS * d;
+    for (int i = threadIdx.x; i < ATT_HEADS * d; i += blockDim.x)
+        qs[i] = i < nh * d ? j.q[((uint64_t)t * j.heads + h0) * d + i] : 0.0f;
     const uint64_t n_comp = j.kind == 2 ? (uint64_t)(p + 1) / j.ratio : j.kind == 1 ? (uint64_t)j.n_sel[t] : 0;
-    if (j.kind == 1)
-        for (uint64_t i = threadIdx.x; i < n_comp; i += blockDim.x) sel[i] = j.sel[(uint64_t)t * j.topk + i];
-    __syncthreads();
-    const int n_win = n_win_s;
-    const uint64_t n = n_win + n_comp;
-    const float *entries = g.st.comp.entries;
-#define KEY(k) ((k) < (uint64_t)n_win ? win[k] : entries + (uint64_t)(j.kind == 2 ? (k) - n_win : sel[(k) - n_win]) * d)
-    float *lg = j.logits + ((uint64_t)t * j.heads + h) * j.max_keys;
+    const uint64_t n = j.cap + n_comp, per = (n + j.splits - 1) / j.splits;
+    const uint64_t begin = split * per, end = begin + per < n ? begin + per : n;
     const float scale = 1.0f / sqrtf((float)d);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-#pragma unroll 4
-    for (uint64_t k = warp; k < n; k += ATT_WARPS) {
-        const float *key = KEY(k);
-        float s = 0.0f;
-        for (int i = lane; i < d; i += 32) s = fmaf(qs[i], key[i], s);
-        for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-        if (lane == 0) lg[k] = s * scale;
-    }
-    __syncthreads();
-    const float sink = j.sinks[h];
-    float m = sink;
-    for (uint64_t k = threadIdx.x; k < n; k += blockDim.x) m = fmaxf(m, lg[k]);
-    m = block_reduce(m, red, true);
-    float sum = 0.0f;
-    for (uint64_t k = threadIdx.x; k < n; k += blockDim.x) sum += (lg[k] = expf(lg[k] - m));
-    sum = block_reduce(sum, red, false) + expf(sink - m);
-    float acc[ATT_PER_LANE];
+    float m = -INFINITY, l = 0.0f, acc[PER];
 #pragma unroll
-    for (int v = 0; v < ATT_PER_LANE; v++) acc[v] = 0.0f;
-    for (uint64_t k = warp; k < n; k += ATT_WARPS) {
-        const float *key = KEY(k);
-        const float a = lg[k] / sum;
+    for (int v = 0; v < PER; v++) acc[v] = 0.0f;
+    for (uint64_t k0 = begin; k0 < end; k0 += ATT_TILE) {
+        if (threadIdx.x < ATT_TILE) {
+            const uint64_t k = k0 + threadIdx.x;
+            keys[threadIdx.x] = k < end ? attend_key(j, g, t, p, k) : NULL;
+        }
+        __syncthreads();
+        /* the logits: a warp per key, its lanes a value in every 32 */
 #pragma unroll
-        for (int v = 0; v < ATT_PER_LANE; v++)
-            if (lane + 32 * v < d) acc[v] = __fadd_rn(acc[v], __fmul_rn(a, key[lane + 32 * v]));
-    }
-#undef KEY
+        for (int kk = warp; kk < ATT_TILE; kk += ATT_THREADS / 32) {
+            const float *key = keys[kk];
+            if (!key) {
+                if (lane < ATT_HEADS) lg[lane * ATT_TILE + kk] = -INFINITY;
+                continue;
+            }
+            float kv[PER], dot[ATT_HEADS];
 #pragma unroll
-    for (int v = 0; v < ATT_PER_LANE; v++)
-        if (lane + 32 * v < d) parts[warp * d + lane + 32 * v] = acc[v];
-    __syncthreads();
-    for (int i = threadIdx.x; i < d; i += blockDim.x) {
-        float o = parts[i];
-        for (int w = 1; w < ATT_WARPS; w++) o += parts[w * d + i];
-        qs[i] = o;
+            for (int v = 0; v < PER; v++) kv[v] = lane + 32 * v < d ? key[lane + 32 * v] : 0.0f;
+#pragma unroll
+            for (int h = 0; h < ATT_HEADS; h++) {
+                float s = 0.0f;
+#pragma unroll
+                for (int v = 0; v < PER; v++)
+                    if (lane + 32 * v < d) s = fmaf(qs[h * d + lane + 32 * v], kv[v], s);
+                dot[h] = s;
+            }
+            const float s = warp_sum8(dot);
+            if ((lane & 3) == 0) lg[(((lane >> 4) & 1) * 4 + ((lane >> 3) & 1) * 2 + ((lane >> 2) & 1)) * ATT_TILE + kk] = s * scale;
+        }
+        __syncthreads();
+        if (warp < nh) { /* warp w: head h0 + w's running softmax, then its weighted sum */
+            float *row = lg + warp * ATT_TILE;
+            const float x = row[lane];
+            float mt = x;
+            for (int off = 16; off > 0; off >>= 1) mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, off));
+            const float m_new = fmaxf(m, mt);
+            const float e = m_new == -INFINITY ? 0.0f : expf(x - m_new);
+            const float factor = m_new == -INFINITY ? 1.0f : expf(m - m_new);
+            float sum = e;
+            for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+            row[lane] = e;
+            __syncwarp();
+            l = __fadd_rn(__fmul_rn(l, factor), sum);
+            m = m_new;
+#pragma unroll
+            for (int v = 0; v < PER; v++) acc[v] = __fmul_rn(acc[v], factor);
+            for (int kk = 0; kk < ATT_TILE; kk++) {
+                const float *key = keys[kk];
+                if (!key) continue;
+                const float a = row[kk];
+#pragma unroll
+                for (int v = 0; v < PER; v++)
+                    if (lane + 32 * v < d) acc[v] = fmaf(a, key[lane + 32 * v], acc[v]);
+            }
+        }
+        __syncthreads();
     }
-    __syncthreads();
-    rope(qs, d, j.rope_dim, j.rope, p, -1);
-    __syncthreads();
-    for (int i = threadIdx.x; i < d; i += blockDim.x) j.att[((uint64_t)t * j.heads + h) * d + i] = qs[i];
+    if (warp < nh) {
+        const uint64_t at = ((uint64_t)t * j.heads + h0 + warp) * j.splits + split;
+#pragma unroll
+        for (int v = 0; v < PER; v++)
+            if (lane + 32 * v < d) j.part[at * d + lane + 32 * v] = acc[v];
+        if (lane == 0) j.part_ml[2 * at] = m, j.part_ml[2 * at + 1] = l;
+    }
 }
 
-extern "C" size_t ds4_cuda_attend_smem(int dim, uint32_t cap, uint32_t topk) {
-    return ((1 + ATT_WARPS) * (size_t)dim + 1) * sizeof(float) + (size_t)cap * sizeof(float *) +
-           (size_t)topk * sizeof(int32_t) + 8;
+/* blockIdx.x: the head, y: the row: the ranges merged with the sink, rotated back by
+ * -pos, into att. */
+__global__ void attend_combine_kernel(ds4_cuda_rows_of r, ds4_cuda_attend_job j) {
+    extern __shared__ float o[]; /* dim */
+    __shared__ float weight[ATT_MAX_SPLITS], total_s;
+    const int h = blockIdx.x, t = blockIdx.y, d = j.dim, S = j.splits;
+    const uint64_t at = ((uint64_t)t * j.heads + h) * S;
+    const float *ml = j.part_ml + 2 * at;
+    if (threadIdx.x == 0) {
+        const float sink = j.sinks[h];
+        float M = sink;
+        for (int s = 0; s < S; s++) M = fmaxf(M, ml[2 * s]);
+        float total = expf(sink - M);
+        for (int s = 0; s < S; s++) {
+            weight[s] = ml[2 * s] == -INFINITY ? 0.0f : expf(ml[2 * s] - M);
+            total = __fadd_rn(total, __fmul_rn(ml[2 * s + 1], weight[s]));
+        }
+        total_s = total;
+    }
+    __syncthreads();
+    const float total = total_s;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        float acc = 0.0f;
+        for (int s = 0; s < S; s++) acc = fmaf(j.part[(at + s) * d + i], weight[s], acc);
+        o[i] = acc / total;
+    }
+    __syncthreads();
+    rope(o, d, j.rope_dim, j.rope, r.row_pos[t], -1);
+    __syncthreads();
+    for (int i = threadIdx.x; i < d; i += blockDim.x) j.att[((uint64_t)t * j.heads + h) * d + i] = o[i];
 }
+
+extern "C" int ds4_cuda_attend_splits(int T, int heads, uint64_t max_keys) {
+    const int groups = (heads + ATT_HEADS - 1) / ATT_HEADS;
+    uint64_t s = ((uint64_t)ATT_BLOCKS + (uint64_t)T * groups - 1) / ((uint64_t)T * groups);
+    const uint64_t tiles = (max_keys + ATT_TILE - 1) / ATT_TILE;
+    s = s > tiles ? tiles : s;
+    s = s > ATT_MAX_SPLITS ? ATT_MAX_SPLITS : s;
+    return s < 1 ? 1 : (int)s;
+}
+
+typedef void (*attend_fn)(ds4_cuda_rows_of, ds4_cuda_attend_job);
 
 extern "C" void ds4_cuda_attend(ds4_cuda *c, const ds4_cuda_rows_of *r, const ds4_cuda_attend_job *j) {
     if (r->T <= 0) return;
-    const size_t smem = ds4_cuda_attend_smem(j->dim, j->cap, j->topk);
-    if (smem > 48 * 1024)
-        cudaFuncSetAttribute((const void *)attend_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    attend_kernel<<<dim3((unsigned)j->heads, (unsigned)r->T), ATT_THREADS, smem, c->stream>>>(*r, *j);
+    const int per = (j->dim + 31) / 32;
+    const attend_fn kernel = per <= 1 ? attend_kernel<1> : per <= 2 ? attend_kernel<2> : per <= 4 ? attend_kernel<4>
+                           : per <= 8 ? attend_kernel<8> : per <= 16 ? attend_kernel<16> : attend_kernel<32>;
+    const size_t smem = (size_t)ATT_HEADS * (j->dim + ATT_TILE) * sizeof(float);
+    const dim3 grid((unsigned)((j->heads + ATT_HEADS - 1) / ATT_HEADS), (unsigned)r->T, (unsigned)j->splits);
+    kernel<<<grid, ATT_THREADS, smem, c->stream>>>(*r, *j);
+    attend_combine_kernel<<<dim3((unsigned)j->heads, (unsigned)r->T), 128, (size_t)j->dim * sizeof(float),
+                            c->stream>>>(*r, *j);
 }

@@ -205,9 +205,6 @@ static int check_shape(const ds4_config *cf) {
     if ((uint64_t)cf->indexer_heads * (cf->indexer_dim + 1) > 10240 || cf->indexer_heads > 256)
         return ds4_fail("cuda: an indexer query of %u heads x %u values (at most 256 heads, 10240 values)",
                         cf->indexer_heads, cf->indexer_dim);
-    if (ds4_cuda_attend_smem((int)cf->head_dim, cf->sliding_window, cf->indexer_topk) > 200 * 1024)
-        return ds4_fail("cuda: a window of %u, heads of %u and a top-%u do not fit a block's shared memory",
-                        cf->sliding_window, cf->head_dim, cf->indexer_topk);
     return 0;
 }
 

@@ -32,7 +32,10 @@ static __constant__ uint8_t c_kmask[8];
 
 /* ---- the block decoders: dequant.c's, value for value ---- */
 
-__device__ __forceinline__ uint32_t u16_at(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; }
+/* Every block of a type read through these starts at an even byte (the arena's tensors are
+ * 256-aligned and those blocks' sizes even; MXFP4's odd blocks are read byte by byte), so
+ * a 16-bit field is one load and a 32-bit one two. */
+__device__ __forceinline__ uint32_t u16_at(const uint8_t *p) { return *(const uint16_t *)p; }
 __device__ __forceinline__ uint32_t u32_at(const uint8_t *p) { return u16_at(p) | u16_at(p + 2) << 16; }
 __device__ __forceinline__ float f16_at(const uint8_t *p) { return __half2float(__ushort_as_half((unsigned short)u16_at(p))); }
 __device__ __forceinline__ float bf16_at(const uint8_t *p) { return __uint_as_float(u16_at(p) << 16); }
@@ -253,32 +256,58 @@ template <> __device__ __forceinline__ void decode8<T_IQ2_XXS>(const uint8_t *b,
     }
 }
 
+/* Weight pieces a lane decodes before it multiplies them (loads in flight, which decode
+ * is bound by): four for the types the q2 and q8 files are made of at up to two
+ * activation rows, two at more rows, one for the other types (their code is big). */
+template <int TYPE, int T> struct unroll_of {
+    enum { HOT = TYPE == T_Q8_0 || TYPE == T_F16 || TYPE == T_BF16 || TYPE == T_F32 || TYPE == T_IQ2_XXS ||
+                 TYPE == T_Q2_K };
+    enum { U = !HOT ? 1 : T <= 2 ? 4 : 2 };
+};
+
+/* acc[t] += w . x[t][v0 .. v0 + 8) for T activation rows, in index order. */
+template <int T>
+__device__ __forceinline__ void fma_rows(const float *w, const float *x, uint64_t ldx, int64_t v0, float *acc) {
+#pragma unroll
+    for (int t = 0; t < T; t++) {
+        const float4 *xp = (const float4 *)(x + (uint64_t)t * ldx + v0);
+        const float4 lo = xp[0], hi = xp[1];
+        float s = acc[t];
+        s = fmaf(w[0], lo.x, s);
+        s = fmaf(w[1], lo.y, s);
+        s = fmaf(w[2], lo.z, s);
+        s = fmaf(w[3], lo.w, s);
+        s = fmaf(w[4], hi.x, s);
+        s = fmaf(w[5], hi.y, s);
+        s = fmaf(w[6], hi.z, s);
+        acc[t] = fmaf(w[7], hi.w, s);
+    }
+}
+
 /* A warp's dot products of weight row `row` with T activation rows (ldx apart, 16-byte
  * aligned) over values [begin, end) (multiples of 8; n a multiple of 32) into acc: lane
- * l takes values begin + 8l.. of every 256, each lane's sum in a fixed order, the lanes'
- * sums meeting in a fixed butterfly, so every lane gets the same bits on every run. */
+ * l takes values begin + 8l.. of every 256, each lane's sum in a fixed order (the
+ * unrolling decodes ahead but adds in the same order), the lanes' sums meeting in a
+ * fixed butterfly, so every lane gets the same bits on every run. */
 template <int TYPE, int T>
 __device__ __forceinline__ void row_dots_span(const uint8_t *row, uint32_t block_bytes, int64_t begin, int64_t end,
                                               const float *x, uint64_t ldx, float *acc) {
-    constexpr int B = block_of<TYPE>::N;
+    constexpr int B = block_of<TYPE>::N, U = unroll_of<TYPE, T>::U;
     const int lane = threadIdx.x & 31;
     for (int t = 0; t < T; t++) acc[t] = 0;
-    for (int64_t v0 = begin + 8 * lane; v0 < end; v0 += 256) {
+    int64_t v0 = begin + 8 * lane;
+    for (; v0 + (U - 1) * 256 < end; v0 += U * 256) {
+        float w[U][8];
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            decode8<TYPE>(row + ((v0 + 256 * u) / B) * block_bytes, (int)(((v0 + 256 * u) % B) / 8), w[u]);
+#pragma unroll
+        for (int u = 0; u < U; u++) fma_rows<T>(w[u], x, ldx, v0 + 256 * u, acc);
+    }
+    for (; v0 < end; v0 += 256) {
         float w[8];
         decode8<TYPE>(row + (v0 / B) * block_bytes, (int)((v0 % B) / 8), w);
-        for (int t = 0; t < T; t++) {
-            const float4 *xp = (const float4 *)(x + (uint64_t)t * ldx + v0);
-            const float4 lo = xp[0], hi = xp[1];
-            float s = acc[t];
-            s = fmaf(w[0], lo.x, s);
-            s = fmaf(w[1], lo.y, s);
-            s = fmaf(w[2], lo.z, s);
-            s = fmaf(w[3], lo.w, s);
-            s = fmaf(w[4], hi.x, s);
-            s = fmaf(w[5], hi.y, s);
-            s = fmaf(w[6], hi.z, s);
-            acc[t] = fmaf(w[7], hi.w, s);
-        }
+        fma_rows<T>(w, x, ldx, v0, acc);
     }
     for (int t = 0; t < T; t++)
         for (int off = 16; off > 0; off >>= 1) acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], off);

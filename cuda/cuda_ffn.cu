@@ -18,21 +18,23 @@ cudaError_t ds4_cuda_ffn_tables(const uint64_t *grid, const uint8_t *signs, cons
 }
 
 /* y[p][o] = W[row_of(p) + o] . x[x_of(p)] for pairs p (blockIdx.y): the routed experts'
- * products (rows of the chosen expert), or a plain product when choice is NULL. */
+ * products (rows of the chosen expert), or a plain product when choice is NULL;
+ * blockIdx.z 1: the same with W2 into y2 (the up projection beside the gate's). */
 template <int TYPE>
 __global__ void pair_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes, uint32_t block_bytes, int64_t n,
                             uint64_t n_out, const float *__restrict__ x, int x_per_pair, const int32_t *choice,
-                            float *__restrict__ y) {
+                            float *__restrict__ y, const uint8_t *__restrict__ W2, float *__restrict__ y2) {
     const int p = blockIdx.y;
     const uint64_t o = (uint64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
     if (o >= n_out) return;
+    if (blockIdx.z) W = W2, y = y2;
     const uint64_t row = (choice ? (uint64_t)choice[p] * n_out : 0) + o;
     const float s = row_dot<TYPE>(W + row * row_bytes, block_bytes, n, x + (uint64_t)(p / x_per_pair) * n);
     if ((threadIdx.x & 31) == 0) y[(uint64_t)p * n_out + o] = s;
 }
 
 typedef void (*pair_fn)(const uint8_t *, uint64_t, uint32_t, int64_t, uint64_t, const float *, int, const int32_t *,
-                        float *);
+                        float *, const uint8_t *, float *);
 
 #define PAIR_CASE(t) case t: return pair_kernel<t>;
 static pair_fn pair_for(uint32_t type) {
@@ -147,12 +149,19 @@ static cudaError_t swiglu(ds4_cuda *c, float *hg, const float *hu, uint64_t n_h,
     return cudaGetLastError();
 }
 
+/* The routed experts' products for `pairs` (token, choice) pairs; m2 (or NULL): a second
+ * matrix of m's type and shape over the same rows, into y2, in the same launch. */
 static cudaError_t product(ds4_cuda *c, const ds4_cuda_matrix *m, uint64_t n_out, const float *x, int x_per_pair,
-                           const int32_t *choice, int pairs, float *y) {
-    const dim3 grid((unsigned)((n_out + WARPS - 1) / WARPS), (unsigned)pairs);
+                           const int32_t *choice, int pairs, float *y, const ds4_cuda_matrix *m2, float *y2) {
+    const dim3 grid((unsigned)((n_out + WARPS - 1) / WARPS), (unsigned)pairs, m2 ? 2 : 1);
     pair_for(m->type)<<<grid, WARPS * 32, 0, c->stream>>>(c->arena + m->offset, m->row_bytes, m->block_bytes, m->n,
-                                                          n_out, x, x_per_pair, choice, y);
+                                                          n_out, x, x_per_pair, choice, y,
+                                                          m2 ? c->arena + m2->offset : NULL, y2);
     return cudaGetLastError();
+}
+
+static bool same_shape(const ds4_cuda_matrix *a, const ds4_cuda_matrix *b) {
+    return a->type == b->type && a->n == b->n && a->row_bytes == b->row_bytes;
 }
 
 extern "C" int ds4_cuda_ffn(ds4_cuda *c, const ds4_cuda_ffn_layer *L, const float *x, int T, const int32_t *choice,
@@ -176,20 +185,33 @@ extern "C" int ds4_cuda_ffn(ds4_cuda *c, const ds4_cuda_ffn_layer *L, const floa
     float *logits = c->ffn_work, *hg = logits + n_logits, *hu = hg + n_h, *ys = hu + n_h,
           *sg = ys + n_ys, *su = sg + n_sh, *out = y, *weight = su + n_sh;
     int32_t *ch = choice ? (int32_t *)choice : (int32_t *)(weight + P);
-    cudaError_t e = product(c, &L->gate_inp, E, dx, 1, NULL, T, logits);
+    /* the router: few rows over the whole input, which the products split */
+    const ds4_cuda_product router = {L->gate_inp, E, dx, D, T, logits, E, 0, 0};
+    ds4_cuda_run(c, &router, 1);
+    cudaError_t e = cudaGetLastError();
     if (e == cudaSuccess) {
         route_kernel<<<T, 128, 2 * (size_t)L->E * sizeof(float), c->stream>>>(logits, L->E, L->K, L->gating, L->norm,
                                                                             L->scale, L->bias, ch, choice != NULL,
                                                                             weight);
         e = cudaGetLastError();
     }
-    if (e == cudaSuccess && Is) e = product(c, &L->gate_sh, Is, dx, 1, NULL, T, sg);
-    if (e == cudaSuccess && Is) e = product(c, &L->up_sh, Is, dx, 1, NULL, T, su);
-    if (e == cudaSuccess) e = product(c, &L->gate_exps, I, dx, (int)K, ch, (int)P, hg);
-    if (e == cudaSuccess) e = product(c, &L->up_exps, I, dx, (int)K, ch, (int)P, hu);
+    if (e == cudaSuccess && Is) { /* the shared expert's gate and up share a launch */
+        const ds4_cuda_product sh[2] = {{L->gate_sh, Is, dx, D, T, sg, Is, 0, 0}, {L->up_sh, Is, dx, D, T, su, Is, 0, 0}};
+        ds4_cuda_run(c, sh, 2);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) {
+        const bool both = same_shape(&L->gate_exps, &L->up_exps);
+        e = product(c, &L->gate_exps, I, dx, (int)K, ch, (int)P, hg, both ? &L->up_exps : NULL, hu);
+        if (e == cudaSuccess && !both) e = product(c, &L->up_exps, I, dx, (int)K, ch, (int)P, hu, NULL, NULL);
+    }
     if (e == cudaSuccess) e = swiglu(c, hg, hu, n_h, L->limit, sg, su, n_sh, L->limit_shared);
-    if (e == cudaSuccess && Is) e = product(c, &L->down_sh, D, sg, 1, NULL, T, out);
-    if (e == cudaSuccess) e = product(c, &L->down_exps, D, hg, 1, ch, (int)P, ys);
+    if (e == cudaSuccess && Is) {
+        const ds4_cuda_product down = {L->down_sh, D, sg, Is, T, out, D, 0, 0};
+        ds4_cuda_run(c, &down, 1);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) e = product(c, &L->down_exps, D, hg, 1, ch, (int)P, ys, NULL, NULL);
     if (e == cudaSuccess) {
         combine_kernel<<<(unsigned)((n_out + 255) / 256), 256, 0, c->stream>>>(out, Is != 0, ys, NULL, ch, weight, T,
                                                                                 L->K, L->D);
@@ -229,7 +251,7 @@ extern "C" int ds4_cuda_ffn_grouped(ds4_cuda *c, const ds4_cuda_ffn_layer *L, co
     }
     int32_t *rows = host + P, *inv = rows + P;
     int *count = (int *)(inv + P);
-    cudaError_t e = product(c, &L->gate_inp, E, x, 1, NULL, T, logits);
+    cudaError_t e = product(c, &L->gate_inp, E, x, 1, NULL, T, logits, NULL, NULL);
     if (e == cudaSuccess) {
         route_kernel<<<T, 128, 2 * (size_t)E * sizeof(float), c->stream>>>(logits, L->E, L->K, L->gating, L->norm,
                                                                          L->scale, L->bias, ch, choice != NULL, weight);
@@ -258,15 +280,15 @@ extern "C" int ds4_cuda_ffn_grouped(ds4_cuda *c, const ds4_cuda_ffn_layer *L, co
         const uint64_t r1 = (uint64_t)count[k];
         if (r1 == r0) continue;
         const int m = (int)(r1 - r0);
-        prod[n] = (ds4_cuda_product){L->gate_exps, I, xs + r0 * D, D, m, hg + r0 * I, I};
+        prod[n] = (ds4_cuda_product){L->gate_exps, I, xs + r0 * D, D, m, hg + r0 * I, I, 0, 0};
         prod[n++].w.offset += k * I * L->gate_exps.row_bytes;
-        prod[n] = (ds4_cuda_product){L->up_exps, I, xs + r0 * D, D, m, hu + r0 * I, I};
+        prod[n] = (ds4_cuda_product){L->up_exps, I, xs + r0 * D, D, m, hu + r0 * I, I, 0, 0};
         prod[n++].w.offset += k * I * L->up_exps.row_bytes;
         r0 = r1;
     }
     if (Is) {
-        prod[n++] = (ds4_cuda_product){L->gate_sh, Is, x, D, T, sg, Is};
-        prod[n++] = (ds4_cuda_product){L->up_sh, Is, x, D, T, su, Is};
+        prod[n++] = (ds4_cuda_product){L->gate_sh, Is, x, D, T, sg, Is, 0, 0};
+        prod[n++] = (ds4_cuda_product){L->up_sh, Is, x, D, T, su, Is, 0, 0};
     }
     if (e == cudaSuccess) {
         ds4_cuda_run(c, prod, n);
@@ -277,11 +299,11 @@ extern "C" int ds4_cuda_ffn_grouped(ds4_cuda *c, const ds4_cuda_ffn_layer *L, co
     for (uint64_t k = 0, r0 = 0; k < E; k++) {
         const uint64_t r1 = (uint64_t)count[k];
         if (r1 == r0) continue;
-        prod[n] = (ds4_cuda_product){L->down_exps, D, hg + r0 * I, I, (int)(r1 - r0), ys + r0 * D, D};
+        prod[n] = (ds4_cuda_product){L->down_exps, D, hg + r0 * I, I, (int)(r1 - r0), ys + r0 * D, D, 0, 0};
         prod[n++].w.offset += k * D * L->down_exps.row_bytes;
         r0 = r1;
     }
-    if (Is) prod[n++] = (ds4_cuda_product){L->down_sh, D, sg, Is, T, y, D};
+    if (Is) prod[n++] = (ds4_cuda_product){L->down_sh, D, sg, Is, T, y, D, 0, 0};
     if (e == cudaSuccess) {
         ds4_cuda_run(c, prod, n);
         e = cudaGetLastError();

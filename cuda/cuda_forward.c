@@ -46,7 +46,7 @@ static int products(ds4_backend *b, const ds4_cuda_product *p, int n) {
 
 static ds4_cuda_product product(const ds4_cuda_matrix *w, uint64_t row0, uint64_t n_out, const float *x, uint64_t ldx,
                                 int T, float *y, uint64_t ldy) {
-    ds4_cuda_product p = {*w, n_out, x, ldx, T, y, ldy};
+    ds4_cuda_product p = {*w, n_out, x, ldx, T, y, ldy, 0, 0};
     p.w.offset += row0 * w->row_bytes;
     return p;
 }
@@ -255,28 +255,25 @@ int ds4_cuda_attend_stage(ds4_backend *b, int il, const ds4_chunk *c) {
     const int D = (int)cf->n_embd;
     const int kind = w->kind == DS4_LAYER_CSA ? 1 : w->kind == DS4_LAYER_HCA ? 2 : 0;
     const uint64_t max_keys = cf->sliding_window + (kind == 2 ? most_entries(c, w->ratio) : kind == 1 ? cf->indexer_topk : 0);
-    float *logits = BUF(CB_LOGITS, (size_t)T * H * max_keys * sizeof(float));
+    const int splits = ds4_cuda_attend_splits(T, H, max_keys);
+    const size_t parts = (size_t)T * H * splits;
+    float *part = BUF(CB_ATTPART, parts * d * sizeof(float)), *part_ml = BUF(CB_ATTML, parts * 2 * sizeof(float));
     float *att = BUF(CB_ATT, (size_t)T * H * d * sizeof(float)), *grp = BUF(CB_GRP, (size_t)T * G * R * sizeof(float));
     float *out = BUF(CB_Y, (size_t)T * D * sizeof(float));
-    if (!logits || !att || !grp || !out || chunk_rows(b, c) < 0) return -1;
+    if (!part || !part_ml || !att || !grp || !out || chunk_rows(b, c) < 0) return -1;
     const ds4_cuda_rows_of r = rows_of(b, c);
     const ds4_cuda_attend_job j = {H, d, (int)cf->rope_dim, cf->sliding_window, w->ratio, kind, GOT(CB_Q), GOT(CB_KV),
                                    w->sinks, kind ? b->rope_comp : b->rope_main, GOT(CB_SEL), GOT(CB_NSEL),
-                                   cf->indexer_topk, max_keys, logits, att};
+                                   cf->indexer_topk, splits, part, part_ml, att};
     ds4_cuda_attend(b->dev, &r, &j);
     /* Grouped output projection: group g maps its heads' slice through rows g*R.. of
      * out_a, then out_b over all groups. */
-    const uint64_t per_group = (uint64_t)H * d / G;
-    ds4_cuda_product p[64];
-    for (int g0 = 0; g0 < G; g0 += 64) {
-        const int n = G - g0 < 64 ? G - g0 : 64;
-        for (int g = g0; g < g0 + n; g++)
-            p[g - g0] = product(&w->out_a, (uint64_t)g * R, R, att + g * per_group, (uint64_t)H * d, T,
-                                grp + (size_t)g * R, (uint64_t)G * R);
-        if (products(b, p, n) < 0) return -1;
-    }
-    p[0] = product(&w->out_b, 0, D, grp, (uint64_t)G * R, T, out, D);
-    if (products(b, p, 1) < 0) return -1;
+    ds4_cuda_product p = product(&w->out_a, 0, (uint64_t)G * R, att, (uint64_t)H * d, T, grp, (uint64_t)G * R);
+    p.group_rows = (uint64_t)R;
+    p.group_x = (uint64_t)H * d / G;
+    if (products(b, &p, 1) < 0) return -1;
+    p = product(&w->out_b, 0, D, grp, (uint64_t)G * R, T, out, D);
+    if (products(b, &p, 1) < 0) return -1;
     return done(b, "attend");
 }
 

@@ -26,8 +26,14 @@ extern "C" void ds4_cuda_rmsnorm(ds4_cuda *c, float *dst, uint64_t ld_dst, const
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 /* The site's post weights and combination, in shared memory: thread j < hc owns row j
- * (then column j) of the combination, each row's and column's sums in the CPU's order. */
-__device__ void site_weights(const ds4_cuda_hc_site &s, const float *m, float *po, float *cb) {
+ * (then column j) of the combination, each row's and column's sums in the CPU's order.
+ * WARP: warp 0 alone runs it (hc <= 32), the other warps go on meanwhile. */
+template <bool WARP> __device__ __forceinline__ void sync_for() {
+    if (WARP) __syncwarp();
+    else __syncthreads();
+}
+
+template <bool WARP> __device__ void site_weights(const ds4_cuda_hc_site &s, const float *m, float *po, float *cb) {
     const int hc = s.hc, j = threadIdx.x;
     if (j < hc) {
         po[j] = 2.0f * sigmoid(__fadd_rn(__fmul_rn(m[hc + j], s.scale[1]), s.base[hc + j]));
@@ -38,7 +44,7 @@ __device__ void site_weights(const ds4_cuda_hc_site &s, const float *m, float *p
         for (int k = 0; k < hc; k++) sum += (row[k] = expf(row[k] - mx));
         for (int k = 0; k < hc; k++) row[k] = row[k] / sum + s.hc_eps;
     }
-    __syncthreads();
+    sync_for<WARP>();
     /* Sinkhorn: columns first, then rows and columns alternately. */
     for (int it = 0; it < s.sinkhorn_iters; it++) {
         if (it > 0) {
@@ -47,14 +53,14 @@ __device__ void site_weights(const ds4_cuda_hc_site &s, const float *m, float *p
                 for (int k = 0; k < hc; k++) sum += cb[j * hc + k];
                 for (int k = 0; k < hc; k++) cb[j * hc + k] /= sum + s.hc_eps;
             }
-            __syncthreads();
+            sync_for<WARP>();
         }
         if (j < hc) {
             float sum = 0.0f;
             for (int i = 0; i < hc; i++) sum += cb[i * hc + j];
             for (int i = 0; i < hc; i++) cb[i * hc + j] /= sum + s.hc_eps;
         }
-        __syncthreads();
+        sync_for<WARP>();
     }
 }
 
@@ -74,12 +80,13 @@ __global__ void hc_pre_kernel(ds4_cuda_hc_site s, const float *mix, const float 
     }
     if (threadIdx.x < hc)
         pre[threadIdx.x] = sigmoid(__fadd_rn(__fmul_rn(m[threadIdx.x], s.scale[0]), s.base[threadIdx.x])) + s.hc_eps;
-    if (post) {
-        site_weights(s, m, po, cb);
-        for (int i = threadIdx.x; i < hc * hc; i += blockDim.x) comb[(uint64_t)r * hc * hc + i] = cb[i];
+    if (post && hc > 32) site_weights<false>(s, m, po, cb);
+    __syncthreads();
+    if (post && hc <= 32 && threadIdx.x < 32) site_weights<true>(s, m, po, cb);
+    if (post && (hc > 32 || threadIdx.x < 32)) {
+        for (int i = threadIdx.x; i < hc * hc; i += hc > 32 ? blockDim.x : 32) comb[(uint64_t)r * hc * hc + i] = cb[i];
         if (threadIdx.x < hc) post[(uint64_t)r * hc + threadIdx.x] = po[threadIdx.x];
     }
-    __syncthreads();
     float *xr = x + (uint64_t)r * D, ss = 0.0f;
     for (int i = threadIdx.x; i < D; i += blockDim.x) {
         float acc = __fadd_rn(0.0f, __fmul_rn(pre[0], st[i]));
@@ -97,9 +104,10 @@ __global__ void hc_pre_kernel(ds4_cuda_hc_site s, const float *mix, const float 
 
 extern "C" void ds4_cuda_hc_pre(ds4_cuda *c, const ds4_cuda_hc_site *s, const float *mix, const float *streams,
                                 const int32_t *rows, int n_rows, float *post, float *comb, float *x) {
+    /* few rows (decode): a wide block per row, its loads in flight at once */
     if (n_rows > 0)
-        hc_pre_kernel<<<n_rows, THREADS, ((size_t)s->hc * s->hc + (size_t)s->nm) * sizeof(float), c->stream>>>(
-            *s, mix, streams, rows, post, comb, x);
+        hc_pre_kernel<<<n_rows, n_rows < 32 ? 1024 : THREADS, ((size_t)s->hc * s->hc + (size_t)s->nm) * sizeof(float),
+                        c->stream>>>(*s, mix, streams, rows, post, comb, x);
 }
 
 __global__ void hc_post_kernel(int hc, int D, float *streams, const float *y, const float *post, const float *comb) {

@@ -29,18 +29,51 @@ __device__ __forceinline__ void rows_pass(const uint8_t *row, uint32_t block_byt
         for (int t = 0; t < R; t++) y[(uint64_t)(t0 + t) * ldy + o] = acc[t];
 }
 
-template <int TYPE>
-__global__ void matmul_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes, uint32_t block_bytes, int64_t n,
-                              uint64_t n_out, const float *__restrict__ x, uint64_t ldx, int T, float *__restrict__ y,
-                              uint64_t ldy) {
-    const uint64_t o = (uint64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
-    if (o >= n_out) return;
-    const uint8_t *row = W + o * row_bytes;
+/* The activations output row o reads (a grouped product: its group's). */
+__device__ __forceinline__ const float *x_of(const float *x, uint64_t o, uint64_t group_rows, uint64_t group_x) {
+    return group_rows ? x + o / group_rows * group_x : x;
+}
+
+/* Products that run a warp per weight row in one launch: up to MULTI_MAX of one type,
+ * row length and activation rows (those a stage computes from the same input, which
+ * alone would each leave most of the device idle), each with its first thread block. */
+#define MULTI_MAX 8
+typedef struct {
+    const uint8_t *W;
+    uint64_t n_out;
+    const float *x;
+    float *y;
+    uint64_t ldy, group_rows, group_x;
+    uint32_t first_block;
+} rows_entry;
+typedef struct {
+    rows_entry e[MULTI_MAX];
+    int n, T;
+    uint64_t row_bytes, ldx;
+    uint32_t block_bytes;
+    int64_t len;
+} rows_job;
+
+/* RMAX: the most activation rows of a pass. One and two rows (decode) get kernels of
+ * their own: the eight rows' registers would cost them occupancy. */
+template <int TYPE, int RMAX>
+__global__ void matmul_kernel(const __grid_constant__ rows_job j) {
+    int k = 0;
+    while (k + 1 < j.n && blockIdx.x >= j.e[k + 1].first_block) k++;
+    const rows_entry &e = j.e[k];
+    const uint64_t o = (uint64_t)(blockIdx.x - e.first_block) * WARPS + (threadIdx.x >> 5);
+    if (o >= e.n_out) return;
+    const float *x = x_of(e.x, o, e.group_rows, e.group_x);
+    const uint8_t *row = e.W + o * j.row_bytes;
+    const int T = j.T;
     int t0 = 0;
-    for (; t0 + 8 <= T; t0 += 8) rows_pass<TYPE, 8>(row, block_bytes, n, o, x, ldx, t0, y, ldy);
-    if (T - t0 >= 4) rows_pass<TYPE, 4>(row, block_bytes, n, o, x, ldx, t0, y, ldy), t0 += 4;
-    if (T - t0 >= 2) rows_pass<TYPE, 2>(row, block_bytes, n, o, x, ldx, t0, y, ldy), t0 += 2;
-    if (T - t0 >= 1) rows_pass<TYPE, 1>(row, block_bytes, n, o, x, ldx, t0, y, ldy);
+    for (; t0 + RMAX <= T; t0 += RMAX) rows_pass<TYPE, RMAX>(row, j.block_bytes, j.len, o, x, j.ldx, t0, e.y, e.ldy);
+    if constexpr (RMAX > 4)
+        if (T - t0 >= 4) rows_pass<TYPE, 4>(row, j.block_bytes, j.len, o, x, j.ldx, t0, e.y, e.ldy), t0 += 4;
+    if constexpr (RMAX > 2)
+        if (T - t0 >= 2) rows_pass<TYPE, 2>(row, j.block_bytes, j.len, o, x, j.ldx, t0, e.y, e.ldy), t0 += 2;
+    if constexpr (RMAX > 1)
+        if (T - t0 >= 1) rows_pass<TYPE, 1>(row, j.block_bytes, j.len, o, x, j.ldx, t0, e.y, e.ldy);
 }
 
 /* Prefill: a tile of GM weight rows times GN activation rows per thread block, over K in
@@ -56,8 +89,10 @@ __global__ void matmul_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes,
 template <int TYPE>
 __global__ void __launch_bounds__(GEMM_THREADS)
 gemm_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes, uint32_t block_bytes, int64_t n, uint64_t n_out,
-            const float *__restrict__ x, uint64_t ldx, int T, float *__restrict__ y, uint64_t ldy) {
+            const float *__restrict__ x, uint64_t ldx, int T, float *__restrict__ y, uint64_t ldy, uint64_t group_rows,
+            uint64_t group_x) {
     extern __shared__ float smem[];
+    x = x_of(x, (uint64_t)blockIdx.x * GM, group_rows, group_x); /* group_rows: a multiple of GM */
     float *ws = smem, *xs = smem + GM * GK;
     constexpr int B = block_of<TYPE>::N;
     const uint64_t o0 = (uint64_t)blockIdx.x * GM;
@@ -102,17 +137,18 @@ gemm_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes, uint32_t block_by
 }
 
 typedef void (*kernel_fn)(const uint8_t *, uint64_t, uint32_t, int64_t, uint64_t, const float *, uint64_t, int,
-                          float *, uint64_t);
+                          float *, uint64_t, uint64_t, uint64_t);
 
 /* Rows of a plain float type whose length is not a multiple of 32: a warp per output
  * row, value by value (small test models; nothing of the real model's shape). */
 template <int TYPE>
 __global__ void plain_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes, uint32_t block_bytes, int64_t n,
                              uint64_t n_out, const float *__restrict__ x, uint64_t ldx, int T, float *__restrict__ y,
-                             uint64_t ldy) {
+                             uint64_t ldy, uint64_t group_rows, uint64_t group_x) {
     (void)block_bytes;
     const uint64_t o = (uint64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
     if (o >= n_out) return;
+    x = x_of(x, o, group_rows, group_x);
     const uint8_t *row = W + o * row_bytes;
     const int lane = threadIdx.x & 31;
     for (int t = 0; t < T; t++) {
@@ -130,9 +166,10 @@ __global__ void plain_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes, 
 template <int TYPE>
 __global__ void split_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes, uint32_t block_bytes, int64_t n,
                              uint64_t n_out, const float *__restrict__ x, uint64_t ldx, int T, int64_t span,
-                             float *__restrict__ partial) {
+                             float *__restrict__ partial, uint64_t group_rows, uint64_t group_x) {
     const uint64_t o = (uint64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
     if (o >= n_out) return;
+    x = x_of(x, o, group_rows, group_x);
     const int64_t begin = (int64_t)blockIdx.y * span, end = begin + span < n ? begin + span : n;
     const uint8_t *row = W + o * row_bytes;
     float acc[8];
@@ -155,16 +192,17 @@ __global__ void sum_kernel(const float *partial, int slices, int T, uint64_t n_o
 }
 
 typedef void (*split_fn)(const uint8_t *, uint64_t, uint32_t, int64_t, uint64_t, const float *, uint64_t, int, int64_t,
-                         float *);
+                         float *, uint64_t, uint64_t);
 
 #define GEMM_CASE(t) case t: return gemm_kernel<t>;
-#define MATMUL_CASE(t) case t: return matmul_kernel<t>;
+typedef void (*rows_job_fn)(rows_job);
+#define MATMUL_CASE(t) case t: return T == 1 ? matmul_kernel<t, 1> : T == 2 ? matmul_kernel<t, 2> : matmul_kernel<t, 8>;
 #define SPLIT_CASE(t) case t: return split_kernel<t>;
 static kernel_fn gemm_for(uint32_t type) {
     switch (type) { DS4_CUDA_TYPES(GEMM_CASE) }
     return NULL;
 }
-static kernel_fn kernel_for(uint32_t type) {
+static rows_job_fn kernel_for(uint32_t type, int T) {
     switch (type) { DS4_CUDA_TYPES(MATMUL_CASE) }
     return NULL;
 }
@@ -183,7 +221,7 @@ static kernel_fn plain_for(uint32_t type) {
 
 extern "C" int ds4_cuda_rows_supported(uint32_t type, int64_t n) {
     if (plain_for(type)) return n > 0;
-    return kernel_for(type) != NULL && n % (type == T_Q8_0 || type == T_Q4_0 || type == T_MXFP4 ? 32 : QK_K) == 0;
+    return kernel_for(type, 1) != NULL && n % (type == T_Q8_0 || type == T_Q4_0 || type == T_MXFP4 ? 32 : QK_K) == 0;
 }
 
 int ds4_cuda_grow(void **buf, size_t *cap, size_t bytes, char *err, size_t errcap) {
@@ -210,33 +248,80 @@ static int64_t split_span(const ds4_cuda_product *q, int64_t *slices) {
     return span;
 }
 
-extern "C" void ds4_cuda_run(ds4_cuda *c, const ds4_cuda_product *p, int n) {
+/* Products of one type, row length and activation rows, in one launch (n <= MULTI_MAX). */
+static void run_rows(ds4_cuda *c, const ds4_cuda_product *p, int n) {
+    rows_job j = {};
+    uint32_t blocks = 0;
     for (int k = 0; k < n; k++) {
-        const ds4_cuda_product *q = &p[k];
-        const uint8_t *W = c->arena + q->w.offset;
-        int64_t slices;
-        const int64_t span = split_span(q, &slices);
-        if (q->w.n % 32 && plain_for(q->w.type)) {
-            const unsigned blocks = (unsigned)((q->n_out + WARPS - 1) / WARPS);
-            plain_for(q->w.type)<<<blocks, WARPS * 32, 0, c->stream>>>(W, q->w.row_bytes, q->w.block_bytes, q->w.n,
-                                                                        q->n_out, q->x, q->ldx, q->T, q->y, q->ldy);
-        } else if (slices > 1 && (uint64_t)slices * q->T * q->n_out <= c->split_cap) {
-            const dim3 grid((unsigned)((q->n_out + WARPS - 1) / WARPS), (unsigned)slices);
-            split_for(q->w.type)<<<grid, WARPS * 32, 0, c->stream>>>(W, q->w.row_bytes, q->w.block_bytes, q->w.n,
-                                                                      q->n_out, q->x, q->ldx, q->T, span, c->split);
-            const uint64_t outs = (uint64_t)q->T * q->n_out;
-            sum_kernel<<<(unsigned)((outs + 255) / 256), 256, 0, c->stream>>>(c->split, (int)slices, q->T, q->n_out,
-                                                                              q->y, q->ldy);
-        } else if (q->T >= DS4_CUDA_GEMM_MIN_T) {
-            const dim3 grid((unsigned)((q->n_out + GM - 1) / GM), (unsigned)((q->T + GN - 1) / GN));
-            gemm_for(q->w.type)<<<grid, GEMM_THREADS, GEMM_SMEM, c->stream>>>(W, q->w.row_bytes, q->w.block_bytes,
-                                                                              q->w.n, q->n_out, q->x, q->ldx, q->T,
-                                                                              q->y, q->ldy);
-        } else if (q->T > 0) {
-            const unsigned blocks = (unsigned)((q->n_out + WARPS - 1) / WARPS);
-            kernel_for(q->w.type)<<<blocks, WARPS * 32, 0, c->stream>>>(W, q->w.row_bytes, q->w.block_bytes, q->w.n,
-                                                                         q->n_out, q->x, q->ldx, q->T, q->y, q->ldy);
+        j.e[k] = (rows_entry){c->arena + p[k].w.offset, p[k].n_out, p[k].x, p[k].y, p[k].ldy, p[k].group_rows,
+                              p[k].group_x, blocks};
+        blocks += (uint32_t)((p[k].n_out + WARPS - 1) / WARPS);
+    }
+    j.n = n;
+    j.T = p[0].T;
+    j.row_bytes = p[0].w.row_bytes;
+    j.ldx = p[0].ldx;
+    j.block_bytes = p[0].w.block_bytes;
+    j.len = p[0].w.n;
+    if (blocks) kernel_for(p[0].w.type, j.T)<<<blocks, WARPS * 32, 0, c->stream>>>(j);
+}
+
+static void run_one(ds4_cuda *c, const ds4_cuda_product *q) {
+    const uint8_t *W = c->arena + q->w.offset;
+    const uint64_t gr = q->group_rows, gx = q->group_x;
+    if (gr && q->T >= DS4_CUDA_GEMM_MIN_T && gr % GM) { /* the tiles would straddle groups: one at a time */
+        for (uint64_t g = 0; g * gr < q->n_out; g++) {
+            ds4_cuda_product one = *q;
+            one.group_rows = one.group_x = 0;
+            one.w.offset += g * gr * q->w.row_bytes;
+            one.n_out = q->n_out - g * gr < gr ? q->n_out - g * gr : gr;
+            one.x += g * gx;
+            one.y += g * gr;
+            run_one(c, &one);
         }
+        return;
+    }
+    int64_t slices;
+    const int64_t span = split_span(q, &slices);
+    const unsigned warp_blocks = (unsigned)((q->n_out + WARPS - 1) / WARPS);
+    if (q->w.n % 32 && plain_for(q->w.type)) {
+        plain_for(q->w.type)<<<warp_blocks, WARPS * 32, 0, c->stream>>>(W, q->w.row_bytes, q->w.block_bytes, q->w.n,
+                                                                         q->n_out, q->x, q->ldx, q->T, q->y, q->ldy,
+                                                                         gr, gx);
+    } else if (slices > 1 && (uint64_t)slices * q->T * q->n_out <= c->split_cap) {
+        const dim3 grid(warp_blocks, (unsigned)slices);
+        split_for(q->w.type)<<<grid, WARPS * 32, 0, c->stream>>>(W, q->w.row_bytes, q->w.block_bytes, q->w.n,
+                                                                  q->n_out, q->x, q->ldx, q->T, span, c->split, gr, gx);
+        const uint64_t outs = (uint64_t)q->T * q->n_out;
+        sum_kernel<<<(unsigned)((outs + 255) / 256), 256, 0, c->stream>>>(c->split, (int)slices, q->T, q->n_out, q->y,
+                                                                          q->ldy);
+    } else if (q->T >= DS4_CUDA_GEMM_MIN_T) {
+        const dim3 grid((unsigned)((q->n_out + GM - 1) / GM), (unsigned)((q->T + GN - 1) / GN));
+        gemm_for(q->w.type)<<<grid, GEMM_THREADS, GEMM_SMEM, c->stream>>>(W, q->w.row_bytes, q->w.block_bytes, q->w.n,
+                                                                          q->n_out, q->x, q->ldx, q->T, q->y, q->ldy,
+                                                                          gr, gx);
+    } else if (q->T > 0) {
+        run_rows(c, q, 1);
+    }
+}
+
+/* A warp per weight row: whether q runs so, and whether q and r can share a launch. */
+static bool rows_path(const ds4_cuda_product *q) {
+    return q->T > 0 && q->T < DS4_CUDA_GEMM_MIN_T && !(q->w.n % 32 && plain_for(q->w.type));
+}
+static bool same_rows(const ds4_cuda_product *q, const ds4_cuda_product *r) {
+    return q->w.type == r->w.type && q->w.n == r->w.n && q->w.row_bytes == r->w.row_bytes && q->T == r->T &&
+           q->ldx == r->ldx;
+}
+
+extern "C" void ds4_cuda_run(ds4_cuda *c, const ds4_cuda_product *p, int n) {
+    for (int k = 0; k < n;) {
+        int m = 1;
+        while (k + m < n && m < MULTI_MAX && rows_path(&p[k]) && rows_path(&p[k + m]) && same_rows(&p[k], &p[k + m]))
+            m++;
+        if (m > 1) run_rows(c, p + k, m);
+        else run_one(c, &p[k]);
+        k += m;
     }
 }
 

@@ -47,6 +47,9 @@ typedef struct {
     int T;
     float *y;              /* T rows, ldy apart */
     uint64_t ldy;
+    /* a grouped product (0: none): output rows [g group_rows, (g + 1) group_rows) read
+     * x + g group_x, as the attention's grouped output projection does */
+    uint64_t group_rows, group_x;
 } ds4_cuda_product;
 
 /* Activation rows from which a product runs as tiles of weight rows times activation

@@ -134,7 +134,9 @@ void ds4_cuda_indexer(ds4_cuda *c, const ds4_cuda_rows_of *r, const float *iq, c
 /* Attention (cpu_attention.c's attend, before the output projection): row t, head h:
  * softmax with the head's sink over its window keys (ring slot order) then its
  * compressed entries (HCA: all (pos + 1) / ratio; CSA: sel), K = V, output rotated back
- * by -pos, into att (heads x dim a row). logits: room for heads x max_keys per row. */
+ * by -pos, into att (heads x dim a row). Each row's keys are taken in `splits` ranges
+ * (ds4_cuda_attend_splits), whose partial results go to part (T x heads x splits x dim)
+ * and part_ml (T x heads x splits x 2). */
 typedef struct {
     int heads, dim, rope_dim;
     uint32_t cap, ratio;
@@ -142,12 +144,13 @@ typedef struct {
     const float *q, *kv, *sinks, *rope;
     const int32_t *sel, *n_sel;
     uint32_t topk;
-    uint64_t max_keys;
-    float *logits, *att;
+    int splits;
+    float *part, *part_ml, *att;
 } ds4_cuda_attend_job;
 void ds4_cuda_attend(ds4_cuda *c, const ds4_cuda_rows_of *r, const ds4_cuda_attend_job *j);
-/* Shared memory the attention of a row and head takes (at most ~200 KB on Hopper). */
-size_t ds4_cuda_attend_smem(int dim, uint32_t cap, uint32_t topk);
+/* Ranges to split each row's keys into (at most max_keys of them), so that a chunk of T
+ * rows fills the device. */
+int ds4_cuda_attend_splits(int T, int heads, uint64_t max_keys);
 
 #ifdef __cplusplus
 }

@@ -91,7 +91,7 @@ int main(void) {
                 memset(x, 0, (size_t)T * N * sizeof(float));
                 for (int i = 0; i < rows; i++) x[(size_t)i * N + j0 + i] = 1.0f;
                 const ds4_cuda_product p = {{off, row_bytes, type, t->block > 1 ? t->bytes : t->bytes * 32, N}, ROWS, x,
-                                            N, rows, y, ROWS};
+                                            N, rows, y, ROWS, 0, 0};
                 if (ds4_cuda_products(c, &p, 1, err, sizeof err) < 0) {
                     bad = 1;
                     break;
@@ -136,7 +136,7 @@ int main(void) {
             bad = ds4_cuda_upload(c, w, SROWS * row_bytes, &off, err, sizeof err) < 0;
             for (int rows = 1; rows <= ST && !bad; rows += ST - 1) {
                 const ds4_cuda_product p = {{off, row_bytes, type, t->block > 1 ? t->bytes : t->bytes * 32, SN}, SROWS,
-                                            x, SN, rows, y, SROWS};
+                                            x, SN, rows, y, SROWS, 0, 0};
                 bad = ds4_cuda_products(c, &p, 1, err, sizeof err) < 0;
                 for (int i = 0; i < rows && !bad; i++)
                     for (int r = 0; r < SROWS && !bad; r++) {
@@ -180,7 +180,7 @@ int main(void) {
                                 err, sizeof err) < 0;
         for (int k = 0; k < 2 && !bad; k++) {
             const ds4_cuda_product p = {{k ? off_dev : off_host, f.row_bytes, type, t->bytes, FN}, FROWS, x, FN, 1,
-                                        k ? y1 : y0, FROWS};
+                                        k ? y1 : y0, FROWS, 0, 0};
             bad = ds4_cuda_products(c, &p, 1, err, sizeof err) < 0;
         }
         if (!bad && memcmp(y0, y1, FROWS * sizeof(float))) {
