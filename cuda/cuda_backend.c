@@ -19,7 +19,7 @@
 
 void *ds4_cuda_buf(ds4_backend *b, cuda_buf_id id, size_t bytes) {
     if (bytes <= b->cap[id] && b->buf[id]) return b->buf[id];
-    ds4_cuda_free(b->buf[id]);
+    ds4_cuda_free(b->dev, b->buf[id]);
     b->cap[id] = 0;
     if (!(b->buf[id] = ds4_cuda_malloc(b->dev, bytes, b->err, sizeof b->err))) {
         ds4_fail("%s", b->err);
@@ -163,21 +163,21 @@ static int load_layer(ds4_backend *b, int il) {
     return 0;
 }
 
-static void free_layer(cuda_layer *w) {
+static void free_layer(ds4_backend *b, cuda_layer *w) {
     float *v[] = {w->attn_norm, w->q_a_norm, w->kv_norm, w->sinks, w->ffn_norm, w->comp_ape, w->comp_norm,
                   w->idx_ape, w->idx_norm, w->hc_attn.base, w->hc_attn.scale, w->hc_ffn.base, w->hc_ffn.scale,
                   (float *)w->ffn.bias};
-    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) ds4_cuda_free(v[i]);
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) ds4_cuda_free(b->dev, v[i]);
 }
 
 static void cuda_close(ds4_backend *b) {
     if (!b) return;
     ds4_cuda_states_close(b);
-    for (uint32_t il = 0; b->layers && il < b->cfg->n_layer; il++) free_layer(&b->layers[il]);
+    for (uint32_t il = 0; b->layers && il < b->cfg->n_layer; il++) free_layer(b, &b->layers[il]);
     free(b->layers);
     float *v[] = {b->out_norm, b->head_base, b->head_scale, b->rope_main, b->rope_comp};
-    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) ds4_cuda_free(v[i]);
-    for (int i = 0; i < CB_COUNT; i++) ds4_cuda_free(b->buf[i]);
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) ds4_cuda_free(b->dev, v[i]);
+    for (int i = 0; i < CB_COUNT; i++) ds4_cuda_free(b->dev, b->buf[i]);
     free(b->chunk_seg);
     free(b->weights);
     ds4_cuda_destroy(b->dev);
@@ -266,6 +266,7 @@ static uint64_t cuda_device_bytes(ds4_backend *b) {
 
 static const ds4_backend_ops table = {
     .name = "cuda",
+    .device_clock = true,
     .open = cuda_open,
     .close = cuda_close,
     .describe = cuda_describe,

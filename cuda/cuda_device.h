@@ -8,6 +8,13 @@
 
 #include "cuda_matmul.h"
 
+/* A slot's executable graph and the shape it was made for (cuda_graph.cu). */
+typedef struct {
+    cudaGraphExec_t exec;
+    size_t nodes;
+    int key;
+} ds4_cuda_slot;
+
 struct ds4_cuda {
     int device;
     char name[256];
@@ -22,7 +29,23 @@ struct ds4_cuda {
     float *split;    /* partial sums of split products */
     size_t split_cap;
     size_t ffn_cap;
+    cudaEvent_t *marks; /* the profile's timing marks, made on first use */
+    /* decode steps as graphs (cuda_graph.cu) */
+    bool graphs, capturing;
+    int slot, key, n_execs;
+    ds4_cuda_slot *execs;   /* by slot */
+    uint8_t *staging;       /* pinned: the uploads of captured copies */
+    uint64_t staging_cap, staging_used;
+    bool graph_failed;      /* a graph ended by an allocation or a wait failed: */
+    char graph_err[256];    /* why, for the next check */
 };
+
+/* cuda_graph.cu, for the other .cu files: the graphs' state made and freed with the
+ * device; a copy of `bytes` host bytes that stays put until the device has read them
+ * (NULL: no room). */
+int ds4_cuda_graphs_init(ds4_cuda *c, char *err, size_t cap);
+void ds4_cuda_graphs_free(ds4_cuda *c);
+const void *ds4_cuda_graph_stage(ds4_cuda *c, const void *host, uint64_t bytes);
 
 static inline int fail(char *err, size_t cap, const char *what, cudaError_t e) {
     snprintf(err, cap, "cuda: %s: %s", what, cudaGetErrorString(e));
@@ -51,10 +74,20 @@ __device__ __forceinline__ float block_reduce(float v, float *red, bool max) {
     return red[32];
 }
 
-/* 1 / RMS of x's n values (plus eps), the same on every thread of the block. */
+/* 1 / RMS of x's n values (plus eps), the same on every thread of the block. Each thread
+ * adds its values in index order, eight loads in flight (a decode's one block per row is
+ * bound by their latency). */
 __device__ __forceinline__ float block_inv_rms(const float *x, int n, float eps, float *red) {
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) ss = __fadd_rn(ss, __fmul_rn(x[i], x[i]));
+    const int step = blockDim.x;
+    for (int i0 = threadIdx.x; i0 < n; i0 += 8 * step) {
+        float v[8];
+#pragma unroll
+        for (int u = 0; u < 8; u++) v[u] = i0 + u * step < n ? x[i0 + u * step] : 0.0f;
+#pragma unroll
+        for (int u = 0; u < 8; u++)
+            if (i0 + u * step < n) ss = __fadd_rn(ss, __fmul_rn(v[u], v[u]));
+    }
     ss = block_reduce(ss, red, false);
     return 1.0f / sqrtf(ss / (float)n + eps);
 }
@@ -72,7 +105,7 @@ __device__ __forceinline__ void block_rmsnorm(float *dst, const float *src, int 
 }
 
 /* Device memory that only grows (contents kept while it is not outgrown). */
-int ds4_cuda_grow(void **buf, size_t *cap, size_t bytes, char *err, size_t errcap);
+int ds4_cuda_grow(ds4_cuda *c, void **buf, size_t *cap, size_t bytes, char *err, size_t errcap);
 /* The other translation unit's copy of the IQ2 tables (cuda_ffn.cu). */
 cudaError_t ds4_cuda_ffn_tables(const uint64_t *grid, const uint8_t *signs, const uint8_t *masks);
 

@@ -8,6 +8,7 @@
 
 #include "cuda_decode.cuh"
 #include "cuda_device.h"
+#include "cuda_stages.h"
 
 #define WARPS 4
 #define MAX_T DS4_CUDA_FFN_MAX_T
@@ -180,7 +181,7 @@ extern "C" int ds4_cuda_ffn(ds4_cuda *c, const ds4_cuda_ffn_layer *L, const floa
     /* one work buffer, carved up */
     const uint64_t n_logits = T * E, n_h = P * I, n_ys = P * D, n_sh = T * Is, n_out = T * D;
     const uint64_t floats = n_logits + 2 * n_h + n_ys + 2 * n_sh + 2 * P;
-    if (ds4_cuda_grow((void **)&c->ffn_work, &c->ffn_cap, floats * sizeof(float), err, cap) < 0) return -1;
+    if (ds4_cuda_grow(c, (void **)&c->ffn_work, &c->ffn_cap, floats * sizeof(float), err, cap) < 0) return -1;
     const float *dx = x;
     float *logits = c->ffn_work, *hg = logits + n_logits, *hu = hg + n_h, *ys = hu + n_h,
           *sg = ys + n_ys, *su = sg + n_sh, *out = y, *weight = su + n_sh;
@@ -229,6 +230,7 @@ __global__ void gather_kernel(float *xs, const float *x, const int32_t *rows, ui
 
 extern "C" int ds4_cuda_ffn_grouped(ds4_cuda *c, const ds4_cuda_ffn_layer *L, const float *x, int T,
                                     const int32_t *choice, float *y, char *err, size_t cap) {
+    if (ds4_cuda_graph_end(c, err, cap) < 0) return -1; /* the host waits for the choices below */
     if (L->K > MAX_K) {
         snprintf(err, cap, "cuda: the device's MoE takes at most %d experts a token", MAX_K);
         return -1;
@@ -236,7 +238,7 @@ extern "C" int ds4_cuda_ffn_grouped(ds4_cuda *c, const ds4_cuda_ffn_layer *L, co
     const uint64_t D = L->D, E = L->E, I = L->I, K = L->K, Is = L->Is, P = (uint64_t)T * K;
     const uint64_t n_logits = T * E, n_xs = P * D, n_h = P * I, n_sh = T * Is, n_out = T * D;
     const uint64_t floats = n_logits + 2 * n_xs + 2 * n_h + 2 * n_sh + 4 * P;
-    if (ds4_cuda_grow((void **)&c->ffn_work, &c->ffn_cap, floats * sizeof(float), err, cap) < 0) return -1;
+    if (ds4_cuda_grow(c, (void **)&c->ffn_work, &c->ffn_cap, floats * sizeof(float), err, cap) < 0) return -1;
     float *logits = c->ffn_work, *xs = logits + n_logits, *ys = xs + n_xs, *hg = ys + n_xs, *hu = hg + n_h,
           *sg = hu + n_h, *su = sg + n_sh, *weight = su + n_sh;
     int32_t *ch = choice ? (int32_t *)choice : (int32_t *)(weight + P), *drows = (int32_t *)(weight + 2 * P),
@@ -320,7 +322,7 @@ extern "C" int ds4_cuda_ffn_grouped(ds4_cuda *c, const ds4_cuda_ffn_layer *L, co
 }
 
 extern "C" int ds4_cuda_floats(ds4_cuda *c, const float *host, size_t n, float **dev, char *err, size_t cap) {
-    (void)c;
+    if (ds4_cuda_graph_end(c, err, cap) < 0) return -1;
     cudaError_t e = cudaMalloc((void **)dev, n * sizeof(float));
     if (e == cudaSuccess) e = cudaMemcpy(*dev, host, n * sizeof(float), cudaMemcpyHostToDevice);
     return e == cudaSuccess ? 0 : fail(err, cap, "parameters", e);

@@ -2,8 +2,9 @@
  * name (engine/cpu/) on the device: matrix products by cuda_matmul.h, the rest by
  * cuda_stages.h, on the chunk's activations in device memory. Only the token ids, the
  * chunk's positions and segments, a hash layer's expert choices and the logits cross
- * PCIe. With the profile on, each stage waits for the device, so the stages' times are
- * the device's, and the products are timed apart by weight type. */
+ * PCIe. With the profile on, timing marks (device events) bound each stage and each batch
+ * of products, read back when the head waits for its logits: the stages' times are the
+ * device's and nothing waits stage by stage. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,32 +17,72 @@
 #define BUF(id, bytes) ds4_cuda_buf(b, id, bytes)
 #define GOT(id) (b->buf[id])
 
-/* With the profile on: everything queued so far finished (the stage's time is then the
- * device's). */
-static int settle(ds4_backend *b) {
-    if (!ds4_profile_on) return 0;
-    return ds4_cuda_to_host(b->dev, NULL, NULL, 0, "a stage", b->err, sizeof b->err) < 0 ? ds4_fail("%s", b->err) : 0;
+/* ---- the profile: the device's time between timing marks, so no stage waits ---- */
+
+/* The device times since the last resolve, to the profile: each stage from the mark
+ * before it to its own, each batch of products from its start to its end (shared among
+ * its weight types by the bytes they read). Waits for the device. */
+static void resolve(ds4_backend *b) {
+    int prev = -1, begin = -1;
+    for (int i = 0; i < b->n_marks; i++) {
+        const cuda_mark *m = &b->marks[i];
+        if (m->kind == MARK_STAGE && prev >= 0)
+            ds4_prof_stage_time((ds4_prof_stage)m->stage, ds4_cuda_mark_seconds(b->dev, prev, i));
+        if (m->kind == MARK_BASE || m->kind == MARK_STAGE) prev = i;
+        if (m->kind == MARK_PRODUCTS) begin = i;
+        if (m->kind == MARK_PRODUCTS_END && begin >= 0) {
+            const double dt = ds4_cuda_mark_seconds(b->dev, begin, i);
+            uint64_t all = 0;
+            for (int k = 0; k < m->n_types; k++) all += m->bytes[k];
+            for (int k = 0; k < m->n_types; k++)
+                ds4_prof_product((ds4_prof_stage)m->stage, m->type[k], m->bytes[k],
+                                 all ? dt * (double)m->bytes[k] / (double)all : 0);
+        }
+    }
+    b->n_marks = 0;
 }
 
-/* Products queued; timed by weight type when profiling (each product's share of the
- * batch's time by the bytes it reads). */
-static int products(ds4_backend *b, const ds4_cuda_product *p, int n) {
-    if (!ds4_profile_on) {
-        ds4_cuda_run(b->dev, p, n);
-        return 0;
+/* A timing mark of `kind` in the current stage (products: the bytes they read by type). */
+static int mark(ds4_backend *b, int kind, const ds4_cuda_product *p, int n) {
+    if (!ds4_profile_on) return 0;
+    if (kind != MARK_PRODUCTS_END && b->n_marks + 2 >= DS4_CUDA_MARKS) { /* full: on from a new base */
+        resolve(b);
+        if (kind != MARK_BASE && mark(b, MARK_BASE, NULL, 0) < 0) return -1;
     }
-    if (settle(b) < 0) return -1;
-    const double t0 = ds4_time_now();
-    ds4_cuda_run(b->dev, p, n);
-    if (settle(b) < 0) return -1;
-    const double dt = ds4_time_now() - t0;
-    uint64_t all = 0;
-    for (int k = 0; k < n; k++) all += p[k].w.row_bytes * p[k].n_out;
+    cuda_mark *m = &b->marks[b->n_marks];
+    *m = (cuda_mark){.kind = kind, .stage = (int)ds4_prof_current()};
     for (int k = 0; k < n; k++) {
-        const uint64_t bytes = p[k].w.row_bytes * p[k].n_out;
-        ds4_prof_matmul(p[k].w.type, bytes, all ? dt * (double)bytes / (double)all : 0);
+        int t = 0;
+        while (t < m->n_types && m->type[t] != p[k].w.type) t++;
+        if (t == CUDA_MARK_TYPES) t--; /* more types than a mark keeps: the last one's */
+        if (t == m->n_types) m->type[m->n_types++] = p[k].w.type;
+        m->bytes[t] += p[k].w.row_bytes * p[k].n_out;
     }
+    if (ds4_cuda_mark(b->dev, b->n_marks, b->err, sizeof b->err) < 0) return ds4_fail("%s", b->err);
+    b->n_marks++;
     return 0;
+}
+
+/* ---- graphs: a decode step's layers captured (cuda_graph.cu) ---- */
+
+/* Chunks of at most this many rows (decode, batched decode) are captured: a prefill's
+ * kernels are few for their work. */
+#define GRAPH_MAX_T 64
+
+/* From here the chunk's work goes into slot's graph (unless one is being captured). */
+static void graph_open(ds4_backend *b, int T, int slot) {
+    if (!ds4_profile_on && T <= GRAPH_MAX_T) ds4_cuda_graph_begin(b->dev, slot, T);
+}
+
+static int graph_close(ds4_backend *b) {
+    return ds4_cuda_graph_end(b->dev, b->err, sizeof b->err) < 0 ? ds4_fail("%s", b->err) : 0;
+}
+
+/* Products queued (between two marks when profiling). */
+static int products(ds4_backend *b, const ds4_cuda_product *p, int n) {
+    if (mark(b, MARK_PRODUCTS, NULL, 0) < 0) return -1;
+    ds4_cuda_run(b->dev, p, n);
+    return mark(b, MARK_PRODUCTS_END, p, n);
 }
 
 static ds4_cuda_product product(const ds4_cuda_matrix *w, uint64_t row0, uint64_t n_out, const float *x, uint64_t ldx,
@@ -52,7 +93,7 @@ static ds4_cuda_product product(const ds4_cuda_matrix *w, uint64_t row0, uint64_
 }
 
 static int done(ds4_backend *b, const char *what) {
-    return ds4_cuda_stage_done(b, what) < 0 || settle(b) < 0 ? -1 : 0;
+    return ds4_cuda_stage_done(b, what) < 0 || mark(b, MARK_STAGE, NULL, 0) < 0 ? -1 : 0;
 }
 
 /* Uploads the chunk's row positions and segment indices unless they are there already. */
@@ -92,6 +133,11 @@ int ds4_cuda_embed(ds4_backend *b, const int32_t *tokens, int T) {
     int32_t *ids = BUF(CB_TOKENS, (size_t)T * sizeof *ids);
     float *streams = BUF(CB_STREAMS, (size_t)T * hc * D * sizeof(float));
     if (!ids || !streams) return -1;
+    if (ds4_profile_on) { /* a forward pass starts: its stages are timed from here */
+        if (b->n_marks) resolve(b);
+        if (mark(b, MARK_BASE, NULL, 0) < 0) return -1;
+    }
+    graph_open(b, T, 0);
     ds4_cuda_to_device(b->dev, ids, tokens, (size_t)T * sizeof *ids);
     ds4_cuda_rows(b->dev, &b->embd, ids, T, streams, (uint64_t)hc * D, hc, (uint64_t)D);
     return done(b, "embed");
@@ -109,6 +155,7 @@ int ds4_cuda_hc_pre_stage(ds4_backend *b, int il, ds4_hc_site site, int T) {
     const cuda_layer *lw = &b->layers[il];
     const cuda_hc_weights *w = site == DS4_SITE_ATTN ? &lw->hc_attn : &lw->hc_ffn;
     const int hc = (int)cf->hc_mult, D = (int)cf->n_embd, nm = (2 + hc) * hc;
+    if (site == DS4_SITE_ATTN) graph_open(b, T, 1 + il); /* a layer a graph */
     const float *streams = GOT(CB_STREAMS);
     float *mix = BUF(CB_MIX, (size_t)T * nm * sizeof(float));
     float *post = BUF(CB_POST, (size_t)T * hc * sizeof(float)), *comb = BUF(CB_COMB, (size_t)T * hc * hc * sizeof(float));
@@ -124,10 +171,10 @@ int ds4_cuda_hc_pre_stage(ds4_backend *b, int il, ds4_hc_site site, int T) {
 
 int ds4_cuda_hc_post_stage(ds4_backend *b, int il, ds4_hc_site site, int T) {
     (void)il; /* hc_pre kept the site's weights */
-    (void)site;
     ds4_cuda_hc_post(b->dev, (int)b->cfg->hc_mult, (int)b->cfg->n_embd, T, GOT(CB_STREAMS), GOT(CB_Y), GOT(CB_POST),
                      GOT(CB_COMB));
-    return done(b, "hc_post");
+    if (done(b, "hc_post") < 0) return -1;
+    return site == DS4_SITE_FFN ? graph_close(b) : 0; /* the layer's graph runs */
 }
 
 int ds4_cuda_attn_project(ds4_backend *b, int il, const ds4_chunk *c) {
@@ -301,6 +348,14 @@ int ds4_cuda_ffn_stage(ds4_backend *b, int il, const int32_t *tokens, int T) {
     const int rc = T > DS4_CUDA_FFN_MAX_T ? ds4_cuda_ffn_grouped(b->dev, &w->ffn, x, T, choice, y, b->err, sizeof b->err)
                                           : ds4_cuda_ffn(b->dev, &w->ffn, x, T, choice, y, b->err, sizeof b->err);
     if (rc < 0) return ds4_fail("%s", b->err);
+    if (ds4_profile_on) { /* the weights read: the router, the shared expert, the experts chosen (one per token
+                             and choice, at most all of them) */
+        const ds4_cuda_ffn_layer *L = &w->ffn;
+        const uint64_t chosen = (uint64_t)T * K < L->E ? (uint64_t)T * K : L->E;
+        ds4_prof_bytes(L->E * L->gate_inp.row_bytes +
+                       (L->Is ? L->Is * (L->gate_sh.row_bytes + L->up_sh.row_bytes) + D * L->down_sh.row_bytes : 0) +
+                       chosen * (L->I * (L->gate_exps.row_bytes + L->up_exps.row_bytes) + D * L->down_exps.row_bytes));
+    }
     return done(b, "ffn");
 }
 
@@ -312,6 +367,7 @@ int ds4_cuda_head(ds4_backend *b, const int *rows, float *const *out, int n) {
     float *flat = BUF(CB_FLAT, (size_t)n * hc * D * sizeof(float)), *mix = BUF(CB_MIX, (size_t)n * hc * sizeof(float));
     float *x = BUF(CB_HEADX, (size_t)n * D * sizeof(float)), *logits = BUF(CB_HEADOUT, (size_t)n * V * sizeof(float));
     if (!drows || !flat || !mix || !x || !logits) return -1;
+    graph_open(b, n, 1 + (int)cf->n_layer); /* until the logits are copied out */
     ds4_cuda_to_device(b->dev, drows, rows, (size_t)n * sizeof *drows);
     const float *streams = GOT(CB_STREAMS);
     ds4_cuda_rmsnorm(b->dev, flat, (uint64_t)hc * D, streams, (uint64_t)hc * D, drows, n, hc * D, NULL, cf->rms_eps);
@@ -322,12 +378,14 @@ int ds4_cuda_head(ds4_backend *b, const int *rows, float *const *out, int n) {
     ds4_cuda_hc_pre(b->dev, &s, mix, streams, drows, n, NULL, NULL, x);
     p = product(&b->output, 0, V, x, D, n, logits, V);
     if (products(b, &p, 1) < 0) return -1;
+    if (mark(b, MARK_STAGE, NULL, 0) < 0) return -1;
     bool adjacent = true;
     for (int t = 1; t < n && adjacent; t++) adjacent = out[t] == out[0] + (size_t)t * V;
     for (int t = 0; t < n; t += adjacent ? n : 1)
         if (ds4_cuda_to_host(b->dev, out[t], logits + (size_t)t * V, (adjacent ? n : 1) * V * sizeof(float), "head",
                              b->err, sizeof b->err) < 0)
             return ds4_fail("%s", b->err);
+    if (ds4_profile_on) resolve(b);
     return 0;
 }
 

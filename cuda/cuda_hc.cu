@@ -88,11 +88,23 @@ __global__ void hc_pre_kernel(ds4_cuda_hc_site s, const float *mix, const float 
         if (threadIdx.x < hc) post[(uint64_t)r * hc + threadIdx.x] = po[threadIdx.x];
     }
     float *xr = x + (uint64_t)r * D, ss = 0.0f;
-    for (int i = threadIdx.x; i < D; i += blockDim.x) {
-        float acc = __fadd_rn(0.0f, __fmul_rn(pre[0], st[i]));
-        for (int j = 1; j < hc; j++) acc = __fadd_rn(acc, __fmul_rn(pre[j], st[(uint64_t)j * D + i]));
-        xr[i] = acc;
-        ss = __fadd_rn(ss, __fmul_rn(acc, acc));
+    const int step = blockDim.x;
+    for (int i0 = threadIdx.x; i0 < D; i0 += 4 * step) { /* four values' loads in flight */
+        float acc[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int i = i0 + u * step;
+            if (i >= D) break;
+            acc[u] = __fadd_rn(0.0f, __fmul_rn(pre[0], st[i]));
+            for (int j = 1; j < hc; j++) acc[u] = __fadd_rn(acc[u], __fmul_rn(pre[j], st[(uint64_t)j * D + i]));
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int i = i0 + u * step;
+            if (i >= D) break;
+            xr[i] = acc[u];
+            ss = __fadd_rn(ss, __fmul_rn(acc[u], acc[u]));
+        }
     }
     ss = block_reduce(ss, red, false);
     const float scale = 1.0f / sqrtf(ss / (float)D + s.rms_eps);

@@ -52,6 +52,16 @@ typedef struct {
     uint64_t offset;
 } cuda_resident;
 
+/* The profile's timing marks (cuda_forward.c): the end of a stage, or the start and end
+ * of a batch of products with the bytes each weight type read. */
+#define CUDA_MARK_TYPES 4
+typedef struct {
+    enum { MARK_BASE, MARK_STAGE, MARK_PRODUCTS, MARK_PRODUCTS_END } kind;
+    int stage, n_types;
+    uint32_t type[CUDA_MARK_TYPES];
+    uint64_t bytes[CUDA_MARK_TYPES];
+} cuda_mark;
+
 struct ds4_backend {
     const ds4_model *model;
     const ds4_config *cfg;
@@ -69,6 +79,8 @@ struct ds4_backend {
     /* the chunk whose row positions and segments are on the device */
     ds4_segment *chunk_seg;
     int chunk_n_seg, chunk_T;
+    cuda_mark marks[DS4_CUDA_MARKS];
+    int n_marks;
     char err[320];
 };
 

@@ -22,7 +22,7 @@ extern "C" {
 
 /* bytes of device memory (NULL with err set); freed by ds4_cuda_free (NULL is fine). */
 void *ds4_cuda_malloc(ds4_cuda *c, uint64_t bytes, char *err, size_t cap);
-void ds4_cuda_free(void *p);
+void ds4_cuda_free(ds4_cuda *c, void *p);
 /* host -> device (the host bytes may be reused on return), device -> device, zero bytes
  * (0xff bytes when ones: -1 for every int64). */
 void ds4_cuda_to_device(ds4_cuda *c, void *dst, const void *host, uint64_t bytes);
@@ -33,6 +33,25 @@ void ds4_cuda_set(ds4_cuda *c, void *dst, int ones, uint64_t bytes);
 int ds4_cuda_to_host(ds4_cuda *c, void *host, const void *src, uint64_t bytes, const char *what, char *err, size_t cap);
 /* -1 with err when a launch failed since the last check. */
 int ds4_cuda_check(ds4_cuda *c, const char *what, char *err, size_t cap);
+
+/* ---- decode steps as graphs (cuda_graph.cu) ---- */
+
+/* The work queued from ds4_cuda_graph_begin to ds4_cuda_graph_end is captured and then
+ * launched as one CUDA graph, kept for the slot (a layer of the step) and updated in
+ * place by its next capture; begin is a no-op while a capture runs. What cannot be
+ * captured ends it first: allocating or freeing device memory, the host waiting for the
+ * device (ds4_cuda_to_host, the grouped MoE), an upload that finds no staging room. Off
+ * with DS4_CUDA_NO_GRAPHS=1 (and in the profile, whose marks need each stage live). */
+void ds4_cuda_graph_begin(ds4_cuda *c, int slot, int key); /* key: what else shapes it (the rows) */
+int ds4_cuda_graph_end(ds4_cuda *c, char *err, size_t cap);
+
+/* ---- timing marks, for the profile (cuda_matmul.cu) ---- */
+
+/* Mark i (< DS4_CUDA_MARKS) recorded on the stream after everything queued so far; the
+ * seconds from mark `from` to mark `to` once the device has passed `to` (it waits). */
+#define DS4_CUDA_MARKS 4096
+int ds4_cuda_mark(ds4_cuda *c, int i, char *err, size_t cap);
+double ds4_cuda_mark_seconds(ds4_cuda *c, int from, int to);
 
 /* ---- hyper-connections (cuda_hc.cu) ---- */
 

@@ -72,12 +72,12 @@ static int seq_open(ds4_backend *b, cuda_seq *s) {
     return 0;
 }
 
-static void seq_close(cuda_seq *s) {
+static void seq_close(ds4_backend *b, cuda_seq *s) {
     free(s->layers);
     free(s->comp_cap);
     free(s->idx_cap);
     free(s->pos);
-    ds4_cuda_free(s->fixed);
+    ds4_cuda_free(b->dev, s->fixed);
 }
 
 int ds4_cuda_states_open(ds4_backend *b) {
@@ -91,10 +91,10 @@ void ds4_cuda_states_close(ds4_backend *b) {
     for (int i = 0; b->seqs && i < b->n_seq; i++) {
         cuda_seq *s = &b->seqs[i];
         for (uint32_t il = 0; s->layers && il < b->cfg->n_layer; il++) {
-            ds4_cuda_free(s->layers[il].comp.entries);
-            ds4_cuda_free(s->layers[il].indexer.entries);
+            ds4_cuda_free(b->dev, s->layers[il].comp.entries);
+            ds4_cuda_free(b->dev, s->layers[il].indexer.entries);
         }
-        seq_close(s);
+        seq_close(b, s);
     }
     free(b->seqs);
 }
@@ -107,7 +107,7 @@ static int grow_entries(ds4_backend *b, float **entries, uint64_t *cap, uint64_t
     float *e = ds4_cuda_malloc(b->dev, want * width * sizeof(float), b->err, sizeof b->err);
     if (!e) return ds4_fail("%s (for %llu compressed entries)", b->err, (unsigned long long)n);
     ds4_cuda_copy(b->dev, e, *entries, keep * width * sizeof(float));
-    ds4_cuda_free(*entries);
+    ds4_cuda_free(b->dev, *entries);
     *entries = e;
     *cap = want;
     return 0;

@@ -1,7 +1,7 @@
 /* profile.h - where the time of a forward pass goes, when asked (ds4-bench --profile):
- * wall seconds per stage of the schedule, and per weight type the bytes the matrix
- * products read and the seconds they took (so their GB/s), and how many parallel loops
- * ran. Off, it costs a branch per stage. Counted on the thread that runs the forward
+ * seconds per stage of the schedule with the weight bytes it read (so its GB/s), and per
+ * weight type the bytes the matrix products read and the seconds they took, and how many
+ * parallel loops ran. Off, it costs a branch per stage. Counted on the thread that runs the forward
  * pass: one context at a time. */
 #ifndef DS4_PROFILE_H
 #define DS4_PROFILE_H
@@ -29,9 +29,22 @@ extern bool ds4_profile_on;
 
 void ds4_profile_enable(bool on);
 void ds4_profile_reset(void);
+/* The schedule around each stage: begin makes it the stage that products and bytes are
+ * counted to; end counts the call and, unless t0 < 0 (a backend that times its stages
+ * itself), adds the wall time since t0. */
+double ds4_prof_begin_stage(ds4_prof_stage stage);
 void ds4_prof_end(ds4_prof_stage stage, double t0);
-/* A matrix product over a weight of `type` that read `bytes` of it in `seconds`. */
+/* A backend that runs its stages asynchronously (CUDA) times them on the device and adds
+ * each stage's seconds here. */
+void ds4_prof_stage_time(ds4_prof_stage stage, double seconds);
+/* A matrix product over a weight of `type` that read `bytes` of it in `seconds`, in the
+ * current stage (ds4_prof_product: in `stage`, for times known later). */
 void ds4_prof_matmul(uint32_t type, uint64_t bytes, double seconds);
+void ds4_prof_product(ds4_prof_stage stage, uint32_t type, uint64_t bytes, double seconds);
+/* Weight bytes the current stage read outside the products (a device's MoE). */
+void ds4_prof_bytes(uint64_t bytes);
+/* The stage the schedule is in. */
+ds4_prof_stage ds4_prof_current(void);
 void ds4_prof_loop(void); /* one parallel loop started */
 /* The table since the last reset, per decoded token when tokens > 0. */
 void ds4_profile_report(FILE *out, uint64_t tokens);

@@ -89,6 +89,9 @@ typedef struct ds4_backend ds4_backend;
 
 typedef struct {
     const char *name;
+    /* The backend times its stages itself for the profile (ds4_prof_stage_time: a device's
+     * events, without waiting for it stage by stage); the schedule then only counts them. */
+    bool device_clock;
     /* Bind the model's weights and make an empty state; -1 with the error set. */
     int (*open)(const ds4_model *m, const ds4_ctx_opts *o, ds4_backend **out);
     void (*close)(ds4_backend *b);

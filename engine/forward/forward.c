@@ -118,13 +118,14 @@ int ds4_ctx_state_set(ds4_ctx *c, const ds4_kv_snapshot *s) {
     return 0;
 }
 
-/* One stage: timed for the profile, and the chunk stops at the first failure. */
-#define STAGE(prof, call)                    \
-    do {                                     \
-        const double t0_ = ds4_prof_begin(); \
-        const int rc_ = (call);              \
-        ds4_prof_end(prof, t0_);             \
-        if (rc_ < 0) return -1;              \
+/* One stage: timed for the profile (by the backend when it keeps a device clock), and the
+ * chunk stops at the first failure. */
+#define STAGE(prof, call)                                    \
+    do {                                                     \
+        const double t0_ = ds4_prof_begin_stage(prof);       \
+        const int rc_ = (call);                              \
+        ds4_prof_end(prof, ops->device_clock ? -1.0 : t0_);  \
+        if (rc_ < 0) return -1;                              \
     } while (0)
 
 /* A chunk: its rows' tokens, segments, and the rows whose logits go out (and where). */
