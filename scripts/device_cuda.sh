@@ -7,14 +7,15 @@
 # model (built in /dev/shm), the batched decode on CUDA (--parallel), and the full-size
 # Flash-shaped q2 model made in device memory (--synthetic flash at FULL_CTX, default
 # 2048,4096,8192, its batched decode at FULL_PARALLEL, default 1,8,32,64, then its prefill
-# and decode profile at PROFILE_CTX, default 2048). PARTS picks among tests, l4, full,
-# batch and profile (default all). The CSVs go to $OUT; the logs and profiles into one
+# and decode profile at PROFILE_CTX, default 2048), and compute-sanitizer racechecks of
+# 64-token runs on tiny-a and tiny-b. PARTS picks among tests, racecheck, l4, full, batch and profile
+# (default all). The CSVs go to $OUT; the logs and profiles into one
 # $OUT/logs.tar (the device tool brings back eight files).
 #   usage: OUT=DIR [PARTS="tests profile"] [FULL_CTX=2048,8192] [FULL_REPEATS=1] sh scripts/device_cuda.sh
 cd "$(dirname "$0")/.." || exit 2
 export LD_LIBRARY_PATH=$PWD/.dev/lib
 L=$(mktemp -d)
-PARTS=${PARTS:-tests l4 full batch profile}
+PARTS=${PARTS:-tests racecheck l4 full batch profile}
 part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 mkdir -p bin build/tests "$OUT"
 [ -f .dev/cuda.tar.xz ] && tar -C .dev -xJf .dev/cuda.tar.xz
@@ -32,6 +33,17 @@ if part tests && command -v compute-sanitizer >/dev/null 2>&1; then
     compute-sanitizer --tool memcheck --error-exitcode 9 bin/ds4 run -m build/tests/cuda/tiny-a-f32.gguf \
         --prompt-ids 1,2,3,4 -n 8 --backend cuda >"$L/memcheck.txt" 2>&1
     echo "memcheck exit $?" | tee -a "$L/memcheck.txt"
+fi
+if part racecheck && command -v compute-sanitizer >/dev/null 2>&1; then
+    # 64 tokens: a prefill chunk of 40 (the chunk kernels, the grouped MoE), 24 decoded
+    mkdir -p build/tests/cuda
+    for m in tiny-a tiny-b; do
+        A=build/tests/cuda/$m-f32.gguf
+        [ -f "$A" ] || bin/ds4-quant convert --quiet --in "vectors/models/$m" --out "$A" --type f32
+        compute-sanitizer --tool racecheck --error-exitcode 9 bin/ds4 run -m "$A" --prompt-ids "$(seq -s, 2 41)" \
+            -n 24 --backend cuda >"$L/racecheck-$m.txt" 2>&1
+        echo "racecheck exit $?" | tee -a "$L/racecheck-$m.txt"
+    done
 fi
 if part l4; then
     M=/dev/shm/flash-q2-l4-e16.gguf
