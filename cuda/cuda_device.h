@@ -46,6 +46,10 @@ struct ds4_cuda {
 int ds4_cuda_graphs_init(ds4_cuda *c, char *err, size_t cap);
 void ds4_cuda_graphs_free(ds4_cuda *c);
 const void *ds4_cuda_graph_stage(ds4_cuda *c, const void *host, uint64_t bytes);
+/* cuda_memory.cu: before what a capture cannot hold, the captured work launched; a
+ * failure is kept for the next ds4_cuda_check or ds4_cuda_to_host, as a failed launch's
+ * would be. */
+void ds4_cuda_end_capture(ds4_cuda *c);
 
 static inline int fail(char *err, size_t cap, const char *what, cudaError_t e) {
     snprintf(err, cap, "cuda: %s: %s", what, cudaGetErrorString(e));

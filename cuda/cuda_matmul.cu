@@ -12,20 +12,6 @@
 #include "cuda_device.h"
 #include "cuda_stages.h"
 
-/* Before what a capture cannot hold: the captured work launched; a failure is kept for
- * the next ds4_cuda_check or ds4_cuda_to_host, as a failed launch's would be. */
-static void end_capture(ds4_cuda *c) {
-    if (c->capturing && ds4_cuda_graph_end(c, c->graph_err, sizeof c->graph_err) < 0) c->graph_failed = true;
-}
-
-/* The kept failure of a graph, into err (once). */
-static int graph_failure(ds4_cuda *c, char *err, size_t cap) {
-    if (!c->graph_failed) return 0;
-    c->graph_failed = false;
-    snprintf(err, cap, "%s", c->graph_err);
-    return -1;
-}
-
 #define WARPS 4      /* rows per thread block */
 #define SPLIT_MAX 32 /* slices of a split product */
 #define SPLIT_FLOATS (SPLIT_MAX * 8 * 4096) /* their partial sums */
@@ -237,18 +223,6 @@ static kernel_fn plain_for(uint32_t type) {
 extern "C" int ds4_cuda_rows_supported(uint32_t type, int64_t n) {
     if (plain_for(type)) return n > 0;
     return kernel_for(type, 1) != NULL && n % (type == T_Q8_0 || type == T_Q4_0 || type == T_MXFP4 ? 32 : QK_K) == 0;
-}
-
-int ds4_cuda_grow(ds4_cuda *c, void **buf, size_t *cap, size_t bytes, char *err, size_t errcap) {
-    if (bytes <= *cap) return 0;
-    end_capture(c);
-    cudaFree(*buf);
-    *buf = NULL;
-    *cap = 0;
-    const cudaError_t e = cudaMalloc(buf, bytes);
-    if (e != cudaSuccess) return fail(err, errcap, "work buffers", e);
-    *cap = bytes;
-    return 0;
 }
 
 /* Slices for a product of few output rows over a long input: enough thread blocks to
@@ -484,30 +458,9 @@ extern "C" ds4_cuda *ds4_cuda_create(int device, char *err, size_t cap) {
     return c;
 }
 
-extern "C" int ds4_cuda_mark(ds4_cuda *c, int i, char *err, size_t cap) {
-    cudaError_t e = cudaSuccess;
-    if (!c->marks) {
-        if (!(c->marks = (cudaEvent_t *)calloc(DS4_CUDA_MARKS, sizeof *c->marks))) {
-            snprintf(err, cap, "cuda: out of host memory");
-            return -1;
-        }
-        for (int k = 0; k < DS4_CUDA_MARKS && e == cudaSuccess; k++) e = cudaEventCreate(&c->marks[k]);
-    }
-    if (e == cudaSuccess) e = cudaEventRecord(c->marks[i], c->stream);
-    return e == cudaSuccess ? 0 : fail(err, cap, "a timing mark", e);
-}
-
-extern "C" double ds4_cuda_mark_seconds(ds4_cuda *c, int from, int to) {
-    float ms = 0;
-    if (cudaEventSynchronize(c->marks[to]) != cudaSuccess ||
-        cudaEventElapsedTime(&ms, c->marks[from], c->marks[to]) != cudaSuccess)
-        return 0;
-    return ms / 1e3;
-}
-
 extern "C" void ds4_cuda_destroy(ds4_cuda *c) {
     if (!c) return;
-    end_capture(c);
+    ds4_cuda_end_capture(c);
     ds4_cuda_graphs_free(c);
     if (c->marks) {
         for (int k = 0; k < DS4_CUDA_MARKS; k++)
@@ -537,7 +490,7 @@ extern "C" void ds4_cuda_memory(const ds4_cuda *c, uint64_t *free_bytes, uint64_
 
 extern "C" int ds4_cuda_tables(ds4_cuda *c, const uint64_t *grid, const uint8_t *signs, const uint8_t *masks, char *err,
                                size_t cap) {
-    end_capture(c);
+    ds4_cuda_end_capture(c);
     (void)c;
     cudaError_t e = load_tables(grid, signs, masks);
     if (e == cudaSuccess) e = ds4_cuda_ffn_tables(grid, signs, masks);
@@ -545,7 +498,7 @@ extern "C" int ds4_cuda_tables(ds4_cuda *c, const uint64_t *grid, const uint8_t 
 }
 
 extern "C" int ds4_cuda_reserve(ds4_cuda *c, uint64_t bytes, char *err, size_t cap) {
-    end_capture(c);
+    ds4_cuda_end_capture(c);
     const cudaError_t e = cudaMalloc((void **)&c->arena, bytes ? bytes : 256);
     if (e != cudaSuccess) return fail(err, cap, "the weights' memory", e);
     c->arena_bytes = bytes;
@@ -553,7 +506,7 @@ extern "C" int ds4_cuda_reserve(ds4_cuda *c, uint64_t bytes, char *err, size_t c
 }
 
 extern "C" int ds4_cuda_upload(ds4_cuda *c, const void *host, uint64_t bytes, uint64_t *offset, char *err, size_t cap) {
-    end_capture(c);
+    ds4_cuda_end_capture(c);
     const uint64_t at = (c->arena_used + 255) & ~(uint64_t)255;
     if (at + bytes > c->arena_bytes) {
         snprintf(err, cap, "cuda: the weights outgrew their reservation");
@@ -603,7 +556,7 @@ __global__ void fill_kernel(uint8_t *__restrict__ dst, const uint8_t *__restrict
 extern "C" int ds4_cuda_fill(ds4_cuda *c, const uint8_t *pool, uint64_t pool_blocks, uint32_t block_bytes,
                              uint64_t row_bytes, uint64_t n_rows, uint64_t seed, uint64_t *offset, char *err,
                              size_t cap) {
-    end_capture(c);
+    ds4_cuda_end_capture(c);
     const uint64_t bytes = row_bytes * n_rows, at = (c->arena_used + 255) & ~(uint64_t)255;
     if (at + bytes > c->arena_bytes) {
         snprintf(err, cap, "cuda: the weights outgrew their reservation");
@@ -632,7 +585,7 @@ extern "C" int ds4_cuda_fill(ds4_cuda *c, const uint8_t *pool, uint64_t pool_blo
 }
 
 extern "C" double ds4_cuda_copy_gbps(ds4_cuda *c) {
-    end_capture(c);
+    ds4_cuda_end_capture(c);
     const size_t bytes = (size_t)1 << 30;
     void *a = NULL, *b = NULL;
     if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&b, bytes) != cudaSuccess) {
@@ -658,61 +611,3 @@ extern "C" double ds4_cuda_copy_gbps(ds4_cuda *c) {
 }
 
 /* ---- device memory for the stages (cuda_stages.h) ---- */
-
-extern "C" void *ds4_cuda_malloc(ds4_cuda *c, uint64_t bytes, char *err, size_t cap) {
-    end_capture(c);
-    void *p = NULL;
-    const cudaError_t e = cudaMalloc(&p, bytes ? bytes : 256);
-    if (e != cudaSuccess) {
-        size_t f = 0, t = 0;
-        cudaGetLastError();
-        cudaMemGetInfo(&f, &t);
-        snprintf(err, cap, "cuda: %.2f GiB more device memory (%.2f GiB free): %s", (double)bytes / (1 << 30),
-                 (double)f / (1 << 30), cudaGetErrorString(e));
-        return NULL;
-    }
-    return p;
-}
-
-extern "C" void ds4_cuda_free(ds4_cuda *c, void *p) {
-    if (!p) return;
-    end_capture(c);
-    cudaFree(p);
-}
-
-extern "C" void ds4_cuda_to_device(ds4_cuda *c, void *dst, const void *host, uint64_t bytes) {
-    if (!bytes) return;
-    if (c->capturing) { /* the graph copies when it runs: from bytes that stay put */
-        const void *staged = ds4_cuda_graph_stage(c, host, bytes);
-        if (staged) {
-            cudaMemcpyAsync(dst, staged, bytes, cudaMemcpyHostToDevice, c->stream);
-            return;
-        }
-        end_capture(c);
-    }
-    cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, c->stream);
-}
-
-extern "C" void ds4_cuda_copy(ds4_cuda *c, void *dst, const void *src, uint64_t bytes) {
-    if (bytes) cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream);
-}
-
-extern "C" void ds4_cuda_set(ds4_cuda *c, void *dst, int ones, uint64_t bytes) {
-    if (bytes) cudaMemsetAsync(dst, ones ? 0xff : 0, bytes, c->stream);
-}
-
-extern "C" int ds4_cuda_to_host(ds4_cuda *c, void *host, const void *src, uint64_t bytes, const char *what, char *err,
-                                size_t cap) {
-    if (ds4_cuda_graph_end(c, err, cap) < 0 || graph_failure(c, err, cap) < 0) return -1;
-    cudaError_t e = cudaGetLastError();
-    if (e == cudaSuccess && bytes) e = cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, c->stream);
-    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
-    if (e == cudaSuccess) c->staging_used = 0; /* the device has read every staged upload */
-    return e == cudaSuccess ? 0 : fail(err, cap, what, e);
-}
-
-extern "C" int ds4_cuda_check(ds4_cuda *c, const char *what, char *err, size_t cap) {
-    if (graph_failure(c, err, cap) < 0) return -1;
-    const cudaError_t e = cudaGetLastError();
-    return e == cudaSuccess ? 0 : fail(err, cap, what, e);
-}

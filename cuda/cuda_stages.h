@@ -18,7 +18,7 @@
 extern "C" {
 #endif
 
-/* ---- memory (cuda_matmul.cu) ---- */
+/* ---- memory (cuda_memory.cu) ---- */
 
 /* bytes of device memory (NULL with err set); freed by ds4_cuda_free (NULL is fine). */
 void *ds4_cuda_malloc(ds4_cuda *c, uint64_t bytes, char *err, size_t cap);
@@ -45,7 +45,7 @@ int ds4_cuda_check(ds4_cuda *c, const char *what, char *err, size_t cap);
 void ds4_cuda_graph_begin(ds4_cuda *c, int slot, int key); /* key: what else shapes it (the rows) */
 int ds4_cuda_graph_end(ds4_cuda *c, char *err, size_t cap);
 
-/* ---- timing marks, for the profile (cuda_matmul.cu) ---- */
+/* ---- timing marks, for the profile (cuda_memory.cu) ---- */
 
 /* Mark i (< DS4_CUDA_MARKS) recorded on the stream after everything queued so far; the
  * seconds from mark `from` to mark `to` once the device has passed `to` (it waits). */
