@@ -30,7 +30,7 @@ typedef struct {
     size_t act_row_bytes;
     ds4_rowdot_fn rowdot; /* F32 path, stored F16/Q8_0 rows times a few activation rows */
     ds4_dot_fn dot;       /* F32 path, otherwise */
-    bool blocked_dot;     /* F32 path: rows in pairs, tokens in fours through dot2x4_avx512 */
+    ds4_dot2x4_fn dot2x4; /* F32 path, four or more activation rows: rows in pairs, tokens in fours */
 } matmul_job;
 
 /* Per-thread buffers that only grow, so a matrix product allocates nothing once warm
@@ -79,8 +79,8 @@ static void matmul_rows(const matmul_job *j, uint64_t begin, uint64_t end) {
         }
         return;
     }
-    /* Rows two at a time, so four activation rows at a time go through dot2x4 where the
-     * level is AVX-512; what is left over goes through the level's dot. */
+    /* Rows two at a time, so four activation rows at a time go through the level's dot2x4
+     * (AVX2, AVX-512); what is left over goes through the level's dot. */
     const bool direct = p->W->type == GGML_TYPE_F32;
     float *tmp = direct ? NULL : scratch_floats(2 * n);
     for (uint64_t o = begin; o < end; o += 2) {
@@ -95,15 +95,13 @@ static void matmul_rows(const matmul_job *j, uint64_t begin, uint64_t end) {
             }
         }
         int t = 0;
-#if defined(__x86_64__)
-        if (rows == 2 && j->blocked_dot)
+        if (rows == 2 && j->dot2x4)
             for (; t + 4 <= p->T; t += 4) {
                 float out[2][4];
-                ds4_dot2x4_avx512(w[0], w[1], p->x + (uint64_t)t * p->ldx, p->ldx, n, out);
+                j->dot2x4(w[0], w[1], p->x + (uint64_t)t * p->ldx, p->ldx, n, out);
                 for (int k = 0; k < 4; k++)
                     for (int r = 0; r < 2; r++) p->y[(uint64_t)(t + k) * p->ldy + o + (uint64_t)r] = out[r][k];
             }
-#endif
         for (; t < p->T; t++)
             for (int r = 0; r < rows; r++)
                 p->y[(uint64_t)t * p->ldy + o + (uint64_t)r] = j->dot(w[r], p->x + (uint64_t)t * p->ldx, n);
@@ -150,7 +148,7 @@ void ds4_matmul_batch(const ds4_matmul_ctx *mc, const ds4_matmul_part *parts, in
         const ds4_matmul_part *p = &parts[k];
         act_from[k] = k;
         jobs[k] = (matmul_job){*p, int8_kernel(mc, p->W->type), NULL, NULL, 0, ds4_rowdot_for_level(p->W->type, (int)mc->level),
-                               ds4_dot_for_level((int)mc->level), p->T >= 4 && mc->level == DS4_CPU_AVX512};
+                               ds4_dot_for_level((int)mc->level), p->T >= 4 ? ds4_dot2x4_for_level((int)mc->level) : NULL};
         act_at[k] = act_bytes;
         jobs[k].qdot_rows = jobs[k].qdot ? ds4_qdot_rows_for(jobs[k].qdot) : NULL;
         if (jobs[k].qdot) {

@@ -49,11 +49,56 @@ __attribute__((target("avx512f"))) static float dot_avx512(const float *a, const
     return r;
 }
 
+/* dot_avx2 of two rows with four activation rows at once. dot_avx2 keeps four sums, one
+ * per 8-float slot of every 32; here each slot is a pass of its own over the rows (eight
+ * sums: two rows times four tokens, which the sixteen registers hold with the loads), so
+ * every sum sees dot_avx2's multiply-adds in its order and every result is its bits,
+ * while a loaded weight serves four tokens and a loaded activation two rows. */
+__attribute__((target("avx2,fma"))) static void dot2x4_avx2(const float *w0, const float *w1, const float *x,
+                                                             uint64_t ldx, uint64_t n, float out[2][4]) {
+    __m256 s[4][2][4]; /* slot, row, token */
+    const uint64_t n32 = n / 32 * 32;
+    for (int k = 0; k < 4; k++) {
+        __m256 acc[2][4];
+        for (int r = 0; r < 2; r++)
+            for (int t = 0; t < 4; t++) acc[r][t] = _mm256_setzero_ps();
+        for (uint64_t i = 8 * (uint64_t)k; i < n32; i += 32) {
+            const __m256 a = _mm256_loadu_ps(w0 + i), b = _mm256_loadu_ps(w1 + i);
+#pragma GCC unroll 4
+            for (int t = 0; t < 4; t++) {
+                const __m256 xv = _mm256_loadu_ps(x + t * ldx + i);
+                acc[0][t] = _mm256_fmadd_ps(a, xv, acc[0][t]);
+                acc[1][t] = _mm256_fmadd_ps(b, xv, acc[1][t]);
+            }
+        }
+        if (k == 0) /* the first sum goes on over the 8s left */
+            for (uint64_t i = n32; i + 8 <= n; i += 8) {
+                const __m256 a = _mm256_loadu_ps(w0 + i), b = _mm256_loadu_ps(w1 + i);
+                for (int t = 0; t < 4; t++) {
+                    const __m256 xv = _mm256_loadu_ps(x + t * ldx + i);
+                    acc[0][t] = _mm256_fmadd_ps(a, xv, acc[0][t]);
+                    acc[1][t] = _mm256_fmadd_ps(b, xv, acc[1][t]);
+                }
+            }
+        for (int r = 0; r < 2; r++)
+            for (int t = 0; t < 4; t++) s[k][r][t] = acc[r][t];
+    }
+    const uint64_t tail = n32 + (n - n32) / 8 * 8;
+    const float *w[2] = {w0, w1};
+    for (int r = 0; r < 2; r++)
+        for (int t = 0; t < 4; t++) {
+            const float *a = w[r], *b = x + t * ldx;
+            float v = hsum256(_mm256_add_ps(_mm256_add_ps(s[0][r][t], s[1][r][t]), _mm256_add_ps(s[2][r][t], s[3][r][t])));
+            for (uint64_t i = tail; i < n; i++) v += a[i] * b[i];
+            out[r][t] = v;
+        }
+}
+
 /* dot_avx512 of two rows with four activation rows at once: each pair keeps its own two
  * accumulators and adds in dot_avx512's order, so every result equals the single dot
  * product bit for bit, while a loaded weight serves four tokens and a loaded activation
  * two rows (the single dot product loads two floats per multiply-add and waits on loads). */
-__attribute__((target("avx512f"))) void ds4_dot2x4_avx512(const float *w0, const float *w1, const float *x,
+__attribute__((target("avx512f"))) static void dot2x4_avx512(const float *w0, const float *w1, const float *x,
                                                             uint64_t ldx, uint64_t n, float out[2][4]) {
     __m512 s0[2][4], s1[2][4];
     for (int r = 0; r < 2; r++)
@@ -301,6 +346,15 @@ void ds4_weighted_sum(float *out, const float *const *rows, const float *w, int 
     ds4_weighted_sum_fn fn = atomic_load(&best);
     if (!fn) atomic_store(&best, fn = ds4_weighted_sum_for_level((int)ds4_cpu_detect()));
     fn(out, rows, w, n_rows, n, from_zero);
+}
+
+ds4_dot2x4_fn ds4_dot2x4_for_level(int level) {
+#if defined(__x86_64__)
+    if (level == DS4_CPU_AVX512 && ds4_cpu_detect() >= DS4_CPU_AVX512) return dot2x4_avx512;
+    if (level == DS4_CPU_AVX2 && ds4_cpu_detect() >= DS4_CPU_AVX2) return dot2x4_avx2;
+#endif
+    (void)level;
+    return NULL;
 }
 
 ds4_dot_fn ds4_dot_for_level(int level) {

@@ -15,11 +15,12 @@ float ds4_dot(const float *a, const float *b, uint64_t n);
 typedef float (*ds4_dot_fn)(const float *, const float *, uint64_t);
 ds4_dot_fn ds4_dot_for_level(int level);
 
-/* ds4_dot of two weight rows (w0, w1) with four activation rows at once (x, x + ldx, ...),
- * each result the single product's bits of the AVX-512 ds4_dot kernel; only where the
- * CPU has it. */
-void ds4_dot2x4_avx512(const float *w0, const float *w1, const float *x, uint64_t ldx, uint64_t n,
-                       float out[2][4]);
+/* The level's dot product of two weight rows (w0, w1) with four activation rows at once
+ * (x, x + ldx, ...), each result that level's ds4_dot bits; NULL for the scalar level or
+ * one this CPU lacks. */
+typedef void (*ds4_dot2x4_fn)(const float *w0, const float *w1, const float *x, uint64_t ldx, uint64_t n,
+                              float out[2][4]);
+ds4_dot2x4_fn ds4_dot2x4_for_level(int level);
 
 void ds4_axpy(float a, const float *x, float *y, uint64_t n);
 typedef void (*ds4_axpy_fn)(float, const float *, float *, uint64_t);

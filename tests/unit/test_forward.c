@@ -203,7 +203,7 @@ static void rowdot_matches_reference(void) {
 }
 
 /* A matrix product over F32 rows with many activation rows (prefill, where rows and
- * tokens go through the blocked kernel) gives each (row, token) exactly ds4_dot's bits,
+ * tokens go through the level's blocked kernel) gives each (row, token) exactly ds4_dot's bits,
  * as decode computes them, for row counts and lengths with and without remainders. */
 static void matmul_equals_single_dots(void) {
     enum { ROWS = 7, T = 11, NMAX = 4096 + 19 };
