@@ -259,7 +259,6 @@ extern "C" void ds4_cuda_indexer(ds4_cuda *c, const ds4_cuda_rows_of *r, const f
 #define ATT_HEADS 8 /* = the block's warps: warp w owns head w in the softmax and the sum */
 #define ATT_TILE 32
 #define ATT_MAX_SPLITS 64
-#define ATT_BLOCKS 264 /* enough blocks to fill a 132-SM device twice */
 
 /* Key k of row t (NULL: a window slot the row does not see). */
 __device__ __forceinline__ const float *attend_key(const ds4_cuda_attend_job &j, const ds4_cuda_seg &g, int t,
@@ -417,9 +416,9 @@ __global__ void attend_combine_kernel(ds4_cuda_rows_of r, ds4_cuda_attend_job j)
     for (int i = threadIdx.x; i < d; i += blockDim.x) j.att[((uint64_t)t * j.heads + h) * d + i] = o[i];
 }
 
-extern "C" int ds4_cuda_attend_splits(int T, int heads, uint64_t max_keys) {
+extern "C" int ds4_cuda_attend_splits(const ds4_cuda *c, int T, int heads, uint64_t max_keys) {
     const int groups = (heads + ATT_HEADS - 1) / ATT_HEADS;
-    uint64_t s = ((uint64_t)ATT_BLOCKS + (uint64_t)T * groups - 1) / ((uint64_t)T * groups);
+    uint64_t s = ((uint64_t)c->fill_blocks + (uint64_t)T * groups - 1) / ((uint64_t)T * groups);
     const uint64_t tiles = (max_keys + ATT_TILE - 1) / ATT_TILE;
     s = s > tiles ? tiles : s;
     s = s > ATT_MAX_SPLITS ? ATT_MAX_SPLITS : s;

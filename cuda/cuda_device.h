@@ -17,6 +17,7 @@ typedef struct {
 
 struct ds4_cuda {
     int device;
+    int fill_blocks; /* thread blocks that fill the device twice (two per SM) */
     char name[256];
     cudaStream_t stream;
     uint8_t *arena;

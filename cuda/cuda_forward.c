@@ -302,7 +302,7 @@ int ds4_cuda_attend_stage(ds4_backend *b, int il, const ds4_chunk *c) {
     const int D = (int)cf->n_embd;
     const int kind = w->kind == DS4_LAYER_CSA ? 1 : w->kind == DS4_LAYER_HCA ? 2 : 0;
     const uint64_t max_keys = cf->sliding_window + (kind == 2 ? most_entries(c, w->ratio) : kind == 1 ? cf->indexer_topk : 0);
-    const int splits = ds4_cuda_attend_splits(T, H, max_keys);
+    const int splits = ds4_cuda_attend_splits(b->dev, T, H, max_keys);
     const size_t parts = (size_t)T * H * splits;
     float *part = BUF(CB_ATTPART, parts * d * sizeof(float)), *part_ml = BUF(CB_ATTML, parts * 2 * sizeof(float));
     float *att = BUF(CB_ATT, (size_t)T * H * d * sizeof(float)), *grp = BUF(CB_GRP, (size_t)T * G * R * sizeof(float));

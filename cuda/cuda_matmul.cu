@@ -227,11 +227,11 @@ extern "C" int ds4_cuda_rows_supported(uint32_t type, int64_t n) {
 
 /* Slices for a product of few output rows over a long input: enough thread blocks to
  * fill the device twice over, slices of a multiple of 256 values (1: no split). */
-static int64_t split_span(const ds4_cuda_product *q, int64_t *slices) {
+static int64_t split_span(const ds4_cuda *c, const ds4_cuda_product *q, int64_t *slices) {
     const uint64_t blocks = (q->n_out + WARPS - 1) / WARPS;
     *slices = 1;
-    if (q->T > 8 || blocks >= 264 || q->w.n < 2048) return q->w.n;
-    int64_t want = (int64_t)(528 / blocks);
+    if (q->T > 8 || blocks >= (uint64_t)c->fill_blocks || q->w.n < 2048) return q->w.n;
+    int64_t want = (int64_t)(2 * (uint64_t)c->fill_blocks / blocks);
     want = want > SPLIT_MAX ? SPLIT_MAX : want;
     int64_t span = ((q->w.n + want - 1) / want + 255) / 256 * 256;
     *slices = (q->w.n + span - 1) / span;
@@ -272,7 +272,7 @@ static void run_one(ds4_cuda *c, const ds4_cuda_product *q) {
         return;
     }
     int64_t slices;
-    const int64_t span = split_span(q, &slices);
+    const int64_t span = split_span(c, q, &slices);
     const unsigned warp_blocks = (unsigned)((q->n_out + WARPS - 1) / WARPS);
     if (q->w.n % 32 && plain_for(q->w.type)) {
         plain_for(q->w.type)<<<warp_blocks, WARPS * 32, 0, c->stream>>>(W, q->w.row_bytes, q->w.block_bytes, q->w.n,
@@ -435,6 +435,7 @@ extern "C" ds4_cuda *ds4_cuda_create(int device, char *err, size_t cap) {
         return NULL;
     }
     snprintf(c->name, sizeof c->name, "%s", prop.name);
+    c->fill_blocks = 2 * prop.multiProcessorCount;
     if ((e = cudaMalloc((void **)&c->split, SPLIT_FLOATS * sizeof(float))) != cudaSuccess) {
         fail(err, cap, "work buffers", e);
         cudaStreamDestroy(c->stream);

@@ -169,7 +169,7 @@ typedef struct {
 void ds4_cuda_attend(ds4_cuda *c, const ds4_cuda_rows_of *r, const ds4_cuda_attend_job *j);
 /* Ranges to split each row's keys into (at most max_keys of them), so that a chunk of T
  * rows fills the device. */
-int ds4_cuda_attend_splits(int T, int heads, uint64_t max_keys);
+int ds4_cuda_attend_splits(const ds4_cuda *c, int T, int heads, uint64_t max_keys);
 
 #ifdef __cplusplus
 }
