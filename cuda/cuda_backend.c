@@ -13,6 +13,7 @@
 #include "iq_tables.h"
 #include "ops.h"
 #include "progress.h"
+#include "qdot.h"
 #include "quants.h"
 #include "types.h"
 #include "util.h"
@@ -208,6 +209,15 @@ static int check_shape(const ds4_config *cf) {
     return 0;
 }
 
+/* The activations of each weight type's products as the CPU quantizes them (qdot.h). */
+static void act_formats(ds4_backend *b, ds4_act_mode act) {
+    uint8_t fmt[DS4_CUDA_TYPE_IDS] = {0};
+    for (uint32_t t = 0; t < DS4_CUDA_TYPE_IDS; t++)
+        if (ds4_qdot_act_applies((int)act, t))
+            fmt[t] = ds4_qdot_act_type(t) == GGML_TYPE_Q8_0 ? DS4_CUDA_ACT_Q8_0 : DS4_CUDA_ACT_Q8_K;
+    ds4_cuda_act_formats(b->dev, fmt, DS4_CUDA_TYPE_IDS);
+}
+
 static int cuda_open(const ds4_model *m, const ds4_ctx_opts *o, ds4_backend **out) {
     if (o->observer)
         return ds4_fail("cuda: the products run on the device, where an observer (imatrix) cannot see them; use "
@@ -225,6 +235,7 @@ static int cuda_open(const ds4_model *m, const ds4_ctx_opts *o, ds4_backend **ou
     snprintf(b->name, sizeof b->name, "cuda-%s", ds4_cuda_name(b->dev));
     const ds4_config *cf = b->cfg;
     b->n_seq = o->n_seq > 0 ? o->n_seq : 1;
+    act_formats(b, o->act);
     if (ds4_cuda_tables(b->dev, ds4_iq2xxs_grid, ds4_ksigns_iq2xs, ds4_kmask_iq2xs, b->err, sizeof b->err) < 0) {
         ds4_fail("%s", b->err);
         goto fail;

@@ -39,7 +39,28 @@ struct ds4_cuda {
     uint64_t staging_cap, staging_used;
     bool graph_failed;      /* a graph ended by an allocation or a wait failed: */
     char graph_err[256];    /* why, for the next check */
+    /* int8 activations (cuda_act.cu): the format each weight type's products quantize
+     * their inputs to (0: none, F32 activations), and the rows quantized or rounded */
+    uint8_t act_fmt[DS4_CUDA_TYPE_IDS];
+    uint8_t *act_q8;
+    float *act_round;
+    size_t act_q8_cap, act_round_cap;
 };
+
+/* The activation format of products over `type` (DS4_CUDA_ACT_*, 0: F32). */
+static inline int act_format(const ds4_cuda *c, uint32_t type) {
+    return type < DS4_CUDA_TYPE_IDS ? c->act_fmt[type] : 0;
+}
+/* cuda_act.cu: T rows of n values (ldx floats apart) to Q8_K rows (q8k_row_bytes(n)
+ * apart, cuda_qdot.cuh) in out; or through int8 in `fmt` and back to floats, into out
+ * (ldo floats apart), the values the CPU's int8 kernels multiply. n: a multiple of the
+ * format's block. */
+void ds4_cuda_quantize_q8k(ds4_cuda *c, const float *x, uint64_t ldx, int T, int64_t n, uint8_t *out);
+void ds4_cuda_act_round(ds4_cuda *c, int fmt, const float *x, uint64_t ldx, int T, int64_t n, float *out,
+                        uint64_t ldo);
+/* Work buffers that a launch without an error return (the products) grows: a failure is
+ * kept for the next check, as a failed launch's is (cuda_memory.cu); NULL then. */
+void *ds4_cuda_grow_kept(ds4_cuda *c, void **buf, size_t *cap, size_t bytes);
 
 /* cuda_graph.cu, for the other .cu files: the graphs' state made and freed with the
  * device; a copy of `bytes` host bytes that stays put until the device has read them

@@ -8,6 +8,7 @@
 
 #include "cuda_decode.cuh"
 #include "cuda_device.h"
+#include "cuda_qdot.cuh"
 #include "cuda_stages.h"
 
 #define WARPS 4
@@ -32,6 +33,30 @@ __global__ void pair_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes, u
     const uint64_t row = (choice ? (uint64_t)choice[p] * n_out : 0) + o;
     const float s = row_dot<TYPE>(W + row * row_bytes, block_bytes, n, x + (uint64_t)(p / x_per_pair) * n);
     if ((threadIdx.x & 31) == 0) y[(uint64_t)p * n_out + o] = s;
+}
+
+/* The same over Q8_K activation rows for IQ2_XXS and Q2_K (cuda_qdot.cuh), QROWS rows a
+ * warp. */
+#define QWARPS 8
+#define QROWS 4
+template <int TYPE>
+__global__ void __launch_bounds__(QWARPS * 32)
+qpair_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes, int64_t n, uint64_t n_out,
+             const uint8_t *__restrict__ xq, int x_per_pair, const int32_t *choice, float *__restrict__ y,
+             const uint8_t *__restrict__ W2, float *__restrict__ y2) {
+    __shared__ uint64_t grid[TYPE == T_IQ2_XXS ? 256 : 1];
+    if constexpr (TYPE == T_IQ2_XXS) load_grid(grid);
+    const int p = blockIdx.y;
+    if (blockIdx.z) W = W2, y = y2;
+    const uint64_t qb = q8k_row_bytes(n), base = choice ? (uint64_t)choice[p] * n_out : 0;
+    const uint8_t *act = xq + (uint64_t)(p / x_per_pair) * qb;
+    const uint64_t first = (uint64_t)blockIdx.x * QWARPS * QROWS;
+    const uint64_t end = first + QWARPS * QROWS < n_out ? first + QWARPS * QROWS : n_out;
+    for (uint64_t o = first + (threadIdx.x >> 5); o < end; o += QWARPS) {
+        float acc[1];
+        q8_dots<TYPE, 1>(W + (base + o) * row_bytes, n, act, qb, grid, acc);
+        if ((threadIdx.x & 31) == 0) y[(uint64_t)p * n_out + o] = acc[0];
+    }
 }
 
 typedef void (*pair_fn)(const uint8_t *, uint64_t, uint32_t, int64_t, uint64_t, const float *, int, const int32_t *,
@@ -154,6 +179,25 @@ static cudaError_t swiglu(ds4_cuda *c, float *hg, const float *hu, uint64_t n_h,
  * matrix of m's type and shape over the same rows, into y2, in the same launch. */
 static cudaError_t product(ds4_cuda *c, const ds4_cuda_matrix *m, uint64_t n_out, const float *x, int x_per_pair,
                            const int32_t *choice, int pairs, float *y, const ds4_cuda_matrix *m2, float *y2) {
+    const int fmt = act_format(c, m->type), rows = (pairs + x_per_pair - 1) / x_per_pair; /* x's rows, n apart */
+    if (fmt && has_qdot((int)m->type)) {
+        const uint64_t qb = q8k_row_bytes(m->n);
+        uint8_t *xq = (uint8_t *)ds4_cuda_grow_kept(c, (void **)&c->act_q8, &c->act_q8_cap, (size_t)rows * qb);
+        if (!xq) return cudaErrorMemoryAllocation;
+        ds4_cuda_quantize_q8k(c, x, (uint64_t)m->n, rows, m->n, xq);
+        const dim3 grid((unsigned)((n_out + QWARPS * QROWS - 1) / (QWARPS * QROWS)), (unsigned)pairs, m2 ? 2 : 1);
+        (m->type == T_IQ2_XXS ? qpair_kernel<T_IQ2_XXS> : qpair_kernel<T_Q2_K>)<<<grid, QWARPS * 32, 0, c->stream>>>(
+            c->arena + m->offset, m->row_bytes, m->n, n_out, xq, x_per_pair, choice, y,
+            m2 ? c->arena + m2->offset : NULL, y2);
+        return cudaGetLastError();
+    }
+    if (fmt) { /* the activations rounded through int8, as the CPU's int8 kernel has them */
+        float *xr = (float *)ds4_cuda_grow_kept(c, (void **)&c->act_round, &c->act_round_cap,
+                                                (size_t)rows * m->n * sizeof(float));
+        if (!xr) return cudaErrorMemoryAllocation;
+        ds4_cuda_act_round(c, fmt, x, (uint64_t)m->n, rows, m->n, xr, (uint64_t)m->n);
+        x = xr;
+    }
     const dim3 grid((unsigned)((n_out + WARPS - 1) / WARPS), (unsigned)pairs, m2 ? 2 : 1);
     pair_for(m->type)<<<grid, WARPS * 32, 0, c->stream>>>(c->arena + m->offset, m->row_bytes, m->block_bytes, m->n,
                                                           n_out, x, x_per_pair, choice, y,
@@ -187,7 +231,7 @@ extern "C" int ds4_cuda_ffn(ds4_cuda *c, const ds4_cuda_ffn_layer *L, const floa
           *sg = ys + n_ys, *su = sg + n_sh, *out = y, *weight = su + n_sh;
     int32_t *ch = choice ? (int32_t *)choice : (int32_t *)(weight + P);
     /* the router: few rows over the whole input, which the products split */
-    const ds4_cuda_product router = {L->gate_inp, E, dx, D, T, logits, E, 0, 0};
+    const ds4_cuda_product router = {L->gate_inp, E, dx, D, T, logits, E, 0, 0, 0, NULL};
     ds4_cuda_run(c, &router, 1);
     cudaError_t e = cudaGetLastError();
     if (e == cudaSuccess) {
@@ -197,7 +241,7 @@ extern "C" int ds4_cuda_ffn(ds4_cuda *c, const ds4_cuda_ffn_layer *L, const floa
         e = cudaGetLastError();
     }
     if (e == cudaSuccess && Is) { /* the shared expert's gate and up share a launch */
-        const ds4_cuda_product sh[2] = {{L->gate_sh, Is, dx, D, T, sg, Is, 0, 0}, {L->up_sh, Is, dx, D, T, su, Is, 0, 0}};
+        const ds4_cuda_product sh[2] = {{L->gate_sh, Is, dx, D, T, sg, Is, 0, 0, 0, NULL}, {L->up_sh, Is, dx, D, T, su, Is, 0, 0, 0, NULL}};
         ds4_cuda_run(c, sh, 2);
         e = cudaGetLastError();
     }
@@ -208,7 +252,7 @@ extern "C" int ds4_cuda_ffn(ds4_cuda *c, const ds4_cuda_ffn_layer *L, const floa
     }
     if (e == cudaSuccess) e = swiglu(c, hg, hu, n_h, L->limit, sg, su, n_sh, L->limit_shared);
     if (e == cudaSuccess && Is) {
-        const ds4_cuda_product down = {L->down_sh, D, sg, Is, T, out, D, 0, 0};
+        const ds4_cuda_product down = {L->down_sh, D, sg, Is, T, out, D, 0, 0, 0, NULL};
         ds4_cuda_run(c, &down, 1);
         e = cudaGetLastError();
     }
@@ -237,10 +281,18 @@ extern "C" int ds4_cuda_ffn_grouped(ds4_cuda *c, const ds4_cuda_ffn_layer *L, co
     }
     const uint64_t D = L->D, E = L->E, I = L->I, K = L->K, Is = L->Is, P = (uint64_t)T * K;
     const uint64_t n_logits = T * E, n_xs = P * D, n_h = P * I, n_sh = T * Is, n_out = T * D;
-    const uint64_t floats = n_logits + 2 * n_xs + 2 * n_h + 2 * n_sh + 4 * P;
+    /* the experts' inputs as Q8_K rows, made once for all experts where int8 kernels read them */
+    const bool q_in = act_format(c, L->gate_exps.type) && has_qdot((int)L->gate_exps.type) &&
+                      same_shape(&L->gate_exps, &L->up_exps),
+               q_mid = act_format(c, L->down_exps.type) && has_qdot((int)L->down_exps.type);
+    const uint64_t qb_in = q8k_row_bytes((int64_t)D), qb_mid = q8k_row_bytes((int64_t)I);
+    const uint64_t n_q = ((q_in ? P * qb_in : 0) + (q_mid ? P * qb_mid : 0)) / sizeof(float);
+    const uint64_t q_at = (n_logits + 2 * n_xs + 2 * n_h + 2 * n_sh + 4 * P + 3) / 4 * 4; /* 16-byte aligned */
+    const uint64_t floats = q_at + n_q;
     if (ds4_cuda_grow(c, (void **)&c->ffn_work, &c->ffn_cap, floats * sizeof(float), err, cap) < 0) return -1;
     float *logits = c->ffn_work, *xs = logits + n_logits, *ys = xs + n_xs, *hg = ys + n_xs, *hu = hg + n_h,
           *sg = hu + n_h, *su = sg + n_sh, *weight = su + n_sh;
+    uint8_t *xsq = (uint8_t *)(c->ffn_work + q_at), *hgq = xsq + (q_in ? P * qb_in : 0);
     int32_t *ch = choice ? (int32_t *)choice : (int32_t *)(weight + P), *drows = (int32_t *)(weight + 2 * P),
             *dinv = drows + P;
     int32_t *host = (int32_t *)malloc(3 * P * sizeof(int32_t) + (E + 1) * sizeof(int));
@@ -274,6 +326,7 @@ extern "C" int ds4_cuda_ffn_grouped(ds4_cuda *c, const ds4_cuda_ffn_layer *L, co
     }
     if (e == cudaSuccess) {
         gather_kernel<<<(unsigned)P, 256, 0, c->stream>>>(xs, x, drows, L->D);
+        if (q_in) ds4_cuda_quantize_q8k(c, xs, D, (int)P, (int64_t)D, xsq);
         e = cudaGetLastError();
     }
     /* gate and up of every expert (rows e*I.. of the stacked matrices) and of the shared one */
@@ -282,30 +335,34 @@ extern "C" int ds4_cuda_ffn_grouped(ds4_cuda *c, const ds4_cuda_ffn_layer *L, co
         const uint64_t r1 = (uint64_t)count[k];
         if (r1 == r0) continue;
         const int m = (int)(r1 - r0);
-        prod[n] = (ds4_cuda_product){L->gate_exps, I, xs + r0 * D, D, m, hg + r0 * I, I, 0, 0};
+        const bool qa = q_in && m < DS4_CUDA_GEMM_MIN_T; /* (the tiles round their inputs themselves) */
+        prod[n] = (ds4_cuda_product){L->gate_exps, I, xs + r0 * D, D, m, hg + r0 * I, I, 0, 0, qa, qa ? xsq + r0 * qb_in : NULL};
         prod[n++].w.offset += k * I * L->gate_exps.row_bytes;
-        prod[n] = (ds4_cuda_product){L->up_exps, I, xs + r0 * D, D, m, hu + r0 * I, I, 0, 0};
+        prod[n] = (ds4_cuda_product){L->up_exps, I, xs + r0 * D, D, m, hu + r0 * I, I, 0, 0, qa, qa ? xsq + r0 * qb_in : NULL};
         prod[n++].w.offset += k * I * L->up_exps.row_bytes;
         r0 = r1;
     }
     if (Is) {
-        prod[n++] = (ds4_cuda_product){L->gate_sh, Is, x, D, T, sg, Is, 0, 0};
-        prod[n++] = (ds4_cuda_product){L->up_sh, Is, x, D, T, su, Is, 0, 0};
+        prod[n++] = (ds4_cuda_product){L->gate_sh, Is, x, D, T, sg, Is, 0, 0, 0, NULL};
+        prod[n++] = (ds4_cuda_product){L->up_sh, Is, x, D, T, su, Is, 0, 0, 0, NULL};
     }
     if (e == cudaSuccess) {
         ds4_cuda_run(c, prod, n);
         e = cudaGetLastError();
     }
     if (e == cudaSuccess) e = swiglu(c, hg, hu, n_h, L->limit, sg, su, n_sh, L->limit_shared);
+    if (e == cudaSuccess && q_mid) ds4_cuda_quantize_q8k(c, hg, I, (int)P, (int64_t)I, hgq);
     n = 0;
     for (uint64_t k = 0, r0 = 0; k < E; k++) {
         const uint64_t r1 = (uint64_t)count[k];
         if (r1 == r0) continue;
-        prod[n] = (ds4_cuda_product){L->down_exps, D, hg + r0 * I, I, (int)(r1 - r0), ys + r0 * D, D, 0, 0};
+        const bool qa = q_mid && r1 - r0 < DS4_CUDA_GEMM_MIN_T;
+        prod[n] = (ds4_cuda_product){L->down_exps, D, hg + r0 * I, I, (int)(r1 - r0), ys + r0 * D, D, 0, 0, qa,
+                                     qa ? hgq + r0 * qb_mid : NULL};
         prod[n++].w.offset += k * D * L->down_exps.row_bytes;
         r0 = r1;
     }
-    if (Is) prod[n++] = (ds4_cuda_product){L->down_sh, D, sg, Is, T, y, D, 0, 0};
+    if (Is) prod[n++] = (ds4_cuda_product){L->down_sh, D, sg, Is, T, y, D, 0, 0, 0, NULL};
     if (e == cudaSuccess) {
         ds4_cuda_run(c, prod, n);
         e = cudaGetLastError();

@@ -87,7 +87,7 @@ static int products(ds4_backend *b, const ds4_cuda_product *p, int n) {
 
 static ds4_cuda_product product(const ds4_cuda_matrix *w, uint64_t row0, uint64_t n_out, const float *x, uint64_t ldx,
                                 int T, float *y, uint64_t ldy) {
-    ds4_cuda_product p = {*w, n_out, x, ldx, T, y, ldy, 0, 0};
+    ds4_cuda_product p = {*w, n_out, x, ldx, T, y, ldy, 0, 0, 0, NULL};
     p.w.offset += row0 * w->row_bytes;
     return p;
 }

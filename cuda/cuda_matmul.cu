@@ -2,14 +2,16 @@
  * rows): a warp per output row, its lanes taking eight consecutive values of every 256,
  * decoded into registers exactly as the CPU's dequant.c does and multiplied with up to
  * eight activation rows per pass; the lanes' sums meet in a fixed butterfly. Prefill: tiles of weight rows times activation rows
- * (gemm_kernel). Neither depends on scheduling for its sums. Correct first: the tuned
- * kernels (int8 dot products, tensor cores) are the next step of issue 16. */
+ * (gemm_kernel). Neither depends on scheduling for its sums. Products whose activations
+ * go through int8 (run_act): IQ2_XXS and Q2_K rows in dp4a (cuda_qdot.cuh), the others
+ * on the rounded activations. Tensor-core tiles are the next step of issue 16. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cuda_decode.cuh"
 #include "cuda_device.h"
+#include "cuda_qdot.cuh"
 #include "cuda_stages.h"
 
 #define WARPS 4      /* rows per thread block */
@@ -304,10 +306,93 @@ static bool same_rows(const ds4_cuda_product *q, const ds4_cuda_product *r) {
            q->ldx == r->ldx;
 }
 
+/* IQ2_XXS and Q2_K rows times Q8_K activation rows (cuda_qdot.cuh): a warp per weight
+ * row, QROWS rows a warp, each row's activation rows in passes of eight, then four, two, one. */
+#define QWARPS 8
+#define QROWS 4
+template <int TYPE>
+__global__ void __launch_bounds__(QWARPS * 32)
+qmatmul_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes, int64_t n, uint64_t n_out,
+               const uint8_t *__restrict__ xq, int T, float *__restrict__ y, uint64_t ldy) {
+    __shared__ uint64_t grid[TYPE == T_IQ2_XXS ? 256 : 1];
+    if constexpr (TYPE == T_IQ2_XXS) load_grid(grid);
+    const uint64_t qb = q8k_row_bytes(n), first = (uint64_t)blockIdx.x * QWARPS * QROWS;
+    const uint64_t end = first + QWARPS * QROWS < n_out ? first + QWARPS * QROWS : n_out;
+    for (uint64_t o = first + (threadIdx.x >> 5); o < end; o += QWARPS) {
+        const uint8_t *row = W + o * row_bytes;
+        float acc[8];
+        int t0 = 0;
+        for (; t0 + 8 <= T; t0 += 8) {
+            q8_dots<TYPE, 8>(row, n, xq + t0 * qb, qb, grid, acc);
+            if ((threadIdx.x & 31) == 0)
+                for (int t = 0; t < 8; t++) y[(uint64_t)(t0 + t) * ldy + o] = acc[t];
+        }
+        if (T - t0 >= 4) {
+            q8_dots<TYPE, 4>(row, n, xq + t0 * qb, qb, grid, acc);
+            if ((threadIdx.x & 31) == 0)
+                for (int t = 0; t < 4; t++) y[(uint64_t)(t0 + t) * ldy + o] = acc[t];
+            t0 += 4;
+        }
+        if (T - t0 >= 2) {
+            q8_dots<TYPE, 2>(row, n, xq + t0 * qb, qb, grid, acc);
+            if ((threadIdx.x & 31) == 0)
+                for (int t = 0; t < 2; t++) y[(uint64_t)(t0 + t) * ldy + o] = acc[t];
+            t0 += 2;
+        }
+        if (T - t0 >= 1) {
+            q8_dots<TYPE, 1>(row, n, xq + t0 * qb, qb, grid, acc);
+            if ((threadIdx.x & 31) == 0) y[(uint64_t)t0 * ldy + o] = acc[0];
+        }
+    }
+}
+
+/* A product whose activations go through int8 first (act_format): IQ2_XXS and Q2_K
+ * rows of an ungrouped product below the tiles multiply the Q8_K rows; the others the
+ * rounded activations (the same values in floats). */
+static void run_act(ds4_cuda *c, const ds4_cuda_product *q, int fmt) {
+    ds4_cuda_product r = *q;
+    const int64_t n = q->w.n;
+    if (has_qdot((int)q->w.type) && !q->group_rows && q->T < DS4_CUDA_GEMM_MIN_T) {
+        if (!r.xq) {
+            uint8_t *xq = (uint8_t *)ds4_cuda_grow_kept(c, (void **)&c->act_q8, &c->act_q8_cap,
+                                                        (size_t)q->T * q8k_row_bytes(n));
+            if (!xq) return;
+            ds4_cuda_quantize_q8k(c, q->x, q->ldx, q->T, n, xq);
+            r.xq = xq;
+        }
+        const unsigned blocks = (unsigned)((q->n_out + QWARPS * QROWS - 1) / (QWARPS * QROWS));
+        if (q->w.type == T_IQ2_XXS)
+            qmatmul_kernel<T_IQ2_XXS><<<blocks, QWARPS * 32, 0, c->stream>>>(c->arena + q->w.offset, q->w.row_bytes, n,
+                                                                           q->n_out, r.xq, q->T, q->y, q->ldy);
+        else
+            qmatmul_kernel<T_Q2_K><<<blocks, QWARPS * 32, 0, c->stream>>>(c->arena + q->w.offset, q->w.row_bytes, n,
+                                                                        q->n_out, r.xq, q->T, q->y, q->ldy);
+        return;
+    }
+    if (!r.act_ready) { /* a grouped product's inputs group by group, side by side */
+        const uint64_t groups = q->group_rows ? (q->n_out + q->group_rows - 1) / q->group_rows : 1;
+        float *xr = (float *)ds4_cuda_grow_kept(c, (void **)&c->act_round, &c->act_round_cap,
+                                                (size_t)q->T * groups * n * sizeof(float));
+        if (!xr) return;
+        r.x = xr;
+        r.ldx = groups * n;
+        for (uint64_t g = 0; g < groups; g++)
+            ds4_cuda_act_round(c, fmt, q->x + g * q->group_x, q->ldx, q->T, n, xr + g * n, r.ldx);
+        if (q->group_rows) r.group_x = (uint64_t)n;
+    }
+    run_one(c, &r);
+}
+
 extern "C" void ds4_cuda_run(ds4_cuda *c, const ds4_cuda_product *p, int n) {
     for (int k = 0; k < n;) {
+        const int fmt = act_format(c, p[k].w.type);
+        if (fmt) {
+            run_act(c, &p[k++], fmt);
+            continue;
+        }
         int m = 1;
-        while (k + m < n && m < MULTI_MAX && rows_path(&p[k]) && rows_path(&p[k + m]) && same_rows(&p[k], &p[k + m]))
+        while (k + m < n && m < MULTI_MAX && rows_path(&p[k]) && rows_path(&p[k + m]) && same_rows(&p[k], &p[k + m]) &&
+               !act_format(c, p[k + m].w.type))
             m++;
         if (m > 1) run_rows(c, p + k, m);
         else run_one(c, &p[k]);
@@ -473,6 +558,8 @@ extern "C" void ds4_cuda_destroy(ds4_cuda *c) {
     cudaFree(c->dy);
     cudaFree(c->ffn_work);
     cudaFree(c->split);
+    cudaFree(c->act_q8);
+    cudaFree(c->act_round);
     cudaFreeHost(c->hx);
     cudaFreeHost(c->hy);
     cudaStreamDestroy(c->stream);

@@ -2,8 +2,9 @@
  * that the weights are uploaded into once, and matrix products y = W x against them for
  * every weight type the CPU reads (F32, F16, BF16, Q8_0, Q4_0, MXFP4, Q2_K..Q6_K,
  * IQ2_XXS): each block decoded as the CPU decodes it (dequant.c, quants.c) and multiplied
- * with F32 activations in F32, reduced in a fixed order, so a product gives the same
- * bits every run. Plain C types only: cuda_backend.c is the C side. Errors are written
+ * with F32 activations in F32, or with int8 activations as the CPU's --act has them
+ * (ds4_cuda_act_formats), reduced in a fixed order, so a product gives the same bits
+ * every run. Plain C types only: cuda_backend.c is the C side. Errors are written
  * into err (cap bytes) and returned as -1. */
 #ifndef DS4_CUDA_MATMUL_H
 #define DS4_CUDA_MATMUL_H
@@ -50,7 +51,23 @@ typedef struct {
     /* a grouped product (0: none): output rows [g group_rows, (g + 1) group_rows) read
      * x + g group_x, as the attention's grouped output projection does */
     uint64_t group_rows, group_x;
+    /* x already as the activation format of W's type has it (ds4_cuda_act_formats):
+     * rounded through int8, with xq its Q8_K rows where an int8 kernel reads them; 0:
+     * the product makes them */
+    int act_ready;
+    const uint8_t *xq;
 } ds4_cuda_product;
+
+/* The activations each weight type's products quantize to int8, as the CPU's int8
+ * kernels do under an --act mode: fmt[type] (type < n_types) DS4_CUDA_ACT_Q8_0,
+ * DS4_CUDA_ACT_Q8_K or 0 (F32 activations, the default for every type). IQ2_XXS and
+ * Q2_K rows multiply their Q8_K rows in int8 for up to DS4_CUDA_GEMM_MIN_T of them; the
+ * other products multiply the activations rounded through int8, which is the CPU's
+ * int8 result within float rounding. */
+#define DS4_CUDA_ACT_Q8_0 8
+#define DS4_CUDA_ACT_Q8_K 15
+#define DS4_CUDA_TYPE_IDS 40
+void ds4_cuda_act_formats(ds4_cuda *c, const uint8_t *fmt, int n_types);
 
 /* Activation rows from which a product runs as tiles of weight rows times activation
  * rows (prefill); below, a warp per weight row reads it once per eight activation rows. */

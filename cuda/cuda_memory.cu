@@ -31,6 +31,12 @@ int ds4_cuda_grow(ds4_cuda *c, void **buf, size_t *cap, size_t bytes, char *err,
     return 0;
 }
 
+void *ds4_cuda_grow_kept(ds4_cuda *c, void **buf, size_t *cap, size_t bytes) {
+    if (ds4_cuda_grow(c, buf, cap, bytes, c->graph_err, sizeof c->graph_err) == 0) return *buf;
+    c->graph_failed = true;
+    return NULL;
+}
+
 extern "C" int ds4_cuda_mark(ds4_cuda *c, int i, char *err, size_t cap) {
     cudaError_t e = cudaSuccess;
     if (!c->marks) {

@@ -15,7 +15,7 @@
 /* The int8 kernel a matrix product over W uses under a mode and level, or NULL for
  * dequantized rows times F32 activations. */
 static ds4_qdot_fn int8_kernel(const ds4_matmul_ctx *mc, uint32_t type) {
-    if (mc->act == DS4_ACT_F32 || (mc->act == DS4_ACT_AUTO && type == GGML_TYPE_Q8_0)) return NULL;
+    if (!ds4_qdot_act_applies(mc->act, type)) return NULL;
     if (mc->level >= ds4_cpu_detect()) return ds4_qdot_best(type);
     ds4_qdot_fn fn = NULL;
     for (int level = (int)mc->level; level >= DS4_CPU_SCALAR && !fn; level--) fn = ds4_qdot_kernel(type, level);

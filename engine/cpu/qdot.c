@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "backend.h"
 #include "cpufeatures.h"
 #include "iq_tables.h"
 #include "numeric.h"
@@ -45,6 +46,11 @@ int ds4_qdot_act_type(uint32_t weight_type) {
     case GGML_TYPE_IQ2_XXS: return DS4_ACT_Q8_K_IQ2;
     default: return -1;
     }
+}
+
+int ds4_qdot_act_applies(int act_mode, uint32_t weight_type) {
+    if (act_mode == DS4_ACT_F32 || (act_mode == DS4_ACT_AUTO && weight_type == GGML_TYPE_Q8_0)) return 0;
+    return ds4_qdot_act_type(weight_type) >= 0;
 }
 
 size_t ds4_qdot_act_size(int act_type, int64_t n) {

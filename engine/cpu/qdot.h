@@ -27,6 +27,11 @@
 /* The activation format a weight type's kernel takes (GGML_TYPE_Q8_0, GGML_TYPE_Q8_K
  * or DS4_ACT_Q8_K_IQ2), or -1 if there is no int8 kernel for it. */
 int ds4_qdot_act_type(uint32_t weight_type);
+/* Whether products over weight_type quantize their activations under an --act mode
+ * (ds4_act_mode): f32 never, auto for every type with an int8 kernel but Q8_0 (whose
+ * F32 products stay within float rounding of a reference), q8 for all of them. The
+ * backends follow it, so a file's products see the same activations on each. */
+int ds4_qdot_act_applies(int act_mode, uint32_t weight_type);
 /* Bytes of n activations in that format. */
 size_t ds4_qdot_act_size(int act_type, int64_t n);
 /* Quantize n activations (n a multiple of the format's block) into act. */

@@ -10,10 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
+#include "cpufeatures.h"
 #include "cuda_matmul.h"
 #include "fill.h"
 #include "iq_tables.h"
 #include "numeric.h"
+#include "qdot.h"
 #include "quants.h"
 #include "types.h"
 
@@ -91,7 +94,7 @@ int main(void) {
                 memset(x, 0, (size_t)T * N * sizeof(float));
                 for (int i = 0; i < rows; i++) x[(size_t)i * N + j0 + i] = 1.0f;
                 const ds4_cuda_product p = {{off, row_bytes, type, t->block > 1 ? t->bytes : t->bytes * 32, N}, ROWS, x,
-                                            N, rows, y, ROWS, 0, 0};
+                                            N, rows, y, ROWS, 0, 0, 0, NULL};
                 if (ds4_cuda_products(c, &p, 1, err, sizeof err) < 0) {
                     bad = 1;
                     break;
@@ -136,7 +139,7 @@ int main(void) {
             bad = ds4_cuda_upload(c, w, SROWS * row_bytes, &off, err, sizeof err) < 0;
             for (int rows = 1; rows <= ST && !bad; rows += ST - 1) {
                 const ds4_cuda_product p = {{off, row_bytes, type, t->block > 1 ? t->bytes : t->bytes * 32, SN}, SROWS,
-                                            x, SN, rows, y, SROWS, 0, 0};
+                                            x, SN, rows, y, SROWS, 0, 0, 0, NULL};
                 bad = ds4_cuda_products(c, &p, 1, err, sizeof err) < 0;
                 for (int i = 0; i < rows && !bad; i++)
                     for (int r = 0; r < SROWS && !bad; r++) {
@@ -180,7 +183,7 @@ int main(void) {
                                 err, sizeof err) < 0;
         for (int k = 0; k < 2 && !bad; k++) {
             const ds4_cuda_product p = {{k ? off_dev : off_host, f.row_bytes, type, t->bytes, FN}, FROWS, x, FN, 1,
-                                        k ? y1 : y0, FROWS, 0, 0};
+                                        k ? y1 : y0, FROWS, 0, 0, 0, NULL};
             bad = ds4_cuda_products(c, &p, 1, err, sizeof err) < 0;
         }
         if (!bad && memcmp(y0, y1, FROWS * sizeof(float))) {
@@ -194,6 +197,72 @@ int main(void) {
         free(x);
         free(y0);
         free(y1);
+    }
+    /* int8 activations (ds4_cuda_act_formats, as under --act q8): every type with a CPU
+     * int8 kernel against that kernel (qdot.c's scalar one) on the same rows, through
+     * the warp-per-row kernels (1, 3, 7 activation rows) and the tiles (64): one-block
+     * rows of the types the device multiplies in int8 bit for bit, 13-block rows within
+     * 1e-5 of sum |w||x| (the F32 activations would miss by ~7e-5) */
+    {
+        enum { QROWS = 37, QT = DS4_CUDA_GEMM_MIN_T };
+        static const uint32_t qtypes[] = {GGML_TYPE_IQ2_XXS, GGML_TYPE_Q2_K, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K,
+                                          GGML_TYPE_Q4_0, GGML_TYPE_MXFP4, GGML_TYPE_Q8_0};
+        static const int qshapes[] = {1, 3, 7, QT};
+        uint8_t fmt[DS4_CUDA_TYPE_IDS] = {0};
+        for (uint32_t ty = 0; ty < DS4_CUDA_TYPE_IDS; ty++)
+            if (ds4_qdot_act_applies(DS4_ACT_Q8, ty))
+                fmt[ty] = ds4_qdot_act_type(ty) == GGML_TYPE_Q8_0 ? DS4_CUDA_ACT_Q8_0 : DS4_CUDA_ACT_Q8_K;
+        ds4_cuda_act_formats(c, fmt, DS4_CUDA_TYPE_IDS);
+        for (size_t k = 0; k < sizeof qtypes / sizeof qtypes[0]; k++) {
+            const uint32_t type = qtypes[k];
+            const ds4_type_info *t = ds4_type_get(type);
+            const ds4_qdot_fn dot = ds4_qdot_kernel(type, DS4_CPU_SCALAR);
+            const int act_type = ds4_qdot_act_type(type);
+            const int exact = type == GGML_TYPE_IQ2_XXS || type == GGML_TYPE_Q2_K;
+            int bad = !dot;
+            snprintf(err, sizeof err, "no scalar kernel");
+            for (int nblk = 1; nblk <= 13 && !bad; nblk += 12) {
+                const int64_t n = 256 * nblk;
+                const uint64_t row_bytes = ds4_row_size(type, (uint64_t)n);
+                uint8_t *w = malloc(QROWS * row_bytes), *act = malloc(ds4_qdot_act_size(act_type, n));
+                float *x = malloc((size_t)QT * n * sizeof(float)), *y = malloc((size_t)QT * QROWS * sizeof(float));
+                float *wf = malloc((size_t)n * sizeof(float));
+                for (int r = 0; r < QROWS; r++) random_row(type, w + r * row_bytes, n);
+                for (int64_t i = 0; i < QT * n; i++) x[i] = (float)((int)(next() % 20001) - 10000) / 1000.0f;
+                uint64_t off;
+                bad = ds4_cuda_upload(c, w, QROWS * row_bytes, &off, err, sizeof err) < 0;
+                for (size_t s = 0; s < sizeof qshapes / sizeof qshapes[0] && !bad; s++) {
+                    const int rows = qshapes[s];
+                    const ds4_cuda_product p = {{off, row_bytes, type, t->bytes, n}, QROWS, x, (uint64_t)n, rows, y,
+                                                QROWS, 0, 0, 0, NULL};
+                    bad = ds4_cuda_products(c, &p, 1, err, sizeof err) < 0;
+                    for (int i = 0; i < rows && !bad; i++) {
+                        ds4_qdot_quantize_act(act_type, x + (size_t)i * n, act, n);
+                        for (int r = 0; r < QROWS && !bad; r++) {
+                            const float want = dot(w + r * row_bytes, act, n), got = y[(size_t)i * QROWS + r];
+                            double scale = 0;
+                            ds4_row_to_f32(type, w + r * row_bytes, wf, n);
+                            for (int64_t v = 0; v < n; v++) scale += fabs((double)wf[v] * x[(size_t)i * n + v]);
+                            const int ok = exact && nblk == 1 && rows < QT ? got == want
+                                                                           : fabs((double)got - want) <= 1e-5 * scale;
+                            if (!ok) {
+                                snprintf(err, sizeof err, "%s: %d blocks, %d rows: row %d token %d: %.9g, the CPU %.9g",
+                                         t->name, nblk, rows, r, i, got, want);
+                                bad = 1;
+                            }
+                        }
+                    }
+                }
+                free(w);
+                free(act);
+                free(x);
+                free(y);
+                free(wf);
+            }
+            if (bad) { fail++; printf("FAIL cuda_decode/int8_%s: %s\n", t->name, err); }
+            else { pass++; printf("ok   cuda_decode/int8_%s\n", t->name); }
+        }
+        ds4_cuda_act_formats(c, fmt, 0);
     }
     ds4_cuda_destroy(c);
     printf("cuda_decode: %d passed, %d failed\n", pass, fail);
