@@ -64,6 +64,37 @@ template <bool WARP> __device__ void site_weights(const ds4_cuda_hc_site &s, con
     }
 }
 
+/* The same on warp 0 with the combination in registers, lane i*hc + k holding entry
+ * (i, k) (hc*hc <= 32): a row's or column's values gathered by shuffles and added in the
+ * CPU's order, then each lane divides its own entry, so an iteration is one division
+ * deep instead of hc. */
+__device__ void site_weights_lanes(const ds4_cuda_hc_site &s, const float *m, float *po, float *cb) {
+    const int hc = s.hc, lane = threadIdx.x, i = lane / hc, k = lane % hc;
+    const bool mine = lane < hc * hc;
+    if (lane < hc) po[lane] = 2.0f * sigmoid(__fadd_rn(__fmul_rn(m[hc + lane], s.scale[1]), s.base[hc + lane]));
+    float v = mine ? __fadd_rn(__fmul_rn(m[2 * hc + lane], s.scale[2]), s.base[2 * hc + lane]) : 0.0f;
+    const int row0 = (mine ? i : 0) * hc, col = mine ? k : 0;
+    float mx = -INFINITY;
+    for (int j = 0; j < hc; j++) mx = fmaxf(mx, __shfl_sync(0xffffffffu, v, row0 + j));
+    v = expf(v - mx);
+    float sum = 0.0f;
+    for (int j = 0; j < hc; j++) sum += __shfl_sync(0xffffffffu, v, row0 + j);
+    v = v / sum + s.hc_eps;
+    /* Sinkhorn: columns first, then rows and columns alternately. */
+    for (int it = 0; it < s.sinkhorn_iters; it++) {
+        if (it > 0) {
+            sum = 0.0f;
+            for (int j = 0; j < hc; j++) sum += __shfl_sync(0xffffffffu, v, row0 + j);
+            v /= sum + s.hc_eps;
+        }
+        sum = 0.0f;
+        for (int j = 0; j < hc; j++) sum += __shfl_sync(0xffffffffu, v, j * hc + col);
+        v /= sum + s.hc_eps;
+    }
+    if (mine) cb[lane] = v;
+    __syncwarp();
+}
+
 __global__ void hc_pre_kernel(ds4_cuda_hc_site s, const float *mix, const float *streams, const int32_t *rows,
                               float *post, float *comb, float *x) {
     __shared__ float pre[HC_MAX], po[HC_MAX], red[33];
@@ -82,14 +113,19 @@ __global__ void hc_pre_kernel(ds4_cuda_hc_site s, const float *mix, const float 
         pre[threadIdx.x] = sigmoid(__fadd_rn(__fmul_rn(m[threadIdx.x], s.scale[0]), s.base[threadIdx.x])) + s.hc_eps;
     if (post && hc > 32) site_weights<false>(s, m, po, cb);
     __syncthreads();
-    if (post && hc <= 32 && threadIdx.x < 32) site_weights<true>(s, m, po, cb);
+    /* at most 32 streams: warp 0 makes the weights while the other warps collapse */
+    const bool warp0 = post && hc <= 32 && blockDim.x > 32;
+    if (post && hc <= 32 && threadIdx.x < 32) {
+        if (hc * hc <= 32) site_weights_lanes(s, m, po, cb);
+        else site_weights<true>(s, m, po, cb);
+    }
     if (post && (hc > 32 || threadIdx.x < 32)) {
         for (int i = threadIdx.x; i < hc * hc; i += hc > 32 ? blockDim.x : 32) comb[(uint64_t)r * hc * hc + i] = cb[i];
         if (threadIdx.x < hc) post[(uint64_t)r * hc + threadIdx.x] = po[threadIdx.x];
     }
     float *xr = x + (uint64_t)r * D, ss = 0.0f;
-    const int step = blockDim.x;
-    for (int i0 = threadIdx.x; i0 < D; i0 += 4 * step) { /* four values' loads in flight */
+    const int first = warp0 ? (int)threadIdx.x - 32 : (int)threadIdx.x, step = warp0 ? blockDim.x - 32 : blockDim.x;
+    for (int i0 = first; i0 >= 0 && i0 < D; i0 += 4 * step) { /* four values' loads in flight */
         float acc[4];
 #pragma unroll
         for (int u = 0; u < 4; u++) {
