@@ -241,7 +241,8 @@ extern "C" int ds4_cuda_ffn(ds4_cuda *c, const ds4_cuda_ffn_layer *L, const floa
         e = cudaGetLastError();
     }
     if (e == cudaSuccess && Is) { /* the shared expert's gate and up share a launch */
-        const ds4_cuda_product sh[2] = {{L->gate_sh, Is, dx, D, T, sg, Is, 0, 0, 0, NULL}, {L->up_sh, Is, dx, D, T, su, Is, 0, 0, 0, NULL}};
+        const ds4_cuda_product sh[2] = {{L->gate_sh, Is, dx, D, T, sg, Is, 0, 0, 0, NULL},
+                                        {L->up_sh, Is, dx, D, T, su, Is, 0, 0, 0, NULL}};
         ds4_cuda_run(c, sh, 2);
         e = cudaGetLastError();
     }
@@ -336,9 +337,11 @@ extern "C" int ds4_cuda_ffn_grouped(ds4_cuda *c, const ds4_cuda_ffn_layer *L, co
         if (r1 == r0) continue;
         const int m = (int)(r1 - r0);
         const bool qa = q_in && m < DS4_CUDA_GEMM_MIN_T; /* (the tiles round their inputs themselves) */
-        prod[n] = (ds4_cuda_product){L->gate_exps, I, xs + r0 * D, D, m, hg + r0 * I, I, 0, 0, qa, qa ? xsq + r0 * qb_in : NULL};
+        prod[n] = (ds4_cuda_product){L->gate_exps, I, xs + r0 * D, D, m, hg + r0 * I, I, 0, 0, qa,
+                                     qa ? xsq + r0 * qb_in : NULL};
         prod[n++].w.offset += k * I * L->gate_exps.row_bytes;
-        prod[n] = (ds4_cuda_product){L->up_exps, I, xs + r0 * D, D, m, hu + r0 * I, I, 0, 0, qa, qa ? xsq + r0 * qb_in : NULL};
+        prod[n] = (ds4_cuda_product){L->up_exps, I, xs + r0 * D, D, m, hu + r0 * I, I, 0, 0, qa,
+                                     qa ? xsq + r0 * qb_in : NULL};
         prod[n++].w.offset += k * I * L->up_exps.row_bytes;
         r0 = r1;
     }

@@ -307,52 +307,105 @@ static bool same_rows(const ds4_cuda_product *q, const ds4_cuda_product *r) {
 }
 
 /* IQ2_XXS and Q2_K rows times Q8_K activation rows (cuda_qdot.cuh): a warp per weight
- * row, QROWS rows a warp, each row's activation rows in passes of eight, then four, two, one. */
+ * row, QROWS rows a warp, each row's activation rows in passes of eight, then four, two,
+ * one; up to QMULTI products of one type and row length in a launch (the grouped MoE's
+ * experts, each with its own rows), each with its first thread block. */
 #define QWARPS 8
 #define QROWS 4
-template <int TYPE>
-__global__ void __launch_bounds__(QWARPS * 32)
-qmatmul_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes, int64_t n, uint64_t n_out,
-               const uint8_t *__restrict__ xq, int T, float *__restrict__ y, uint64_t ldy) {
+#define QMULTI 64
+typedef struct {
+    const uint8_t *W, *xq;
+    float *y;
+    uint64_t n_out, ldy;
+    uint32_t first_block;
+    int T;
+} qrows_entry;
+typedef struct {
+    qrows_entry e[QMULTI];
+    int n;
+    uint64_t row_bytes;
+    int64_t len;
+} qrows_job;
+
+template <int TYPE> __global__ void __launch_bounds__(QWARPS * 32) qmatmul_kernel(const __grid_constant__ qrows_job j) {
     __shared__ uint64_t grid[TYPE == T_IQ2_XXS ? 256 : 1];
     if constexpr (TYPE == T_IQ2_XXS) load_grid(grid);
-    const uint64_t qb = q8k_row_bytes(n), first = (uint64_t)blockIdx.x * QWARPS * QROWS;
-    const uint64_t end = first + QWARPS * QROWS < n_out ? first + QWARPS * QROWS : n_out;
+    int lo = 0, hi = j.n - 1; /* the entry of this block: the last whose first block is not after it */
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (j.e[mid].first_block <= blockIdx.x)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    const qrows_entry &e = j.e[lo];
+    const int64_t n = j.len;
+    const int T = e.T;
+    const uint64_t qb = q8k_row_bytes(n), first = (uint64_t)(blockIdx.x - e.first_block) * QWARPS * QROWS;
+    const uint64_t end = first + QWARPS * QROWS < e.n_out ? first + QWARPS * QROWS : e.n_out;
     for (uint64_t o = first + (threadIdx.x >> 5); o < end; o += QWARPS) {
-        const uint8_t *row = W + o * row_bytes;
+        const uint8_t *row = e.W + o * j.row_bytes;
+        float *y = e.y;
         float acc[8];
         int t0 = 0;
         for (; t0 + 8 <= T; t0 += 8) {
-            q8_dots<TYPE, 8>(row, n, xq + t0 * qb, qb, grid, acc);
+            q8_dots<TYPE, 8>(row, n, e.xq + t0 * qb, qb, grid, acc);
             if ((threadIdx.x & 31) == 0)
-                for (int t = 0; t < 8; t++) y[(uint64_t)(t0 + t) * ldy + o] = acc[t];
+                for (int t = 0; t < 8; t++)
+                    y[(uint64_t)(t0 + t) * e.ldy + o] = acc[t];
         }
         if (T - t0 >= 4) {
-            q8_dots<TYPE, 4>(row, n, xq + t0 * qb, qb, grid, acc);
+            q8_dots<TYPE, 4>(row, n, e.xq + t0 * qb, qb, grid, acc);
             if ((threadIdx.x & 31) == 0)
-                for (int t = 0; t < 4; t++) y[(uint64_t)(t0 + t) * ldy + o] = acc[t];
+                for (int t = 0; t < 4; t++)
+                    y[(uint64_t)(t0 + t) * e.ldy + o] = acc[t];
             t0 += 4;
         }
         if (T - t0 >= 2) {
-            q8_dots<TYPE, 2>(row, n, xq + t0 * qb, qb, grid, acc);
+            q8_dots<TYPE, 2>(row, n, e.xq + t0 * qb, qb, grid, acc);
             if ((threadIdx.x & 31) == 0)
-                for (int t = 0; t < 2; t++) y[(uint64_t)(t0 + t) * ldy + o] = acc[t];
+                for (int t = 0; t < 2; t++)
+                    y[(uint64_t)(t0 + t) * e.ldy + o] = acc[t];
             t0 += 2;
         }
         if (T - t0 >= 1) {
-            q8_dots<TYPE, 1>(row, n, xq + t0 * qb, qb, grid, acc);
-            if ((threadIdx.x & 31) == 0) y[(uint64_t)t0 * ldy + o] = acc[0];
+            q8_dots<TYPE, 1>(row, n, e.xq + t0 * qb, qb, grid, acc);
+            if ((threadIdx.x & 31) == 0) y[(uint64_t)t0 * e.ldy + o] = acc[0];
         }
     }
 }
 
-/* A product whose activations go through int8 first (act_format): IQ2_XXS and Q2_K
- * rows of an ungrouped product below the tiles multiply the Q8_K rows; the others the
- * rounded activations (the same values in floats). */
+/* Whether q's rows multiply Q8_K activation rows in int8. */
+static bool qrows_path(const ds4_cuda *c, const ds4_cuda_product *q) {
+    return act_format(c, q->w.type) && has_qdot((int)q->w.type) && !q->group_rows && q->T > 0 &&
+           q->T < DS4_CUDA_GEMM_MIN_T;
+}
+
+/* Products on the int8 path of one type and row length (n <= QMULTI), their Q8_K rows made. */
+static void run_qrows(ds4_cuda *c, const ds4_cuda_product *p, int n) {
+    qrows_job j;
+    uint32_t blocks = 0;
+    for (int k = 0; k < n; k++) {
+        j.e[k] = (qrows_entry){c->arena + p[k].w.offset, p[k].xq, p[k].y, p[k].n_out, p[k].ldy, blocks, p[k].T};
+        blocks += (uint32_t)((p[k].n_out + QWARPS * QROWS - 1) / (QWARPS * QROWS));
+    }
+    j.n = n;
+    j.row_bytes = p[0].w.row_bytes;
+    j.len = p[0].w.n;
+    if (!blocks) return;
+    if (p[0].w.type == T_IQ2_XXS)
+        qmatmul_kernel<T_IQ2_XXS><<<blocks, QWARPS * 32, 0, c->stream>>>(j);
+    else
+        qmatmul_kernel<T_Q2_K><<<blocks, QWARPS * 32, 0, c->stream>>>(j);
+}
+
+/* A product whose activations go through int8 first (act_format): on the int8 path its
+ * Q8_K rows made (unless given); otherwise the rounded activations (the same values in
+ * floats). */
 static void run_act(ds4_cuda *c, const ds4_cuda_product *q, int fmt) {
     ds4_cuda_product r = *q;
     const int64_t n = q->w.n;
-    if (has_qdot((int)q->w.type) && !q->group_rows && q->T < DS4_CUDA_GEMM_MIN_T) {
+    if (qrows_path(c, q)) {
         if (!r.xq) {
             uint8_t *xq = (uint8_t *)ds4_cuda_grow_kept(c, (void **)&c->act_q8, &c->act_q8_cap,
                                                         (size_t)q->T * q8k_row_bytes(n));
@@ -360,13 +413,7 @@ static void run_act(ds4_cuda *c, const ds4_cuda_product *q, int fmt) {
             ds4_cuda_quantize_q8k(c, q->x, q->ldx, q->T, n, xq);
             r.xq = xq;
         }
-        const unsigned blocks = (unsigned)((q->n_out + QWARPS * QROWS - 1) / (QWARPS * QROWS));
-        if (q->w.type == T_IQ2_XXS)
-            qmatmul_kernel<T_IQ2_XXS><<<blocks, QWARPS * 32, 0, c->stream>>>(c->arena + q->w.offset, q->w.row_bytes, n,
-                                                                           q->n_out, r.xq, q->T, q->y, q->ldy);
-        else
-            qmatmul_kernel<T_Q2_K><<<blocks, QWARPS * 32, 0, c->stream>>>(c->arena + q->w.offset, q->w.row_bytes, n,
-                                                                        q->n_out, r.xq, q->T, q->y, q->ldy);
+        run_qrows(c, &r, 1);
         return;
     }
     if (!r.act_ready) { /* a grouped product's inputs group by group, side by side */
@@ -386,8 +433,18 @@ static void run_act(ds4_cuda *c, const ds4_cuda_product *q, int fmt) {
 extern "C" void ds4_cuda_run(ds4_cuda *c, const ds4_cuda_product *p, int n) {
     for (int k = 0; k < n;) {
         const int fmt = act_format(c, p[k].w.type);
-        if (fmt) {
-            run_act(c, &p[k++], fmt);
+        if (fmt) { /* products with their Q8_K rows made share a launch */
+            int m = 1;
+            if (qrows_path(c, &p[k]) && p[k].xq)
+                while (k + m < n && m < QMULTI && qrows_path(c, &p[k + m]) && p[k + m].xq &&
+                       p[k + m].w.type == p[k].w.type && p[k + m].w.n == p[k].w.n &&
+                       p[k + m].w.row_bytes == p[k].w.row_bytes)
+                    m++;
+            if (m > 1)
+                run_qrows(c, p + k, m);
+            else
+                run_act(c, &p[k], fmt);
+            k += m;
             continue;
         }
         int m = 1;

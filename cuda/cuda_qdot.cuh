@@ -34,7 +34,7 @@ __device__ __forceinline__ uint32_t sign_mask4(uint32_t bits4) { return ((bits4 
 
 /* acc[t] = row . act[t] for R Q8_K activation rows (ldq bytes apart) over an IQ2_XXS row
  * of n values: lane l takes group l % 8 (32 values: four grid entries) of every fourth
- * block, the block's eight groups' integer sums meet in three shuffles, and its term
+ * block (two blocks a pass), the block's eight groups' integer sums meet in three shuffles, and its term
  * d * d_act * sum * 1/8 goes to the lane that holds group 0. */
 template <int R>
 __device__ __forceinline__ void iq2xxs_q8_dots(const uint8_t *row, int64_t n, const uint8_t *act, uint64_t ldq,
@@ -44,40 +44,53 @@ __device__ __forceinline__ void iq2xxs_q8_dots(const uint8_t *row, int64_t n, co
     float sum[R];
 #pragma unroll
     for (int t = 0; t < R; t++) sum[t] = 0.0f;
-    for (int64_t b0 = 0; b0 < nb; b0 += 4) { /* the whole warp in step, for the shuffles */
-        const int64_t b = b0 + (lane >> 3) < nb ? b0 + (lane >> 3) : nb - 1;
-        const bool mine = b0 + (lane >> 3) < nb;
-        const uint8_t *blk = row + b * 66;
-        const uint32_t a0 = u32_at(blk + 2 + 8 * g), a1 = u32_at(blk + 6 + 8 * g);
-        int w[8];
+    for (int64_t b0 = 0; b0 < nb; b0 += 8) { /* the whole warp in step, for the shuffles */
+        /* two blocks a lane, their loads first (bytes in flight bound a decode) */
+        uint32_t a0[2], a1[2];
+        float d[2];
+        int64_t b[2];
+        bool mine[2];
 #pragma unroll
-        for (int k = 0; k < 4; k++) {
-            const uint64_t gv = grid[(a0 >> (8 * k)) & 255];
-            const uint32_t s7 = (a1 >> (7 * k)) & 127, bits = s7 | (uint32_t)(__popc(s7) & 1) << 7;
-            const uint32_t lo = sign_mask4(bits & 15), hi = sign_mask4(bits >> 4);
-            w[2 * k] = (int)__vsub4((uint32_t)gv ^ lo, lo);
-            w[2 * k + 1] = (int)__vsub4((uint32_t)(gv >> 32) ^ hi, hi);
+        for (int u = 0; u < 2; u++) {
+            const int64_t want = b0 + 4 * u + (lane >> 3);
+            mine[u] = want < nb;
+            b[u] = mine[u] ? want : nb - 1;
+            const uint8_t *blk = row + b[u] * 66;
+            a0[u] = u32_at(blk + 2 + 8 * g);
+            a1[u] = u32_at(blk + 6 + 8 * g);
+            d[u] = f16_at(blk);
         }
-        const int ls = 2 * (int)(a1 >> 28) + 1;
-        const float d = f16_at(blk);
 #pragma unroll
-        for (int t = 0; t < R; t++) {
-            const int4 *xq = (const int4 *)(act + t * ldq + b * QK_K + 32 * g);
-            const int4 x0 = xq[0], x1 = xq[1];
-            int s = __dp4a(w[0], x0.x, 0);
-            s = __dp4a(w[1], x0.y, s);
-            s = __dp4a(w[2], x0.z, s);
-            s = __dp4a(w[3], x0.w, s);
-            s = __dp4a(w[4], x1.x, s);
-            s = __dp4a(w[5], x1.y, s);
-            s = __dp4a(w[6], x1.z, s);
-            s = __dp4a(w[7], x1.w, s);
-            s *= ls;
-            s += __shfl_xor_sync(0xffffffffu, s, 1);
-            s += __shfl_xor_sync(0xffffffffu, s, 2);
-            s += __shfl_xor_sync(0xffffffffu, s, 4);
-            const float ad = ((const float *)(act + t * ldq + n))[b];
-            if (g == 0 && mine) sum[t] += __fmul_rn(__fmul_rn(__fmul_rn(d, ad), (float)s), 0.125f);
+        for (int u = 0; u < 2; u++) {
+            int w[8];
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const uint64_t gv = grid[(a0[u] >> (8 * k)) & 255];
+                const uint32_t s7 = (a1[u] >> (7 * k)) & 127, bits = s7 | (uint32_t)(__popc(s7) & 1) << 7;
+                const uint32_t lo = sign_mask4(bits & 15), hi = sign_mask4(bits >> 4);
+                w[2 * k] = (int)__vsub4((uint32_t)gv ^ lo, lo);
+                w[2 * k + 1] = (int)__vsub4((uint32_t)(gv >> 32) ^ hi, hi);
+            }
+            const int ls = 2 * (int)(a1[u] >> 28) + 1;
+#pragma unroll
+            for (int t = 0; t < R; t++) {
+                const int4 *xq = (const int4 *)(act + t * ldq + b[u] * QK_K + 32 * g);
+                const int4 x0 = xq[0], x1 = xq[1];
+                int s = __dp4a(w[0], x0.x, 0);
+                s = __dp4a(w[1], x0.y, s);
+                s = __dp4a(w[2], x0.z, s);
+                s = __dp4a(w[3], x0.w, s);
+                s = __dp4a(w[4], x1.x, s);
+                s = __dp4a(w[5], x1.y, s);
+                s = __dp4a(w[6], x1.z, s);
+                s = __dp4a(w[7], x1.w, s);
+                s *= ls;
+                s += __shfl_xor_sync(0xffffffffu, s, 1);
+                s += __shfl_xor_sync(0xffffffffu, s, 2);
+                s += __shfl_xor_sync(0xffffffffu, s, 4);
+                const float ad = ((const float *)(act + t * ldq + n))[b[u]];
+                if (g == 0 && mine[u]) sum[t] += __fmul_rn(__fmul_rn(__fmul_rn(d[u], ad), (float)s), 0.125f);
+            }
         }
     }
 #pragma unroll
@@ -133,7 +146,8 @@ __device__ __forceinline__ void q2k_q8_dots(const uint8_t *row, int64_t n, const
             mins += __shfl_xor_sync(0xffffffffu, mins, 2);
             const float ad = ((const float *)(act + t * ldq + n))[b];
             if (q == 0 && mine)
-                sum[t] += __fsub_rn(__fmul_rn(__fmul_rn(ad, d), (float)isum), __fmul_rn(__fmul_rn(ad, dmin), (float)mins));
+                sum[t] += __fsub_rn(__fmul_rn(__fmul_rn(ad, d), (float)isum),
+                                    __fmul_rn(__fmul_rn(ad, dmin), (float)mins));
         }
     }
 #pragma unroll

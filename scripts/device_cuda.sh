@@ -8,7 +8,7 @@
 # Flash-shaped q2 model made in device memory (--synthetic flash at FULL_CTX, default
 # 2048,4096,8192, its batched decode at FULL_PARALLEL, default 1,8,32,64, then its prefill
 # and decode profile at PROFILE_CTX, default 2048), and compute-sanitizer racechecks of
-# 64-token runs on tiny-a and tiny-b. PARTS picks among tests, racecheck, l4, full, batch and profile
+# 64-token runs on tiny-a and tiny-b (and tiny-b's q2 file where the tests made it). PARTS picks among tests, racecheck, l4, full, batch and profile
 # (default all). The CSVs go to $OUT; the logs and profiles into one
 # $OUT/logs.tar (the device tool brings back eight files).
 #   usage: OUT=DIR [PARTS="tests profile"] [FULL_CTX=2048,8192] [FULL_REPEATS=1] sh scripts/device_cuda.sh
@@ -37,9 +37,12 @@ fi
 if part racecheck && command -v compute-sanitizer >/dev/null 2>&1; then
     # 64 tokens: a prefill chunk of 40 (the chunk kernels, the grouped MoE), 24 decoded
     mkdir -p build/tests/cuda
-    for m in tiny-a tiny-b; do
-        A=build/tests/cuda/$m-f32.gguf
-        [ -f "$A" ] || bin/ds4-quant convert --quiet --in "vectors/models/$m" --out "$A" --type f32
+    # and tiny-b's q2 file from the tests (when they ran): the int8 kernels
+    for m in tiny-a-f32 tiny-b-f32 tiny-b-q2; do
+        A=build/tests/cuda/$m.gguf
+        case $m in *-f32) [ -f "$A" ] || bin/ds4-quant convert --quiet --in "vectors/models/${m%-f32}" --out "$A" \
+            --type f32 ;; esac
+        [ -f "$A" ] || continue
         compute-sanitizer --tool racecheck --error-exitcode 9 bin/ds4 run -m "$A" --prompt-ids "$(seq -s, 2 41)" \
             -n 24 --backend cuda >"$L/racecheck-$m.txt" 2>&1
         echo "racecheck exit $?" | tee -a "$L/racecheck-$m.txt"
@@ -56,7 +59,7 @@ if part l4; then
     rm -f "$M"
 fi
 part full && bin/ds4-bench --synthetic flash --backend cuda -p "${FULL_CTX:-2048,4096,8192}" -n 32 \
-    -r "${FULL_REPEATS:-1}" --csv "$OUT/bench-synthetic-flash-q2.csv" 2>&1 | tail -n 5
+    -r "${FULL_REPEATS:-1}" --probe --csv "$OUT/bench-synthetic-flash-q2.csv" 2>&1 | tail -n 5
 part batch && bin/ds4-bench --synthetic flash --backend cuda --parallel "${FULL_PARALLEL:-1,8,32,64}" -p 128 -n 64 \
     --csv "$OUT/batch-scaling-cuda-flash.csv" 2>&1 | tail -n 7
 if part profile; then
