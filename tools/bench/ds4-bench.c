@@ -216,17 +216,20 @@ static const char parallel_header[] =
     "peak_rss_bytes,device_bytes,git_sha,date\n";
 
 static int draw_parallel(ds4_plot *p, const char *csv, const run_info *ri, int prompt, long gen, const char *sha) {
-    char qcsv[4200], title[1024], qtitle[2200], commands[8192];
-    snprintf(title, sizeof title, "batched decode: %s (%s), %s, %ld threads, prompt %d, %ld generated, commit %s",
-             ri->model, ri->quant, ri->backend, ri->threads, prompt, gen, sha);
-    if (!ds4_plot_quote(csv, qcsv, sizeof qcsv) || !ds4_plot_quote(title, qtitle, sizeof qtitle))
+    char qcsv[4200], title[1024], setup[1024], qtitle[2200], qsetup[2200], commands[12288];
+    /* two lines: a GPU's name makes one too wide for the chart */
+    snprintf(title, sizeof title, "batched decode: %s (%s)", ri->model, ri->quant);
+    snprintf(setup, sizeof setup, "%s, %ld threads, prompt %d, %ld generated, commit %s", ri->backend, ri->threads,
+             prompt, gen, sha);
+    if (!ds4_plot_quote(csv, qcsv, sizeof qcsv) || !ds4_plot_quote(title, qtitle, sizeof qtitle) ||
+        !ds4_plot_quote(setup, qsetup, sizeof qsetup))
         return ds4_fail("%s: cannot be quoted for gnuplot", csv);
     snprintf(commands, sizeof commands,
-             "set title %s noenhanced\nset xlabel 'sequences decoding together'\nset ylabel 'tokens/s'\n"
+             "set title %s.\"\\n\".%s noenhanced\nset xlabel 'sequences decoding together'\nset ylabel 'tokens/s'\n"
              "set logscale x 2\nset logscale y\nset format y '%%g'\nset grid\nset key top left\n"
              "plot %s using 5:8 with linespoints pointtype 7 title 'aggregate', "
              "'' using 5:9 with linespoints pointtype 5 title 'per sequence'\n",
-             qtitle, qcsv);
+             qtitle, qsetup, qcsv);
     return ds4_plot_draw(p, commands);
 }
 
