@@ -255,6 +255,91 @@ __attribute__((target("avx512f,f16c"))) static float rowdot_q8_0_avx512(const vo
 }
 #endif
 
+#if defined(__x86_64__)
+/* Two stored Q8_0 rows times four activation rows: dot2x4_avx2 on the rows as
+ * ds4_row_to_f32 converts them, each slot's eight weights of a block converted in
+ * registers in that slot's pass (every weight once), so the converted rows are never
+ * stored and read back; every result is dot_avx2's bits over the converted row. */
+__attribute__((target("avx2,fma,f16c"))) static void rowdot2x4_q8_0_avx2(const void *r0, const void *r1, const float *x,
+                                                                         uint64_t ldx, uint64_t n, float out[2][4]) {
+    const uint8_t *row[2] = {r0, r1};
+    const uint64_t blocks = n / QK8_0;
+    __m256 s[4][2][4]; /* slot, row, token */
+    for (int k = 0; k < 4; k++) {
+        __m256 acc[2][4];
+        for (int r = 0; r < 2; r++)
+            for (int t = 0; t < 4; t++) acc[r][t] = _mm256_setzero_ps();
+        for (uint64_t b = 0; b < blocks; b++) {
+            __m256 w[2];
+            for (int r = 0; r < 2; r++) {
+                const uint8_t *p = row[r] + b * sizeof(block_q8_0);
+                uint16_t h;
+                memcpy(&h, p, 2);
+                const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 2 + 8 * k))));
+                w[r] = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(h)), q);
+            }
+#pragma GCC unroll 4
+            for (int t = 0; t < 4; t++) {
+                const __m256 xv = _mm256_loadu_ps(x + t * ldx + b * QK8_0 + 8 * k);
+                acc[0][t] = _mm256_fmadd_ps(w[0], xv, acc[0][t]);
+                acc[1][t] = _mm256_fmadd_ps(w[1], xv, acc[1][t]);
+            }
+        }
+        for (int r = 0; r < 2; r++)
+            for (int t = 0; t < 4; t++) s[k][r][t] = acc[r][t];
+    }
+    for (int r = 0; r < 2; r++)
+        for (int t = 0; t < 4; t++)
+            out[r][t] = hsum256(_mm256_add_ps(_mm256_add_ps(s[0][r][t], s[1][r][t]), _mm256_add_ps(s[2][r][t], s[3][r][t])));
+}
+
+/* The same for dot2x4_avx512: a block is one pass of its loop, both halves converted
+ * once for the four tokens. */
+__attribute__((target("avx512f,f16c"))) static void rowdot2x4_q8_0_avx512(const void *r0, const void *r1, const float *x,
+                                                                        uint64_t ldx, uint64_t n, float out[2][4]) {
+    const uint8_t *row[2] = {r0, r1};
+    const uint64_t blocks = n / QK8_0;
+    __m512 s0[2][4], s1[2][4];
+    for (int r = 0; r < 2; r++)
+        for (int t = 0; t < 4; t++) s0[r][t] = s1[r][t] = _mm512_setzero_ps();
+    for (uint64_t b = 0; b < blocks; b++) {
+        __m512 lo[2], hi[2];
+        for (int r = 0; r < 2; r++) {
+            const uint8_t *p = row[r] + b * sizeof(block_q8_0);
+            if (!(b & 1)) {
+                _mm_prefetch((const char *)p + PREFETCH_NEAR, _MM_HINT_T0);
+                _mm_prefetch((const char *)p + PREFETCH_FAR, _MM_HINT_T2);
+            }
+            uint16_t h;
+            memcpy(&h, p, 2);
+            const __m512 d = _mm512_set1_ps(_cvtsh_ss(h));
+            lo[r] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 2)))));
+            hi[r] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 18)))));
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < 4; t++) {
+            const float *xt = x + t * ldx + b * QK8_0;
+            const __m512 xa = _mm512_loadu_ps(xt), xb = _mm512_loadu_ps(xt + 16);
+            for (int r = 0; r < 2; r++) {
+                s0[r][t] = _mm512_fmadd_ps(lo[r], xa, s0[r][t]);
+                s1[r][t] = _mm512_fmadd_ps(hi[r], xb, s1[r][t]);
+            }
+        }
+    }
+    for (int r = 0; r < 2; r++)
+        for (int t = 0; t < 4; t++) out[r][t] = _mm512_reduce_add_ps(_mm512_add_ps(s0[r][t], s1[r][t]));
+}
+#endif
+
+ds4_rowdot2x4_fn ds4_rowdot2x4_for_level(uint32_t type, int level) {
+    if (type != GGML_TYPE_Q8_0 || level > (int)ds4_cpu_detect()) return NULL;
+#if defined(__x86_64__)
+    if (level == DS4_CPU_AVX512) return rowdot2x4_q8_0_avx512;
+    if (level == DS4_CPU_AVX2) return rowdot2x4_q8_0_avx2;
+#endif
+    return NULL;
+}
+
 ds4_rowdot_fn ds4_rowdot_for_level(uint32_t type, int level) {
     if (level > (int)ds4_cpu_detect() || (type != GGML_TYPE_F16 && type != GGML_TYPE_Q8_0)) return NULL;
     const bool q8 = type == GGML_TYPE_Q8_0;

@@ -35,5 +35,11 @@ ds4_weighted_sum_fn ds4_weighted_sum_for_level(int level);
  * levels this CPU lacks. */
 typedef float (*ds4_rowdot_fn)(const void *row, const float *x, uint64_t n);
 ds4_rowdot_fn ds4_rowdot_for_level(uint32_t type, int level);
+/* Two stored rows of such a type times four activation rows, each result the level's
+ * ds4_dot2x4 bits over the converted rows (so ds4_dot's); NULL where there is none (Q8_0
+ * at AVX2 and AVX-512 has one). */
+typedef void (*ds4_rowdot2x4_fn)(const void *w0, const void *w1, const float *x, uint64_t ldx, uint64_t n,
+                                 float out[2][4]);
+ds4_rowdot2x4_fn ds4_rowdot2x4_for_level(uint32_t type, int level);
 
 #endif

@@ -276,6 +276,44 @@ static void matmul_batch_equals_single_products(void) {
     free(x);
 }
 
+/* Two stored Q8_0 rows times four activation rows, at every level that has the kernel:
+ * each result is the level's dot2x4 over the converted rows and its rowdot over the
+ * stored row, bit for bit (the batched decode and the single one agree through it). */
+static void rowdot2x4_matches_converted_rows(void) {
+    enum { N = 4096 + 64, LDX = N + 8 };
+    const uint64_t rb = ds4_row_size(GGML_TYPE_Q8_0, N);
+    float *w = malloc(2 * N * sizeof *w), *wf = malloc(2 * N * sizeof *wf), *x = malloc(4 * LDX * sizeof *x);
+    uint8_t *q = malloc(2 * rb);
+    srand(53);
+    for (int i = 0; i < 2 * N; i++) w[i] = (float)rand() / RAND_MAX - 0.5f;
+    for (int i = 0; i < 4 * LDX; i++) x[i] = (float)rand() / RAND_MAX - 0.5f;
+    for (int r = 0; r < 2; r++) {
+        CHECK(ds4_quantize_row(GGML_TYPE_Q8_0, w + (size_t)r * N, q + r * rb, N, NULL) == 0);
+        CHECK(ds4_row_to_f32(GGML_TYPE_Q8_0, q + r * rb, wf + (size_t)r * N, N) == 0);
+    }
+    int bad = 0, levels = 0;
+    for (int level = 0; level <= 2; level++) {
+        const ds4_rowdot2x4_fn fused = ds4_rowdot2x4_for_level(GGML_TYPE_Q8_0, level);
+        if (!fused) continue;
+        levels++;
+        const ds4_dot2x4_fn converted = ds4_dot2x4_for_level(level);
+        const ds4_rowdot_fn one = ds4_rowdot_for_level(GGML_TYPE_Q8_0, level);
+        float got[2][4], want[2][4];
+        fused(q, q + rb, x, LDX, N, got);
+        converted(wf, wf + N, x, LDX, N, want);
+        for (int r = 0; r < 2; r++)
+            for (int t = 0; t < 4; t++) {
+                const float single = one(q + r * rb, x + (size_t)t * LDX, N);
+                bad += memcmp(&got[r][t], &want[r][t], sizeof(float)) != 0 || memcmp(&got[r][t], &single, sizeof(float)) != 0;
+            }
+    }
+    CHECKF(bad == 0, "%d of %d results differ", bad, 8 * levels);
+    free(w);
+    free(wf);
+    free(x);
+    free(q);
+}
+
 /* The hyper-connections' weighted row sums: every level gives the scalar loop's bits,
  * from zero or not, for every tail length. */
 static void weighted_sum_matches_scalar_exactly(void) {
@@ -465,6 +503,7 @@ const test_case forward_tests[] = {
     {"matmul_equals_single_dots", matmul_equals_single_dots},
     {"matmul_batch_equals_single_products", matmul_batch_equals_single_products},
     {"axpy_matches_scalar_exactly", axpy_matches_scalar_exactly},
+    {"rowdot2x4_matches_converted_rows", rowdot2x4_matches_converted_rows},
     {"weighted_sum_matches_scalar_exactly", weighted_sum_matches_scalar_exactly},
     {"index_kernel_matches_scalar_exactly", index_kernel_matches_scalar_exactly},
     {"topk_matches_full_sort", topk_matches_full_sort},
