@@ -327,16 +327,15 @@ typedef struct {
     int64_t len;
 } qrows_job;
 
-template <int TYPE> __global__ void __launch_bounds__(QWARPS * 32) qmatmul_kernel(const __grid_constant__ qrows_job j) {
+template <int TYPE>
+__global__ void __launch_bounds__(QWARPS * 32) qmatmul_kernel(const __grid_constant__ qrows_job j) {
     __shared__ uint64_t grid[TYPE == T_IQ2_XXS ? 256 : 1];
     if constexpr (TYPE == T_IQ2_XXS) load_grid(grid);
     int lo = 0, hi = j.n - 1; /* the entry of this block: the last whose first block is not after it */
     while (lo < hi) {
         const int mid = (lo + hi + 1) / 2;
-        if (j.e[mid].first_block <= blockIdx.x)
-            lo = mid;
-        else
-            hi = mid - 1;
+        if (j.e[mid].first_block <= blockIdx.x) lo = mid;
+        else hi = mid - 1;
     }
     const qrows_entry &e = j.e[lo];
     const int64_t n = j.len;
@@ -351,21 +350,18 @@ template <int TYPE> __global__ void __launch_bounds__(QWARPS * 32) qmatmul_kerne
         for (; t0 + 8 <= T; t0 += 8) {
             q8_dots<TYPE, 8>(row, n, e.xq + t0 * qb, qb, grid, acc);
             if ((threadIdx.x & 31) == 0)
-                for (int t = 0; t < 8; t++)
-                    y[(uint64_t)(t0 + t) * e.ldy + o] = acc[t];
+                for (int t = 0; t < 8; t++) y[(uint64_t)(t0 + t) * e.ldy + o] = acc[t];
         }
         if (T - t0 >= 4) {
             q8_dots<TYPE, 4>(row, n, e.xq + t0 * qb, qb, grid, acc);
             if ((threadIdx.x & 31) == 0)
-                for (int t = 0; t < 4; t++)
-                    y[(uint64_t)(t0 + t) * e.ldy + o] = acc[t];
+                for (int t = 0; t < 4; t++) y[(uint64_t)(t0 + t) * e.ldy + o] = acc[t];
             t0 += 4;
         }
         if (T - t0 >= 2) {
             q8_dots<TYPE, 2>(row, n, e.xq + t0 * qb, qb, grid, acc);
             if ((threadIdx.x & 31) == 0)
-                for (int t = 0; t < 2; t++)
-                    y[(uint64_t)(t0 + t) * e.ldy + o] = acc[t];
+                for (int t = 0; t < 2; t++) y[(uint64_t)(t0 + t) * e.ldy + o] = acc[t];
             t0 += 2;
         }
         if (T - t0 >= 1) {
@@ -393,10 +389,8 @@ static void run_qrows(ds4_cuda *c, const ds4_cuda_product *p, int n) {
     j.row_bytes = p[0].w.row_bytes;
     j.len = p[0].w.n;
     if (!blocks) return;
-    if (p[0].w.type == T_IQ2_XXS)
-        qmatmul_kernel<T_IQ2_XXS><<<blocks, QWARPS * 32, 0, c->stream>>>(j);
-    else
-        qmatmul_kernel<T_Q2_K><<<blocks, QWARPS * 32, 0, c->stream>>>(j);
+    if (p[0].w.type == T_IQ2_XXS) qmatmul_kernel<T_IQ2_XXS><<<blocks, QWARPS * 32, 0, c->stream>>>(j);
+    else qmatmul_kernel<T_Q2_K><<<blocks, QWARPS * 32, 0, c->stream>>>(j);
 }
 
 /* A product whose activations go through int8 first (act_format): on the int8 path its
