@@ -70,13 +70,27 @@ void ds4_cuda_quantize_q8k(ds4_cuda *c, const float *x, uint64_t ldx, int T, int
         q8k_kernel<<<dim3((unsigned)(n / QK_K), (unsigned)T), 32, 0, c->stream>>>(x, ldx, n, out, NULL, 0);
 }
 
-void ds4_cuda_act_round(ds4_cuda *c, int fmt, const float *x, uint64_t ldx, int T, int64_t n, float *out,
-                        uint64_t ldo) {
-    if (T <= 0) return;
-    if (fmt == DS4_CUDA_ACT_Q8_K)
-        q8k_kernel<<<dim3((unsigned)(n / QK_K), (unsigned)T), 32, 0, c->stream>>>(x, ldx, n, NULL, out, ldo);
-    else
-        q8_0_round_kernel<<<dim3((unsigned)(n / 32), (unsigned)T), 32, 0, c->stream>>>(x, ldx, out, ldo);
+const uint8_t *ds4_cuda_q8k_scratch(ds4_cuda *c, const float *x, uint64_t ldx, int T, int64_t n) {
+    uint8_t *xq = (uint8_t *)ds4_cuda_grow_kept(c, (void **)&c->act_q8, &c->act_q8_cap, (size_t)T * q8k_row_bytes(n));
+    if (xq) ds4_cuda_quantize_q8k(c, x, ldx, T, n, xq);
+    return xq;
+}
+
+const float *ds4_cuda_round_scratch(ds4_cuda *c, int fmt, const float *x, uint64_t ldx, int T, int64_t n,
+                                    uint64_t groups, uint64_t group_x) {
+    float *xr = (float *)ds4_cuda_grow_kept(c, (void **)&c->act_round, &c->act_round_cap,
+                                            (size_t)T * groups * n * sizeof(float));
+    if (!xr || T <= 0) return xr;
+    const uint64_t ldo = groups * (uint64_t)n;
+    for (uint64_t g = 0; g < groups; g++) {
+        const float *src = x + g * group_x;
+        if (fmt == DS4_CUDA_ACT_Q8_K)
+            q8k_kernel<<<dim3((unsigned)(n / QK_K), (unsigned)T), 32, 0, c->stream>>>(src, ldx, n, NULL, xr + g * n,
+                                                                                     ldo);
+        else
+            q8_0_round_kernel<<<dim3((unsigned)(n / 32), (unsigned)T), 32, 0, c->stream>>>(src, ldx, xr + g * n, ldo);
+    }
+    return xr;
 }
 
 extern "C" void ds4_cuda_act_formats(ds4_cuda *c, const uint8_t *fmt, int n_types) {

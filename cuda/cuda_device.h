@@ -52,12 +52,16 @@ static inline int act_format(const ds4_cuda *c, uint32_t type) {
     return type < DS4_CUDA_TYPE_IDS ? c->act_fmt[type] : 0;
 }
 /* cuda_act.cu: T rows of n values (ldx floats apart) to Q8_K rows (q8k_row_bytes(n)
- * apart, cuda_qdot.cuh) in out; or through int8 in `fmt` and back to floats, into out
- * (ldo floats apart), the values the CPU's int8 kernels multiply. n: a multiple of the
- * format's block. */
+ * apart, cuda_qdot.cuh) in out. n: a multiple of the format's block. */
 void ds4_cuda_quantize_q8k(ds4_cuda *c, const float *x, uint64_t ldx, int T, int64_t n, uint8_t *out);
-void ds4_cuda_act_round(ds4_cuda *c, int fmt, const float *x, uint64_t ldx, int T, int64_t n, float *out,
-                        uint64_t ldo);
+/* The same into the device's scratch (c->act_q8); or the rows through int8 in `fmt` and
+ * back to floats (the values the CPU's int8 kernels multiply) into c->act_round, each
+ * row's `groups` inputs (group_x floats apart) side by side, rows groups * n apart. Each
+ * call reuses its scratch (the stream runs the products in order); NULL when it cannot
+ * grow (the failure kept, ds4_cuda_grow_kept). */
+const uint8_t *ds4_cuda_q8k_scratch(ds4_cuda *c, const float *x, uint64_t ldx, int T, int64_t n);
+const float *ds4_cuda_round_scratch(ds4_cuda *c, int fmt, const float *x, uint64_t ldx, int T, int64_t n,
+                                    uint64_t groups, uint64_t group_x);
 /* Work buffers that a launch without an error return (the products) grows: a failure is
  * kept for the next check, as a failed launch's is (cuda_memory.cu); NULL then. */
 void *ds4_cuda_grow_kept(ds4_cuda *c, void **buf, size_t *cap, size_t bytes);

@@ -181,10 +181,8 @@ static cudaError_t product(ds4_cuda *c, const ds4_cuda_matrix *m, uint64_t n_out
                            const int32_t *choice, int pairs, float *y, const ds4_cuda_matrix *m2, float *y2) {
     const int fmt = act_format(c, m->type), rows = (pairs + x_per_pair - 1) / x_per_pair; /* x's rows, n apart */
     if (fmt && has_qdot((int)m->type)) {
-        const uint64_t qb = q8k_row_bytes(m->n);
-        uint8_t *xq = (uint8_t *)ds4_cuda_grow_kept(c, (void **)&c->act_q8, &c->act_q8_cap, (size_t)rows * qb);
+        const uint8_t *xq = ds4_cuda_q8k_scratch(c, x, (uint64_t)m->n, rows, m->n);
         if (!xq) return cudaErrorMemoryAllocation;
-        ds4_cuda_quantize_q8k(c, x, (uint64_t)m->n, rows, m->n, xq);
         const dim3 grid((unsigned)((n_out + QWARPS * QROWS - 1) / (QWARPS * QROWS)), (unsigned)pairs, m2 ? 2 : 1);
         (m->type == T_IQ2_XXS ? qpair_kernel<T_IQ2_XXS> : qpair_kernel<T_Q2_K>)<<<grid, QWARPS * 32, 0, c->stream>>>(
             c->arena + m->offset, m->row_bytes, m->n, n_out, xq, x_per_pair, choice, y,
@@ -192,11 +190,8 @@ static cudaError_t product(ds4_cuda *c, const ds4_cuda_matrix *m, uint64_t n_out
         return cudaGetLastError();
     }
     if (fmt) { /* the activations rounded through int8, as the CPU's int8 kernel has them */
-        float *xr = (float *)ds4_cuda_grow_kept(c, (void **)&c->act_round, &c->act_round_cap,
-                                                (size_t)rows * m->n * sizeof(float));
-        if (!xr) return cudaErrorMemoryAllocation;
-        ds4_cuda_act_round(c, fmt, x, (uint64_t)m->n, rows, m->n, xr, (uint64_t)m->n);
-        x = xr;
+        if (!(x = ds4_cuda_round_scratch(c, fmt, x, (uint64_t)m->n, rows, m->n, 1, 0)))
+            return cudaErrorMemoryAllocation;
     }
     const dim3 grid((unsigned)((n_out + WARPS - 1) / WARPS), (unsigned)pairs, m2 ? 2 : 1);
     pair_for(m->type)<<<grid, WARPS * 32, 0, c->stream>>>(c->arena + m->offset, m->row_bytes, m->block_bytes, m->n,

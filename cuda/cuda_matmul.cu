@@ -400,25 +400,14 @@ static void run_act(ds4_cuda *c, const ds4_cuda_product *q, int fmt) {
     ds4_cuda_product r = *q;
     const int64_t n = q->w.n;
     if (qrows_path(c, q)) {
-        if (!r.xq) {
-            uint8_t *xq = (uint8_t *)ds4_cuda_grow_kept(c, (void **)&c->act_q8, &c->act_q8_cap,
-                                                        (size_t)q->T * q8k_row_bytes(n));
-            if (!xq) return;
-            ds4_cuda_quantize_q8k(c, q->x, q->ldx, q->T, n, xq);
-            r.xq = xq;
-        }
+        if (!r.xq && !(r.xq = ds4_cuda_q8k_scratch(c, q->x, q->ldx, q->T, n))) return;
         run_qrows(c, &r, 1);
         return;
     }
     if (!r.act_ready) { /* a grouped product's inputs group by group, side by side */
         const uint64_t groups = q->group_rows ? (q->n_out + q->group_rows - 1) / q->group_rows : 1;
-        float *xr = (float *)ds4_cuda_grow_kept(c, (void **)&c->act_round, &c->act_round_cap,
-                                                (size_t)q->T * groups * n * sizeof(float));
-        if (!xr) return;
-        r.x = xr;
+        if (!(r.x = ds4_cuda_round_scratch(c, fmt, q->x, q->ldx, q->T, n, groups, q->group_x))) return;
         r.ldx = groups * n;
-        for (uint64_t g = 0; g < groups; g++)
-            ds4_cuda_act_round(c, fmt, q->x + g * q->group_x, q->ldx, q->T, n, xr + g * n, r.ldx);
         if (q->group_rows) r.group_x = (uint64_t)n;
     }
     run_one(c, &r);

@@ -84,54 +84,39 @@ static void matmul_rows(const matmul_job *j, uint64_t begin, uint64_t end) {
         }
         return;
     }
-    /* Stored rows two at a time through the level's rowdot2x4, four activation rows at a
-     * time, the rest through its rowdot: the same bits as the converted rows below, with
-     * no converted copy written and read back (a quarter of an 8-sequence decode's time). */
-    if (j->rowdot2x4 && j->rowdot) {
-        for (uint64_t o = begin; o < end; o += 2) {
-            const int rows = end - o >= 2 ? 2 : 1;
-            const uint8_t *w[2];
-            for (int r = 0; r < rows; r++) w[r] = (const uint8_t *)p->W->data + (p->row0 + o + (uint64_t)r) * row_bytes;
-            int t = 0;
-            if (rows == 2)
-                for (; t + 4 <= p->T; t += 4) {
-                    float out[2][4];
-                    j->rowdot2x4(w[0], w[1], p->x + (uint64_t)t * p->ldx, p->ldx, n, out);
-                    for (int k = 0; k < 4; k++)
-                        for (int r = 0; r < 2; r++) p->y[(uint64_t)(t + k) * p->ldy + o + (uint64_t)r] = out[r][k];
-                }
-            for (; t < p->T; t++)
-                for (int r = 0; r < rows; r++)
-                    p->y[(uint64_t)t * p->ldy + o + (uint64_t)r] = j->rowdot(w[r], p->x + (uint64_t)t * p->ldx, n);
-        }
-        return;
-    }
     /* Rows two at a time, so four activation rows at a time go through the level's dot2x4
-     * (AVX2, AVX-512); what is left over goes through the level's dot. */
-    const bool direct = p->W->type == GGML_TYPE_F32;
+     * (AVX2, AVX-512) and what is left over through its dot, over F32 rows or rows
+     * converted once; or Q8_0 rows read in place by its rowdot2x4 and rowdot, the same
+     * bits with no converted copy written and read back (a quarter of an 8-sequence decode
+     * step's time). */
+    const bool stored = j->rowdot2x4 && j->rowdot, direct = stored || p->W->type == GGML_TYPE_F32;
     float *tmp = direct ? NULL : scratch_floats(2 * n);
     for (uint64_t o = begin; o < end; o += 2) {
         const int rows = end - o >= 2 ? 2 : 1;
-        const float *w[2] = {NULL, NULL};
+        const void *w[2] = {NULL, NULL};
         for (int r = 0; r < rows; r++) {
             const uint8_t *src = (const uint8_t *)p->W->data + (p->row0 + o + (uint64_t)r) * row_bytes;
-            w[r] = (const float *)(const void *)src;
+            w[r] = src;
             if (!direct) {
                 ds4_row_to_f32(p->W->type, src, tmp + (uint64_t)r * n, (int64_t)n);
                 w[r] = tmp + (uint64_t)r * n;
             }
         }
         int t = 0;
-        if (rows == 2 && j->dot2x4)
+        if (rows == 2 && (stored || j->dot2x4))
             for (; t + 4 <= p->T; t += 4) {
                 float out[2][4];
-                j->dot2x4(w[0], w[1], p->x + (uint64_t)t * p->ldx, p->ldx, n, out);
+                const float *x = p->x + (uint64_t)t * p->ldx;
+                if (stored) j->rowdot2x4(w[0], w[1], x, p->ldx, n, out);
+                else j->dot2x4(w[0], w[1], x, p->ldx, n, out);
                 for (int k = 0; k < 4; k++)
                     for (int r = 0; r < 2; r++) p->y[(uint64_t)(t + k) * p->ldy + o + (uint64_t)r] = out[r][k];
             }
         for (; t < p->T; t++)
-            for (int r = 0; r < rows; r++)
-                p->y[(uint64_t)t * p->ldy + o + (uint64_t)r] = j->dot(w[r], p->x + (uint64_t)t * p->ldx, n);
+            for (int r = 0; r < rows; r++) {
+                const float *x = p->x + (uint64_t)t * p->ldx;
+                p->y[(uint64_t)t * p->ldy + o + (uint64_t)r] = stored ? j->rowdot(w[r], x, n) : j->dot(w[r], x, n);
+            }
     }
 }
 
