@@ -45,6 +45,11 @@ struct ds4_cuda {
     uint8_t *act_q8;
     float *act_round;
     size_t act_q8_cap, act_round_cap;
+    /* the tensor-core tiles (cuda_mma.cu): the fewest activation rows they take, and
+     * their activations as three bfloat16 planes */
+    int mma_min_t;
+    uint16_t *mma_x;
+    size_t mma_x_cap;
 };
 
 /* The activation format of products over `type` (DS4_CUDA_ACT_*, 0: F32). */
@@ -62,6 +67,33 @@ void ds4_cuda_quantize_q8k(ds4_cuda *c, const float *x, uint64_t ldx, int T, int
 const uint8_t *ds4_cuda_q8k_scratch(ds4_cuda *c, const float *x, uint64_t ldx, int T, int64_t n);
 const float *ds4_cuda_round_scratch(ds4_cuda *c, int fmt, const float *x, uint64_t ldx, int T, int64_t n,
                                     uint64_t groups, uint64_t group_x);
+/* cuda_mma.cu: whether the tensor-core tiles take q (its type, row length and groups),
+ * and q run so (queued; x and y in device memory). */
+bool ds4_cuda_mma_takes(const ds4_cuda_product *q);
+cudaError_t ds4_cuda_mma_init(void); /* their shared memory, once with the device */
+void ds4_cuda_mma(ds4_cuda *c, const ds4_cuda_product *q);
+/* IQ2_XXS and Q2_K rows times Q8_K activation rows, a warp per weight row
+ * (cuda_matmul.cu): up to QMULTI products of one type and row length in a
+ * launch (the grouped MoE's experts, each with its own rows), each with its first
+ * thread block. */
+#define QMULTI 64
+typedef struct {
+    const uint8_t *W, *xq;
+    float *y;
+    uint64_t n_out, ldy;
+    uint32_t first_block;
+    int T;
+} qrows_entry;
+typedef struct {
+    qrows_entry e[QMULTI];
+    int n;
+    int staged; /* the rows go through shared memory first (cuda_qdot.cuh's stage_row) */
+    uint64_t row_bytes;
+    int64_t len;
+} qrows_job;
+/* y[t][o] (ldy apart) = the sum of c->split's `slices` partial sums [slice][t][o] of T
+ * rows of n_out, added slice by slice (cuda_matmul.cu). */
+void ds4_cuda_sum_slices(ds4_cuda *c, int slices, int T, uint64_t n_out, float *y, uint64_t ldy);
 /* Work buffers that a launch without an error return (the products) grows: a failure is
  * kept for the next check, as a failed launch's is (cuda_memory.cu); NULL then. */
 void *ds4_cuda_grow_kept(ds4_cuda *c, void **buf, size_t *cap, size_t bytes);

@@ -36,25 +36,33 @@ __global__ void pair_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes, u
 }
 
 /* The same over Q8_K activation rows for IQ2_XXS and Q2_K (cuda_qdot.cuh), QROWS rows a
- * warp. */
+ * warp, staged in shared memory first where `staged`. */
 #define QWARPS 8
 #define QROWS 4
 template <int TYPE>
 __global__ void __launch_bounds__(QWARPS * 32)
 qpair_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes, int64_t n, uint64_t n_out,
              const uint8_t *__restrict__ xq, int x_per_pair, const int32_t *choice, float *__restrict__ y,
-             const uint8_t *__restrict__ W2, float *__restrict__ y2) {
+             const uint8_t *__restrict__ W2, float *__restrict__ y2, int staged) {
+    extern __shared__ __align__(16) uint8_t rows[];
     __shared__ uint64_t grid[TYPE == T_IQ2_XXS ? 256 : 1];
     if constexpr (TYPE == T_IQ2_XXS) load_grid(grid);
     const int p = blockIdx.y;
     if (blockIdx.z) W = W2, y = y2;
     const uint64_t qb = q8k_row_bytes(n), base = choice ? (uint64_t)choice[p] * n_out : 0;
     const uint8_t *act = xq + (uint64_t)(p / x_per_pair) * qb;
-    const uint64_t first = (uint64_t)blockIdx.x * QWARPS * QROWS;
-    const uint64_t end = first + QWARPS * QROWS < n_out ? first + QWARPS * QROWS : n_out;
-    for (uint64_t o = first + (threadIdx.x >> 5); o < end; o += QWARPS) {
+    const uint64_t first = (uint64_t)blockIdx.x * QWARPS * QROWS + (threadIdx.x >> 5);
+    const uint64_t end = (uint64_t)blockIdx.x * QWARPS * QROWS + QWARPS * QROWS < n_out
+                             ? (uint64_t)blockIdx.x * QWARPS * QROWS + QWARPS * QROWS
+                             : n_out;
+    uint8_t *mine = rows + (threadIdx.x >> 5) * QROWS * row_bytes;
+    if (staged) {
+        for (uint64_t o = first, k = 0; o < end; o += QWARPS, k++) stage_row(mine + k * row_bytes, W + (base + o) * row_bytes, row_bytes);
+        stage_wait();
+    }
+    for (uint64_t o = first, k = 0; o < end; o += QWARPS, k++) {
         float acc[1];
-        q8_dots<TYPE, 1>(W + (base + o) * row_bytes, n, act, qb, grid, acc);
+        q8_dots<TYPE, 1>(staged ? mine + k * row_bytes : W + (base + o) * row_bytes, n, act, qb, grid, acc);
         if ((threadIdx.x & 31) == 0) y[(uint64_t)p * n_out + o] = acc[0];
     }
 }
@@ -184,9 +192,12 @@ static cudaError_t product(ds4_cuda *c, const ds4_cuda_matrix *m, uint64_t n_out
         const uint8_t *xq = ds4_cuda_q8k_scratch(c, x, (uint64_t)m->n, rows, m->n);
         if (!xq) return cudaErrorMemoryAllocation;
         const dim3 grid((unsigned)((n_out + QWARPS * QROWS - 1) / (QWARPS * QROWS)), (unsigned)pairs, m2 ? 2 : 1);
-        (m->type == T_IQ2_XXS ? qpair_kernel<T_IQ2_XXS> : qpair_kernel<T_Q2_K>)<<<grid, QWARPS * 32, 0, c->stream>>>(
+        const size_t stage = QWARPS * QROWS * m->row_bytes;
+        const int staged = m->row_bytes % 16 == 0 && stage <= STAGE_BYTES;
+        (m->type == T_IQ2_XXS ? qpair_kernel<T_IQ2_XXS> : qpair_kernel<T_Q2_K>)<<<grid, QWARPS * 32,
+                                                                                  staged ? stage : 0, c->stream>>>(
             c->arena + m->offset, m->row_bytes, m->n, n_out, xq, x_per_pair, choice, y,
-            m2 ? c->arena + m2->offset : NULL, y2);
+            m2 ? c->arena + m2->offset : NULL, y2, staged);
         return cudaGetLastError();
     }
     if (fmt) { /* the activations rounded through int8, as the CPU's int8 kernel has them */

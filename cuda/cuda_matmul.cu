@@ -194,6 +194,11 @@ __global__ void sum_kernel(const float *partial, int slices, int T, uint64_t n_o
     y[t * ldy + o] = s;
 }
 
+void ds4_cuda_sum_slices(ds4_cuda *c, int slices, int T, uint64_t n_out, float *y, uint64_t ldy) {
+    const uint64_t outs = (uint64_t)T * n_out;
+    sum_kernel<<<(unsigned)((outs + 255) / 256), 256, 0, c->stream>>>(c->split, slices, T, n_out, y, ldy);
+}
+
 typedef void (*split_fn)(const uint8_t *, uint64_t, uint32_t, int64_t, uint64_t, const float *, uint64_t, int, int64_t,
                          float *, uint64_t, uint64_t);
 
@@ -258,10 +263,20 @@ static void run_rows(ds4_cuda *c, const ds4_cuda_product *p, int n) {
     if (blocks) kernel_for(p[0].w.type, j.T)<<<blocks, WARPS * 32, 0, c->stream>>>(j);
 }
 
+/* Whether q runs on the tensor-core tiles (cuda_mma.cu); a grouped product whose groups
+ * they cannot take runs there group by group. */
+static bool mma_path(const ds4_cuda *c, const ds4_cuda_product *q) {
+    ds4_cuda_product whole = *q;
+    whole.group_rows = whole.group_x = 0;
+    return q->T >= c->mma_min_t && ds4_cuda_mma_takes(&whole);
+}
+
 static void run_one(ds4_cuda *c, const ds4_cuda_product *q) {
     const uint8_t *W = c->arena + q->w.offset;
     const uint64_t gr = q->group_rows, gx = q->group_x;
-    if (gr && q->T >= DS4_CUDA_GEMM_MIN_T && gr % GM) { /* the tiles would straddle groups: one at a time */
+    const bool tiles = q->T >= DS4_CUDA_GEMM_MIN_T || mma_path(c, q);
+    if (gr && tiles && (mma_path(c, q) ? !ds4_cuda_mma_takes(q) : gr % GM != 0)) {
+        /* the tiles would straddle groups: one at a time */
         for (uint64_t g = 0; g * gr < q->n_out; g++) {
             ds4_cuda_product one = *q;
             one.group_rows = one.group_x = 0;
@@ -284,9 +299,9 @@ static void run_one(ds4_cuda *c, const ds4_cuda_product *q) {
         const dim3 grid(warp_blocks, (unsigned)slices);
         split_for(q->w.type)<<<grid, WARPS * 32, 0, c->stream>>>(W, q->w.row_bytes, q->w.block_bytes, q->w.n,
                                                                   q->n_out, q->x, q->ldx, q->T, span, c->split, gr, gx);
-        const uint64_t outs = (uint64_t)q->T * q->n_out;
-        sum_kernel<<<(unsigned)((outs + 255) / 256), 256, 0, c->stream>>>(c->split, (int)slices, q->T, q->n_out, q->y,
-                                                                          q->ldy);
+        ds4_cuda_sum_slices(c, (int)slices, q->T, q->n_out, q->y, q->ldy);
+    } else if (mma_path(c, q)) {
+        ds4_cuda_mma(c, q);
     } else if (q->T >= DS4_CUDA_GEMM_MIN_T) {
         const dim3 grid((unsigned)((q->n_out + GM - 1) / GM), (unsigned)((q->T + GN - 1) / GN));
         gemm_for(q->w.type)<<<grid, GEMM_THREADS, GEMM_SMEM, c->stream>>>(W, q->w.row_bytes, q->w.block_bytes, q->w.n,
@@ -298,37 +313,23 @@ static void run_one(ds4_cuda *c, const ds4_cuda_product *q) {
 }
 
 /* A warp per weight row: whether q runs so, and whether q and r can share a launch. */
-static bool rows_path(const ds4_cuda_product *q) {
-    return q->T > 0 && q->T < DS4_CUDA_GEMM_MIN_T && !(q->w.n % 32 && plain_for(q->w.type));
+static bool rows_path(const ds4_cuda *c, const ds4_cuda_product *q) {
+    return q->T > 0 && q->T < DS4_CUDA_GEMM_MIN_T && !(q->w.n % 32 && plain_for(q->w.type)) && !mma_path(c, q);
 }
 static bool same_rows(const ds4_cuda_product *q, const ds4_cuda_product *r) {
     return q->w.type == r->w.type && q->w.n == r->w.n && q->w.row_bytes == r->w.row_bytes && q->T == r->T &&
            q->ldx == r->ldx;
 }
 
-/* IQ2_XXS and Q2_K rows times Q8_K activation rows (cuda_qdot.cuh): a warp per weight
- * row, QROWS rows a warp, each row's activation rows in passes of eight, then four, two,
- * one; up to QMULTI products of one type and row length in a launch (the grouped MoE's
- * experts, each with its own rows), each with its first thread block. */
+/* IQ2_XXS and Q2_K rows times Q8_K activation rows (cuda_qdot.cuh; qrows_job in
+ * cuda_device.h): a warp per weight row, QROWS rows a warp, each row's activation rows in passes of eight, then four, two,
+ * one. */
 #define QWARPS 8
 #define QROWS 4
-#define QMULTI 64
-typedef struct {
-    const uint8_t *W, *xq;
-    float *y;
-    uint64_t n_out, ldy;
-    uint32_t first_block;
-    int T;
-} qrows_entry;
-typedef struct {
-    qrows_entry e[QMULTI];
-    int n;
-    uint64_t row_bytes;
-    int64_t len;
-} qrows_job;
 
 template <int TYPE>
 __global__ void __launch_bounds__(QWARPS * 32) qmatmul_kernel(const __grid_constant__ qrows_job j) {
+    extern __shared__ __align__(16) uint8_t staged_rows[];
     __shared__ uint64_t grid[TYPE == T_IQ2_XXS ? 256 : 1];
     if constexpr (TYPE == T_IQ2_XXS) load_grid(grid);
     int lo = 0, hi = j.n - 1; /* the entry of this block: the last whose first block is not after it */
@@ -342,8 +343,14 @@ __global__ void __launch_bounds__(QWARPS * 32) qmatmul_kernel(const __grid_const
     const int T = e.T;
     const uint64_t qb = q8k_row_bytes(n), first = (uint64_t)(blockIdx.x - e.first_block) * QWARPS * QROWS;
     const uint64_t end = first + QWARPS * QROWS < e.n_out ? first + QWARPS * QROWS : e.n_out;
-    for (uint64_t o = first + (threadIdx.x >> 5); o < end; o += QWARPS) {
-        const uint8_t *row = e.W + o * j.row_bytes;
+    uint8_t *mine = staged_rows + (threadIdx.x >> 5) * QROWS * j.row_bytes;
+    if (j.staged) {
+        for (uint64_t o = first + (threadIdx.x >> 5), k = 0; o < end; o += QWARPS, k++)
+            stage_row(mine + k * j.row_bytes, e.W + o * j.row_bytes, j.row_bytes);
+        stage_wait();
+    }
+    for (uint64_t o = first + (threadIdx.x >> 5), k = 0; o < end; o += QWARPS, k++) {
+        const uint8_t *row = j.staged ? mine + k * j.row_bytes : e.W + o * j.row_bytes;
         float *y = e.y;
         float acc[8];
         int t0 = 0;
@@ -388,9 +395,11 @@ static void run_qrows(ds4_cuda *c, const ds4_cuda_product *p, int n) {
     j.n = n;
     j.row_bytes = p[0].w.row_bytes;
     j.len = p[0].w.n;
+    const size_t stage = QWARPS * QROWS * j.row_bytes;
+    j.staged = j.row_bytes % 16 == 0 && stage <= STAGE_BYTES;
     if (!blocks) return;
-    if (p[0].w.type == T_IQ2_XXS) qmatmul_kernel<T_IQ2_XXS><<<blocks, QWARPS * 32, 0, c->stream>>>(j);
-    else qmatmul_kernel<T_Q2_K><<<blocks, QWARPS * 32, 0, c->stream>>>(j);
+    if (p[0].w.type == T_IQ2_XXS) qmatmul_kernel<T_IQ2_XXS><<<blocks, QWARPS * 32, j.staged ? stage : 0, c->stream>>>(j);
+    else qmatmul_kernel<T_Q2_K><<<blocks, QWARPS * 32, j.staged ? stage : 0, c->stream>>>(j);
 }
 
 /* A product whose activations go through int8 first (act_format): on the int8 path its
@@ -431,7 +440,8 @@ extern "C" void ds4_cuda_run(ds4_cuda *c, const ds4_cuda_product *p, int n) {
             continue;
         }
         int m = 1;
-        while (k + m < n && m < MULTI_MAX && rows_path(&p[k]) && rows_path(&p[k + m]) && same_rows(&p[k], &p[k + m]) &&
+        while (k + m < n && m < MULTI_MAX && rows_path(c, &p[k]) && rows_path(c, &p[k + m]) &&
+               same_rows(&p[k], &p[k + m]) &&
                !act_format(c, p[k + m].w.type))
             m++;
         if (m > 1) run_rows(c, p + k, m);
@@ -568,10 +578,13 @@ extern "C" ds4_cuda *ds4_cuda_create(int device, char *err, size_t cap) {
         return NULL;
     }
     c->split_cap = SPLIT_FLOATS;
+    const char *min_t = getenv("DS4_CUDA_MMA_MIN_T");
+    c->mma_min_t = min_t && atoi(min_t) > 0 ? atoi(min_t) : DS4_CUDA_MMA_MIN_T;
     const uint32_t types[] = {T_F32, T_F16, T_BF16, T_Q8_0, T_Q4_0, T_MXFP4, T_Q2_K, T_Q3_K, T_Q4_K, T_Q5_K, T_Q6_K, T_IQ2_XXS};
     for (size_t i = 0; i < sizeof types / sizeof types[0] && e == cudaSuccess; i++)
         e = cudaFuncSetAttribute((const void *)gemm_for(types[i]), cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)GEMM_SMEM);
+    if (e == cudaSuccess) e = ds4_cuda_mma_init();
     if (e != cudaSuccess) {
         fail(err, cap, "the tiled product's shared memory", e);
         ds4_cuda_destroy(c);
@@ -600,6 +613,7 @@ extern "C" void ds4_cuda_destroy(ds4_cuda *c) {
     cudaFree(c->split);
     cudaFree(c->act_q8);
     cudaFree(c->act_round);
+    cudaFree(c->mma_x);
     cudaFreeHost(c->hx);
     cudaFreeHost(c->hy);
     cudaStreamDestroy(c->stream);

@@ -73,6 +73,10 @@ void ds4_cuda_act_formats(ds4_cuda *c, const uint8_t *fmt, int n_types);
  * rows (prefill); below, a warp per weight row reads it once per eight activation rows. */
 #define DS4_CUDA_GEMM_MIN_T 64
 
+/* Activation rows from which Q8_0, F16 and BF16 products run on the tensor cores
+ * (cuda_mma.cu: F32 accuracy; DS4_CUDA_MMA_MIN_T in the environment moves it). */
+#define DS4_CUDA_MMA_MIN_T 16
+
 /* Whether the products can run rows of n values of this type. */
 int ds4_cuda_rows_supported(uint32_t type, int64_t n);
 /* Products with x and y in device memory, queued on the device's stream (launch errors:

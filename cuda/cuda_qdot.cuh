@@ -28,6 +28,23 @@ __device__ __forceinline__ void load_grid(uint64_t *grid) {
     __syncthreads();
 }
 
+/* Rows of a warp staged in shared memory before it reads them: each row's bytes copied
+ * by the lanes in 16-byte pieces (cp.async, no registers), all in flight at once, so a
+ * block's many small loads hit shared memory and the rows stream at the memory's pace.
+ * STAGE_BYTES bounds the staged rows of a thread block (the static shared memory limit,
+ * less the grid's table). stage_row queues one row (row_bytes a multiple of 16, both
+ * addresses 16-byte aligned); stage_wait waits for the warp's rows. */
+#define STAGE_BYTES (46 * 1024)
+__device__ __forceinline__ void stage_row(uint8_t *dst, const uint8_t *src, uint64_t row_bytes) {
+    const uint32_t to = (uint32_t)__cvta_generic_to_shared(dst);
+    for (uint32_t i = (threadIdx.x & 31) * 16; i < row_bytes; i += 32 * 16)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(to + i), "l"(src + i));
+}
+__device__ __forceinline__ void stage_wait() {
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+    __syncwarp();
+}
+
 /* Eight sign bits (bit j: value j negative) as the byte masks of the low and high four
  * values (0xff: negative), for (g ^ m) - m. */
 __device__ __forceinline__ uint32_t sign_mask4(uint32_t bits4) { return ((bits4 * 0x00204081u) & 0x01010101u) * 0xffu; }

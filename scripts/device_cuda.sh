@@ -8,8 +8,10 @@
 # Flash-shaped q2 model made in device memory (--synthetic flash at FULL_CTX, default
 # 2048,4096,8192, its batched decode at FULL_PARALLEL, default 1,8,32,64, then its prefill
 # and decode profile at PROFILE_CTX, default 2048), and compute-sanitizer racechecks of
-# 64-token runs on tiny-a and tiny-b (and tiny-b's q2 file where the tests made it). PARTS picks among tests, racecheck, l4, full, batch and profile
-# (default all). The CSVs go to $OUT; the logs and profiles into one
+# 64-token runs on tiny-a and tiny-b (and tiny-b's q2 file where the tests made it), and
+# (part kernels, not in the default) ncu's time of every kernel of a decode step and of a
+# 256-token prefill chunk of the full-size model, summed by kernel (scripts/kernel_times.py). PARTS picks
+# among tests, racecheck, l4, full, batch, profile and kernels (default all but kernels). The CSVs go to $OUT; the logs and profiles into one
 # $OUT/logs.tar (the device tool brings back eight files).
 #   usage: OUT=DIR [PARTS="tests profile"] [FULL_CTX=2048,8192] [FULL_REPEATS=1] sh scripts/device_cuda.sh
 cd "$(dirname "$0")/.." || exit 2
@@ -66,6 +68,17 @@ if part profile; then
     bin/ds4-bench --synthetic flash --backend cuda -p "${PROFILE_CTX:-2048}" -n 32 -r 1 --profile \
         >"$L/profile-synthetic-flash-q2.txt" 2>&1
     grep -B 14 -A 14 '^decode profile' "$L/profile-synthetic-flash-q2.txt"
+fi
+NCU=${NCU:-/usr/local/cuda/bin/ncu}
+if part kernels && [ -x "$NCU" ]; then
+    # past the weights' fills (~470 launches) and most of the warm-up's 16-token prefill
+    # (~2,200): its decode step (pass 1), then the 256-token chunk (pass 2)
+    DS4_CUDA_NO_GRAPHS=1 "$NCU" --csv --metrics gpu__time_duration.sum --launch-skip 2600 --launch-count 5800 \
+        bin/ds4-bench --synthetic flash --backend cuda -p 256 -n 1 -r 1 >"$L/ncu.csv" 2>"$L/ncu.err"
+    python3 scripts/kernel_times.py "$L/ncu.csv" '^fill_kernel' 1 >"$OUT/kernels-decode.csv"
+    python3 scripts/kernel_times.py "$L/ncu.csv" '^fill_kernel' 2 >"$OUT/kernels-prefill-256.csv"
+    head -n 12 "$OUT/kernels-decode.csv"
+    head -n 20 "$OUT/kernels-prefill-256.csv"
 fi
 tar -C "$L" -cf "$OUT/logs.tar" .
 rm -rf "$L"

@@ -37,7 +37,7 @@ fi
 if [ -x build/tests/cuda_decode ]; then
     build/tests/cuda_decode >"$T/dec" 2>&1
     grep -E '^(ok|FAIL)' "$T/dec" | sed 's/^/    /'
-    if grep -q '21 passed, 0 failed' "$T/dec"; then ok decode_every_type; else bad decode_every_type "$(grep FAIL "$T/dec" | head -n 2)"; fi
+    if grep -q '22 passed, 0 failed' "$T/dec"; then ok decode_every_type; else bad decode_every_type "$(grep FAIL "$T/dec" | head -n 2)"; fi
 else
     skipped=$((skipped + 1)); echo "skip cuda/decode_every_type (build/tests/cuda_decode: make CUDA=1)"
 fi

@@ -63,7 +63,7 @@ int main(void) {
         return 77;
     }
     if (ds4_cuda_tables(c, ds4_iq2xxs_grid, ds4_ksigns_iq2xs, ds4_kmask_iq2xs, err, sizeof err) < 0 ||
-        ds4_cuda_reserve(c, 64u << 20, err, sizeof err) < 0) {
+        ds4_cuda_reserve(c, 96u << 20, err, sizeof err) < 0) {
         printf("FAIL cuda_decode/setup: %s\n", err);
         return 1;
     }
@@ -71,7 +71,7 @@ int main(void) {
                                      GGML_TYPE_MXFP4, GGML_TYPE_Q2_K, GGML_TYPE_Q3_K, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K,
                                      GGML_TYPE_Q6_K, GGML_TYPE_IQ2_XXS};
     enum { ROWS = 5, N = 512, T = DS4_CUDA_GEMM_MIN_T };
-    static const int shapes[] = {T, 8, 7, 1};
+    static const int shapes[] = {T, DS4_CUDA_MMA_MIN_T, 8, 7, 1};
     int pass = 0, fail = 0;
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
         const uint32_t type = types[k];
@@ -89,7 +89,7 @@ int main(void) {
         /* columns j in groups of T: each group's columns as one-hot rows, T at once (the
          * tiled kernel), then the group's first 8, 7 and 1 (the other) */
         for (int j0 = 0; j0 < N && !bad; j0 += T) {
-            for (int shape = 0; shape < 4 && !bad; shape++) {
+            for (size_t shape = 0; shape < sizeof shapes / sizeof shapes[0] && !bad; shape++) {
                 const int rows = shapes[shape] < N - j0 ? shapes[shape] : N - j0;
                 memset(x, 0, (size_t)T * N * sizeof(float));
                 for (int i = 0; i < rows; i++) x[(size_t)i * N + j0 + i] = 1.0f;
@@ -104,7 +104,7 @@ int main(void) {
                         /* == : a sum that starts at +0 cannot give -0 back */
                         if (!(y[(size_t)i * ROWS + r] == want[r * N + j0 + i])) {
                             snprintf(err, sizeof err, "row %d value %d: %g, the CPU %g (%s)", r, j0 + i,
-                                     y[(size_t)i * ROWS + r], want[r * N + j0 + i], rows >= T ? "tiled" : "a warp per row");
+                                     y[(size_t)i * ROWS + r], want[r * N + j0 + i], rows >= DS4_CUDA_MMA_MIN_T ? "tiled" : "a warp per row");
                             bad = 1;
                             break;
                         }
@@ -117,11 +117,12 @@ int main(void) {
         free(x);
         free(y);
     }
-    /* long rows (4096 values) of every type times random activations, one and nine rows,
-     * against the CPU's dequantized rows summed in double (a fixed but different order:
-     * within 1e-5 of the sum of |w x|) */
+    /* long rows (4096 values) of every type times random activations, one, nine and 70
+     * rows (the tensor-core tiles' partial tile and slices), against the CPU's dequantized
+     * rows summed in double (a fixed but different order: within 1e-5 of the sum of |w x|) */
     {
-        enum { SROWS = 3, SN = 4096, ST = 9 };
+        enum { SROWS = 3, SN = 4096, ST = 70 };
+        static const int long_shapes[] = {1, 9, ST};
         int bad = 0;
         float *x = malloc((size_t)ST * SN * sizeof(float)), *y = malloc((size_t)ST * SROWS * sizeof(float));
         float *wf = malloc((size_t)SROWS * SN * sizeof(float));
@@ -137,7 +138,8 @@ int main(void) {
             }
             uint64_t off;
             bad = ds4_cuda_upload(c, w, SROWS * row_bytes, &off, err, sizeof err) < 0;
-            for (int rows = 1; rows <= ST && !bad; rows += ST - 1) {
+            for (int s = 0; s < 3 && !bad; s++) {
+                const int rows = long_shapes[s];
                 const ds4_cuda_product p = {{off, row_bytes, type, t->block > 1 ? t->bytes : t->bytes * 32, SN}, SROWS,
                                             x, SN, rows, y, SROWS, 0, 0, 0, NULL};
                 bad = ds4_cuda_products(c, &p, 1, err, sizeof err) < 0;
@@ -159,6 +161,48 @@ int main(void) {
         }
         if (bad) { fail++; printf("FAIL cuda_decode/long_rows: %s\n", err); }
         else { pass++; printf("ok   cuda_decode/long_rows\n"); }
+        free(x);
+        free(y);
+        free(wf);
+    }
+    /* the tensor-core tiles unsliced: enough weight rows to fill the device, 70 activation
+     * rows (a full tile and a partial one), the same bound as the long rows */
+    {
+        enum { MROWS = 12288, MN = 512, MTT = 70 };
+        static const uint32_t mtypes[] = {GGML_TYPE_Q8_0, GGML_TYPE_F16, GGML_TYPE_BF16};
+        float *x = malloc((size_t)MTT * MN * sizeof(float)), *y = malloc((size_t)MTT * MROWS * sizeof(float));
+        float *wf = malloc((size_t)MROWS * MN * sizeof(float));
+        int bad = !x || !y || !wf;
+        for (int i = 0; i < MTT * MN && !bad; i++) x[i] = (float)((int)(next() % 2001) - 1000) / 1000.0f;
+        for (size_t k = 0; k < sizeof mtypes / sizeof mtypes[0] && !bad; k++) {
+            const ds4_type_info *t = ds4_type_get(mtypes[k]);
+            const uint64_t row_bytes = ds4_row_size(mtypes[k], MN);
+            uint8_t *w = malloc(MROWS * row_bytes);
+            for (int r = 0; r < MROWS; r++) {
+                random_row(mtypes[k], w + r * row_bytes, MN);
+                ds4_row_to_f32(mtypes[k], w + r * row_bytes, wf + (size_t)r * MN, MN);
+            }
+            ds4_cuda_product q = {{0, row_bytes, mtypes[k], t->block > 1 ? t->bytes : t->bytes * 32, MN}, MROWS, x, MN, MTT, y, MROWS,
+                                  0, 0, 0, NULL};
+            bad = ds4_cuda_upload(c, w, MROWS * row_bytes, &q.w.offset, err, sizeof err) < 0 ||
+                  ds4_cuda_products(c, &q, 1, err, sizeof err) < 0;
+            for (int i = 0; i < MTT && !bad; i++)
+                for (int r = 0; r < MROWS && !bad; r++) {
+                    double want = 0, mag = 0;
+                    for (int j = 0; j < MN; j++) {
+                        want += (double)wf[(size_t)r * MN + j] * x[(size_t)i * MN + j];
+                        mag += fabs((double)wf[(size_t)r * MN + j] * x[(size_t)i * MN + j]);
+                    }
+                    if (!(fabs(y[(size_t)i * MROWS + r] - want) <= 1e-5 * mag + 1e-30)) {
+                        snprintf(err, sizeof err, "%s row %d token %d: %g, want %g", t->name, r, i,
+                                 y[(size_t)i * MROWS + r], want);
+                        bad = 1;
+                    }
+                }
+            free(w);
+        }
+        if (bad) { fail++; printf("FAIL cuda_decode/tiles: %s\n", err); }
+        else { pass++; printf("ok   cuda_decode/tiles\n"); }
         free(x);
         free(y);
         free(wf);
