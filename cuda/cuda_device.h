@@ -67,9 +67,11 @@ void ds4_cuda_quantize_q8k(ds4_cuda *c, const float *x, uint64_t ldx, int T, int
 const uint8_t *ds4_cuda_q8k_scratch(ds4_cuda *c, const float *x, uint64_t ldx, int T, int64_t n);
 const float *ds4_cuda_round_scratch(ds4_cuda *c, int fmt, const float *x, uint64_t ldx, int T, int64_t n,
                                     uint64_t groups, uint64_t group_x);
-/* cuda_mma.cu: whether the tensor-core tiles take q (its type, row length and groups),
- * and q run so (queued; x and y in device memory). */
-bool ds4_cuda_mma_takes(const ds4_cuda_product *q);
+/* cuda_mma.cu: whether the tensor-core tiles take rows of n values of `type`, and q run
+ * so (queued; x and y in device memory; a grouped product's groups a multiple of
+ * DS4_CUDA_MMA_ROWS output rows, its group_x of 8). */
+#define DS4_CUDA_MMA_ROWS 64
+bool ds4_cuda_mma_takes(uint32_t type, int64_t n);
 cudaError_t ds4_cuda_mma_init(void); /* their shared memory, once with the device */
 void ds4_cuda_mma(ds4_cuda *c, const ds4_cuda_product *q);
 /* IQ2_XXS and Q2_K rows times Q8_K activation rows, a warp per weight row
@@ -87,7 +89,7 @@ typedef struct {
 typedef struct {
     qrows_entry e[QMULTI];
     int n;
-    int staged; /* the rows go through shared memory first (cuda_qdot.cuh's stage_row) */
+    int staged; /* the rows go through shared memory first (cuda_qdot.cuh's stage_rows) */
     uint64_t row_bytes;
     int64_t len;
 } qrows_job;

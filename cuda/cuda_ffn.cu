@@ -51,15 +51,10 @@ qpair_kernel(const uint8_t *__restrict__ W, uint64_t row_bytes, int64_t n, uint6
     if (blockIdx.z) W = W2, y = y2;
     const uint64_t qb = q8k_row_bytes(n), base = choice ? (uint64_t)choice[p] * n_out : 0;
     const uint8_t *act = xq + (uint64_t)(p / x_per_pair) * qb;
-    const uint64_t first = (uint64_t)blockIdx.x * QWARPS * QROWS + (threadIdx.x >> 5);
-    const uint64_t end = (uint64_t)blockIdx.x * QWARPS * QROWS + QWARPS * QROWS < n_out
-                             ? (uint64_t)blockIdx.x * QWARPS * QROWS + QWARPS * QROWS
-                             : n_out;
+    const uint64_t block0 = (uint64_t)blockIdx.x * QWARPS * QROWS, first = block0 + (threadIdx.x >> 5);
+    const uint64_t end = block0 + QWARPS * QROWS < n_out ? block0 + QWARPS * QROWS : n_out;
     uint8_t *mine = rows + (threadIdx.x >> 5) * QROWS * row_bytes;
-    if (staged) {
-        for (uint64_t o = first, k = 0; o < end; o += QWARPS, k++) stage_row(mine + k * row_bytes, W + (base + o) * row_bytes, row_bytes);
-        stage_wait();
-    }
+    if (staged) stage_rows(mine, W + base * row_bytes, row_bytes, first, end, QWARPS);
     for (uint64_t o = first, k = 0; o < end; o += QWARPS, k++) {
         float acc[1];
         q8_dots<TYPE, 1>(staged ? mine + k * row_bytes : W + (base + o) * row_bytes, n, act, qb, grid, acc);
@@ -192,12 +187,11 @@ static cudaError_t product(ds4_cuda *c, const ds4_cuda_matrix *m, uint64_t n_out
         const uint8_t *xq = ds4_cuda_q8k_scratch(c, x, (uint64_t)m->n, rows, m->n);
         if (!xq) return cudaErrorMemoryAllocation;
         const dim3 grid((unsigned)((n_out + QWARPS * QROWS - 1) / (QWARPS * QROWS)), (unsigned)pairs, m2 ? 2 : 1);
-        const size_t stage = QWARPS * QROWS * m->row_bytes;
-        const int staged = m->row_bytes % 16 == 0 && stage <= STAGE_BYTES;
-        (m->type == T_IQ2_XXS ? qpair_kernel<T_IQ2_XXS> : qpair_kernel<T_Q2_K>)<<<grid, QWARPS * 32,
-                                                                                  staged ? stage : 0, c->stream>>>(
+        const size_t stage = stage_bytes(m->row_bytes, QWARPS * QROWS);
+        (m->type == T_IQ2_XXS ? qpair_kernel<T_IQ2_XXS> : qpair_kernel<T_Q2_K>)<<<grid, QWARPS * 32, stage,
+                                                                                  c->stream>>>(
             c->arena + m->offset, m->row_bytes, m->n, n_out, xq, x_per_pair, choice, y,
-            m2 ? c->arena + m2->offset : NULL, y2, staged);
+            m2 ? c->arena + m2->offset : NULL, y2, stage != 0);
         return cudaGetLastError();
     }
     if (fmt) { /* the activations rounded through int8, as the CPU's int8 kernel has them */

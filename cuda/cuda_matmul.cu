@@ -263,20 +263,17 @@ static void run_rows(ds4_cuda *c, const ds4_cuda_product *p, int n) {
     if (blocks) kernel_for(p[0].w.type, j.T)<<<blocks, WARPS * 32, 0, c->stream>>>(j);
 }
 
-/* Whether q runs on the tensor-core tiles (cuda_mma.cu); a grouped product whose groups
- * they cannot take runs there group by group. */
+/* Whether q runs on the tensor-core tiles (cuda_mma.cu). */
 static bool mma_path(const ds4_cuda *c, const ds4_cuda_product *q) {
-    ds4_cuda_product whole = *q;
-    whole.group_rows = whole.group_x = 0;
-    return q->T >= c->mma_min_t && ds4_cuda_mma_takes(&whole);
+    return q->T >= c->mma_min_t && ds4_cuda_mma_takes(q->w.type, q->w.n);
 }
 
 static void run_one(ds4_cuda *c, const ds4_cuda_product *q) {
     const uint8_t *W = c->arena + q->w.offset;
     const uint64_t gr = q->group_rows, gx = q->group_x;
-    const bool tiles = q->T >= DS4_CUDA_GEMM_MIN_T || mma_path(c, q);
-    if (gr && tiles && (mma_path(c, q) ? !ds4_cuda_mma_takes(q) : gr % GM != 0)) {
-        /* the tiles would straddle groups: one at a time */
+    const bool mma = mma_path(c, q);
+    const bool straddle = mma ? gr % DS4_CUDA_MMA_ROWS || gx % 8 : gr % GM;
+    if (gr && (mma || q->T >= DS4_CUDA_GEMM_MIN_T) && straddle) { /* the tiles would straddle groups: one at a time */
         for (uint64_t g = 0; g * gr < q->n_out; g++) {
             ds4_cuda_product one = *q;
             one.group_rows = one.group_x = 0;
@@ -300,7 +297,7 @@ static void run_one(ds4_cuda *c, const ds4_cuda_product *q) {
         split_for(q->w.type)<<<grid, WARPS * 32, 0, c->stream>>>(W, q->w.row_bytes, q->w.block_bytes, q->w.n,
                                                                   q->n_out, q->x, q->ldx, q->T, span, c->split, gr, gx);
         ds4_cuda_sum_slices(c, (int)slices, q->T, q->n_out, q->y, q->ldy);
-    } else if (mma_path(c, q)) {
+    } else if (mma) {
         ds4_cuda_mma(c, q);
     } else if (q->T >= DS4_CUDA_GEMM_MIN_T) {
         const dim3 grid((unsigned)((q->n_out + GM - 1) / GM), (unsigned)((q->T + GN - 1) / GN));
@@ -322,8 +319,8 @@ static bool same_rows(const ds4_cuda_product *q, const ds4_cuda_product *r) {
 }
 
 /* IQ2_XXS and Q2_K rows times Q8_K activation rows (cuda_qdot.cuh; qrows_job in
- * cuda_device.h): a warp per weight row, QROWS rows a warp, each row's activation rows in passes of eight, then four, two,
- * one. */
+ * cuda_device.h): a warp per weight row, QROWS rows a warp, each row's activation rows
+ * in passes of eight, then four, two, one. */
 #define QWARPS 8
 #define QROWS 4
 
@@ -344,11 +341,7 @@ __global__ void __launch_bounds__(QWARPS * 32) qmatmul_kernel(const __grid_const
     const uint64_t qb = q8k_row_bytes(n), first = (uint64_t)(blockIdx.x - e.first_block) * QWARPS * QROWS;
     const uint64_t end = first + QWARPS * QROWS < e.n_out ? first + QWARPS * QROWS : e.n_out;
     uint8_t *mine = staged_rows + (threadIdx.x >> 5) * QROWS * j.row_bytes;
-    if (j.staged) {
-        for (uint64_t o = first + (threadIdx.x >> 5), k = 0; o < end; o += QWARPS, k++)
-            stage_row(mine + k * j.row_bytes, e.W + o * j.row_bytes, j.row_bytes);
-        stage_wait();
-    }
+    if (j.staged) stage_rows(mine, e.W, j.row_bytes, first + (threadIdx.x >> 5), end, QWARPS);
     for (uint64_t o = first + (threadIdx.x >> 5), k = 0; o < end; o += QWARPS, k++) {
         const uint8_t *row = j.staged ? mine + k * j.row_bytes : e.W + o * j.row_bytes;
         float *y = e.y;
@@ -395,11 +388,11 @@ static void run_qrows(ds4_cuda *c, const ds4_cuda_product *p, int n) {
     j.n = n;
     j.row_bytes = p[0].w.row_bytes;
     j.len = p[0].w.n;
-    const size_t stage = QWARPS * QROWS * j.row_bytes;
-    j.staged = j.row_bytes % 16 == 0 && stage <= STAGE_BYTES;
+    const size_t stage = stage_bytes(j.row_bytes, QWARPS * QROWS);
+    j.staged = stage != 0;
     if (!blocks) return;
-    if (p[0].w.type == T_IQ2_XXS) qmatmul_kernel<T_IQ2_XXS><<<blocks, QWARPS * 32, j.staged ? stage : 0, c->stream>>>(j);
-    else qmatmul_kernel<T_Q2_K><<<blocks, QWARPS * 32, j.staged ? stage : 0, c->stream>>>(j);
+    if (p[0].w.type == T_IQ2_XXS) qmatmul_kernel<T_IQ2_XXS><<<blocks, QWARPS * 32, stage, c->stream>>>(j);
+    else qmatmul_kernel<T_Q2_K><<<blocks, QWARPS * 32, stage, c->stream>>>(j);
 }
 
 /* A product whose activations go through int8 first (act_format): on the int8 path its

@@ -18,7 +18,7 @@
 #include "cuda_decode.cuh"
 #include "cuda_device.h"
 
-#define MT 64
+#define MT DS4_CUDA_MMA_ROWS
 #define NT 64
 #define KT 64
 #define PAD 8 /* bfloat16 values of padding a row: the fragments' loads hit 32 banks */
@@ -247,9 +247,7 @@ cudaError_t ds4_cuda_mma_init(void) {
     return e;
 }
 
-bool ds4_cuda_mma_takes(const ds4_cuda_product *q) {
-    return mma_for(q->w.type) && q->w.n % KT == 0 && (!q->group_rows || (q->group_rows % MT == 0 && q->group_x % 8 == 0));
-}
+bool ds4_cuda_mma_takes(uint32_t type, int64_t n) { return mma_for(type) && n % KT == 0; }
 
 void ds4_cuda_mma(ds4_cuda *c, const ds4_cuda_product *q) {
     const uint64_t groups = q->group_rows ? (q->n_out + q->group_rows - 1) / q->group_rows : 1;

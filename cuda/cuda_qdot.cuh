@@ -31,16 +31,21 @@ __device__ __forceinline__ void load_grid(uint64_t *grid) {
 /* Rows of a warp staged in shared memory before it reads them: each row's bytes copied
  * by the lanes in 16-byte pieces (cp.async, no registers), all in flight at once, so a
  * block's many small loads hit shared memory and the rows stream at the memory's pace.
- * STAGE_BYTES bounds the staged rows of a thread block (the static shared memory limit,
- * less the grid's table). stage_row queues one row (row_bytes a multiple of 16, both
- * addresses 16-byte aligned); stage_wait waits for the warp's rows. */
-#define STAGE_BYTES (46 * 1024)
-__device__ __forceinline__ void stage_row(uint8_t *dst, const uint8_t *src, uint64_t row_bytes) {
-    const uint32_t to = (uint32_t)__cvta_generic_to_shared(dst);
-    for (uint32_t i = (threadIdx.x & 31) * 16; i < row_bytes; i += 32 * 16)
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(to + i), "l"(src + i));
+ * stage_bytes: the shared memory that `rows` rows of row_bytes take, or 0 where they
+ * cannot be staged (rows not 16-byte multiples, or more than the static shared memory
+ * limit leaves beside IQ2_XXS's grid). stage_rows: the warp's rows first, first +
+ * step, .. (before end) of W into dst, one after another, and waits for them. */
+__host__ __forceinline__ size_t stage_bytes(uint64_t row_bytes, int rows) {
+    const size_t bytes = (size_t)rows * row_bytes;
+    return row_bytes % 16 == 0 && bytes <= 46 * 1024 ? bytes : 0;
 }
-__device__ __forceinline__ void stage_wait() {
+__device__ __forceinline__ void stage_rows(uint8_t *dst, const uint8_t *W, uint64_t row_bytes, uint64_t first,
+                                           uint64_t end, uint64_t step) {
+    const uint32_t to = (uint32_t)__cvta_generic_to_shared(dst);
+    for (uint64_t o = first, k = 0; o < end; o += step, k++)
+        for (uint32_t i = (threadIdx.x & 31) * 16; i < row_bytes; i += 32 * 16)
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(to + (uint32_t)(k * row_bytes) + i),
+                         "l"(W + o * row_bytes + i));
     asm volatile("cp.async.wait_all;\n" ::: "memory");
     __syncwarp();
 }

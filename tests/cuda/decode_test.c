@@ -55,6 +55,25 @@ static void random_row(uint32_t type, uint8_t *row, int64_t n) {
     }
 }
 
+/* y[i][r] (T rows of `rows`) against sum_j wf[r][j] x[i][j] in double: within 1e-5 of
+ * sum |w x| (the device adds in its own fixed order). */
+static int check_sums(const char *name, const float *wf, int rows, const float *x, int T, int n, const float *y,
+                      char *err, size_t cap) {
+    for (int i = 0; i < T; i++)
+        for (int r = 0; r < rows; r++) {
+            double want = 0, mag = 0;
+            for (int j = 0; j < n; j++) {
+                want += (double)wf[(size_t)r * n + j] * x[(size_t)i * n + j];
+                mag += fabs((double)wf[(size_t)r * n + j] * x[(size_t)i * n + j]);
+            }
+            if (!(fabs(y[(size_t)i * rows + r] - want) <= 1e-5 * mag + 1e-30)) {
+                snprintf(err, cap, "%s row %d token %d: %g, want %g", name, r, i, y[(size_t)i * rows + r], want);
+                return -1;
+            }
+        }
+    return 0;
+}
+
 int main(void) {
     char err[256];
     ds4_cuda *c = ds4_cuda_create(0, err, sizeof err);
@@ -142,20 +161,8 @@ int main(void) {
                 const int rows = long_shapes[s];
                 const ds4_cuda_product p = {{off, row_bytes, type, t->block > 1 ? t->bytes : t->bytes * 32, SN}, SROWS,
                                             x, SN, rows, y, SROWS, 0, 0, 0, NULL};
-                bad = ds4_cuda_products(c, &p, 1, err, sizeof err) < 0;
-                for (int i = 0; i < rows && !bad; i++)
-                    for (int r = 0; r < SROWS && !bad; r++) {
-                        double want = 0, mag = 0;
-                        for (int j = 0; j < SN; j++) {
-                            want += (double)wf[(size_t)r * SN + j] * x[(size_t)i * SN + j];
-                            mag += fabs((double)wf[(size_t)r * SN + j] * x[(size_t)i * SN + j]);
-                        }
-                        if (!(fabs(y[(size_t)i * SROWS + r] - want) <= 1e-5 * mag + 1e-30)) {
-                            snprintf(err, sizeof err, "%s row %d token %d: %g, want %g", t->name, r, i,
-                                     y[(size_t)i * SROWS + r], want);
-                            bad = 1;
-                        }
-                    }
+                bad = ds4_cuda_products(c, &p, 1, err, sizeof err) < 0 ||
+                      check_sums(t->name, wf, SROWS, x, rows, SN, y, err, sizeof err) < 0;
             }
             free(w);
         }
@@ -182,23 +189,11 @@ int main(void) {
                 random_row(mtypes[k], w + r * row_bytes, MN);
                 ds4_row_to_f32(mtypes[k], w + r * row_bytes, wf + (size_t)r * MN, MN);
             }
-            ds4_cuda_product q = {{0, row_bytes, mtypes[k], t->block > 1 ? t->bytes : t->bytes * 32, MN}, MROWS, x, MN, MTT, y, MROWS,
-                                  0, 0, 0, NULL};
+            ds4_cuda_product q = {{0, row_bytes, mtypes[k], t->block > 1 ? t->bytes : t->bytes * 32, MN}, MROWS,
+                                  x, MN, MTT, y, MROWS, 0, 0, 0, NULL};
             bad = ds4_cuda_upload(c, w, MROWS * row_bytes, &q.w.offset, err, sizeof err) < 0 ||
-                  ds4_cuda_products(c, &q, 1, err, sizeof err) < 0;
-            for (int i = 0; i < MTT && !bad; i++)
-                for (int r = 0; r < MROWS && !bad; r++) {
-                    double want = 0, mag = 0;
-                    for (int j = 0; j < MN; j++) {
-                        want += (double)wf[(size_t)r * MN + j] * x[(size_t)i * MN + j];
-                        mag += fabs((double)wf[(size_t)r * MN + j] * x[(size_t)i * MN + j]);
-                    }
-                    if (!(fabs(y[(size_t)i * MROWS + r] - want) <= 1e-5 * mag + 1e-30)) {
-                        snprintf(err, sizeof err, "%s row %d token %d: %g, want %g", t->name, r, i,
-                                 y[(size_t)i * MROWS + r], want);
-                        bad = 1;
-                    }
-                }
+                  ds4_cuda_products(c, &q, 1, err, sizeof err) < 0 ||
+                  check_sums(t->name, wf, MROWS, x, MTT, MN, y, err, sizeof err) < 0;
             free(w);
         }
         if (bad) { fail++; printf("FAIL cuda_decode/tiles: %s\n", err); }
